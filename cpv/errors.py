@@ -1,0 +1,222 @@
+"""Every error cpv raises on purpose, as one tree.
+
+Foreign errors (botocore, GitPython, OSError) are translated at the adapter that meets them,
+with ``raise ... from exc``, so callers can ``except CPVError`` and the CLI can map each class
+to one line and an exit code. Each error carries the fields a program needs (``key``,
+``path``, ``tag``...) and a ``hint``: what the user should do next.
+
+::
+
+    CPVError
+    ├── ConfigError (ValueError)        bad or missing configuration
+    ├── StoreError
+    │   ├── ObjectNotFoundError         .key (also a KeyError-free FileNotFoundError)
+    │   ├── StoreAccessError            credentials, permissions, missing bucket
+    │   ├── StoreUnreachableError       endpoint does not answer
+    │   ├── StoreLockedError            .holder
+    │   ├── PreconditionFailedError     conditional write lost a race (.key)
+    │   └── TransientStoreError         retryable; raised once the retry budget is spent
+    ├── NoStoreError                    no cpv store at this location (run init)
+    ├── FormatError                     unknown format version, corrupt footer/index/snapshot
+    ├── IntegrityError                  .object_id .expected .actual
+    ├── UnsafePathError (ValueError)    .path: escapes the workspace (invariant 7)
+    ├── SourceChangedError              a file changed while it was being pushed
+    ├── LocalIOError                    a local file cannot be read or written (.path)
+    ├── TransferError                   some objects could not be moved (.failures)
+    └── VersioningError
+        ├── NotAWorkspaceError
+        ├── TagExistsError              .tag
+        ├── TagNotFoundError            .tag
+        ├── InvalidTagError             .tag
+        ├── DirtyWorkspaceError         .paths
+        └── GitRemoteError
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class CPVError(Exception):
+    """Root of every error cpv raises on purpose.
+
+    ``str(err)`` is the one-line message; ``hint`` says what to do about it.
+    """
+
+    default_hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint if hint is not None else self.default_hint
+
+    def __str__(self) -> str:
+        return self.message
+
+    def one_line(self) -> str:
+        """The message and hint on one line, as the CLI prints them."""
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class ConfigError(CPVError, ValueError):
+    """Configuration is missing, malformed or inconsistent."""
+
+
+class StoreError(CPVError):
+    """The object store refused or failed an operation."""
+
+
+class ObjectNotFoundError(StoreError):
+    """A key that should exist in the store does not."""
+
+    def __init__(self, key: str, *, message: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message or f"object not found in store: {key}", hint=hint)
+        self.key = key
+
+
+class StoreAccessError(StoreError):
+    """Credentials are missing or wrong, access is denied, or the bucket does not exist."""
+
+
+class StoreUnreachableError(StoreError):
+    """The store's endpoint does not answer."""
+
+    default_hint = "check the endpoint URL and that the server is running"
+
+
+class StoreLockedError(StoreError):
+    """Another process holds an exclusive lock on the store."""
+
+    def __init__(self, message: str, *, holder: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.holder = holder
+
+
+class PreconditionFailedError(StoreError):
+    """A conditional write (create-if-absent) found the key already present."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object already exists: {key}")
+        self.key = key
+
+
+class TransientStoreError(StoreError):
+    """A retryable failure (throttling, reset, 5xx) that outlived its retry budget."""
+
+    default_hint = "the store is overloaded or the network is flaky; re-run, it resumes"
+
+
+class NoStoreError(CPVError):
+    """No cpv store exists at the given location."""
+
+    default_hint = "create one first (cpv init, or Repository.init)"
+
+
+class FormatError(CPVError):
+    """A stored object is not in a format this version of cpv understands, or is damaged."""
+
+
+class IntegrityError(CPVError):
+    """Bytes read back do not hash to the id they are stored under."""
+
+    default_hint = "the store holds damaged data; run 'cpv verify' to see what is affected"
+
+    def __init__(
+        self, message: str, *, object_id: str = "", expected: str = "", actual: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.object_id = object_id
+        self.expected = expected
+        self.actual = actual
+
+
+class UnsafePathError(CPVError, ValueError):
+    """A path from a manifest or snapshot would escape the workspace (invariant 7)."""
+
+    default_hint = "the manifest or snapshot is malformed or hostile; it was not applied"
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"unsafe path {path!r}: {reason}")
+        self.path = path
+
+
+class SourceChangedError(CPVError):
+    """A file changed while cpv was reading it, so its chunks would not match its hash."""
+
+    default_hint = "wait until the file is fully written (e.g. the training step finished), then re-run"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"file changed while it was being read: {path}")
+        self.path = path
+
+
+class LocalIOError(CPVError):
+    """A local file or folder cannot be read or written."""
+
+    def __init__(self, message: str, *, path: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class TransferError(CPVError):
+    """Some objects could not be transferred; nothing that depends on them was written."""
+
+    default_hint = "re-run the same command: what was already uploaded is not sent again"
+
+    def __init__(self, message: str, *, failures: Sequence[tuple[str, BaseException]] = ()) -> None:
+        super().__init__(message)
+        self.failures = list(failures)
+
+
+class VersioningError(CPVError):
+    """A Git-side versioning operation cannot be done."""
+
+
+class NotAWorkspaceError(VersioningError):
+    """The folder is not a cpv workspace."""
+
+    default_hint = "run 'cpv init' (or import_model_init) first"
+
+
+class TagExistsError(VersioningError):
+    """The version tag already exists."""
+
+    def __init__(self, tag: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"tag {tag} already exists",
+            hint=hint or "choose another version, or pass force=True / --force to move it",
+        )
+        self.tag = tag
+
+
+class TagNotFoundError(VersioningError):
+    """No such version tag."""
+
+    def __init__(self, tag: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"no version {tag}", hint=hint or "list versions with 'cpv versions'"
+        )
+        self.tag = tag
+
+
+class InvalidTagError(VersioningError, ValueError):
+    """A version string is not of the form v{major}.{minor}."""
+
+    def __init__(self, tag: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"invalid version tag {tag!r}",
+            hint=hint or "use v{major}.{minor}, e.g. v1.0 or v0.10",
+        )
+        self.tag = tag
+
+
+class DirtyWorkspaceError(VersioningError):
+    """Local changes would be lost or mixed into a version."""
+
+    def __init__(self, message: str, *, paths: Sequence[str] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.paths = list(paths)
+
+
+class GitRemoteError(VersioningError):
+    """The Git remote cannot be reached or refused a push/fetch."""

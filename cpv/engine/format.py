@@ -1,0 +1,134 @@
+"""The store's ``config`` object: what every client reads first.
+
+It pins the format version and the chunker parameters for the life of the store, the way
+restic's config pins ``chunker_polynomial``: if two clients chunked the same bytes differently,
+they would stop deduplicating against each other, so local settings never override it.
+
+Layout of a store (one S3 prefix or one local folder)::
+
+    config                      this object (JSON), written once with create-if-absent
+    packs/<2 hex>/<pack id>     ~64 MiB immutable packs of chunks, self-describing footer
+    index/<index id>            which chunk lives in which pack at which offset
+    snapshots/<snapshot id>     one pushed file tree: paths, sizes, modes, blake3, chunk lists
+    locks/<id>                  (gc) lock objects
+
+Unknown format versions are refused with :class:`~cpv.errors.FormatError` rather than
+guessed at: writing version-1 objects into a newer store could break its readers.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from cpv.engine.chunking import DEFAULT_CHUNKER, ChunkerParams
+from cpv.errors import FormatError, NoStoreError, ObjectNotFoundError, PreconditionFailedError
+from cpv.store import MiB
+
+if TYPE_CHECKING:
+    from cpv.store import ObjectStore
+
+CONFIG_KEY = "config"
+FORMAT_NAME = "cpv-store"
+FORMAT_VERSION = 1
+HASH_ALGORITHM = "blake3"
+DEFAULT_PACK_SIZE = 64 * MiB
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """The parsed ``config`` object of a store."""
+
+    version: int
+    store_id: str
+    chunker: ChunkerParams
+    pack_size: int
+    hash: str = HASH_ALGORITHM
+    created_at: str = ""
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": FORMAT_NAME,
+            "version": self.version,
+            "store_id": self.store_id,
+            "chunker": self.chunker.to_dict(),
+            "pack_size": self.pack_size,
+            "hash": self.hash,
+            "compression": "none",
+            "created_at": self.created_at,
+        }
+        return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes, *, where: str) -> StoreConfig:
+        try:
+            doc: Any = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FormatError(f"store config at {where} is not valid JSON: {exc}") from exc
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+            raise FormatError(f"{where} is not a cpv store config (no format={FORMAT_NAME!r})")
+        version = doc.get("version")
+        if version != FORMAT_VERSION:
+            raise FormatError(
+                f"store at {where} has format version {version!r}; this cpv understands "
+                f"version {FORMAT_VERSION}",
+                hint="upgrade cpv (pip install -U cpv) to use this store",
+            )
+        if doc.get("hash") != HASH_ALGORITHM or doc.get("compression", "none") != "none":
+            raise FormatError(f"store at {where} uses an unsupported hash or compression")
+        try:
+            chunker = ChunkerParams.from_dict(doc["chunker"])
+            pack_size = int(doc["pack_size"])
+            store_id = str(doc["store_id"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"store config at {where} is incomplete: {exc}") from exc
+        if pack_size < 1 * MiB:
+            raise FormatError(f"store config at {where} has an invalid pack_size {pack_size}")
+        return cls(
+            version=version,
+            store_id=store_id,
+            chunker=chunker,
+            pack_size=pack_size,
+            created_at=str(doc.get("created_at", "")),
+        )
+
+
+def read_store_config(store: ObjectStore) -> StoreConfig:
+    """Read and check the store's config; :class:`NoStoreError` if there is none."""
+    try:
+        raw = store.get(CONFIG_KEY)
+    except ObjectNotFoundError as exc:
+        raise NoStoreError(f"no cpv store at {store.url}") from exc
+    return StoreConfig.from_json(raw, where=store.url)
+
+
+def init_store(
+    store: ObjectStore,
+    *,
+    chunker: ChunkerParams = DEFAULT_CHUNKER,
+    pack_size: int = DEFAULT_PACK_SIZE,
+) -> StoreConfig:
+    """Create the store's config, or return the existing one unchanged.
+
+    Create-if-absent makes two clients initialising the same store at once safe: one config
+    wins and both use it.
+    """
+    try:
+        return read_store_config(store)
+    except NoStoreError:
+        pass
+    config = StoreConfig(
+        version=FORMAT_VERSION,
+        store_id=secrets.token_hex(16),
+        chunker=chunker,
+        pack_size=pack_size,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    try:
+        store.put(CONFIG_KEY, config.to_json(), if_absent=True)
+    except PreconditionFailedError:
+        return read_store_config(store)
+    return config

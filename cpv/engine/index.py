@@ -1,0 +1,184 @@
+"""Index objects: which chunk lives in which pack, at which offset.
+
+Each push that writes packs writes one index object naming them, *after* the packs are durable
+and *before* the snapshot (invariant 1). Index objects are content-addressed and never change;
+a client merges all of them into an in-memory map and keeps a local copy of each, so a later
+open fetches only the index objects it has not seen (one LIST, then GETs of the new ones)::
+
+    index   := b"CPVIDX01" | u32 npacks | npacks * pack id (32 B)
+               | u32 nentries | nentries * entry | blake3(everything before) (32 B)
+    entry   := chunk id (32 B) | u32 pack number | u64 offset | u32 length
+    key     := index/<blake3 hex of the whole object>
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cpv.engine.hashing import DIGEST_SIZE, chunk_id
+from cpv.engine.packs import PackEntry
+from cpv.errors import FormatError, ObjectNotFoundError
+
+if TYPE_CHECKING:
+    from cpv.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+INDEX_MAGIC = b"CPVIDX01"
+INDEX_PREFIX = "index/"
+_U32 = struct.Struct("<I")
+_ENTRY = struct.Struct("<32sIQI")
+MAX_INDEX_ENTRIES = 50_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a chunk can be read: pack id, byte offset and length."""
+
+    pack_id: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class PackRecord:
+    """One pack a push wrote, with the chunks it holds."""
+
+    pack_id: str
+    size: int
+    entries: tuple[PackEntry, ...]
+
+
+def encode_index(packs: Iterable[PackRecord]) -> tuple[str, bytes]:
+    """Serialise ``packs``; returns (index id, bytes)."""
+    packs = list(packs)
+    parts = [INDEX_MAGIC, _U32.pack(len(packs))]
+    parts.extend(bytes.fromhex(p.pack_id) for p in packs)
+    entries = [(i, e) for i, p in enumerate(packs) for e in p.entries]
+    parts.append(_U32.pack(len(entries)))
+    parts.extend(_ENTRY.pack(e.chunk_id, i, e.offset, e.length) for i, e in entries)
+    body = b"".join(parts)
+    raw = body + chunk_id(body)
+    return chunk_id(raw).hex(), raw
+
+
+def decode_index(raw: bytes, *, where: str) -> Iterator[tuple[bytes, Location]]:
+    """Parse an index object, checking its checksum and bounds."""
+    if len(raw) < len(INDEX_MAGIC) + 2 * _U32.size + DIGEST_SIZE or not raw.startswith(INDEX_MAGIC):
+        raise FormatError(f"index {where} is not a cpv index (damaged or unknown version)")
+    body, digest = raw[:-DIGEST_SIZE], raw[-DIGEST_SIZE:]
+    if chunk_id(body) != digest:
+        raise FormatError(f"index {where} fails its checksum (damaged)")
+    pos = len(INDEX_MAGIC)
+    (npacks,) = _U32.unpack_from(body, pos)
+    pos += _U32.size
+    if pos + npacks * 32 + _U32.size > len(body):
+        raise FormatError(f"index {where} is truncated")
+    pack_ids = [body[pos + 32 * i : pos + 32 * (i + 1)].hex() for i in range(npacks)]
+    pos += 32 * npacks
+    (nentries,) = _U32.unpack_from(body, pos)
+    pos += _U32.size
+    if nentries > MAX_INDEX_ENTRIES or pos + nentries * _ENTRY.size != len(body):
+        raise FormatError(f"index {where} entry count does not match its size")
+    for cid, pnum, offset, length in _ENTRY.iter_unpack(body[pos:]):
+        if pnum >= npacks:
+            raise FormatError(f"index {where} names a pack number out of range")
+        yield cid, Location(pack_ids[pnum], offset, length)
+
+
+class ChunkIndex:
+    """The merged, in-memory view of every index object in a store.
+
+    Not thread-safe for writers: the push pipeline adds entries under its own lock.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: dict[bytes, Location] = {}
+        self.index_ids: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def __contains__(self, cid: object) -> bool:
+        return cid in self._chunks
+
+    def get(self, cid: bytes) -> Location | None:
+        return self._chunks.get(cid)
+
+    def add_pack(self, record: PackRecord) -> None:
+        for e in record.entries:
+            self._chunks.setdefault(e.chunk_id, Location(record.pack_id, e.offset, e.length))
+
+    def add_entries(self, entries: Iterable[tuple[bytes, Location]]) -> None:
+        chunks = self._chunks
+        for cid, loc in entries:
+            if cid not in chunks:
+                chunks[cid] = loc
+
+    def pack_ids(self) -> set[str]:
+        return {loc.pack_id for loc in self._chunks.values()}
+
+    def items(self) -> Iterator[tuple[bytes, Location]]:
+        return iter(self._chunks.items())
+
+
+def sync_index(store: ObjectStore, cache_dir: Path | None) -> ChunkIndex:
+    """Load every index object of ``store``, fetching only those not cached locally."""
+    index = ChunkIndex()
+    listed = [info.key[len(INDEX_PREFIX) :] for info in store.list(INDEX_PREFIX)]
+    for index_id in listed:
+        raw = _read_cached(cache_dir, index_id)
+        if raw is None:
+            try:
+                raw = store.get(INDEX_PREFIX + index_id)
+            except ObjectNotFoundError:
+                log.debug("index %s vanished while listing (gc?)", index_id)
+                continue
+            if chunk_id(raw).hex() != index_id:
+                raise FormatError(f"index object {index_id} does not match its id (damaged)")
+            _write_cached(cache_dir, index_id, raw)
+        index.add_entries(decode_index(raw, where=index_id))
+        index.index_ids.add(index_id)
+    return index
+
+
+def _read_cached(cache_dir: Path | None, index_id: str) -> bytes | None:
+    if cache_dir is None:
+        return None
+    path = cache_dir / "index" / index_id
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    if chunk_id(raw).hex() != index_id:
+        log.warning("cached index %s is damaged; fetching it again", index_id)
+        return None
+    return raw
+
+
+def _write_cached(cache_dir: Path | None, index_id: str, raw: bytes) -> None:
+    """Best effort: a cache that cannot be written only costs a re-download next time."""
+    if cache_dir is None:
+        return
+    folder = cache_dir / "index"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{index_id}.{os.getpid()}.tmp"
+        tmp.write_bytes(raw)
+        os.replace(tmp, folder / index_id)
+    except OSError as exc:
+        log.debug("could not cache index %s: %s", index_id, exc)
+
+
+def write_index(store: ObjectStore, packs: list[PackRecord], cache_dir: Path | None) -> str:
+    """Store an index object for ``packs`` (which must already be durable); returns its id."""
+    index_id, raw = encode_index(packs)
+    store.put(INDEX_PREFIX + index_id, raw)
+    _write_cached(cache_dir, index_id, raw)
+    return index_id

@@ -1,0 +1,209 @@
+"""A store opened as a cpv repository: its config, its merged index and local caches."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cpv.engine.chunking import DEFAULT_CHUNKER, ChunkerParams
+from cpv.engine.format import DEFAULT_PACK_SIZE, StoreConfig, init_store, read_store_config
+from cpv.engine.index import INDEX_PREFIX, ChunkIndex, PackRecord, sync_index, write_index
+from cpv.engine.packs import TRAILER_SIZE, decode_footer, pack_id_from_key, pack_key, parse_trailer
+from cpv.engine.snapshot import (
+    SNAPSHOT_PREFIX,
+    Snapshot,
+    check_snapshot_id,
+    snapshot_key,
+)
+from cpv.engine.statcache import StatCache
+from cpv.engine.transfer import CountingStore
+from cpv.errors import CPVError, FormatError, ObjectNotFoundError
+
+if TYPE_CHECKING:
+    from cpv.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+STALE_UPLOAD_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """A snapshot as listed: id, when it was stored, and what it holds."""
+
+    snapshot_id: str
+    stored_at: float
+    files: int
+    total_size: int
+
+
+class Repository:
+    """The engine's handle on one store. Not thread-safe; one per operation or process.
+
+    Args:
+        store: where the bytes live.
+        config: the store's parsed ``config``.
+        cache_dir: a folder for this user's caches (index copies, stat cache); None disables
+            caching, which costs re-downloads and re-hashing but is always correct.
+    """
+
+    def __init__(self, store: ObjectStore, config: StoreConfig, *, cache_dir: Path | None) -> None:
+        self.store = store if isinstance(store, CountingStore) else CountingStore(store)
+        self.config = config
+        self.cache_root = cache_dir
+        self.cache_dir = cache_dir / "stores" / config.store_id if cache_dir else None
+        self._index: ChunkIndex | None = None
+        self._stat_cache: StatCache | None = None
+
+    @classmethod
+    def init(
+        cls,
+        store: ObjectStore,
+        *,
+        chunker: ChunkerParams = DEFAULT_CHUNKER,
+        pack_size: int = DEFAULT_PACK_SIZE,
+        cache_dir: Path | None = None,
+    ) -> Repository:
+        """Create a store (or open the existing one: init is idempotent)."""
+        return cls(store, init_store(store, chunker=chunker, pack_size=pack_size), cache_dir=cache_dir)
+
+    @classmethod
+    def open(cls, store: ObjectStore, *, cache_dir: Path | None = None) -> Repository:
+        """Open an existing store; NoStoreError if it has no config."""
+        return cls(store, read_store_config(store), cache_dir=cache_dir)
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    @property
+    def index(self) -> ChunkIndex:
+        if self._index is None:
+            self._index = sync_index(self.store, self.cache_dir)
+        return self._index
+
+    def refresh_index(self) -> ChunkIndex:
+        self._index = None
+        return self.index
+
+    @property
+    def stat_cache(self) -> StatCache | None:
+        if self._stat_cache is None and self.cache_root is not None:
+            chunker = self.config.chunker
+            key = f"{chunker.algorithm}:{chunker.min_size}:{chunker.avg_size}:{chunker.max_size}:{chunker.seed}"
+            self._stat_cache = StatCache(self.cache_root / "statcache.sqlite", chunker_key=key)
+        return self._stat_cache
+
+    def add_packs(self, records: list[PackRecord]) -> str | None:
+        """Index durable packs (step 2 of invariant 1); returns the index id."""
+        if not records:
+            return None
+        index_id = write_index(self.store, records, self.cache_dir)
+        for record in records:
+            self.index.add_pack(record)
+        self.index.index_ids.add(index_id)
+        return index_id
+
+    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+        check_snapshot_id(snapshot_id)
+        try:
+            raw = self.store.get(snapshot_key(snapshot_id))
+        except ObjectNotFoundError as exc:
+            raise ObjectNotFoundError(
+                exc.key,
+                message=f"snapshot {snapshot_id} not found in store {self.url}",
+                hint="was it pushed to another store? list snapshots with 'cpv snapshots'",
+            ) from exc
+        return Snapshot.decode(raw, snapshot_id=snapshot_id)
+
+    def save_snapshot(self, snapshot: Snapshot) -> tuple[str, bool]:
+        """Store ``snapshot`` unless an identical one exists; returns (id, written)."""
+        snapshot_id, raw = snapshot.encode()
+        key = snapshot_key(snapshot_id)
+        if self.store.exists(key):
+            return snapshot_id, False
+        self.store.put(key, raw)
+        return snapshot_id, True
+
+    def list_snapshots(self) -> list[SnapshotInfo]:
+        infos = []
+        for obj in self.store.list(SNAPSHOT_PREFIX):
+            sid = obj.key[len(SNAPSHOT_PREFIX) :]
+            try:
+                snap = self.load_snapshot(sid)
+            except (FormatError, ObjectNotFoundError) as exc:
+                log.warning("skipping unreadable snapshot %s: %s", sid, exc)
+                continue
+            infos.append(SnapshotInfo(sid, obj.mtime, len(snap.files), snap.total_size))
+        infos.sort(key=lambda s: (s.stored_at, s.snapshot_id))
+        return infos
+
+    def read_pack_entries(self, pack_id: str, *, size: int | None = None) -> PackRecord:
+        """Rebuild a pack's index entries from its own footer."""
+        key = pack_key(pack_id)
+        if size is None:
+            size = self.store.stat(key).size
+        if size < TRAILER_SIZE:
+            raise FormatError(f"pack {pack_id} is too short to be a pack")
+        footer_len = parse_trailer(
+            self.store.get_range(key, size - TRAILER_SIZE, TRAILER_SIZE), pack_size=size, where=pack_id
+        )
+        footer = self.store.get_range(key, size - TRAILER_SIZE - footer_len, footer_len)
+        entries = decode_footer(footer, data_size=size - TRAILER_SIZE - footer_len, where=pack_id)
+        return PackRecord(pack_id, size, tuple(entries))
+
+    def recover_orphan_packs(self) -> int:
+        """Index packs that were uploaded but never indexed (a push that died after them).
+
+        This is what makes a re-run after a crash upload only what is missing: the chunks in
+        such packs become known again instead of being uploaded a second time.
+        """
+        indexed = self.index.pack_ids()
+        orphans = []
+        for obj in self.store.list("packs/"):
+            pid = pack_id_from_key(obj.key)
+            if pid is not None and pid not in indexed:
+                orphans.append((pid, obj.size))
+        records = []
+        for pid, size in orphans:
+            try:
+                records.append(self.read_pack_entries(pid, size=size))
+            except (FormatError, ObjectNotFoundError) as exc:
+                log.warning("ignoring unreadable orphan pack %s: %s", pid, exc)
+        if records:
+            self.add_packs(records)
+            log.info("recovered %d orphan pack(s) left by an interrupted push", len(records))
+        return len(records)
+
+    def abort_stale_uploads(self, *, older_than_s: float = STALE_UPLOAD_SECONDS) -> int:
+        """Abort multipart uploads a crashed push left behind, once clearly abandoned.
+
+        Recent ones may belong to a push running right now on another machine.
+        """
+        now = time.time()
+        aborted = 0
+        for pending in self.store.list_multipart("packs/"):
+            if now - pending.initiated >= older_than_s:
+                try:
+                    self.store.abort_multipart(pending.key, pending.upload_id)
+                    aborted += 1
+                except CPVError as exc:
+                    log.warning("could not abort stale upload %s: %s", pending.key, exc)
+        return aborted
+
+    def index_keys(self) -> list[str]:
+        return [o.key for o in self.store.list(INDEX_PREFIX)]
+
+    def close(self) -> None:
+        if self._stat_cache is not None:
+            self._stat_cache.close()
+            self._stat_cache = None
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

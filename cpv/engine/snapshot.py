@@ -1,0 +1,165 @@
+"""Snapshots: the content-addressed description of one pushed file tree.
+
+Stored at ``snapshots/<id>`` as ``b"CPVSNAP1" + zlib(canonical JSON)``, where the id is the
+blake3 of the stored bytes, so a snapshot cannot be altered without changing its id. JSON::
+
+    {"version": 1, "meta": {...},
+     "files": [{"p": "model/weights.safetensors", "s": 2147483648, "m": 420,
+                "h": "<blake3 hex of the whole file>",
+                "c": "<chunk ids, hex, concatenated>" | null,
+                "l": "<symlink target>" (symlinks only)}]}
+
+``"c": null`` means the file is a single chunk whose id is its blake3 (or no chunk when empty),
+which keeps data sets of many small files compact. Paths are relative POSIX paths, sorted,
+unique, and checked on decode (invariant 7).
+
+A snapshot holds no timestamp or host name: the same tree always encodes to the same bytes and
+so the same id, which is what makes pushing an unchanged tree upload nothing (invariant 3).
+When and by whom a version was made is Git's business (the manifest and the commit).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cpv.engine.hashing import DIGEST_SIZE, chunk_id
+from cpv.engine.paths import check_relpath, check_symlink_target
+from cpv.errors import FormatError, UnsafePathError
+
+SNAPSHOT_MAGIC = b"CPVSNAP1"
+SNAPSHOT_PREFIX = "snapshots/"
+SNAPSHOT_VERSION = 1
+MAX_SNAPSHOT_BYTES = 2 * 1024**3
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One file (or symlink) of a snapshot."""
+
+    path: str
+    size: int
+    mode: int
+    blake3: str
+    chunks: tuple[bytes, ...]
+    link: str | None = None
+
+    @property
+    def is_symlink(self) -> bool:
+        return self.link is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A pushed tree. ``files`` are sorted by path."""
+
+    files: tuple[FileEntry, ...]
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def encode(self) -> tuple[str, bytes]:
+        """Canonical bytes and the id they hash to."""
+        files = []
+        for f in self.files:
+            doc: dict[str, Any] = {"p": f.path, "s": f.size, "m": f.mode, "h": f.blake3}
+            single = (f.size == 0 and not f.chunks) or (
+                len(f.chunks) == 1 and f.chunks[0].hex() == f.blake3
+            )
+            doc["c"] = None if single else b"".join(f.chunks).hex()
+            if f.link is not None:
+                doc["l"] = f.link
+            files.append(doc)
+        body = {
+            "version": SNAPSHOT_VERSION,
+            "meta": dict(self.meta),
+            "files": files,
+        }
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        raw = SNAPSHOT_MAGIC + zlib.compress(text.encode("utf-8"), 6)
+        return chunk_id(raw).hex(), raw
+
+    @classmethod
+    def decode(cls, raw: bytes, *, snapshot_id: str | None = None) -> Snapshot:
+        """Parse stored bytes, checking the id, the schema and every path."""
+        where = snapshot_id or "(snapshot)"
+        if snapshot_id is not None and chunk_id(raw).hex() != snapshot_id:
+            raise FormatError(f"snapshot {snapshot_id} does not match its id (damaged)")
+        if not raw.startswith(SNAPSHOT_MAGIC):
+            raise FormatError(f"snapshot {where} is not a cpv snapshot (unknown format)")
+        try:
+            d = zlib.decompressobj()
+            text = d.decompress(raw[len(SNAPSHOT_MAGIC) :], MAX_SNAPSHOT_BYTES)
+            if d.unconsumed_tail:
+                raise FormatError(f"snapshot {where} expands beyond {MAX_SNAPSHOT_BYTES} bytes")
+            doc = json.loads(text)
+        except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise FormatError(f"snapshot {where} is malformed: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise FormatError(f"snapshot {where} is malformed: not an object")
+        if doc.get("version") != SNAPSHOT_VERSION:
+            raise FormatError(
+                f"snapshot {where} has version {doc.get('version')!r}; this cpv reads "
+                f"version {SNAPSHOT_VERSION}",
+                hint="upgrade cpv",
+            )
+        try:
+            files = tuple(_decode_file(f) for f in doc["files"])
+            meta = {str(k): str(v) for k, v in dict(doc.get("meta", {})).items()}
+        except UnsafePathError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FormatError(f"snapshot {where} is malformed: {exc!r}") from exc
+        seen: set[str] = set()
+        dirs: set[str] = set()
+        for f in files:
+            if f.path in seen:
+                raise UnsafePathError(f.path, "appears twice in the snapshot")
+            seen.add(f.path)
+            parts = f.path.split("/")
+            dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        clash = seen & dirs
+        if clash:
+            raise UnsafePathError(sorted(clash)[0], "is both a file and a directory")
+        return cls(files=files, meta=meta)
+
+
+def _decode_file(doc: Mapping[str, Any]) -> FileEntry:
+    path = check_relpath(doc["p"])
+    size, mode, digest = doc["s"], doc["m"], doc["h"]
+    if not isinstance(size, int) or size < 0 or not isinstance(mode, int):
+        raise ValueError(f"bad size or mode for {path!r}")
+    if not isinstance(digest, str) or len(digest) != 2 * DIGEST_SIZE or not set(digest) <= _HEX:
+        raise ValueError(f"bad blake3 for {path!r}")
+    link = doc.get("l")
+    if link is not None:
+        check_symlink_target(path, str(link))
+    packed = doc.get("c")
+    chunks: tuple[bytes, ...]
+    if packed is None:
+        chunks = () if size == 0 or link is not None else (bytes.fromhex(digest),)
+    else:
+        if not isinstance(packed, str) or len(packed) % (2 * DIGEST_SIZE):
+            raise ValueError(f"bad chunk list for {path!r}")
+        blob = bytes.fromhex(packed)
+        chunks = tuple(blob[i : i + DIGEST_SIZE] for i in range(0, len(blob), DIGEST_SIZE))
+    return FileEntry(path=path, size=size, mode=mode & 0o7777, blake3=digest, chunks=chunks,
+                     link=None if link is None else str(link))
+
+
+def snapshot_key(snapshot_id: str) -> str:
+    return SNAPSHOT_PREFIX + snapshot_id
+
+
+def check_snapshot_id(snapshot_id: str) -> str:
+    if len(snapshot_id) != 2 * DIGEST_SIZE or not set(snapshot_id) <= _HEX:
+        raise FormatError(
+            f"invalid snapshot id {snapshot_id!r}", hint="a snapshot id is 64 lowercase hex digits"
+        )
+    return snapshot_id

@@ -1,0 +1,1 @@
+"""The `cpv` command: parses, calls the library, renders. Owns click, tqdm and exit codes."""

@@ -1,0 +1,1384 @@
+"""CPVConfig: one frozen, validated configuration object, loaded at the edge and passed down.
+
+Why one object: settings that trickle in from files, environment variables and function
+arguments at random depths make behaviour depend on where code happens to run. Here they are
+merged once, in a documented order, validated once (pydantic, ``extra="forbid"`` so a misspelt
+key fails loudly instead of being ignored), and handed to the api/workspace layer. Nothing in
+this module reads the environment at import time; :meth:`CPVConfig.load` (and
+:func:`default_config_path`) are the only readers of ``os.environ``, and only when not given
+an explicit ``env`` mapping.
+
+Precedence, lowest to highest (``docs/config.md`` has the full table)::
+
+    defaults  <  user file (~/.cpv/config.json)  <  workspace file (<ws>/.cpv/config.json)
+              <  CPV_* environment variables     <  explicit arguments (replace/with_overrides)
+
+Invariant 8: credentials are never written by cpv. The model has no field that can hold a
+secret (``extra="forbid"`` rejects ``aws_secret_access_key`` & co. with a dedicated message),
+every string is screened for things that look like keys or tokens, URLs must not carry a
+password, and files are written with mode 0600 in a 0700 ``~/.cpv`` directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import stat
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from typing_extensions import Self
+
+from cpv.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+GiB: Final = 1024 * MiB
+
+CONFIG_DIRNAME: Final = ".cpv"
+CONFIG_FILENAME: Final = "config.json"
+
+#: ``CPV_*`` environment variables that override a setting, and the setting they override.
+ENV_OVERRIDES: Final[Mapping[str, str]] = {
+    "CPV_STORE_URL": "store.url",
+    "CPV_AWS_PROFILE": "aws.profile",
+    "CPV_AWS_REGION": "aws.region",
+    "CPV_AWS_BUCKET": "aws.bucket",
+    "CPV_AWS_PREFIX": "aws.prefix",
+    "CPV_ENDPOINT_URL": "aws.endpoint_url",
+    "CPV_CACHE_DIR": "cache.dir",
+    "CPV_GIT_REMOTE": "git.remote_url",
+    "CPV_GIT_BRANCH": "git.branch",
+    "CPV_GIT_SSH_KEY": "git.ssh_key_path",
+    "CPV_WORKERS": "transfer.workers",
+    "CPV_NOTIFY_WEBHOOK": "notify.webhook_url",
+    "CPV_TEAM": "team",
+    "CPV_MODEL": "model",
+}
+#: ``CPV_*`` variables that are meaningful but are not settings (so they are not "unknown").
+ENV_OTHER: Final[frozenset[str]] = frozenset({"CPV_CONFIG", "CPV_DEBUG"})
+
+TEAM_RE: Final = re.compile(r"^AI-[A-Za-z0-9][A-Za-z0-9_-]*$")
+MODEL_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_NAME_MAX = 100
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PROFILE_RE = re.compile(r"^[A-Za-z0-9_.+@=,-]+$")
+_REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_HOST_ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+_SCP_REMOTE_RE = re.compile(r"^(?:(?P<user>[^@/:\s]+)@)?(?P<host>[^@/:\s]+):(?P<path>[^\s].*)$")
+
+# A key with one of these words is somebody trying to store a credential, not a typo.
+_SECRET_KEY_RE = re.compile(
+    r"secret|passw|token|credential|private_?key|access_?key|api_?key|session", re.IGNORECASE
+)
+_SECRET_VALUE_PATTERNS: Final = (
+    ("an AWS access key id", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])")),
+    ("a private key", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")),
+    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}")),
+)
+_NO_CREDENTIALS_HINT = (
+    "cpv never stores credentials: keep AWS keys in ~/.aws (aws configure --profile NAME) and "
+    "record only the profile name; for Git use an SSH key and record only its path"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Value checks shared by the sections. They raise PydanticCustomError so that the hint travels
+# with the error to the one place that turns a ValidationError into a ConfigError.
+
+
+def _invalid(message: str, hint: str = "") -> PydanticCustomError:
+    return PydanticCustomError("cpv_invalid", "{message}", {"message": message, "hint": hint})
+
+
+def _refuse_secret(value: str) -> str:
+    for what, pattern in _SECRET_VALUE_PATTERNS:
+        if pattern.search(value):
+            raise _invalid(f"looks like {what}; refusing to store it", _NO_CREDENTIALS_HINT)
+    if "://" in value:
+        try:
+            password = urlsplit(value).password
+        except ValueError:
+            password = None
+        if password:
+            raise _invalid("URL contains a password; refusing to store it", _NO_CREDENTIALS_HINT)
+    return value
+
+
+def _check_team(value: str) -> str:
+    if len(value) > _NAME_MAX or not TEAM_RE.match(value):
+        raise _invalid(
+            f"team {value!r} is not of the form AI-<Team>",
+            "use e.g. AI-Convo: 'AI-', then letters, digits, '_' or '-'",
+        )
+    return value
+
+
+def _check_model(value: str) -> str:
+    if len(value) > _NAME_MAX or not MODEL_RE.match(value):
+        raise _invalid(
+            f"model name {value!r} must be lowercase without spaces",
+            "use e.g. faster-whisper: lowercase letters, digits, '.', '_' or '-'",
+        )
+    return value
+
+
+def _check_bucket(value: str) -> str:
+    if not _BUCKET_RE.match(value) or ".." in value:
+        raise _invalid(
+            f"{value!r} is not a valid S3 bucket name",
+            "3-63 characters: lowercase letters, digits, '.' and '-'",
+        )
+    return value
+
+
+def _normalize_prefix(value: str) -> str:
+    prefix = value.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise _invalid(
+            f"prefix {value!r} has an empty, '.' or '..' segment", "use e.g. team/models"
+        )
+    return prefix
+
+
+def _check_profile(value: str) -> str:
+    if not _PROFILE_RE.match(value):
+        raise _invalid(
+            f"{value!r} is not an AWS profile name",
+            "give the profile's name as in ~/.aws/config, e.g. ml-team",
+        )
+    return value
+
+
+def _check_region(value: str) -> str:
+    if not _REGION_RE.match(value):
+        raise _invalid(f"{value!r} is not a region name", "use e.g. eu-west-1")
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise _invalid(f"{value!r} is not a URL: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _invalid(f"{value!r} is not an http(s) URL", "use e.g. https://host:port")
+    return value
+
+
+def _check_abs_or_home_path(value: str) -> str:
+    if not (value.startswith("~") or Path(value).is_absolute()) or "\0" in value:
+        raise _invalid(f"{value!r} is not an absolute path", "use an absolute path or ~/...")
+    return value
+
+
+def _check_store_url(value: str) -> str:
+    _parse_store_url(value)  # raises PydanticCustomError
+    return value
+
+
+def _check_git_remote(value: str) -> str:
+    if not value or value != value.strip() or "\0" in value:
+        raise _invalid(f"{value!r} is not a Git remote URL")
+    if "://" in value:
+        parts = urlsplit(value)
+        if parts.scheme not in ("ssh", "git", "http", "https", "file", "git+ssh", "ssh+git"):
+            raise _invalid(
+                f"Git remote {value!r} has an unsupported scheme {parts.scheme!r}",
+                "use git@host:team/repo.git, ssh://, https:// or file://",
+            )
+    return value
+
+
+def _check_branch(value: str) -> str:
+    bad = (
+        not value
+        or value.startswith(("-", "/", "."))
+        or value.endswith(("/", ".", ".lock"))
+        or ".." in value
+        or "//" in value
+        or "@{" in value
+        or any(c.isspace() or c in "~^:?*[\\" or ord(c) < 32 for c in value)
+    )
+    if bad:
+        raise _invalid(f"{value!r} is not a valid Git branch name", "use e.g. main")
+    return value
+
+
+def _check_host_alias(value: str) -> str:
+    if not _HOST_ALIAS_RE.match(value):
+        raise _invalid(
+            f"{value!r} is not a valid SSH host alias", "letters, digits, '.', '_' and '-'"
+        )
+    return value
+
+
+def _check_key_path(value: str) -> str:
+    _check_abs_or_home_path(value)
+    if value.endswith(".pub"):
+        raise _invalid(f"{value!r} is a public key", "give the private key's path (without .pub)")
+    return value
+
+
+SafeStr = Annotated[str, AfterValidator(_refuse_secret)]
+TeamName = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_team)]
+ModelName = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_model)]
+BucketName = Annotated[str, AfterValidator(_check_bucket)]
+Prefix = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_normalize_prefix)]
+ProfileName = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_profile)]
+RegionName = Annotated[str, AfterValidator(_check_region)]
+HttpUrl = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_http_url)]
+AbsPath = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_abs_or_home_path)]
+KeyPath = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_key_path)]
+StoreUrl = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_store_url)]
+GitRemote = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_git_remote)]
+BranchName = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_branch)]
+HostAlias = Annotated[str, AfterValidator(_check_host_alias)]
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+class _Model(BaseModel):
+    """Frozen, typo-intolerant base; direct construction raises ConfigError, not pydantic's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    if not TYPE_CHECKING:  # keep the field-typed __init__ that pydantic synthesises for mypy
+
+        def __init__(self, **data: Any) -> None:
+            try:
+                super().__init__(**data)
+            except ValidationError as exc:
+                raise _config_error(exc, model=type(self), origins={}) from exc
+
+        # Same trick as pydantic's own RootModel.__init__: this __init__ only translates the
+        # error, so pydantic may keep validating nested sections and model_validate() without
+        # calling it (else a nested ConfigError would be re-wrapped as a ValidationError).
+        __init__.__pydantic_base_init__ = True
+
+
+class AwsSection(_Model):
+    """How to reach S3. Only the *name* of an AWS profile, never its keys (invariant 8)."""
+
+    profile: ProfileName | None = None
+    region: RegionName | None = None
+    bucket: BucketName | None = None
+    prefix: Prefix = ""
+    endpoint_url: HttpUrl | None = None  # an S3-compatible server, e.g. the loopback test server
+
+
+class StoreSection(_Model):
+    """Where the bytes live: ``s3://bucket/prefix``, ``file:///abs/path`` or a folder path.
+
+    ``None`` means: ``s3://{aws.bucket}/{aws.prefix}`` when a bucket is configured, otherwise a
+    local folder store inside the workspace (see :meth:`CPVConfig.store_location`).
+    """
+
+    url: StoreUrl | None = None
+
+
+class GitSection(_Model):
+    """Where history goes. ``ssh_key_path`` is a *path*; the key itself stays in ~/.ssh."""
+
+    remote_url: GitRemote | None = None
+    branch: BranchName = "main"
+    ssh_host_alias: HostAlias | None = None
+    ssh_key_path: KeyPath | None = None
+
+
+class CacheSection(_Model):
+    """Local cache (index, stat cache, chunks). ``None``: $XDG_CACHE_HOME/cpv or ~/.cache/cpv."""
+
+    dir: AbsPath | None = None
+
+
+class TransferSection(_Model):
+    """Concurrency and memory budget of transfers; the engine gets these as plain numbers.
+
+    Peak transfer memory is about ``max_inflight_bytes`` (parts and ranges being moved), so it
+    must hold at least one part. ``part_size`` is at least S3's 5 MiB multipart minimum.
+    """
+
+    workers: int = Field(default=8, ge=1, le=256)
+    max_inflight_bytes: int = Field(default=256 * MiB, ge=1 * MiB, le=64 * GiB)
+    part_size: int = Field(default=16 * MiB, ge=5 * MiB, le=5 * GiB)
+    pack_size: int = Field(default=64 * MiB, ge=1 * MiB, le=5 * GiB)
+
+    @model_validator(mode="after")
+    def _budget_holds_a_part(self) -> Self:
+        if self.max_inflight_bytes < self.part_size:
+            raise _invalid(
+                f"max_inflight_bytes ({self.max_inflight_bytes}) is smaller than part_size "
+                f"({self.part_size})",
+                "raise max_inflight_bytes or lower part_size",
+            )
+        return self
+
+
+class NotifySection(_Model):
+    """Where to announce new versions (Slack/Teams incoming webhook). Redacted in displays."""
+
+    webhook_url: HttpUrl | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Environment snapshot and store location
+
+
+@dataclass(frozen=True, slots=True)
+class _Environment:
+    """The few environment values config resolution needs, captured once by ``load``."""
+
+    home: str | None = None
+    xdg_cache_home: str | None = None
+    aws_credentials_file: str | None = None
+    aws_config_file: str | None = None
+
+    @classmethod
+    def capture(cls, env: Mapping[str, str]) -> _Environment:
+        return cls(
+            home=env.get("HOME") or env.get("USERPROFILE") or None,
+            xdg_cache_home=env.get("XDG_CACHE_HOME") or None,
+            aws_credentials_file=env.get("AWS_SHARED_CREDENTIALS_FILE") or None,
+            aws_config_file=env.get("AWS_CONFIG_FILE") or None,
+        )
+
+    def home_dir(self) -> Path:
+        return Path(self.home) if self.home else Path.home()
+
+    def expand(self, value: str | os.PathLike[str]) -> Path:
+        text = os.fspath(value)
+        if text == "~" or text.startswith(("~/", "~" + os.sep)):
+            return self.home_dir() / text[2:]
+        return Path(text).expanduser() if text.startswith("~") else Path(text)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLocation:
+    """A parsed store address: an S3 bucket + prefix, or an absolute local folder."""
+
+    kind: Literal["s3", "file"]
+    bucket: str = ""
+    prefix: str = ""
+    path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """``s3://bucket/prefix`` or ``file:///abs/path`` (percent-encoded, as Path.as_uri)."""
+        if self.kind == "s3":
+            return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+        assert self.path is not None  # "file" locations always have a path
+        return self.path.as_uri()
+
+
+def _parse_store_url(url: str) -> StoreLocation | str:
+    """A StoreLocation for s3/file URLs, or the plain path text; PydanticCustomError if bad."""
+    if "\0" in url or not url:
+        raise _invalid(f"{url!r} is not a store URL")
+    if "://" not in url:
+        return url  # a folder path; relative ones are resolved against the workspace
+    parts = urlsplit(url)
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise _invalid(f"store URL {url!r} has no bucket", "use s3://bucket/prefix")
+        _check_bucket(parts.netloc)
+        return StoreLocation(kind="s3", bucket=parts.netloc, prefix=_normalize_prefix(parts.path))
+    if parts.scheme == "file":
+        path = unquote(parts.path)
+        if parts.netloc not in ("", "localhost") or not Path(path).is_absolute():
+            raise _invalid(f"store URL {url!r} is not an absolute file URL", "use file:///abs/path")
+        return StoreLocation(kind="file", path=Path(path))
+    raise _invalid(
+        f"store URL {url!r} has unsupported scheme {parts.scheme!r}",
+        "use s3://bucket/prefix, file:///abs/path or a folder path",
+    )
+
+
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]/…``: enough to recognise a URL without revealing its secret path.
+
+    Webhook URLs (Slack, Teams) carry their token in the path, so they are shown like this in
+    displays, logs and error messages.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid URL>"
+    if not parts.scheme or not host:
+        return "<redacted>"
+    tail = "/…" if parts.path not in ("", "/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{tail}"
+
+
+# --------------------------------------------------------------------------------------------
+# The configuration object
+
+
+class CPVConfig(_Model):
+    """The whole cpv configuration: frozen, validated, secret-free.
+
+    Build it with :meth:`load` (files + environment) at the edge of the program, adjust it
+    with :meth:`replace` / :meth:`with_overrides` (explicit arguments win over everything),
+    and pass it down. The api layer may subclass it (e.g. to add ``validate_credentials``);
+    every constructor here returns an instance of the subclass it was called on.
+
+    Example::
+
+        cfg = CPVConfig.load(workspace=Path("."))
+        cfg = cfg.with_overrides({"transfer.workers": 16})
+        cfg.store_url(workspace=Path("."))     # 's3://vmo-model-checkpoints/AI-Convo'
+    """
+
+    aws: AwsSection = Field(default_factory=AwsSection)
+    store: StoreSection = Field(default_factory=StoreSection)
+    git: GitSection = Field(default_factory=GitSection)
+    cache: CacheSection = Field(default_factory=CacheSection)
+    transfer: TransferSection = Field(default_factory=TransferSection)
+    notify: NotifySection = Field(default_factory=NotifySection)
+    team: TeamName | None = None
+    model: ModelName | None = None
+
+    _env: _Environment = PrivateAttr(default_factory=_Environment)
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+    _sources: tuple[str, ...] = PrivateAttr(default=())
+
+    def __eq__(self, other: object) -> bool:
+        # Settings only: where they came from (private provenance) does not make two configs
+        # different. pydantic's default would also compare the private attributes.
+        if not isinstance(other, CPVConfig):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(_to_json(self.model_dump(mode="json")))
+
+    # ---- building ------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        workspace: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Self:
+        """Read user file, workspace file and ``CPV_*`` variables, merged in that order.
+
+        Args:
+            path: the user config file; default ``$CPV_CONFIG`` or ``~/.cpv/config.json``.
+                A missing file is fine (defaults apply).
+            workspace: a workspace folder; its ``.cpv/config.json`` overrides the user file,
+                section by section, key by key.
+            env: the environment to read ``CPV_*``, ``HOME``, ``XDG_CACHE_HOME`` from. ``None``
+                means ``os.environ``; tests pass ``{}``. Apart from
+                :func:`default_config_path`, this is the only reader of the process environment.
+
+        Raises:
+            ConfigError: a file is not valid JSON (names file and line), holds an unknown or
+                invalid setting, or something that looks like a credential.
+        """
+        environ: Mapping[str, str] = os.environ if env is None else env
+        captured = _Environment.capture(environ)
+        user_path = captured.expand(path) if path is not None else default_config_path(env=environ)
+        layers: list[tuple[str, dict[str, Any]]] = []
+        user_doc = _read_config_file(user_path)
+        if user_doc is not None:
+            layers.append((str(user_path), user_doc))
+        if workspace is not None:
+            ws_path = workspace_config_path(Path(workspace))
+            ws_doc = _read_config_file(ws_path)
+            if ws_doc is not None:
+                layers.append((str(ws_path), ws_doc))
+        layers.extend(_env_layers(environ))
+        merged, origins = _merge_layers(layers)
+        return cls._build(
+            merged, origins=origins, environment=captured, sources=[src for src, _ in layers]
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "arguments") -> Self:
+        """Validate a plain mapping (e.g. parsed JSON); errors name ``source``."""
+        merged, origins = _merge_layers([(source, _as_dict(data, source))])
+        return cls._build(merged, origins=origins, environment=_Environment(), sources=[source])
+
+    @classmethod
+    def _build(
+        cls,
+        data: dict[str, Any],
+        *,
+        origins: dict[str, str],
+        environment: _Environment,
+        sources: Iterable[str],
+    ) -> Self:
+        try:
+            cfg = cls.model_validate(data)
+        except ValidationError as exc:
+            raise _config_error(exc, model=cls, origins=origins) from exc
+        cfg._env = environment
+        cfg._origins = origins
+        cfg._sources = tuple(dict.fromkeys(sources))
+        return cfg
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` applied; they beat every file and environment variable.
+
+        A dict for a section is merged into it (``aws={"profile": "ml"}`` keeps the bucket);
+        a section object replaces it whole; a top-level value replaces the value.
+
+        Raises:
+            ConfigError: an unknown key or an invalid value (the message says "arguments").
+        """
+        data = self.model_dump()
+        origins = dict(self._origins)
+        for key, value in changes.items():
+            if isinstance(value, BaseModel):
+                data[key] = value.model_dump()
+                for sub in data[key]:
+                    origins[f"{key}.{sub}"] = "arguments"
+            elif isinstance(value, Mapping) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
+                for sub in value:
+                    origins[f"{key}.{sub}"] = "arguments"
+            else:
+                data[key] = value
+            origins[key] = "arguments"
+        return type(self)._build(
+            data, origins=origins, environment=self._env, sources=[*self._sources, "arguments"]
+        )
+
+    def with_overrides(self, overrides: Mapping[str, object]) -> Self:
+        """Apply dotted-key overrides such as ``{"aws.profile": "ml", "transfer.workers": 4}``.
+
+        ``None`` values are skipped, so a CLI can pass every option it has, set or not.
+        """
+        changes: dict[str, Any] = {}
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            section, _, key = dotted.partition(".")
+            if key:
+                nested = changes.setdefault(section, {})
+                if not isinstance(nested, dict):
+                    raise ConfigError(f"override {dotted!r} conflicts with {section!r}")
+                nested[key] = value
+            else:
+                changes[section] = value
+        return self.replace(**changes) if changes else self
+
+    # ---- saving --------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the non-default settings to ``path`` atomically, mode 0600 (invariant 8).
+
+        The file holds only what differs from the defaults, so later cpv versions can improve
+        defaults. Note that a config produced by :meth:`load` includes environment overrides;
+        to change one setting in a file without copying the rest in, use
+        :func:`update_config_file`.
+
+        Returns:
+            The path written.
+
+        Raises:
+            ConfigError: the file or its folder cannot be written.
+        """
+        target = self._env.expand(path)
+        _write_private_file(target, _to_json(self.model_dump(mode="json", exclude_defaults=True)))
+        logger.info("saved cpv config to %s", target)
+        return target
+
+    # ---- resolved values -----------------------------------------------------------------
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Files and environment variables that contributed, lowest precedence first."""
+        return self._sources
+
+    @property
+    def cache_dir(self) -> Path:
+        """``cache.dir``, else ``$XDG_CACHE_HOME/cpv`` (if absolute), else ``~/.cache/cpv``."""
+        if self.cache.dir:
+            return self._env.expand(self.cache.dir)
+        xdg = self._env.xdg_cache_home
+        if xdg and Path(xdg).is_absolute():
+            return Path(xdg) / "cpv"
+        return self._env.home_dir() / ".cache" / "cpv"
+
+    @property
+    def ssh_key_file(self) -> Path | None:
+        """``git.ssh_key_path`` with ``~`` expanded."""
+        return self._env.expand(self.git.ssh_key_path) if self.git.ssh_key_path else None
+
+    @property
+    def git_ssh_command(self) -> str | None:
+        """A ``GIT_SSH_COMMAND`` that uses only the configured key, or None if none is set.
+
+        Not needed when the remote uses the host alias written by :meth:`setup_bitbucket_ssh`
+        (the alias's ``IdentityFile`` already does this); harmless if both are present.
+        """
+        key = self.ssh_key_file
+        if key is None:
+            return None
+        return f"ssh -i {shlex.quote(str(key))} -o IdentitiesOnly=yes"
+
+    def store_location(self, *, workspace: str | os.PathLike[str] | None = None) -> StoreLocation:
+        """Where the store is: ``store.url``, else ``aws.bucket``/``aws.prefix``, else a local
+        folder ``<workspace>/.cpv/store`` (the embedded default for a first run).
+
+        Relative folder paths in ``store.url`` are relative to the workspace.
+
+        Raises:
+            ConfigError: the answer depends on a workspace and none was given.
+        """
+        if self.store.url is not None:
+            parsed = _parse_store_url(self.store.url)
+            if isinstance(parsed, StoreLocation):
+                return parsed
+            folder = self._env.expand(parsed)
+            if not folder.is_absolute():
+                if workspace is None:
+                    raise ConfigError(
+                        f"store.url {self.store.url!r} is relative and no workspace was given",
+                        hint="use an absolute path or file:///abs/path",
+                    )
+                folder = Path(workspace) / folder
+            return StoreLocation(kind="file", path=Path(os.path.abspath(folder)))
+        if self.aws.bucket:
+            return StoreLocation(kind="s3", bucket=self.aws.bucket, prefix=self.aws.prefix)
+        if workspace is None:
+            raise ConfigError(
+                "no store configured",
+                hint="set store.url (or CPV_STORE_URL) or aws.bucket, or open a workspace",
+            )
+        folder = Path(os.path.abspath(Path(workspace) / CONFIG_DIRNAME / "store"))
+        return StoreLocation(kind="file", path=folder)
+
+    def store_url(self, *, workspace: str | os.PathLike[str] | None = None) -> str:
+        """:meth:`store_location` as a URL string."""
+        return self.store_location(workspace=workspace).url
+
+    def get_config(self) -> dict[str, Any]:
+        """Every setting (defaults included) for display: webhook URLs redacted, paths resolved.
+
+        Safe to print or log: the model holds no credentials, and the one secret-bearing value
+        (a webhook URL) is shown as ``scheme://host/…``.
+        """
+        view: dict[str, Any] = self.model_dump(mode="json")
+        if self.notify.webhook_url:
+            view["notify"]["webhook_url"] = redact_url(self.notify.webhook_url)
+        view["cache"]["dir"] = str(self.cache_dir)
+        view["sources"] = list(self._sources)
+        return view
+
+    # ---- one-time setup (seed API) -------------------------------------------------------
+
+    def setup_aws_profile(
+        self,
+        profile: str = "default",
+        *,
+        region: str | None = None,
+        bucket: str | None = None,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        credential_path: str | os.PathLike[str] | None = None,
+        save_to: str | os.PathLike[str] | None = None,
+    ) -> Self:
+        """Record which AWS profile (and bucket) cpv uses; the keys stay where they are.
+
+        The profile must exist in ``credential_path`` if given, else in the AWS shared
+        credentials or config file (``~/.aws/credentials``, ``~/.aws/config``, or the files
+        named by ``AWS_SHARED_CREDENTIALS_FILE``/``AWS_CONFIG_FILE`` at load time). Nothing is
+        copied out of those files. The returned config has its ``aws`` section set exactly to
+        these arguments.
+
+        Args:
+            save_to: also merge the new ``aws`` section into this config file (e.g.
+                ``default_config_path()``); other settings in that file are kept.
+
+        Raises:
+            ConfigError: the profile is not found (hint: ``aws configure --profile NAME``),
+                or a value is invalid.
+
+        Example::
+
+            cfg = CPVConfig.load().setup_aws_profile("ml", bucket="vmo-model-checkpoints",
+                                                     save_to=default_config_path())
+        """
+        aws = {
+            "profile": profile,
+            "region": region,
+            "bucket": bucket,
+            "prefix": prefix,
+            "endpoint_url": endpoint_url,
+        }
+        new = self.replace(aws=aws)
+        candidates = (
+            [self._env.expand(credential_path)]
+            if credential_path is not None
+            else [
+                self._env.expand(self._env.aws_credentials_file or "~/.aws/credentials"),
+                self._env.expand(self._env.aws_config_file or "~/.aws/config"),
+            ]
+        )
+        if credential_path is not None and not candidates[0].is_file():
+            raise ConfigError(
+                f"AWS credential file not found: {candidates[0]}",
+                hint=f"check the path, or run: aws configure --profile {profile}",
+            )
+        if _find_aws_profile(profile, candidates) is None:
+            raise ConfigError(
+                f"AWS profile {profile!r} not found in {', '.join(map(str, candidates))}",
+                hint=f"run: aws configure --profile {profile}",
+            )
+        if save_to is not None:
+            _update_config_file(save_to, {"aws": new.aws.model_dump()}, self._env)
+        return new
+
+    def setup_bitbucket_ssh(
+        self,
+        *,
+        remote_url: str | None = None,
+        keygen_filename: str = "id_rsa_bitbucket",
+        ssh_dir: str | os.PathLike[str] | None = None,
+        host: str = "bitbucket.org",
+        host_alias: str | None = None,
+        generate: bool = True,
+        save_to: str | os.PathLike[str] | None = None,
+    ) -> SshSetup:
+        """Give cpv its own SSH key and host alias for the Git remote (default: Bitbucket).
+
+        Finds ``<ssh_dir>/<keygen_filename>`` or generates it (ed25519, no passphrase), writes
+        a marked ``Host <alias>`` block to ``<ssh_dir>/config`` (replaced in place on re-runs,
+        never duplicated) and rewrites the remote URL to use the alias. Returns the public key
+        to paste into Bitbucket (Personal settings → SSH keys, or the repository's access keys).
+        The private key is never read into the config or written anywhere else.
+
+        Args:
+            remote_url: e.g. ``git@bitbucket.org:team/repo.git``; default ``git.remote_url``.
+            keygen_filename: key file name inside ``ssh_dir`` (the public key gets ``.pub``).
+            ssh_dir: default ``~/.ssh`` (created 0700 if missing).
+            host: the real SSH host the alias points to.
+            host_alias: default ``<first label of host>-cpv``, e.g. ``bitbucket-cpv``.
+            generate: create the key if missing; if False a missing key is an error.
+            save_to: also merge the new ``git`` settings into this config file.
+
+        Raises:
+            ConfigError: no or unsuitable remote URL, key missing (with ``generate=False``),
+                ``ssh-keygen`` not installed or failing, or an unmanaged ``Host <alias>``
+                block already in the SSH config.
+        """
+        remote = remote_url if remote_url is not None else self.git.remote_url
+        if not remote:
+            raise ConfigError(
+                "no Git remote URL to set up SSH for",
+                hint="pass remote_url='git@bitbucket.org:team/repo.git' or set git.remote_url",
+            )
+        if not _HOSTNAME_RE.match(host):
+            raise ConfigError(f"{host!r} is not a host name", hint="e.g. bitbucket.org")
+        alias = host_alias or f"{host.split('.')[0]}-cpv"
+        if not _HOST_ALIAS_RE.match(alias):
+            raise ConfigError(f"{alias!r} is not a valid SSH host alias")
+        if (
+            not keygen_filename
+            or Path(keygen_filename).name != keygen_filename
+            or keygen_filename.startswith(".")
+            or keygen_filename.endswith(".pub")
+        ):
+            raise ConfigError(
+                f"keygen_filename {keygen_filename!r} must be a plain file name",
+                hint="e.g. id_rsa_bitbucket (the public key is written next to it as .pub)",
+            )
+        new_remote, port = _rewrite_remote(remote, host=host, alias=alias)
+        directory = Path(
+            os.path.abspath(
+                self._env.expand(ssh_dir) if ssh_dir is not None else self._env.home_dir() / ".ssh"
+            )
+        )
+        key_path = directory / keygen_filename
+        git = {"remote_url": new_remote, "ssh_host_alias": alias, "ssh_key_path": str(key_path)}
+        new = self.replace(git=git)  # validate before touching any file
+        _ensure_private_dir(directory)
+        public_key, created = _ensure_ssh_key(key_path, generate=generate, comment=f"cpv@{alias}")
+        config_path = directory / "config"
+        changed = _write_ssh_host_block(
+            config_path, alias=alias, host=host, key_path=key_path, port=port
+        )
+        if save_to is not None:
+            _update_config_file(save_to, {"git": git}, self._env)
+        return SshSetup(
+            key_path=key_path,
+            public_key=public_key,
+            remote_url=new_remote,
+            host_alias=alias,
+            ssh_config_path=config_path,
+            key_created=created,
+            ssh_config_changed=changed,
+            config=new,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SshSetup:
+    """What :meth:`CPVConfig.setup_bitbucket_ssh` did, and what the user must do next."""
+
+    key_path: Path
+    public_key: str  # paste this into Bitbucket; it is the *public* half
+    remote_url: str  # the remote rewritten to use ``host_alias``
+    host_alias: str
+    ssh_config_path: Path
+    key_created: bool
+    ssh_config_changed: bool
+    config: CPVConfig  # the config with git.remote_url / ssh_host_alias / ssh_key_path set
+
+
+# --------------------------------------------------------------------------------------------
+# Public helpers
+
+
+def validate_team_name(name: str) -> str:
+    """Return ``name`` if it is ``AI-<Team>``; else ConfigError with the rule as hint."""
+    return _check_name(name, _check_team, "team")
+
+
+def validate_model_name(name: str) -> str:
+    """Return ``name`` if it is lowercase without spaces; else ConfigError with the rule."""
+    return _check_name(name, _check_model, "model")
+
+
+def _check_name(name: str, check: Any, what: str) -> str:
+    try:
+        _refuse_secret(name)
+        checked: str = check(name)
+    except PydanticCustomError as exc:
+        ctx = exc.context or {}
+        raise ConfigError(str(ctx.get("message", exc)), hint=str(ctx.get("hint", ""))) from exc
+    return checked
+
+
+def default_config_path(*, env: Mapping[str, str] | None = None) -> Path:
+    """``$CPV_CONFIG`` if set, else ``~/.cpv/config.json`` (``env`` None: ``os.environ``)."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    captured = _Environment.capture(environ)
+    explicit = environ.get("CPV_CONFIG")
+    if explicit:
+        return captured.expand(explicit)
+    return captured.home_dir() / CONFIG_DIRNAME / CONFIG_FILENAME
+
+
+def workspace_config_path(workspace: str | os.PathLike[str]) -> Path:
+    """``<workspace>/.cpv/config.json``: settings for one workspace, over the user file."""
+    return Path(workspace) / CONFIG_DIRNAME / CONFIG_FILENAME
+
+
+def update_config_file(path: str | os.PathLike[str], changes: Mapping[str, Any]) -> CPVConfig:
+    """Merge ``changes`` (section dicts or top-level values) into one config file, atomically.
+
+    Only that file's own content is read and rewritten, so environment overrides or the other
+    file never leak into it. The result is validated before anything is written.
+
+    Returns:
+        The configuration held by that file alone.
+
+    Raises:
+        ConfigError: the existing file is malformed, or the result would be invalid.
+    """
+    return _update_config_file(path, changes, _Environment())
+
+
+def _update_config_file(
+    path: str | os.PathLike[str], changes: Mapping[str, Any], environment: _Environment
+) -> CPVConfig:
+    target = environment.expand(path)
+    current = _read_config_file(target) or {}
+    merged, origins = _merge_layers([(str(target), current), (str(target), dict(changes))])
+    cfg = CPVConfig._build(merged, origins=origins, environment=environment, sources=[str(target)])
+    cfg.save(target)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# Files, layers and error translation
+
+
+def _read_config_file(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None if there is no such file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError as exc:
+        raise ConfigError(f"config path {path} is a directory", hint="point to a file") from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror or exc}",
+            hint="check the file's permissions",
+        ) from exc
+    try:
+        if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
+            logger.warning("config file %s is readable by others; run: chmod 600 %s", path, path)
+    except OSError:
+        pass
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text", hint="re-save it as UTF-8 JSON"
+        ) from exc
+    if not text.strip():
+        return {}
+    try:
+        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}",
+            hint="fix the JSON syntax (a trailing comma or a missing quote is usual)",
+        ) from exc
+    except _DuplicateKeyError as exc:
+        raise ConfigError(
+            f"config file {path} sets {exc.key!r} twice", hint="keep only one"
+        ) from exc
+    return _as_dict(doc, str(path))
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKeyError(key)
+        out[key] = value
+    return out
+
+
+def _as_dict(doc: object, source: str) -> dict[str, Any]:
+    if not isinstance(doc, Mapping):
+        raise ConfigError(
+            f"config in {source} must be a JSON object, not {type(doc).__name__}",
+            hint='e.g. {"aws": {"profile": "ml"}}',
+        )
+    return {str(k): (dict(v) if isinstance(v, Mapping) else v) for k, v in doc.items()}
+
+
+def _env_layers(env: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    layers: list[tuple[str, dict[str, Any]]] = []
+    for name in sorted(env):
+        if not name.startswith("CPV_"):
+            continue
+        if name not in ENV_OVERRIDES:
+            if name not in ENV_OTHER:
+                close = difflib.get_close_matches(name, [*ENV_OVERRIDES, *ENV_OTHER], n=1)
+                logger.warning(
+                    "ignoring unknown environment variable %s%s",
+                    name,
+                    f" (did you mean {close[0]}?)" if close else "",
+                )
+            continue
+        value = env[name]
+        if value == "":
+            continue  # VAR= means "unset", as with most tools
+        section, _, key = ENV_OVERRIDES[name].partition(".")
+        layer: dict[str, Any] = {section: {key: value}} if key else {section: value}
+        layers.append((f"environment variable {name}", layer))
+    return layers
+
+
+def _merge_layers(
+    layers: Iterable[tuple[str, dict[str, Any]]],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Deep-merge by section (later wins key by key) and remember which source set what."""
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for source, doc in layers:
+        for key, value in doc.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = dict(value) if isinstance(value, Mapping) else value
+            origins[key] = source
+            if isinstance(value, Mapping):
+                for sub in value:
+                    origins[f"{key}.{sub}"] = source
+    return merged, origins
+
+
+def _config_error(
+    exc: ValidationError, *, model: type[BaseModel], origins: Mapping[str, str]
+) -> ConfigError:
+    """One line naming the setting and where it came from, plus a hint."""
+    # A credential in the wrong place matters more than anything else wrong in the same file.
+    errors = sorted(
+        exc.errors(),
+        key=lambda e: (
+            not (e["type"] == "extra_forbidden" and _SECRET_KEY_RE.search(str(e["loc"][-1])))
+        ),
+    )
+    first = errors[0]
+    loc = [str(p) for p in first["loc"]]
+    dotted = ".".join(loc) or model.__name__
+    source = _origin_of(loc, origins)
+    where = f" in {source}" if source else ""
+    more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    more = more if len(errors) > 1 else ""
+    ctx = first.get("ctx") or {}
+    if first["type"] == "extra_forbidden":
+        name = loc[-1] if loc else ""
+        if _SECRET_KEY_RE.search(name):
+            return ConfigError(
+                f"{dotted}{where} looks like a credential; cpv does not store credentials{more}",
+                hint=_NO_CREDENTIALS_HINT,
+            )
+        valid = _valid_keys(model, loc[:-1])
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = (f"did you mean {close[0]!r}? " if close else "") + (
+            f"valid keys: {', '.join(valid)}" if valid else ""
+        )
+        return ConfigError(f"unknown setting {dotted}{where}{more}", hint=hint)
+    if first["type"] == "cpv_invalid":
+        return ConfigError(
+            f"invalid {dotted}{where}: {ctx.get('message', first['msg'])}{more}",
+            hint=str(ctx.get("hint", "")),
+        )
+    shown = first.get("input")
+    got = f" (got {shown!r})" if isinstance(shown, (str, int, float, bool)) else ""
+    if isinstance(shown, str) and len(shown) > 60:
+        got = ""
+    return ConfigError(
+        f"invalid {dotted}{where}: {first['msg']}{got}{more}",
+        hint="see docs/config.md for every setting and its range",
+    )
+
+
+def _origin_of(loc: list[str], origins: Mapping[str, str]) -> str:
+    for end in range(len(loc), 0, -1):
+        found = origins.get(".".join(loc[:end]))
+        if found:
+            return found
+    return ""
+
+
+def _valid_keys(model: type[BaseModel], path: list[str]) -> list[str]:
+    current: type[BaseModel] = model
+    for part in path:
+        field = current.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        current = annotation
+    return sorted(current.model_fields)
+
+
+def _to_json(doc: Any) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _ensure_private_dir(directory: Path) -> None:
+    """Create ``directory`` 0700 if missing; tighten an existing cpv/ssh dir to 0700."""
+    try:
+        if not directory.is_dir():
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(directory, 0o700)
+        elif directory.name in (CONFIG_DIRNAME, ".ssh") and os.name == "posix":
+            mode = stat.S_IMODE(directory.stat().st_mode)
+            if mode & 0o077:
+                os.chmod(directory, mode & 0o700)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create private folder {directory}: {exc.strerror or exc}",
+            hint="check that the parent folder is writable",
+        ) from exc
+
+
+def _write_private_file(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically (same-folder temp, fsync, rename), mode 0600.
+
+    A symlinked file (dotfile managers) is written through to its target, so the link stays.
+    """
+    target = path.resolve() if path.is_symlink() else path
+    _ensure_private_dir(target.parent)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o600)  # O_CREAT's mode is filtered by umask; be exact
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(
+            f"cannot write {target}: {exc.strerror or exc}",
+            hint="check the folder's permissions and free space",
+        ) from exc
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# AWS profile lookup and SSH setup helpers
+
+_INI_SECTION_RE = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]\s*$")
+
+
+def _find_aws_profile(profile: str, files: Iterable[Path]) -> Path | None:
+    """The first file with a ``[profile]`` or ``[profile NAME]`` header.
+
+    Only section headers are looked at, so the keys below them are never parsed or kept.
+    """
+    wanted = {profile, f"profile {profile}"}
+    for path in files:
+        try:
+            with path.open(encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    match = _INI_SECTION_RE.match(line)
+                    if match and " ".join(match.group(1).split()) in wanted:
+                        return path
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read AWS file {path}: {exc.strerror or exc}",
+                hint="check the file's permissions",
+            ) from exc
+    return None
+
+
+def _rewrite_remote(remote: str, *, host: str, alias: str) -> tuple[str, int | None]:
+    """``remote`` pointed at ``alias`` instead of ``host``, and the SSH port if it had one.
+
+    ``ssh://`` URLs keep their form (the port moves into the Host block); scp-like and HTTPS
+    remotes become ``git@alias:team/repo.git``.
+    """
+    port: int | None = None
+    keep_url_form = False
+    user = "git"
+    if "://" in remote:
+        parts = urlsplit(remote)
+        if parts.scheme in ("ssh", "git+ssh", "ssh+git"):
+            keep_url_form = True
+            port = parts.port
+            user = parts.username or "git"
+        elif parts.scheme not in ("https", "http"):
+            raise ConfigError(
+                f"remote {remote!r} is not an SSH or HTTPS URL; SSH setup does not apply",
+                hint="use git@bitbucket.org:team/repo.git",
+            )
+        remote_host = parts.hostname or ""
+        path = parts.path if keep_url_form else parts.path.lstrip("/")
+    else:
+        match = _SCP_REMOTE_RE.match(remote)
+        if match is None:
+            raise ConfigError(
+                f"remote {remote!r} is not an SSH URL", hint="use git@bitbucket.org:team/repo.git"
+            )
+        remote_host, path = match.group("host"), match.group("path")
+        user = match.group("user") or "git"
+    if remote_host not in (host, alias):
+        raise ConfigError(
+            f"remote {remote!r} is on {remote_host!r}, not {host!r}",
+            hint=f"pass host={remote_host!r} to set up SSH for that host",
+        )
+    if not path.strip("/"):
+        raise ConfigError(f"remote {remote!r} names no repository", hint="e.g. team/repo.git")
+    if keep_url_form:
+        return urlunsplit(("ssh", f"{user}@{alias}", path, "", "")), port
+    return f"{user}@{alias}:{path}", port
+
+
+def _ensure_ssh_key(key_path: Path, *, generate: bool, comment: str) -> tuple[str, bool]:
+    """The public key text for ``key_path``, generating the pair if needed; (text, created)."""
+    pub_path = key_path.with_name(key_path.name + ".pub")
+    if key_path.exists():
+        if pub_path.is_file():
+            return pub_path.read_text(encoding="utf-8").strip(), False
+        # Derive the public half; stdin is closed so a passphrase prompt fails, not hangs.
+        result = _run_ssh_keygen(["-y", "-f", str(key_path)])
+        public = result.strip()
+        _write_private_file(pub_path, (public + "\n").encode())
+        return public, False
+    if not generate:
+        raise ConfigError(
+            f"SSH key {key_path} does not exist",
+            hint="pass generate=True to create it, or point keygen_filename to an existing key",
+        )
+    # Generate into a private temp folder beside the key, then link into place: a crash leaves
+    # no half-written key, and an existing key is never overwritten (link fails if it exists).
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".cpv-keygen-", dir=key_path.parent))
+    try:
+        tmp_key = tmp_dir / "key"
+        _run_ssh_keygen(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(tmp_key)])
+        tmp_pub = tmp_dir / "key.pub"
+        os.chmod(tmp_key, 0o600)
+        os.chmod(tmp_pub, 0o600)
+        public = tmp_pub.read_text(encoding="utf-8").strip()
+        os.replace(tmp_pub, pub_path)
+        try:
+            os.link(tmp_key, key_path)
+        except FileExistsError as exc:
+            raise ConfigError(
+                f"SSH key {key_path} appeared while cpv was generating it",
+                hint="re-run; the existing key will be used",
+            ) from exc
+        except OSError:
+            os.replace(tmp_key, key_path)  # filesystems without hard links
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write SSH key {key_path}: {exc.strerror or exc}",
+            hint="check the folder's permissions",
+        ) from exc
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    logger.info("generated SSH key %s", key_path)
+    return public, True
+
+
+def _run_ssh_keygen(args: list[str]) -> str:
+    exe = shutil.which("ssh-keygen")
+    if exe is None:
+        raise ConfigError(
+            "ssh-keygen is not installed",
+            hint="install OpenSSH (e.g. apt-get install openssh-client), then re-run",
+        )
+    try:
+        done = subprocess.run(  # argv list, no shell
+            [exe, *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"ssh-keygen could not run: {exc}") from exc
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise ConfigError(
+            f"ssh-keygen failed: {detail[-1] if detail else f'exit code {done.returncode}'}",
+            hint="a passphrase-protected key needs its .pub file next to it",
+        )
+    return done.stdout
+
+
+def _ssh_markers(alias: str) -> tuple[str, str]:
+    return f"# >>> cpv {alias} >>>", f"# <<< cpv {alias} <<<"
+
+
+def _write_ssh_host_block(
+    config_path: Path, *, alias: str, host: str, key_path: Path, port: int | None
+) -> bool:
+    """Insert or refresh the marked ``Host alias`` block; True if the file changed."""
+    begin, end = _ssh_markers(alias)
+    identity = str(key_path)
+    if any(c.isspace() for c in identity):
+        identity = f'"{identity}"'
+    block = [
+        begin,
+        "# managed by cpv (setup_bitbucket_ssh); edits inside this block are replaced",
+        f"Host {alias}",
+        f"    HostName {host}",
+        "    User git",
+        *([f"    Port {port}"] if port else []),
+        f"    IdentityFile {identity}",
+        "    IdentitiesOnly yes",
+        end,
+    ]
+    try:
+        old = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
+    except OSError as exc:
+        raise ConfigError(f"cannot read SSH config {config_path}: {exc.strerror or exc}") from exc
+    lines = old.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == begin]
+    ends = [i for i, line in enumerate(lines) if line.strip() == end]
+    if len(starts) > 1 or len(ends) != len(starts) or (starts and ends[0] < starts[0]):
+        raise ConfigError(
+            f"SSH config {config_path} has a damaged cpv block for {alias}",
+            hint=f"remove the lines between {begin!r} and {end!r} by hand, then re-run",
+        )
+    outside = lines[: starts[0]] + lines[ends[0] + 1 :] if starts else lines
+    for line in outside:
+        words = line.split()
+        if len(words) >= 2 and words[0].lower() == "host" and alias in words[1:]:
+            raise ConfigError(
+                f"SSH config {config_path} already has its own 'Host {alias}' entry",
+                hint="remove it, or pass a different host_alias",
+            )
+    if starts:
+        new_lines = lines[: starts[0]] + block + lines[ends[0] + 1 :]
+    else:
+        new_lines = [*lines, *([""] if lines and lines[-1].strip() else []), *block]
+    new = "\n".join(new_lines) + "\n"
+    if new == old:
+        return False
+    _write_private_file(config_path, new.encode())
+    return True
+
+
+__all__ = [
+    "ENV_OVERRIDES",
+    "AwsSection",
+    "CPVConfig",
+    "CacheSection",
+    "GitSection",
+    "NotifySection",
+    "SshSetup",
+    "StoreLocation",
+    "StoreSection",
+    "TransferSection",
+    "default_config_path",
+    "redact_url",
+    "update_config_file",
+    "validate_model_name",
+    "validate_team_name",
+    "workspace_config_path",
+]

@@ -1,0 +1,749 @@
+"""The one place cpv talks to Git (through GitPython): a small adapter, :class:`GitRepo`.
+
+Everything else in cpv asks this adapter for Git work in cpv's own vocabulary (commit these
+paths, create this annotated tag, push these refs atomically) and gets cpv errors back: GitPython's
+and git's failures are translated here (``raise ... from exc``), once:
+
+=====================================  ===============================================
+git / GitPython failure                cpv error
+=====================================  ===============================================
+not a repository, bare, missing path   :class:`~cpv.errors.NotAWorkspaceError`
+unknown revision / tag                 :class:`~cpv.errors.TagNotFoundError`
+push/fetch/clone refused or unreached  :class:`~cpv.errors.GitRemoteError` (one line)
+``git`` not installed, any other fail  :class:`~cpv.errors.VersioningError`
+=====================================  ===============================================
+
+Why subprocess ``git`` (via ``Git.execute``) for most commands and GitPython objects only for
+reading blobs: porcelain commands honour the user's configuration, hooks, credential helpers
+and SSH setup exactly as ``git`` on the command line does, while reading many small manifests at
+many tags goes through GitPython's persistent ``cat-file`` process instead of one process each.
+
+Identity: commits and tags use the author/committer git would use (environment or config). Only
+if git has none (a fresh CI machine) does cpv pass ``cpv <cpv@localhost>`` for that one command,
+through the environment; cpv never writes git config for identity.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
+
+import git
+import git.exc
+
+from cpv.errors import (
+    FormatError,
+    GitRemoteError,
+    NotAWorkspaceError,
+    TagNotFoundError,
+    VersioningError,
+)
+
+log = logging.getLogger(__name__)
+
+FALLBACK_NAME: Final = "cpv"
+FALLBACK_EMAIL: Final = "cpv@localhost"
+
+_REMOTE_NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+_BRANCH_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}")
+_SHA_RE: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_FIELD: Final = "\x1f"
+_RECORD: Final = "\x1e"
+_NO_ATOMIC: Final = "does not support --atomic"
+_MAX_MESSAGE: Final = 400
+
+
+@dataclass(frozen=True, slots=True)
+class TagInfo:
+    """A tag as ``git for-each-ref`` sees it.
+
+    ``object_id`` is the tag object (annotated) or the commit (lightweight); ``commit`` is the
+    commit it points to; ``date``/``tagger``/``message`` come from the tag object, or from the
+    commit for a lightweight tag.
+    """
+
+    name: str
+    commit: str
+    object_id: str
+    annotated: bool
+    date: datetime
+    tagger: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PathChange:
+    """One entry of ``git status``: the two-letter code (``" M"``, ``"A "``, ``"??"``) and path."""
+
+    code: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One stage-0 index entry, enough to put it back with ``update-index --cacheinfo``."""
+
+    mode: str
+    object_id: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    status: int
+    stdout: str
+    stderr: str
+
+
+def url_has_password(url: str) -> bool:
+    """True if ``url`` embeds a password (``https://user:token@host``), which cpv won't store."""
+    if "://" not in url:
+        return False
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return False
+
+
+def redact_url_credentials(text: str) -> str:
+    """Replace ``user:secret@`` in URLs inside ``text`` by ``user:***@`` (for error messages)."""
+    return re.sub(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@", r"\1:***@", text)
+
+
+def _one_line(*outputs: str) -> str:
+    """Squeeze git's multi-line stderr/stdout into the lines that say what happened."""
+    lines = [ln.strip() for out in outputs for ln in out.splitlines() if ln.strip()]
+    useful = [
+        ln for ln in lines
+        if ln.startswith(("remote:", "!", "fatal:", "error:", "ERROR:"))
+        and not ln.startswith("error: failed to push some refs")
+        and ln not in ("remote:",)
+    ]
+    picked = useful or [ln for ln in lines if not ln.startswith(("hint:", "To ", "Done"))] or lines
+    text = "; ".join(dict.fromkeys(picked))
+    text = redact_url_credentials(text).replace("\t", " ")
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+def _remote_hint(text: str) -> str:
+    lowered = text.lower()
+    if "non-fast-forward" in lowered or "fetch first" in lowered:
+        return "the remote has commits you do not have: fetch, merge them, then push again"
+    if "already exists" in lowered or "would clobber" in lowered:
+        return ("the remote holds this tag at another commit: fetch and pick the next version, "
+                "or overwrite on purpose")
+    if "hook declined" in lowered or "remote rejected" in lowered:
+        return "the remote's hooks refused the push; see the remote's message above"
+    if ("could not read from remote" in lowered or "permission denied" in lowered
+            or "authentication" in lowered or "does not appear to be a git repository" in lowered
+            or "not found" in lowered or "could not resolve host" in lowered):
+        return "check the remote URL, your network and your SSH key / credentials"
+    return "check the remote URL and try again"
+
+
+def _check_remote_name(name: str) -> str:
+    if not isinstance(name, str) or not _REMOTE_NAME_RE.fullmatch(name):
+        raise VersioningError(f"invalid git remote name {name!r}",
+                              hint="use a simple name such as 'origin'")
+    return name
+
+
+def _check_ref_part(name: str, what: str) -> str:
+    if (not isinstance(name, str) or not _BRANCH_RE.fullmatch(name) or ".." in name
+            or name.endswith((".lock", "/", ".")) or "//" in name):
+        raise VersioningError(f"invalid {what} name {name!r}")
+    return name
+
+
+class GitRepo:
+    """A Git working tree, seen through the few operations cpv needs.
+
+    Build one with :meth:`init`, :meth:`open` or :meth:`clone`; close it (or use ``with``)
+    to stop GitPython's helper processes.
+    """
+
+    def __init__(self, repo: git.Repo, *, ssh_command: str | None = None) -> None:
+        """Wrap an open GitPython repository. Prefer :meth:`open`, which validates it."""
+        self._repo = repo
+        self._ssh_command = ssh_command
+        self._has_identity = False
+        work_tree = repo.working_tree_dir
+        if work_tree is None:
+            raise NotAWorkspaceError(f"{repo.git_dir} is a bare Git repository",
+                                     hint="use a clone with a working tree as the workspace")
+        self._root = Path(work_tree)
+
+    # -- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, ssh_command: str | None = None) -> GitRepo:
+        """Open the Git repository whose working tree root is ``path``.
+
+        Args:
+            ssh_command: used as ``GIT_SSH_COMMAND`` for push/fetch (e.g. a specific key).
+
+        Raises:
+            NotAWorkspaceError: ``path`` does not exist, is not a Git working tree root, or is bare.
+        """
+        folder = Path(path)
+        try:
+            repo = git.Repo(folder, search_parent_directories=False)
+        except git.exc.NoSuchPathError as exc:
+            raise NotAWorkspaceError(f"{folder} does not exist") from exc
+        except git.exc.InvalidGitRepositoryError as exc:
+            outer = _enclosing_work_tree(folder)
+            if outer is not None:
+                raise NotAWorkspaceError(f"{folder} is inside a Git repository, not its root",
+                                         hint=f"open {outer} instead") from exc
+            raise NotAWorkspaceError(f"{folder} is not a Git repository") from exc
+        try:
+            gitrepo = cls(repo, ssh_command=ssh_command)
+        except BaseException:
+            repo.close()
+            raise
+        if gitrepo.root.resolve() != folder.resolve():
+            repo.close()
+            raise NotAWorkspaceError(f"{folder} is inside a Git repository, not its root",
+                                     hint=f"open {gitrepo.root} instead")
+        return gitrepo
+
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        branch: str = "main",
+        message: str = "cpv: initialize workspace",
+        ssh_command: str | None = None,
+    ) -> GitRepo:
+        """Create a repository at ``path`` with ``branch`` holding one empty initial commit.
+
+        An initial commit gives every later operation a HEAD to compare with and to roll back
+        to. Works with any git version (no ``--initial-branch``, which needs git 2.28).
+
+        Raises:
+            VersioningError: ``path`` already holds a Git repository, or git fails.
+        """
+        folder = Path(path)
+        _check_ref_part(branch, "branch")
+        if (folder / ".git").exists():
+            raise VersioningError(f"{folder} is already a Git repository",
+                                  hint="open it instead of initializing it again")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            repo = git.Repo.init(folder)
+        except (OSError, git.exc.GitCommandError) as exc:
+            raise VersioningError(f"cannot create a Git repository in {folder}: {exc}") from exc
+        gitrepo = cls(repo, ssh_command=ssh_command)
+        try:
+            gitrepo._git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+            gitrepo._git("commit", "--allow-empty", "--no-verify", "-q", "-m", message,
+                         env=gitrepo._identity_env())
+        except BaseException:
+            gitrepo.close()
+            raise
+        return gitrepo
+
+    @classmethod
+    def clone(
+        cls,
+        url: str,
+        path: str | os.PathLike[str],
+        *,
+        ssh_command: str | None = None,
+    ) -> GitRepo:
+        """Clone ``url`` into ``path`` (which must not exist or be empty) and open it.
+
+        Raises:
+            GitRemoteError: the remote cannot be reached or read.
+        """
+        _check_url(url)
+        folder = Path(path)
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise VersioningError(f"cannot clone into {folder}: it exists and is not empty",
+                                  hint="choose a new folder for the workspace")
+        env = _remote_env(ssh_command)
+        try:
+            result = git.Git().execute(
+                ["git", "clone", "-q", "--", url, str(folder)], with_extended_output=True,
+                with_exceptions=False, env=env,
+            )
+        except git.exc.GitCommandNotFound as exc:
+            raise _no_git(exc) from exc
+        status, stdout, stderr = result
+        if status != 0:
+            text = _one_line(str(stderr), str(stdout))
+            raise GitRemoteError(f"cannot clone {redact_url_credentials(url)}: {text}",
+                                 hint=_remote_hint(text))
+        return cls.open(folder, ssh_command=ssh_command)
+
+    def close(self) -> None:
+        """Stop GitPython's persistent helper processes."""
+        self._repo.close()
+
+    def __enter__(self) -> GitRepo:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"GitRepo({str(self._root)!r})"
+
+    @property
+    def root(self) -> Path:
+        """The working tree's root folder."""
+        return self._root
+
+    # -- running git -------------------------------------------------------------------------
+
+    def _run(
+        self, *args: str, env: Mapping[str, str] | None = None, remote: bool = False
+    ) -> _Result:
+        full_env = {"GIT_LITERAL_PATHSPECS": "1"}
+        if remote:
+            full_env.update(_remote_env(self._ssh_command))
+        if env:
+            full_env.update(env)
+        try:
+            status, stdout, stderr = self._repo.git.execute(
+                ["git", *args], with_extended_output=True, with_exceptions=False, env=full_env,
+                strip_newline_in_stdout=False,
+            )
+        except git.exc.GitCommandNotFound as exc:
+            raise _no_git(exc) from exc
+        return _Result(int(status or 0), str(stdout), str(stderr))
+
+    def _git(self, *args: str, env: Mapping[str, str] | None = None) -> str:
+        """Run a local git command; a failure becomes a VersioningError naming the command."""
+        result = self._run(*args, env=env)
+        if result.status != 0:
+            raise VersioningError(
+                f"git {args[0]} failed in {self._root}: {_one_line(result.stderr, result.stdout)}",
+                hint="see the git message; the workspace was left as it was before this step",
+            )
+        return result.stdout
+
+    # -- identity ----------------------------------------------------------------------------
+
+    def _identity_env(self) -> dict[str, str]:
+        """Environment for one commit/tag: git's own identity, or cpv's fallback if it has none.
+
+        Checked before every commit/tag until git is found to have an identity (then it is
+        remembered for this object: identities are not unset in the middle of a session).
+        """
+        if self._has_identity:
+            return {}
+        env: dict[str, str] = {}
+        for role in ("AUTHOR", "COMMITTER"):
+            if self._run("var", f"GIT_{role}_IDENT").status != 0:
+                env[f"GIT_{role}_NAME"] = FALLBACK_NAME
+                env[f"GIT_{role}_EMAIL"] = FALLBACK_EMAIL
+        self._has_identity = not env
+        return env
+
+    def author(self) -> str:
+        """``Name <email>`` git would record as author here (or cpv's fallback)."""
+        result = self._run("var", "GIT_AUTHOR_IDENT")
+        if result.status != 0:
+            return f"{FALLBACK_NAME} <{FALLBACK_EMAIL}>"
+        ident = result.stdout.strip()
+        # "Name <email> 1700000000 +0000": drop timestamp and zone.
+        return ident.rsplit(" ", 2)[0] if ident.count(" ") >= 2 else ident
+
+    # -- state -------------------------------------------------------------------------------
+
+    def head_commit(self) -> str | None:
+        """The commit HEAD points at, or ``None`` on an unborn branch."""
+        result = self._run("rev-parse", "--verify", "-q", "HEAD^{commit}")
+        return result.stdout.strip() if result.status == 0 else None
+
+    def current_branch(self) -> str | None:
+        """The checked-out branch name, or ``None`` when HEAD is detached."""
+        result = self._run("symbolic-ref", "-q", "--short", "HEAD")
+        return result.stdout.strip() if result.status == 0 else None
+
+    def is_detached(self) -> bool:
+        """True when HEAD points at a commit instead of a branch."""
+        return self.current_branch() is None
+
+    def changed_paths(
+        self, paths: Sequence[str] | None = None, *, untracked: bool = True
+    ) -> list[PathChange]:
+        """``git status`` entries (staged, unstaged, and untracked) under ``paths``.
+
+        Ignored files (the tracked bytes cpv lists in ``.gitignore``) are not reported.
+        """
+        args = ["status", "--porcelain=v1", "-z", "--no-renames",
+                "--untracked-files=" + ("all" if untracked else "no")]
+        if paths is not None:
+            if not paths:
+                return []
+            args += ["--", *paths]
+        out = self._git(*args)
+        return [PathChange(code=item[:2], path=item[3:]) for item in out.split("\0") if item]
+
+    def is_dirty(self, paths: Sequence[str] | None = None, *, untracked: bool = True) -> bool:
+        """True if anything under ``paths`` (everything if ``None``) differs from HEAD."""
+        return bool(self.changed_paths(paths, untracked=untracked))
+
+    def is_ignored(self, path: str) -> bool:
+        """True if ``path`` (relative to the root) is git-ignored."""
+        # check-ignore takes paths, not pathspecs, and refuses the literal-pathspec switch.
+        result = self._run("check-ignore", "-q", "--no-index", "--", path,
+                           env={"GIT_LITERAL_PATHSPECS": "0"})
+        if result.status not in (0, 1):
+            raise VersioningError(f"git check-ignore failed: {_one_line(result.stderr)}")
+        return result.status == 0
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def resolve(self, rev: str) -> str:
+        """The commit id ``rev`` (tag, branch, sha, ``HEAD~1``...) names.
+
+        Raises:
+            TagNotFoundError: nothing by that name, or it does not lead to a commit.
+        """
+        if not isinstance(rev, str) or not rev or rev.startswith("-") or "\0" in rev:
+            raise TagNotFoundError(str(rev))
+        result = self._run("rev-parse", "--verify", "-q", "--end-of-options", f"{rev}^{{commit}}")
+        sha = result.stdout.strip()
+        if result.status != 0 or not _SHA_RE.fullmatch(sha):
+            raise TagNotFoundError(rev)
+        return sha
+
+    def _tree(self, rev: str) -> Any:
+        """The root tree of ``rev``'s commit (a full commit id skips the rev-parse process)."""
+        sha = rev if _SHA_RE.fullmatch(rev or "") else self.resolve(rev)
+        try:
+            return self._repo.commit(sha).tree
+        except (ValueError, git.exc.BadName, git.exc.BadObject) as exc:
+            raise TagNotFoundError(rev) from exc
+
+    def show_bytes(self, rev: str, path: str) -> bytes | None:
+        """The bytes of ``path`` at ``rev``; ``None`` if that commit has no such file.
+
+        Raises:
+            TagNotFoundError: ``rev`` does not name a commit.
+        """
+        tree = self._tree(rev)
+        try:
+            obj = tree / path
+        except KeyError:
+            return None
+        if obj.type != "blob":
+            return None
+        data: bytes = obj.data_stream.read()
+        return data
+
+    def show(self, rev: str, path: str) -> str | None:
+        """Like :meth:`show_bytes`, decoded as UTF-8.
+
+        Raises:
+            TagNotFoundError: ``rev`` does not name a commit.
+            FormatError: the file is not UTF-8 text.
+        """
+        data = self.show_bytes(rev, path)
+        if data is None:
+            return None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"{rev}:{path} is not UTF-8 text") from exc
+
+    def list_dir(self, rev: str, path: str) -> list[str]:
+        """Names of the files directly inside folder ``path`` at ``rev`` (sorted; [] if none)."""
+        root = self._tree(rev)
+        try:
+            tree = root / path
+        except KeyError:
+            return []
+        if tree.type != "tree":
+            return []
+        return sorted(blob.name for blob in tree.blobs)
+
+    # -- committing and restoring ------------------------------------------------------------
+
+    def commit_paths(self, paths: Sequence[str], message: str) -> str | None:
+        """Commit the working-tree state of exactly ``paths`` (added, changed or deleted).
+
+        Anything else the user has staged or changed stays as it is, staged or not: this is
+        ``git commit --only -- paths``. Hooks are skipped (``--no-verify``): cpv's files are
+        generated, and a user's linters have nothing to say about them.
+
+        Returns:
+            The new commit id, or ``None`` if ``paths`` had nothing to commit.
+        """
+        if not paths:
+            return None
+        present = [p for p in paths if (self._root / p).exists() or self._in_index(p)]
+        if not present:
+            return None
+        self._git("add", "-A", "--", *present)
+        if self._run("diff", "--cached", "--quiet", "--", *present).status == 0:
+            return None
+        self._git("commit", "--only", "--no-verify", "-q", "--cleanup=verbatim", "-m", message,
+                  "--", *present, env=self._identity_env())
+        head = self.head_commit()
+        if head is None:  # pragma: no cover - a successful commit always sets HEAD
+            raise VersioningError("commit succeeded but HEAD is unborn")
+        return head
+
+    def _in_index(self, path: str) -> bool:
+        return bool(self._git("ls-files", "-z", "--", path).strip("\0"))
+
+    def index_entries(self, paths: Sequence[str]) -> dict[str, IndexEntry]:
+        """Stage-0 index entries of ``paths`` (missing ones are absent from the result)."""
+        if not paths:
+            return {}
+        entries: dict[str, IndexEntry] = {}
+        for item in self._git("ls-files", "-s", "-z", "--", *paths).split("\0"):
+            if not item:
+                continue
+            meta, path = item.split("\t", 1)
+            mode, object_id, stage = meta.split(" ")
+            if stage == "0":
+                entries[path] = IndexEntry(mode=mode, object_id=object_id, path=path)
+        return entries
+
+    def restore_index(self, paths: Iterable[str], entries: Mapping[str, IndexEntry]) -> None:
+        """Put the index entries of ``paths`` back to ``entries`` (absent -> removed)."""
+        for path in paths:
+            entry = entries.get(path)
+            if entry is None:
+                self._git("update-index", "--force-remove", "--", path)
+            else:
+                self._git("update-index", "--add", "--cacheinfo",
+                          f"{entry.mode},{entry.object_id},{entry.path}")
+
+    def set_branch_head(self, branch: str, commit: str | None, *, expected: str | None) -> None:
+        """Move ``branch`` to ``commit`` (``None`` deletes it: back to unborn).
+
+        ``expected`` is the commit the branch must currently be at; git refuses otherwise, so a
+        concurrent change is never overwritten blindly.
+        """
+        ref = f"refs/heads/{_check_ref_part(branch, 'branch')}"
+        if commit is None:
+            args = ["update-ref", "-d", ref] + ([expected] if expected else [])
+        else:
+            args = ["update-ref", ref, commit] + ([expected] if expected else [])
+        self._git(*args)
+
+    def checkout_paths(self, rev: str, paths: Sequence[str]) -> None:
+        """Write ``paths`` as they are at ``rev`` into the index and working tree."""
+        if paths:
+            self._git("checkout", self.resolve(rev), "--", *paths)
+
+    def reset(self, rev: str, *, mode: Literal["soft", "mixed", "hard"] = "mixed") -> None:
+        """Move the current branch to ``rev`` (``git reset --<mode>``)."""
+        self._git("reset", "-q", f"--{mode}", self.resolve(rev))
+
+    # -- tags --------------------------------------------------------------------------------
+
+    def tag_targets(self) -> dict[str, str]:
+        """Every tag name -> the object it points at (tag object or commit)."""
+        out = self._git("for-each-ref", "refs/tags", "--format=%(refname:strip=2) %(objectname)")
+        targets: dict[str, str] = {}
+        for line in out.splitlines():
+            if line.strip():
+                name, object_id = line.rsplit(" ", 1)
+                targets[name] = object_id
+        return targets
+
+    def list_tags(self) -> list[TagInfo]:
+        """Every tag that leads to a commit, with its date, tagger and message."""
+        fmt = _FIELD.join([
+            "%(refname:strip=2)", "%(objecttype)", "%(objectname)", "%(*objecttype)",
+            "%(*objectname)", "%(creatordate:iso-strict)",
+            "%(if)%(taggername)%(then)%(taggername) %(taggeremail)"
+            "%(else)%(committername) %(committeremail)%(end)",
+            "%(contents)",
+        ]).replace(_FIELD, "%1f") + "%1e"
+        out = self._git("for-each-ref", "refs/tags", f"--format={fmt}")
+        tags: list[TagInfo] = []
+        for record in out.split(_RECORD):
+            record = record.lstrip("\n")
+            if not record:
+                continue
+            fields = record.split(_FIELD)
+            if len(fields) != 8:
+                log.debug("skipping unparsable tag record %r", record[:80])
+                continue
+            name, objtype, objname, peeled_type, peeled, date, tagger, message = fields
+            annotated = objtype == "tag"
+            commit = peeled if annotated else objname
+            if (peeled_type if annotated else objtype) != "commit":
+                continue
+            tags.append(TagInfo(
+                name=name, commit=commit, object_id=objname, annotated=annotated,
+                date=_parse_git_date(date), tagger=tagger, message=message.rstrip("\n"),
+            ))
+        return tags
+
+    def create_tag(
+        self, name: str, *, message: str, rev: str = "HEAD", force: bool = False
+    ) -> str:
+        """Create annotated tag ``name`` at ``rev``; returns the tag object's id.
+
+        The caller validates ``name``; an existing tag makes git fail unless ``force``.
+        """
+        commit = self.resolve(rev)
+        args = ["tag", "-a", "--cleanup=verbatim", "-m", message]
+        if force:
+            args.append("-f")
+        self._git(*args, "--", _check_ref_part(name, "tag"), commit, env=self._identity_env())
+        return self._git("rev-parse", "--verify", f"refs/tags/{name}").strip()
+
+    def delete_tag(self, name: str) -> None:
+        """Delete local tag ``name`` (no error if it does not exist)."""
+        self._git("update-ref", "-d", f"refs/tags/{_check_ref_part(name, 'tag')}")
+
+    def restore_tag(self, name: str, object_id: str) -> None:
+        """Point tag ``name`` at ``object_id`` again (used to undo an overwrite)."""
+        self._git("update-ref", f"refs/tags/{_check_ref_part(name, 'tag')}", object_id)
+
+    # -- remotes -----------------------------------------------------------------------------
+
+    def remote_url(self, name: str) -> str | None:
+        """The URL of remote ``name``, or ``None`` if there is no such remote."""
+        result = self._run("remote", "get-url", "--", _check_remote_name(name))
+        return result.stdout.strip() if result.status == 0 else None
+
+    def set_remote(self, name: str, url: str) -> None:
+        """Add remote ``name`` or change its URL.
+
+        Raises:
+            VersioningError: the URL embeds a password (invariant 8: cpv writes no secrets).
+        """
+        _check_url(url)
+        _check_remote_name(name)
+        if self.remote_url(name) is None:
+            self._git("remote", "add", "--", name, url)
+        else:
+            self._git("remote", "set-url", "--", name, url)
+
+    def push(
+        self,
+        remote: str,
+        *,
+        branch: str | None,
+        tags: Sequence[str] = (),
+        force_tags: Collection[str] = (),
+        atomic: bool = True,
+    ) -> None:
+        """Push ``branch`` and ``tags`` to ``remote``, all or nothing.
+
+        Uses ``git push --atomic``. A server that cannot do atomic pushes gets a normal push;
+        if that is partly refused, tags this push had newly created on the remote are deleted
+        there again, so the remote never keeps half of a combined tag.
+
+        Raises:
+            GitRemoteError: the remote refused or could not be reached; the message is the
+                remote's, on one line.
+        """
+        _check_remote_name(remote)
+        refspecs: list[str] = []
+        if branch is not None:
+            ref = f"refs/heads/{_check_ref_part(branch, 'branch')}"
+            refspecs.append(f"{ref}:{ref}")
+        for tag in tags:
+            ref = f"refs/tags/{_check_ref_part(tag, 'tag')}"
+            refspecs.append(("+" if tag in force_tags else "") + f"{ref}:{ref}")
+        if not refspecs:
+            return
+        if atomic:
+            result = self._run("push", "--atomic", "--porcelain", "--", remote, *refspecs,
+                               remote=True)
+            if result.status == 0:
+                return
+            if _NO_ATOMIC not in result.stderr:
+                raise self._remote_error("push to", remote, result)
+            log.warning("remote %s cannot push atomically; pushing refs one by one", remote)
+        result = self._run("push", "--porcelain", "--", remote, *refspecs, remote=True)
+        if result.status == 0:
+            return
+        error = self._remote_error("push to", remote, result)
+        created = [
+            parts[1].split(":", 1)[1] for line in result.stdout.splitlines()
+            if (parts := line.split("\t")) and len(parts) >= 2 and parts[0] == "*"
+            and parts[1].split(":", 1)[-1].startswith("refs/tags/")
+        ]
+        if created:
+            undo = self._run("push", "--porcelain", "--", remote,
+                             *[f":{ref}" for ref in created], remote=True)
+            if undo.status != 0:
+                log.warning("could not remove partly pushed tags %s from %s: %s",
+                            created, remote, _one_line(undo.stderr, undo.stdout))
+        raise error
+
+    def fetch(self, remote: str, *, force_tags: bool = False) -> None:
+        """Fetch branches and all tags from ``remote``.
+
+        A tag that exists locally at another commit is not overwritten unless ``force_tags``.
+
+        Raises:
+            GitRemoteError: the remote cannot be reached or a tag would be clobbered.
+        """
+        args = ["fetch", "--tags", "-q"] + (["--force"] if force_tags else [])
+        result = self._run(*args, "--", _check_remote_name(remote), remote=True)
+        if result.status != 0:
+            raise self._remote_error("fetch from", remote, result)
+
+    def _remote_error(self, verb: str, remote: str, result: _Result) -> GitRemoteError:
+        text = _one_line(result.stderr, result.stdout)
+        url = self.remote_url(remote) if _REMOTE_NAME_RE.fullmatch(remote) else None
+        where = f"{remote} ({redact_url_credentials(url)})" if url else remote
+        return GitRemoteError(f"{verb} {where} failed: {text}", hint=_remote_hint(text))
+
+
+def _enclosing_work_tree(folder: Path) -> str | None:
+    try:
+        with git.Repo(folder, search_parent_directories=True) as outer:
+            tree = outer.working_tree_dir
+            return None if tree is None else str(tree)
+    except (git.exc.InvalidGitRepositoryError, git.exc.NoSuchPathError):
+        return None
+
+
+def _parse_git_date(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.strip()).astimezone(timezone.utc)
+    except ValueError:
+        return datetime.fromtimestamp(0, timezone.utc)
+
+
+def _remote_env(ssh_command: str | None) -> dict[str, str]:
+    # Never hang on a password prompt: fail and say so.
+    env = {"GIT_TERMINAL_PROMPT": "0"}
+    if ssh_command:
+        env["GIT_SSH_COMMAND"] = ssh_command
+    return env
+
+
+def _check_url(url: str) -> None:
+    if not isinstance(url, str) or not url.strip() or url.startswith("-") or "\0" in url:
+        raise VersioningError(f"invalid Git remote URL {url!r}",
+                              hint="use an SSH or HTTPS URL, or a path to a repository")
+    if url_has_password(url):
+        raise VersioningError(
+            f"remote URL {redact_url_credentials(url)} embeds a password",
+            hint="cpv never stores secrets: use an SSH URL with a key, or a git credential helper",
+        )
+
+
+def _no_git(exc: Any) -> VersioningError:
+    return VersioningError(f"the git executable was not found ({exc})",
+                           hint="install git and make sure it is on PATH")

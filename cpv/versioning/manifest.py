@@ -1,0 +1,466 @@
+"""The Git-side manifest of one tracked path: what Git commits instead of the bytes.
+
+A workspace tracks paths (a model folder or file, data split folders). Their bytes live in the
+store; Git holds, per tracked path, one small JSON manifest at
+``.cpv/manifests/<kind>/<name>.json`` naming the store snapshot that holds the bytes, every
+file's path/size/blake3, the version's metrics and message. Its size grows with the number of
+files, never with their size. The format is specified in ``docs/manifest-format.md``.
+
+The encoding is canonical (sorted keys, one top-level key per line, one file per line, trailing
+newline) so the same manifest always has the same bytes and ``git diff`` between two versions
+shows exactly which files and metrics changed.
+
+Manifests may come from someone else's repository, so :meth:`Manifest.from_json` trusts nothing:
+malformed JSON, an unknown ``schema_version``, a missing or extra field, a wrong type or an
+inconsistent total is a :class:`~cpv.errors.FormatError`; a path that is absolute, contains
+``..``, ``.``, a backslash, a NUL, an empty segment, a ``.git`` segment, a duplicate or a
+file/folder clash is an :class:`~cpv.errors.UnsafePathError` (invariant 7). Any
+:class:`Manifest` object that exists has passed those checks, because they run in
+``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any, ClassVar, Final
+
+from cpv.errors import CPVError, FormatError, UnsafePathError
+from cpv.versioning.metrics import normalize_metrics
+from cpv.versioning.tags import KINDS, Kind
+
+SCHEMA_VERSION: Final = 1
+"""The manifest schema this code writes and the only one it reads."""
+
+MANIFEST_DIR: Final = ".cpv/manifests"
+"""Folder (relative to the workspace root, posix) that holds ``<kind>/<name>.json``."""
+
+ExtraValue = str | int | float | bool | None
+"""What ``extra`` may hold: JSON scalars only (e.g. ``sample_count`` for data)."""
+
+_HEX64: Final = re.compile(r"[0-9a-f]{64}")
+_NAME_RE: Final = re.compile(r"[a-z0-9_][a-z0-9._-]{0,127}")
+_DRIVE_RE: Final = re.compile(r"[A-Za-z]:")
+_RESERVED_TOP: Final = frozenset({".git", ".cpv"})
+_REQUIRED_KEYS: Final = frozenset({
+    "schema_version", "kind", "path", "is_dir", "snapshot_id", "store_url", "files",
+    "total_size", "file_count", "metrics", "message", "created_at", "author",
+})
+_OPTIONAL_KEYS: Final = frozenset({"extra"})
+_FILE_KEYS: Final = frozenset({"path", "size", "blake3"})
+_MAX_NAME_LEN: Final = 100
+
+
+_HINT_FIELDS: Final = "see docs/manifest-format.md for the fields of a manifest and their rules"
+_HINT_DAMAGED: Final = (
+    "the manifest is damaged or was not written by cpv; restore it from Git history"
+)
+
+
+def _invalid(message: str) -> FormatError:
+    return FormatError(message, hint=_HINT_FIELDS)
+
+
+def check_relative_path(path: str, *, what: str = "path") -> None:
+    """Refuse a path that could land outside the folder it is relative to (invariant 7).
+
+    Accepted: non-empty, '/'-separated, relative, every segment non-empty and neither ``.``
+    nor ``..`` nor ``.git`` (any case), no backslash, no NUL, no drive prefix (``C:``).
+
+    Raises:
+        UnsafePathError: naming the path and the rule it breaks.
+    """
+    if not isinstance(path, str):
+        raise _invalid(f"{what} must be a string, got {type(path).__name__}")
+    if not path:
+        raise UnsafePathError(path, f"empty {what}")
+    if "\x00" in path:
+        raise UnsafePathError(path, f"{what} contains a NUL byte")
+    if "\\" in path:
+        raise UnsafePathError(path, f"{what} contains a backslash; paths are '/'-separated")
+    if path.startswith("/"):
+        raise UnsafePathError(path, f"{what} is absolute")
+    if _DRIVE_RE.match(path):
+        raise UnsafePathError(path, f"{what} starts with a drive letter")
+    for segment in path.split("/"):
+        if segment == "":
+            raise UnsafePathError(path, f"{what} has an empty segment")
+        if segment in (".", ".."):
+            raise UnsafePathError(path, f"{what} has a {segment!r} segment")
+        if segment.lower() == ".git":
+            raise UnsafePathError(path, f"{what} has a '.git' segment (could plant Git config)")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FormatError(
+            f"{what} {path!r} is not valid UTF-8", hint="rename the file to a UTF-8 name"
+        ) from exc
+
+
+def check_tracked_path(path: str) -> None:
+    """Like :func:`check_relative_path`, and also refuse paths inside ``.git`` or ``.cpv``."""
+    check_relative_path(path, what="tracked path")
+    if path.split("/", 1)[0].lower() in _RESERVED_TOP:
+        raise UnsafePathError(path, "tracked path is inside .git or .cpv, which cpv owns")
+
+
+def manifest_name(tracked_path: str) -> str:
+    """The file name slug (without ``.json``) of a tracked path's manifest.
+
+    Lower-case (so two names never differ only by case, which clash on macOS/Windows),
+    ``/`` becomes ``-``, anything outside ``[a-z0-9._-]`` becomes ``_``, a leading ``.`` becomes
+    ``_``; long names are cut and suffixed with a short hash. ``"model"`` -> ``"model"``,
+    ``"data/train"`` -> ``"data-train"``. Two tracked paths can map to the same name
+    (``data/train`` and ``data-train``); the history layer refuses the second one.
+    """
+    check_tracked_path(tracked_path)
+    slug = re.sub(r"[^a-z0-9._-]", "_", tracked_path.lower().replace("/", "-"))
+    if slug.startswith("."):
+        slug = "_" + slug[1:]
+    if len(slug) > _MAX_NAME_LEN:
+        digest = hashlib.sha256(tracked_path.encode("utf-8")).hexdigest()[:12]
+        slug = f"{slug[: _MAX_NAME_LEN - 13]}-{digest}"
+    return slug
+
+
+def check_manifest_name(name: str) -> None:
+    """Refuse a manifest name that is not a slug :func:`manifest_name` could produce."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise UnsafePathError(str(name), "not a valid manifest name ([a-z0-9._-], max 128)")
+
+
+def manifest_relpath(kind: Kind, name: str) -> str:
+    """``.cpv/manifests/<kind>/<name>.json``: where the manifest lives in the workspace."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be 'model' or 'data', not {kind!r}")
+    check_manifest_name(name)
+    return f"{MANIFEST_DIR}/{kind}/{name}.json"
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO 8601 UTC with second precision: ``2026-01-10T15:30:00Z``."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse what :func:`format_timestamp` writes (and any offset-aware ISO 8601 form)."""
+    if not isinstance(text, str):
+        raise _invalid(f"created_at must be a string, got {type(text).__name__}")
+    candidate = text[:-1] + "+00:00" if text.endswith("Z") else text
+    try:
+        moment = datetime.fromisoformat(candidate)
+    except ValueError as exc:
+        raise _invalid(f"created_at {text!r} is not an ISO 8601 timestamp") from exc
+    if moment.tzinfo is None:
+        raise _invalid(f"created_at {text!r} has no time zone; write UTC with a 'Z'")
+    return moment.astimezone(timezone.utc)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One file of a tracked path: its path relative to the tracked path, size, blake3."""
+
+    path: str
+    size: int
+    blake3: str
+
+    def __post_init__(self) -> None:
+        check_relative_path(self.path, what="file path")
+        if not _is_int(self.size) or self.size < 0:
+            raise _invalid(f"file {self.path!r}: size must be a non-negative integer, "
+                              f"got {self.size!r}")
+        if not isinstance(self.blake3, str) or not _HEX64.fullmatch(self.blake3):
+            raise _invalid(f"file {self.path!r}: blake3 must be 64 lowercase hex digits")
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON object of this entry."""
+        return {"blake3": self.blake3, "path": self.path, "size": self.size}
+
+
+def _check_tree(files: tuple[FileEntry, ...]) -> None:
+    """No duplicates, and no path that is both a file and a folder (``a`` and ``a/b``)."""
+    seen: set[str] = set()
+    for entry in files:
+        if entry.path in seen:
+            raise UnsafePathError(entry.path, "listed twice")
+        seen.add(entry.path)
+    for entry in files:
+        parent = entry.path
+        while "/" in parent:
+            parent = parent.rsplit("/", 1)[0]
+            if parent in seen:
+                raise UnsafePathError(parent, f"is a file and also the folder of {entry.path!r}")
+
+
+def _freeze_extra(extra: Mapping[str, object]) -> MappingProxyType[str, ExtraValue]:
+    if not isinstance(extra, Mapping):
+        raise _invalid(f"extra must be a mapping, got {type(extra).__name__}")
+    result: dict[str, ExtraValue] = {}
+    for key, value in sorted(extra.items()):
+        if not isinstance(key, str) or not key:
+            raise _invalid(f"extra key {key!r} must be a non-empty string")
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise _invalid(f"extra[{key!r}] must be a JSON scalar, got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _invalid(f"extra[{key!r}] must be finite")
+        result[key] = value
+    return MappingProxyType(result)
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What Git records about one tracked path at one version.
+
+    ``files`` is sorted by path on construction; ``total_size`` and ``file_count`` are derived
+    from it. ``metrics`` and ``extra`` are read-only mappings. ``created_at`` is normalised to
+    UTC, whole seconds. Construction validates everything (see the module docstring).
+
+    ``is_dir`` tells whether the tracked path is a folder (``files`` relative to it) or a single
+    file (then ``files`` holds exactly one entry, named after the file's last path segment).
+    """
+
+    schema_version: ClassVar[int] = SCHEMA_VERSION
+
+    kind: Kind
+    path: str
+    snapshot_id: str
+    store_url: str
+    files: tuple[FileEntry, ...]
+    message: str = ""
+    author: str = ""
+    created_at: datetime = field(default_factory=_utc_now)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    is_dir: bool = True
+    extra: Mapping[str, ExtraValue] = field(default_factory=dict)
+    total_size: int = field(init=False)
+    file_count: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise _invalid(f"manifest kind must be 'model' or 'data', not {self.kind!r}")
+        check_tracked_path(self.path)
+        if not isinstance(self.snapshot_id, str) or not _HEX64.fullmatch(self.snapshot_id):
+            raise _invalid("manifest snapshot_id must be 64 lowercase hex digits")
+        if not isinstance(self.store_url, str) or not self.store_url.strip() or any(
+            ord(ch) < 0x20 for ch in self.store_url
+        ):
+            raise _invalid("manifest store_url must be a non-empty single-line string")
+        for name in ("message", "author"):
+            if not isinstance(getattr(self, name), str):
+                raise _invalid(f"manifest {name} must be a string")
+        if not isinstance(self.is_dir, bool):
+            raise _invalid("manifest is_dir must be true or false")
+        if not isinstance(self.created_at, datetime) or self.created_at.tzinfo is None:
+            raise _invalid("manifest created_at must be a time-zone-aware datetime")
+        if not all(isinstance(entry, FileEntry) for entry in self.files):
+            raise _invalid("manifest files must be FileEntry values")
+        files = tuple(sorted(self.files, key=lambda entry: entry.path))
+        _check_tree(files)
+        if not self.is_dir:
+            basename = self.path.rsplit("/", 1)[-1]
+            if len(files) != 1 or files[0].path != basename:
+                raise _invalid(
+                    f"manifest of the single file {self.path!r} must list exactly one entry "
+                    f"named {basename!r}"
+                )
+        set_ = object.__setattr__
+        set_(self, "files", files)
+        set_(self, "created_at", self.created_at.astimezone(timezone.utc).replace(microsecond=0))
+        set_(self, "metrics", MappingProxyType(normalize_metrics(self.metrics,
+                                                                 source="manifest metrics")))
+        set_(self, "extra", _freeze_extra(self.extra))
+        set_(self, "total_size", sum(entry.size for entry in files))
+        set_(self, "file_count", len(files))
+
+    def __hash__(self) -> int:
+        # metrics/extra are read-only mappings (not hashable); the rest identifies a manifest.
+        return hash((self.kind, self.path, self.snapshot_id, self.files, self.created_at,
+                     self.message))
+
+    @property
+    def name(self) -> str:
+        """The manifest's file name slug (see :func:`manifest_name`)."""
+        return manifest_name(self.path)
+
+    @property
+    def relpath(self) -> str:
+        """Where this manifest lives in the workspace: ``.cpv/manifests/<kind>/<name>.json``."""
+        return manifest_relpath(self.kind, self.name)
+
+    def replace(self, **changes: Any) -> Manifest:
+        """A copy with some fields changed (validated again; totals recomputed)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, object]:
+        """The manifest as plain JSON-ready data (keys as written to disk)."""
+        return {
+            "author": self.author,
+            "created_at": format_timestamp(self.created_at),
+            "extra": dict(self.extra),
+            "file_count": self.file_count,
+            "files": [entry.to_dict() for entry in self.files],
+            "is_dir": self.is_dir,
+            "kind": self.kind,
+            "message": self.message,
+            "metrics": dict(self.metrics),
+            "path": self.path,
+            "schema_version": SCHEMA_VERSION,
+            "snapshot_id": self.snapshot_id,
+            "store_url": self.store_url,
+            "total_size": self.total_size,
+        }
+
+    def to_json(self) -> str:
+        """The canonical text: sorted keys, one key per line, one file per line, final newline."""
+
+        def dump(value: object) -> str:
+            return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(", ", ": "))
+
+        lines = ["{"]
+        items = sorted(self.to_dict().items())
+        for index, (key, value) in enumerate(items):
+            comma = "," if index < len(items) - 1 else ""
+            if key == "files" and self.files:
+                lines.append(' "files": [')
+                rows = [f"  {dump(entry.to_dict())}" for entry in self.files]
+                lines.append(",\n".join(rows))
+                lines.append(f" ]{comma}")
+            else:
+                lines.append(f" {dump(key)}: {dump(value)}{comma}")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, source: str = "manifest") -> Manifest:
+        """Parse and validate a manifest; ``source`` names it in error messages.
+
+        Raises:
+            FormatError: malformed JSON, unknown schema_version, missing/unknown fields, wrong
+                types, totals that do not match the files.
+            UnsafePathError: a path that could escape the workspace (invariant 7).
+        """
+        try:
+            return cls._from_json(text)
+        except CPVError as exc:
+            # Same error class and fields; the message gains where it came from.
+            exc.message = f"{source}: {exc.message}"
+            exc.args = (exc.message,)
+            if not exc.hint or exc.hint == _HINT_FIELDS:
+                exc.hint = _HINT_DAMAGED
+            raise
+
+    @classmethod
+    def _from_json(cls, text: str | bytes) -> Manifest:
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise FormatError("not UTF-8 text", hint=_HINT_DAMAGED) from exc
+        try:
+            data = json.loads(text, object_pairs_hook=_no_duplicate_keys,
+                              parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            raise FormatError(f"not valid JSON ({exc})", hint=_HINT_DAMAGED) from exc
+        if not isinstance(data, dict):
+            raise FormatError("expected a JSON object", hint=_HINT_DAMAGED)
+        version = data.get("schema_version")
+        if not _is_int(version):
+            raise FormatError("missing or invalid schema_version", hint=_HINT_DAMAGED)
+        if version != SCHEMA_VERSION:
+            raise FormatError(
+                f"unknown manifest schema_version {version} (this cpv reads {SCHEMA_VERSION})",
+                hint="upgrade cpv to read manifests written by a newer version",
+            )
+        missing = sorted(_REQUIRED_KEYS - data.keys())
+        if missing:
+            raise FormatError(f"missing field(s): {', '.join(missing)}", hint=_HINT_DAMAGED)
+        unknown = sorted(data.keys() - _REQUIRED_KEYS - _OPTIONAL_KEYS)
+        if unknown:
+            raise FormatError(f"unknown field(s): {', '.join(unknown)}", hint=_HINT_DAMAGED)
+        raw_files = data["files"]
+        if not isinstance(raw_files, list):
+            raise FormatError("files must be a list", hint=_HINT_DAMAGED)
+        files = tuple(_file_entry(raw) for raw in raw_files)
+        for key in ("kind", "path", "snapshot_id", "store_url", "message", "author"):
+            if not isinstance(data[key], str):
+                raise FormatError(f"{key} must be a string", hint=_HINT_DAMAGED)
+        if not isinstance(data["metrics"], dict):
+            raise FormatError("metrics must be an object", hint=_HINT_DAMAGED)
+        extra = data.get("extra", {})
+        if not isinstance(extra, dict):
+            raise FormatError("extra must be an object", hint=_HINT_DAMAGED)
+        manifest = cls(
+            kind=data["kind"], path=data["path"], snapshot_id=data["snapshot_id"],
+            store_url=data["store_url"], files=files, message=data["message"],
+            author=data["author"], created_at=parse_timestamp(data["created_at"]),
+            metrics=data["metrics"], is_dir=data["is_dir"], extra=extra,
+        )
+        for key, actual in (("total_size", manifest.total_size),
+                            ("file_count", manifest.file_count)):
+            if not _is_int(data[key]) or data[key] != actual:
+                raise FormatError(f"{key} is {data[key]!r} but the files add up to {actual}",
+                                  hint=_HINT_DAMAGED)
+        return manifest
+
+
+
+def _file_entry(raw: object) -> FileEntry:
+    if not isinstance(raw, dict) or raw.keys() != _FILE_KEYS:
+        raise FormatError('each file must be an object with exactly "path", "size", "blake3"',
+                          hint=_HINT_DAMAGED)
+    return FileEntry(path=raw["path"], size=raw["size"], blake3=raw["blake3"])
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise FormatError(f"duplicate key {key!r}", hint=_HINT_DAMAGED)
+        result[key] = value
+    return result
+
+
+def _refuse_constant(name: str) -> Any:
+    raise FormatError(f"{name} is not allowed in a manifest", hint=_HINT_DAMAGED)
+
+
+def manifest_for_files(
+    *,
+    kind: Kind,
+    path: str,
+    snapshot_id: str,
+    store_url: str,
+    files: Iterable[tuple[str, int, str]],
+    is_dir: bool = True,
+    message: str = "",
+    author: str = "",
+    metrics: Mapping[str, float] | None = None,
+    extra: Mapping[str, ExtraValue] | None = None,
+    created_at: datetime | None = None,
+) -> Manifest:
+    """Build a manifest from ``(relative path, size, blake3)`` tuples, e.g. an engine summary.
+
+    A convenience for the API layer, which holds the engine's push result and must not pass
+    engine types into versioning.
+    """
+    return Manifest(
+        kind=kind, path=path, snapshot_id=snapshot_id, store_url=store_url,
+        files=tuple(FileEntry(path=p, size=s, blake3=h) for p, s, h in files),
+        is_dir=is_dir, message=message, author=author, metrics=dict(metrics or {}),
+        extra=dict(extra or {}), created_at=created_at or _utc_now(),
+    )

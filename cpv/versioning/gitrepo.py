@@ -285,6 +285,26 @@ class GitRepo:
                                  hint=_remote_hint(text))
         return cls.open(folder, ssh_command=ssh_command)
 
+    @staticmethod
+    def check_remote(url: str, *, ssh_command: str | None = None) -> None:
+        """Check that ``url`` can be read (``git ls-remote``), without touching any repository.
+
+        Raises:
+            GitRemoteError: the remote cannot be reached, authenticated or read.
+        """
+        _check_url(url)
+        try:
+            status, stdout, stderr = git.Git().execute(
+                ["git", "ls-remote", "-q", "--heads", "--", url], with_extended_output=True,
+                with_exceptions=False, env=_remote_env(ssh_command),
+            )
+        except git.exc.GitCommandNotFound as exc:
+            raise _no_git(exc) from exc
+        if status != 0:
+            text = _one_line(str(stderr), str(stdout))
+            raise GitRemoteError(f"cannot read Git remote {redact_url_credentials(url)}: {text}",
+                                 hint=_remote_hint(text))
+
     def close(self) -> None:
         """Stop GitPython's persistent helper processes."""
         self._repo.close()

@@ -1,0 +1,144 @@
+"""The composition root: one workspace = one Git repository + one store + caches.
+
+:meth:`Workspace.open` is the only place that turns a :class:`~cpv.config.CPVConfig` into a
+store adapter, an engine :class:`~cpv.engine.Repository`, transfer limits and a
+:class:`~cpv.versioning.History`. The facade (``cpv.api``) and the CLI take a workspace and
+never build these parts themselves.
+
+Workspace layout (see ``docs/versioning.md``)::
+
+    <workspace>/                 a Git repository, one per model
+      .cpv/config.json           workspace settings (store URL, team, model, remote; no secrets)
+      .cpv/manifests/model/model.json   manifest of the model folder (written per version)
+      .cpv/manifests/data/data.json     manifest of the data folder (train/validation/test)
+      .cpv/store/                the embedded local store when no S3 store is configured
+      model/                     model files (bytes in the store, git-ignored)
+      data/{train,validation,test}/     data splits (bytes in the store, git-ignored)
+      train.py, README.md        templates written by init
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from cpv.config import CPVConfig
+from cpv.engine import Repository, TransferLimits
+from cpv.errors import NoStoreError, NotAWorkspaceError
+from cpv.progress import NULL_PROGRESS, Progress
+from cpv.store import open_store
+from cpv.versioning import GitRepo, History
+
+if TYPE_CHECKING:
+    from cpv.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["model", "data"]
+TRACKED: dict[Kind, str] = {"model": "model", "data": "data"}
+DATA_SPLITS = ("train", "validation", "test")
+INTERNAL_DIRS = frozenset({".git", ".cpv"})
+
+
+def exclude_internal(relpath: str) -> bool:
+    """Never push Git's or cpv's own folders, nor temporary files of an interrupted pull."""
+    head = relpath.split("/", 1)[0]
+    name = relpath.rsplit("/", 1)[-1]
+    return head in INTERNAL_DIRS or (name.startswith(".") and ".cpv-" in name)
+
+
+@dataclass
+class Workspace:
+    """An open workspace. Use as a context manager, or call :meth:`close`."""
+
+    root: Path
+    config: CPVConfig
+    git: GitRepo
+    history: History
+    progress: Progress = NULL_PROGRESS
+    _repo: Repository | None = None
+    _store: ObjectStore | None = None
+
+    @classmethod
+    def open(
+        cls,
+        root: str | Path,
+        *,
+        config: CPVConfig | None = None,
+        progress: Progress = NULL_PROGRESS,
+    ) -> Workspace:
+        """Open an existing workspace.
+
+        Raises:
+            NotAWorkspaceError: ``root`` is not a Git repository initialised by cpv.
+        """
+        root = Path(root).absolute()
+        git = GitRepo.open(root, ssh_command=config.git_ssh_command if config else None)
+        if not (root / ".cpv").is_dir():
+            git.close()
+            raise NotAWorkspaceError(f"{root} is a Git repository but not a cpv workspace")
+        if config is None:
+            config = CPVConfig.load(workspace=root)
+        return cls(root=root, config=config, git=git, history=History(git), progress=progress)
+
+    @property
+    def store_url(self) -> str:
+        return self.config.store_url(workspace=self.root)
+
+    @property
+    def limits(self) -> TransferLimits:
+        t = self.config.transfer
+        return TransferLimits(workers=t.workers, part_size=t.part_size)
+
+    @property
+    def remote(self) -> str | None:
+        """The Git remote name to push to and fetch from, if one is configured."""
+        if self.git.remote_url("origin") is not None:
+            return "origin"
+        return None
+
+    def store(self) -> ObjectStore:
+        if self._store is None:
+            aws = self.config.aws
+            self._store = open_store(
+                self.store_url,
+                profile=aws.profile,
+                region=aws.region,
+                endpoint_url=aws.endpoint_url,
+                max_connections=self.config.transfer.workers,
+            )
+        return self._store
+
+    def repository(self, *, create: bool = False) -> Repository:
+        """The engine's view of the store; ``create`` initialises a store that has none."""
+        if self._repo is None:
+            cache = self.config.cache_dir
+            try:
+                self._repo = Repository.open(self.store(), cache_dir=cache)
+            except NoStoreError:
+                if not create:
+                    raise
+                self._repo = Repository.init(
+                    self.store(), pack_size=self.config.transfer.pack_size, cache_dir=cache
+                )
+        return self._repo
+
+    def tracked_dir(self, kind: Kind) -> Path:
+        return self.root / TRACKED[kind]
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self.git.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -808,12 +808,13 @@ class CombinedCheckpointsManage:
         from cpv.versioning.tags import parse_tag, tag_name
 
         if tag is None:
-            return {"model": self.models._metadata(None), "data": self.data._metadata(None)}
+            return {"model": self.models.get_model_metadata(),
+                    "data": self.data.get_data_metadata()}
         _, version = parse_tag(tag)
         return {
             "tag": tag_name("model", version),
-            "model": self.models._metadata(tag_name("model", version)),
-            "data": self.data._metadata(tag_name("data", version)),
+            "model": self.models.get_model_metadata(tag_name("model", version)),
+            "data": self.data.get_data_metadata(tag_name("data", version)),
         }
 
 

@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import Self
+
 from cpv.config import CPVConfig as _BaseConfig
 from cpv.engine import PullResult, PushResult, pull, push
 from cpv.engine.hashing import Hasher
@@ -86,11 +88,17 @@ class CPVConfig(_BaseConfig):
         checks = []
         url = self.store_url(workspace=workspace)
         try:
-            store = open_store(url, profile=self.aws.profile, region=self.aws.region,
-                               endpoint_url=self.aws.endpoint_url)
+            store = open_store(
+                url,
+                profile=self.aws.profile,
+                region=self.aws.region,
+                endpoint_url=self.aws.endpoint_url,
+            )
             try:
                 cfg = read_store_config(store)
-                checks.append(CredentialCheck("store", True, f"{url}: cpv store format {cfg.version}"))
+                checks.append(
+                    CredentialCheck("store", True, f"{url}: cpv store format {cfg.version}")
+                )
             finally:
                 store.close()
         except CPVError as exc:
@@ -289,7 +297,9 @@ class _Facade:
     @property
     def ws(self) -> Workspace:
         if self._ws is None:
-            self._ws = Workspace.open(self.workspace_dir, config=self.config, progress=self.progress)
+            self._ws = Workspace.open(
+                self.workspace_dir, config=self.config, progress=self.progress
+            )
         return self._ws
 
     def close(self) -> None:
@@ -297,7 +307,7 @@ class _Facade:
             self._ws.close()
             self._ws = None
 
-    def __enter__(self) -> _Facade:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -324,8 +334,12 @@ class _Facade:
         dry_run: bool,
     ) -> InitResult:
         return init_workspace(
-            self.workspace_dir, config=self.config, data_path=data_path, store_url=store_url,
-            remote_url=remote_url, dry_run=dry_run,
+            self.workspace_dir,
+            config=self.config,
+            data_path=data_path,
+            store_url=store_url,
+            remote_url=remote_url,
+            dry_run=dry_run,
         )
 
     def _upload(
@@ -342,29 +356,49 @@ class _Facade:
         source = Path(path).absolute() if path is not None else ws.tracked_dir(self.kind)
         if not source.exists():
             raise LocalIOError(
-                f"nothing to upload: {source} does not exist", path=str(source),
+                f"nothing to upload: {source} does not exist",
+                path=str(source),
                 hint=f"put the {self.kind} files in {ws.tracked_dir(self.kind)} or pass a path",
             )
         repo = ws.repository(create=not dry_run)
         result: PushResult = push(
-            repo, source, exclude=exclude_internal, progress=self.progress, limits=ws.limits,
-            dry_run=dry_run, rehash=force,
+            repo,
+            source,
+            exclude=exclude_internal,
+            progress=self.progress,
+            limits=ws.limits,
+            dry_run=dry_run,
+            rehash=force,
         )
         resolved = resolve_metrics(metrics) if metrics is not None else {}
         files = [(f.path, f.size, f.blake3) for f in result.snapshot.files if not f.is_symlink]
         split_counts = _split_counts(files) if self.kind == "data" else {}
         manifest = manifest_for_files(
-            kind=self.kind, path=TRACKED[self.kind], snapshot_id=result.snapshot_id,
-            store_url=ws.store_url, files=files, is_dir=source.is_dir(),
-            message=message, author=ws.history.default_author(), metrics=resolved,
+            kind=self.kind,
+            path=TRACKED[self.kind],
+            snapshot_id=result.snapshot_id,
+            store_url=ws.store_url,
+            files=files,
+            is_dir=source.is_dir(),
+            message=message,
+            author=ws.history.default_author(),
+            metrics=resolved,
             extra={**{f"samples.{k}": v for k, v in split_counts.items()}, **(extra or {})},
         )
         if dry_run:
             return UploadResult(
-                kind=self.kind, snapshot_id=result.snapshot_id, commit=None, files=result.files,
-                total_bytes=result.total_bytes, uploaded_bytes=0, new_bytes=result.new_bytes,
-                chunks_new=result.chunks_new, chunks_reused=result.chunks_reused,
-                seconds=result.seconds, dry_run=True, changed=True,
+                kind=self.kind,
+                snapshot_id=result.snapshot_id,
+                commit=None,
+                files=result.files,
+                total_bytes=result.total_bytes,
+                uploaded_bytes=0,
+                new_bytes=result.new_bytes,
+                chunks_new=result.chunks_new,
+                chunks_reused=result.chunks_reused,
+                seconds=result.seconds,
+                dry_run=True,
+                changed=True,
                 next_tag=ws.history.next_tag(self.kind),
             )
         # Invariant 1: the snapshot is durable in the store; only now does Git reference it.
@@ -381,11 +415,18 @@ class _Facade:
                     hint="fix the remote and run 'cpv sync' (or git push) to publish it",
                 ) from exc
         return UploadResult(
-            kind=self.kind, snapshot_id=result.snapshot_id, commit=record.commit,
-            files=result.files, total_bytes=result.total_bytes,
-            uploaded_bytes=result.uploaded_bytes, new_bytes=result.new_bytes,
-            chunks_new=result.chunks_new, chunks_reused=result.chunks_reused,
-            seconds=result.seconds, dry_run=False, changed=record.changed,
+            kind=self.kind,
+            snapshot_id=result.snapshot_id,
+            commit=record.commit,
+            files=result.files,
+            total_bytes=result.total_bytes,
+            uploaded_bytes=result.uploaded_bytes,
+            new_bytes=result.new_bytes,
+            chunks_new=result.chunks_new,
+            chunks_reused=result.chunks_reused,
+            seconds=result.seconds,
+            dry_run=False,
+            changed=record.changed,
             pushed_to=pushed_to,
         )
 
@@ -411,8 +452,12 @@ class _Facade:
                 return ws.history.next_tag(self.kind)
             return tag_name(self.kind, coerce_version(self.kind, version_tag))
         record = ws.history.create_tag(
-            self.kind, version_tag, message=message or "", metrics=metrics,
-            overwrite=force, remote=ws.remote,
+            self.kind,
+            version_tag,
+            message=message or "",
+            metrics=metrics,
+            overwrite=force,
+            remote=ws.remote,
         )
         return record.tag
 
@@ -452,9 +497,14 @@ class _Facade:
                     paths=changed,
                     hint="upload them first, download to another folder (dest=...), or force=True",
                 )
-        base = target if manifest.is_dir else target
-        result = pull(ws.repository(), manifest.snapshot_id, base, paths=paths,
-                      progress=self.progress, limits=ws.limits)
+        result = pull(
+            ws.repository(),
+            manifest.snapshot_id,
+            target,
+            paths=paths,
+            progress=self.progress,
+            limits=ws.limits,
+        )
         return manifest, label, target, result
 
     def _revert(self, tag: str, *, force: bool, dry_run: bool) -> RevertResult:
@@ -472,12 +522,14 @@ class _Facade:
             return RevertResult(tag, (self.kind,), None, 0, 0)
         folder = ws.tracked_dir(self.kind)
         # Bytes first, then the manifest commit: if the pull fails, Git still says where we were.
-        pulled = pull(ws.repository(), manifest.snapshot_id, folder, progress=self.progress,
-                      limits=ws.limits)
+        pulled = pull(
+            ws.repository(), manifest.snapshot_id, folder, progress=self.progress, limits=ws.limits
+        )
         _remove_extra_files(folder, {f.path for f in manifest.files})
         record = ws.history.revert(tag, kinds=[self.kind], discard_local_changes=force)
-        return RevertResult(tag, (self.kind,), record.commit, pulled.files_written,
-                            pulled.downloaded_bytes)
+        return RevertResult(
+            tag, (self.kind,), record.commit, pulled.files_written, pulled.downloaded_bytes
+        )
 
     def _metadata(self, tag: str | None) -> dict[str, Any]:
         manifest, label = self._manifest_at(tag)
@@ -536,8 +588,9 @@ class ModelsCheckpointsManage(_Facade):
     ) -> InitResult:
         """Create the workspace: Git repository, store, folders, templates (idempotent)."""
         with _verbose_logging(verbose or self.verbose):
-            return self._init(data_path=data_path, store_url=store_url, remote_url=remote_url,
-                              dry_run=dry_run)
+            return self._init(
+                data_path=data_path, store_url=store_url, remote_url=remote_url, dry_run=dry_run
+            )
 
     def upload_model_checkpoint(
         self,
@@ -557,13 +610,25 @@ class ModelsCheckpointsManage(_Facade):
             GitRemoteError (uploaded and committed, but the Git push failed).
         """
         with _verbose_logging(verbose or self.verbose):
-            result = self._upload(path, metrics=metrics, message=message, dry_run=dry_run,
-                                  force=force)
-            log.info("model: %d files, %.1f MB, %.1f MB uploaded", result.files,
-                     result.size_mb, result.uploaded_bytes / MB)
+            result = self._upload(
+                path, metrics=metrics, message=message, dry_run=dry_run, force=force
+            )
+            log.info(
+                "model: %d files, %.1f MB, %.1f MB uploaded",
+                result.files,
+                result.size_mb,
+                result.uploaded_bytes / MB,
+            )
             if not dry_run:
-                self._notify(notify, {"event": "upload", "kind": "model",
-                                      "snapshot_id": result.snapshot_id, "commit": result.commit})
+                self._notify(
+                    notify,
+                    {
+                        "event": "upload",
+                        "kind": "model",
+                        "snapshot_id": result.snapshot_id,
+                        "commit": result.commit,
+                    },
+                )
             return result
 
     def tag_model_checkpoint(
@@ -583,8 +648,9 @@ class ModelsCheckpointsManage(_Facade):
             TagExistsError (unless force), InvalidTagError, VersioningError, GitRemoteError.
         """
         with _verbose_logging(verbose or self.verbose):
-            tag = self._tag(version_tag, message=message, metrics=metrics, force=force,
-                            dry_run=dry_run)
+            tag = self._tag(
+                version_tag, message=message, metrics=metrics, force=force, dry_run=dry_run
+            )
             if not dry_run:
                 self._notify(notify, {"event": "tag", "kind": "model", "tag": tag})
             return tag
@@ -605,9 +671,12 @@ class ModelsCheckpointsManage(_Facade):
         with _verbose_logging(verbose or self.verbose):
             manifest, label, target, _ = self._download(tag, dest=dest, paths=None, force=force)
             return ModelArtifacts(
-                model_path=str(target), metrics=dict(manifest.metrics),
-                timestamp=manifest.created_at.isoformat(), tag=label,
-                size_mb=round(manifest.total_size / MB, 3), snapshot_id=manifest.snapshot_id,
+                model_path=str(target),
+                metrics=dict(manifest.metrics),
+                timestamp=manifest.created_at.isoformat(),
+                tag=label,
+                size_mb=round(manifest.total_size / MB, 3),
+                snapshot_id=manifest.snapshot_id,
                 files=manifest.file_count,
             )
 
@@ -643,8 +712,9 @@ class DataCheckpointsManage(_Facade):
     ) -> InitResult:
         """Create the workspace (as :meth:`ModelsCheckpointsManage.import_model_init`)."""
         with _verbose_logging(verbose or self.verbose):
-            return self._init(data_path=data_path, store_url=store_url, remote_url=remote_url,
-                              dry_run=dry_run)
+            return self._init(
+                data_path=data_path, store_url=store_url, remote_url=remote_url, dry_run=dry_run
+            )
 
     def upload_data_checkpoint(
         self,
@@ -659,11 +729,19 @@ class DataCheckpointsManage(_Facade):
     ) -> UploadResult:
         """Push the data folder (default ``<workspace>/data``) and record it as a version."""
         with _verbose_logging(verbose or self.verbose):
-            result = self._upload(path, metrics=metrics, message=message, dry_run=dry_run,
-                                  force=force)
+            result = self._upload(
+                path, metrics=metrics, message=message, dry_run=dry_run, force=force
+            )
             if not dry_run:
-                self._notify(notify, {"event": "upload", "kind": "data",
-                                      "snapshot_id": result.snapshot_id, "commit": result.commit})
+                self._notify(
+                    notify,
+                    {
+                        "event": "upload",
+                        "kind": "data",
+                        "snapshot_id": result.snapshot_id,
+                        "commit": result.commit,
+                    },
+                )
             return result
 
     def tag_data_checkpoint(
@@ -679,8 +757,9 @@ class DataCheckpointsManage(_Facade):
     ) -> str:
         """Tag the current data version: ``data-v{major}.{minor}``."""
         with _verbose_logging(verbose or self.verbose):
-            tag = self._tag(version_tag, message=message, metrics=metrics, force=force,
-                            dry_run=dry_run)
+            tag = self._tag(
+                version_tag, message=message, metrics=metrics, force=force, dry_run=dry_run
+            )
             if not dry_run:
                 self._notify(notify, {"event": "tag", "kind": "data", "tag": tag})
             return tag
@@ -705,12 +784,20 @@ class DataCheckpointsManage(_Facade):
                 raise ConfigError(f"invalid split name {unknown[0]!r}")
         with _verbose_logging(verbose or self.verbose):
             manifest, label, target, _ = self._download(tag, dest=dest, paths=splits, force=force)
-            counts = {k.split(".", 1)[1]: int(v) for k, v in manifest.extra.items()  # type: ignore[arg-type]
-                      if k.startswith("samples.")}
+            counts = {
+                k.split(".", 1)[1]: v
+                for k, v in manifest.extra.items()
+                if k.startswith("samples.") and isinstance(v, int)
+            }
             return DataArtifacts(
-                data_path=str(target), version=label, timestamp=manifest.created_at.isoformat(),
-                tag=label, size_mb=round(manifest.total_size / MB, 3),
-                sample_count=manifest.file_count, splits=counts, snapshot_id=manifest.snapshot_id,
+                data_path=str(target),
+                version=label,
+                timestamp=manifest.created_at.isoformat(),
+                tag=label,
+                size_mb=round(manifest.total_size / MB, 3),
+                sample_count=manifest.file_count,
+                splits=counts,
+                snapshot_id=manifest.snapshot_id,
             )
 
     def revert_data_checkpoint(
@@ -740,11 +827,22 @@ class CombinedCheckpointsManage:
         progress: Progress | None = None,
         verbose: bool = False,
     ) -> None:
-        self.models = ModelsCheckpointsManage(team_name, model_name, workspace=workspace,
-                                              config=config, progress=progress, verbose=verbose)
-        self.data = DataCheckpointsManage(team_name, model_name, workspace=workspace,
-                                          config=self.models.config, progress=progress,
-                                          verbose=verbose)
+        self.models = ModelsCheckpointsManage(
+            team_name,
+            model_name,
+            workspace=workspace,
+            config=config,
+            progress=progress,
+            verbose=verbose,
+        )
+        self.data = DataCheckpointsManage(
+            team_name,
+            model_name,
+            workspace=workspace,
+            config=self.models.config,
+            progress=progress,
+            verbose=verbose,
+        )
         self.verbose = verbose
 
     def close(self) -> None:
@@ -771,8 +869,9 @@ class CombinedCheckpointsManage:
         """Tag model and data with one version (``vX.Y`` + ``data-vX.Y``); all or nothing."""
         ws = self.models.ws
         with _verbose_logging(verbose or self.verbose):
-            for kind in ("model", "data"):
-                if ws.history.current_manifest(kind, TRACKED[kind]) is None:  # type: ignore[arg-type]
+            kinds: tuple[Kind, ...] = ("model", "data")
+            for kind in kinds:
+                if ws.history.current_manifest(kind, TRACKED[kind]) is None:
                     raise VersioningError(
                         f"no {kind} version to tag yet",
                         hint="upload both model and data before a combined tag",
@@ -780,15 +879,22 @@ class CombinedCheckpointsManage:
             if dry_run:
                 from cpv.versioning.tags import coerce_version, tag_name
 
-                v = (coerce_version("model", version_tag) if version_tag
-                     else max(ws.history.next_version("model"), ws.history.next_version("data")))
+                v = (
+                    coerce_version("model", version_tag)
+                    if version_tag
+                    else max(ws.history.next_version("model"), ws.history.next_version("data"))
+                )
                 return tag_name("model", v), tag_name("data", v)
             record = ws.history.create_combined_tag(
-                version_tag, message=message or "", metrics=metrics, overwrite=force,
+                version_tag,
+                message=message or "",
+                metrics=metrics,
+                overwrite=force,
                 remote=ws.remote,
             )
-            self.models._notify(notify, {"event": "tag", "kind": "combined",
-                                         "tag": record.model.tag})
+            self.models._notify(
+                notify, {"event": "tag", "kind": "combined", "tag": record.model.tag}
+            )
             return record.model.tag, record.data.tag
 
     def revert_model_and_data(
@@ -808,8 +914,10 @@ class CombinedCheckpointsManage:
         from cpv.versioning.tags import parse_tag, tag_name
 
         if tag is None:
-            return {"model": self.models.get_model_metadata(),
-                    "data": self.data.get_data_metadata()}
+            return {
+                "model": self.models.get_model_metadata(),
+                "data": self.data.get_data_metadata(),
+            }
         _, version = parse_tag(tag)
         return {
             "tag": tag_name("model", version),
@@ -820,7 +928,9 @@ class CombinedCheckpointsManage:
 
 # -- workspace creation and batch operations ------------------------------------------------
 
-_TRAIN_TEMPLATE = '''"""Training entry point for {model}. Save checkpoints under model/, then version them:
+_TRAIN_TEMPLATE = '''"""Training entry point for {model}.
+
+Save checkpoints under model/, then version them:
 
     cpv push model -m "what changed" --metric loss=0.25
     cpv tag
@@ -885,8 +995,12 @@ def init_workspace(
     try:
         git = GitRepo.open(root, ssh_command=cfg.git_ssh_command)
     except NotAWorkspaceError:
-        git = GitRepo.init(root, branch=cfg.git.branch, message="cpv: initialize repository",
-                           ssh_command=cfg.git_ssh_command)
+        git = GitRepo.init(
+            root,
+            branch=cfg.git.branch,
+            message="cpv: initialize repository",
+            ssh_command=cfg.git_ssh_command,
+        )
     try:
         settings: dict[str, Any] = {}
         if cfg.team:
@@ -903,17 +1017,23 @@ def init_workspace(
         if data_path is not None:
             _import_data(Path(data_path), root / "data")
         _write_once(root / "train.py", _TRAIN_TEMPLATE.format(model=cfg.model or root.name))
-        _write_once(root / "README.md", _README_TEMPLATE.format(
-            team=cfg.team or "team", model=cfg.model or root.name, store=url))
+        _write_once(
+            root / "README.md",
+            _README_TEMPLATE.format(
+                team=cfg.team or "team", model=cfg.model or root.name, store=url
+            ),
+        )
         _ensure_ignored(root / ".gitignore", ["/.cpv/store/", "/model/", "/data/"])
-        store = open_store(url, profile=cfg.aws.profile, region=cfg.aws.region,
-                           endpoint_url=cfg.aws.endpoint_url)
+        store = open_store(
+            url, profile=cfg.aws.profile, region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url
+        )
         try:
             Repository.init(store, pack_size=cfg.transfer.pack_size).close()
         finally:
             store.close()
-        git.commit_paths([".cpv/config.json", ".gitignore", "train.py", "README.md"],
-                         "cpv: initialize workspace")
+        git.commit_paths(
+            [".cpv/config.json", ".gitignore", "train.py", "README.md"], "cpv: initialize workspace"
+        )
         if cfg.git.remote_url:
             git.set_remote("origin", cfg.git.remote_url)
             branch = git.current_branch()
@@ -991,8 +1111,15 @@ def list_team_models(team_root: str | Path) -> list[ModelSummary]:
         with ModelsCheckpointsManage(workspace=child) as mcm:
             versions = mcm.read_checkpoint_tag()
             last = versions[-1] if versions else None
-            out.append(ModelSummary(child.name, child, last.tag if last else None,
-                                    dict(last.metrics) if last else {}, len(versions)))
+            out.append(
+                ModelSummary(
+                    child.name,
+                    child,
+                    last.tag if last else None,
+                    dict(last.metrics) if last else {},
+                    len(versions),
+                )
+            )
     return out
 
 
@@ -1017,9 +1144,7 @@ def upload_team_models(
     return results
 
 
-def compare_versions(
-    a: Mapping[str, float], b: Mapping[str, float]
-) -> list[MetricDelta]:
+def compare_versions(a: Mapping[str, float], b: Mapping[str, float]) -> list[MetricDelta]:
     """Compare two metric mappings (e.g. from two ``get_model_metadata`` calls)."""
     return compare(a, b)
 

@@ -32,7 +32,11 @@ def write_checkpoint(path: Path, size: int, *, seed: int = 0) -> list[tuple[int,
     header: dict[str, object] = {}
     offset = 0
     for i, n in enumerate(tensors):
-        header[f"layer.{i}.weight"] = {"dtype": "F32", "shape": [n // 4], "data_offsets": [offset, offset + n]}
+        header[f"layer.{i}.weight"] = {
+            "dtype": "F32",
+            "shape": [n // 4],
+            "data_offsets": [offset, offset + n],
+        }
         offset += n
     raw_header = json.dumps(header).encode()
     ranges = []
@@ -47,7 +51,9 @@ def write_checkpoint(path: Path, size: int, *, seed: int = 0) -> list[tuple[int,
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--dir", type=Path, default=Path("cpv-quickstart"))
     args = ap.parse_args()
@@ -65,12 +71,27 @@ def main() -> int:
         print(f"{label:<28} " + ", ".join(f"{k}={v}" for k, v in r.items()))  # type: ignore[attr-defined]
 
     v1 = push(repo, ckpt_dir)
-    show("push v1", {"snapshot": v1.snapshot_id[:12], "files": v1.files, "MiB": v1.total_bytes // MiB,
-                     "uploaded_MiB": round(v1.uploaded_bytes / MiB, 1), "packs": v1.packs_written,
-                     "requests": v1.requests, "s": round(v1.seconds, 2)})
+    show(
+        "push v1",
+        {
+            "snapshot": v1.snapshot_id[:12],
+            "files": v1.files,
+            "MiB": v1.total_bytes // MiB,
+            "uploaded_MiB": round(v1.uploaded_bytes / MiB, 1),
+            "packs": v1.packs_written,
+            "requests": v1.requests,
+            "s": round(v1.seconds, 2),
+        },
+    )
     again = push(repo, ckpt_dir)
-    show("push unchanged", {"same_snapshot": again.snapshot_id == v1.snapshot_id,
-                            "uploaded_bytes": again.uploaded_bytes, "s": round(again.seconds, 3)})
+    show(
+        "push unchanged",
+        {
+            "same_snapshot": again.snapshot_id == v1.snapshot_id,
+            "uploaded_bytes": again.uploaded_bytes,
+            "s": round(again.seconds, 3),
+        },
+    )
 
     # Fine-tune: overwrite about a tenth of the tensors in place.
     changed = 0
@@ -82,17 +103,37 @@ def main() -> int:
             f.write(os.urandom(n))
             changed += n
     v2 = push(repo, ckpt_dir)
-    show("push v2 (~10% changed)", {"changed_MiB": changed // MiB, "uploaded_MiB": round(v2.uploaded_bytes / MiB, 1),
-                                    "share": f"{v2.uploaded_bytes / v2.total_bytes:.1%}",
-                                    "reused_chunks": v2.chunks_reused, "s": round(v2.seconds, 2)})
+    show(
+        "push v2 (~10% changed)",
+        {
+            "changed_MiB": changed // MiB,
+            "uploaded_MiB": round(v2.uploaded_bytes / MiB, 1),
+            "share": f"{v2.uploaded_bytes / v2.total_bytes:.1%}",
+            "reused_chunks": v2.chunks_reused,
+            "s": round(v2.seconds, 2),
+        },
+    )
 
     out = work / "restore"
     p1 = pull(repo, v1.snapshot_id, out)
-    show("pull v1", {"files": p1.files_written, "downloaded_MiB": round(p1.downloaded_bytes / MiB, 1),
-                     "requests": p1.requests, "s": round(p1.seconds, 2)})
+    show(
+        "pull v1",
+        {
+            "files": p1.files_written,
+            "downloaded_MiB": round(p1.downloaded_bytes / MiB, 1),
+            "requests": p1.requests,
+            "s": round(p1.seconds, 2),
+        },
+    )
     p2 = pull(repo, v2.snapshot_id, out)
-    show("pull v2 over v1", {"downloaded_MiB": round(p2.downloaded_bytes / MiB, 1),
-                             "reused_local_MiB": round(p2.local_bytes / MiB, 1), "s": round(p2.seconds, 2)})
+    show(
+        "pull v2 over v1",
+        {
+            "downloaded_MiB": round(p2.downloaded_bytes / MiB, 1),
+            "reused_local_MiB": round(p2.local_bytes / MiB, 1),
+            "s": round(p2.seconds, 2),
+        },
+    )
     identical = hash_file(out / "model.safetensors") == hash_file(ckpt)
     report = verify(repo, deep=True)
     show("verify --deep", {"result": report.summary()})

@@ -42,9 +42,15 @@ class TqdmProgress:
             if phase in self._bars:
                 self._bars[phase].close()
             self._bars[phase] = tqdm(
-                total=total, desc=_LABELS.get(phase, phase), unit=unit,
-                unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000,
-                file=self._file, leave=False, dynamic_ncols=True, mininterval=0.2,
+                total=total,
+                desc=_LABELS.get(phase, phase),
+                unit=unit,
+                unit_scale=unit == "B",
+                unit_divisor=1024 if unit == "B" else 1000,
+                file=self._file,
+                leave=False,
+                dynamic_ncols=True,
+                mininterval=0.2,
                 position=len(self._bars),
             )
 

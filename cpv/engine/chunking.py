@@ -13,8 +13,10 @@ two clients that chunked the same bytes differently would stop deduplicating aga
 Changing :data:`DEFAULT_CHUNKER` only affects stores created afterwards. The golden vectors in
 ``tests/unit/test_chunking.py`` pin the exact cut points; if they change, the format changed.
 
-Why :data:`DEFAULT_CHUNKER` is min/avg/max = 512 KiB / 1.5 MiB / 8 MiB (mean chunk ~2 MiB): see
-``docs/chunking.md`` and ``benchmarks/chunk_params.py`` for the measurements.
+Why :data:`DEFAULT_CHUNKER` is min/avg/max = 256 KiB / 768 KiB / 4 MiB (mean chunk ~1.1 MiB):
+overwriting 10 % of a checkpoint's tensors re-uploads about 1-2 mean chunks per changed region on
+top of the changed bytes, so larger chunks pushed that upload past 13 % of the file in the
+measurements; see ``docs/chunking.md`` and ``benchmarks/chunk_params.py``.
 
 Reading: :func:`iter_file_chunks` reads with ``preadv`` into one reusable, page-aligned buffer of
 a few times ``max_size`` (never the whole file, never ``mmap`` of the file: a file truncated while
@@ -195,8 +197,8 @@ def _new_cdc(params: ChunkerParams) -> FastCDC:
     )
 
 
-DEFAULT_CHUNKER: Final = ChunkerParams(min_size=512 * KiB, avg_size=1536 * KiB, max_size=8 * MiB)
-"""The parameters of new stores. Mean chunk ~2 MiB (~512 chunks per GiB). See docs/chunking.md."""
+DEFAULT_CHUNKER: Final = ChunkerParams(min_size=256 * KiB, avg_size=768 * KiB, max_size=4 * MiB)
+"""The parameters of new stores: mean chunk ~1.1 MiB, ~940 chunks per GiB. See docs/chunking.md."""
 
 
 class SupportsFileno(Protocol):
@@ -224,7 +226,7 @@ def min_read_buffer_size(params: ChunkerParams) -> int:
 
 
 def read_buffer_size(params: ChunkerParams) -> int:
-    """The size :func:`new_read_buffer` uses by default (32 MiB for :data:`DEFAULT_CHUNKER`)."""
+    """The size :func:`new_read_buffer` uses by default (20 MiB for :data:`DEFAULT_CHUNKER`)."""
     return _head_size(params) + max(_READ_SIZE_FLOOR, _round_up(3 * params.max_size, _PAGE))
 
 

@@ -7,7 +7,8 @@ Why blake3: ~4 GB/s on one core here (SHA-256 with SHA-NI: ~1.8 GB/s), it releas
 1-thread hasher per chunk scales across worker threads (``docs/chunking.md``,
 ``/work/shared/notes/perf-limits.md`` row 2c). :func:`chunk_id` is deliberately single-threaded;
 the engine parallelises across chunks. :func:`hash_file` hashes one file with every core, for
-tests and ``verify``.
+tests and ``verify``. Inputs are byte buffers (``bytes``, ``bytearray``, ``mmap``, memoryviews of
+format ``B``); blake3 refuses buffers of other item types, e.g. ``array('f')``.
 """
 
 from __future__ import annotations

@@ -76,7 +76,10 @@ def parse_trailer(trailer: bytes, *, pack_size: int, where: str) -> int:
     footer_len, magic = TRAILER.unpack(trailer)
     if magic != TRAILER_MAGIC:
         raise FormatError(f"pack {where} has no cpv trailer (damaged or not a pack)")
-    if footer_len < len(FOOTER_MAGIC) + _COUNT.size + DIGEST_SIZE or footer_len > pack_size - TRAILER_SIZE:
+    if (
+        footer_len < len(FOOTER_MAGIC) + _COUNT.size + DIGEST_SIZE
+        or footer_len > pack_size - TRAILER_SIZE
+    ):
         raise FormatError(f"pack {where} announces an impossible footer length {footer_len}")
     return int(footer_len)
 

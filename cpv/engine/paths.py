@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cpv.errors import UnsafePathError
 
-_WINDOWS_RESERVED = frozenset(":*?\"<>|")
+_WINDOWS_RESERVED = frozenset(':*?"<>|')
 
 
 def check_relpath(path: str) -> str:

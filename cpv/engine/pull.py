@@ -97,13 +97,17 @@ def select_files(snapshot: Snapshot, paths: Sequence[str] | None) -> list[FileEn
         return list(snapshot.files)
     wanted = [p.strip("/") for p in paths]
     chosen = [
-        f for f in snapshot.files
+        f
+        for f in snapshot.files
         if any(w in ("", ".") or f.path == w or f.path.startswith(w + "/") for w in wanted)
     ]
-    missing = [w for w in wanted if not any(f.path == w or f.path.startswith(w + "/") for f in chosen)]
+    missing = [
+        w for w in wanted if not any(f.path == w or f.path.startswith(w + "/") for f in chosen)
+    ]
     if missing:
         raise LocalIOError(
-            f"not in this version: {missing[0]}", path=missing[0],
+            f"not in this version: {missing[0]}",
+            path=missing[0],
             hint="list the version's files with 'cpv show' or check the path",
         )
     return chosen
@@ -192,7 +196,9 @@ def pull(
     if cache is not None:
         for t in targets:
             try:
-                cache.record(t.path.absolute(), FileStamp.of(os.stat(t.path)), t.entry.blake3, t.entry.chunks)
+                cache.record(
+                    t.path.absolute(), FileStamp.of(os.stat(t.path)), t.entry.blake3, t.entry.chunks
+                )
             except OSError:
                 pass
         cache.flush()
@@ -337,7 +343,9 @@ def _copy_local(local: dict[Path, list[tuple[bytes, int, int, list[tuple[_Target
             for cid, offset, length, dests in sorted(wants, key=lambda w: w[1]):
                 data = os.pread(fds[src], length, offset)
                 if len(data) != length or chunk_id(data) != cid:
-                    raise IntegrityError(f"{src} changed while cpv was reusing its chunks; re-run the pull")
+                    raise IntegrityError(
+                        f"{src} changed while cpv was reusing its chunks; re-run the pull"
+                    )
                 for target, at in dests:
                     _write(target, at, memoryview(data))
                 copied += length
@@ -347,7 +355,9 @@ def _copy_local(local: dict[Path, list[tuple[bytes, int, int, list[tuple[_Target
     return copied
 
 
-def _fetch_all(repo: Repository, ranges: list[_Range], limits: TransferLimits, progress: Progress) -> None:
+def _fetch_all(
+    repo: Repository, ranges: list[_Range], limits: TransferLimits, progress: Progress
+) -> None:
     if not ranges:
         return
     biggest = max(r.length for r in ranges)
@@ -358,7 +368,7 @@ def _fetch_all(repo: Repository, ranges: list[_Range], limits: TransferLimits, p
             futures = [
                 workers.submit(_fetch_range, repo, r, pool, failed.is_set, progress) for r in ranges
             ]
-            done, not_done = wait(futures, return_when=FIRST_EXCEPTION)
+            _, not_done = wait(futures, return_when=FIRST_EXCEPTION)
             if not_done:
                 failed.set()
                 for f in not_done:
@@ -370,7 +380,9 @@ def _fetch_all(repo: Repository, ranges: list[_Range], limits: TransferLimits, p
         pool.close()
 
 
-def _fetch_range(repo: Repository, r: _Range, pool: BufferPool, cancelled: object, progress: Progress) -> None:
+def _fetch_range(
+    repo: Repository, r: _Range, pool: BufferPool, cancelled: object, progress: Progress
+) -> None:
     is_cancelled = cancelled if callable(cancelled) else (lambda: False)
     buf = pool.acquire(is_cancelled)
     try:
@@ -381,14 +393,20 @@ def _fetch_range(repo: Repository, r: _Range, pool: BufferPool, cancelled: objec
             data = view[w.offset - r.start : w.offset - r.start + w.length]
             if chunk_id(data) != w.chunk_id:
                 # One re-fetch: a flipped bit in transit should not fail a multi-GB pull.
-                log.debug("chunk %s of pack %s failed verification; fetching again", w.chunk_id.hex(), r.pack_id)
+                log.debug(
+                    "chunk %s of pack %s failed verification; fetching again",
+                    w.chunk_id.hex(),
+                    r.pack_id,
+                )
                 repo.store.get_range_into(key, w.offset, data)
                 actual = chunk_id(data)
                 if actual != w.chunk_id:
                     raise IntegrityError(
                         f"pack {r.pack_id} holds damaged data for chunk {w.chunk_id.hex()[:16]}… "
                         f"(needed by {w.targets[0][0].entry.path})",
-                        object_id=r.pack_id, expected=w.chunk_id.hex(), actual=actual.hex(),
+                        object_id=r.pack_id,
+                        expected=w.chunk_id.hex(),
+                        actual=actual.hex(),
                     )
             for target, at in w.targets:
                 _write(target, at, data)
@@ -474,12 +492,14 @@ def _discard(t: _Target) -> None:
 def _local_error(exc: OSError, path: Path) -> LocalIOError:
     if exc.errno == errno.ENOSPC:
         return LocalIOError(
-            f"disk full while writing {path}", path=str(path),
+            f"disk full while writing {path}",
+            path=str(path),
             hint="free disk space and re-run; existing files were left as they were",
         )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return LocalIOError(
-            f"cannot write {path}: {exc.strerror}", path=str(path),
+            f"cannot write {path}: {exc.strerror}",
+            path=str(path),
             hint="check the folder's permissions",
         )
     return LocalIOError(f"cannot write {path}: {exc.strerror}", path=str(path))

@@ -99,7 +99,8 @@ def _walk(folder: Path, prefix: str, exclude: Exclude | None, out: list[_Source]
         entries = list(os.scandir(folder))
     except OSError as exc:
         raise LocalIOError(
-            f"cannot list {folder}: {exc.strerror}", path=str(folder),
+            f"cannot list {folder}: {exc.strerror}",
+            path=str(folder),
             hint="check the folder's permissions",
         ) from exc
     for entry in entries:
@@ -110,7 +111,9 @@ def _walk(folder: Path, prefix: str, exclude: Exclude | None, out: list[_Source]
             check_relpath(rel)
             st = entry.stat(follow_symlinks=False)
         except OSError as exc:
-            raise LocalIOError(f"cannot stat {entry.path}: {exc.strerror}", path=entry.path) from exc
+            raise LocalIOError(
+                f"cannot stat {entry.path}: {exc.strerror}", path=entry.path
+            ) from exc
         if stat.S_ISDIR(st.st_mode):
             _walk(Path(entry.path), rel + "/", exclude, out)
         elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
@@ -204,7 +207,10 @@ def push(
     progress.begin("hash", total=sum(s.st.st_size for s in to_read), unit="B")
     progress.begin("upload", total=None, unit="B")
     with PackUploader(
-        repo.store, pack_size=repo.config.pack_size, limits=limits, progress=progress,
+        repo.store,
+        pack_size=repo.config.pack_size,
+        limits=limits,
+        progress=progress,
         dry_run=dry_run,
     ) as uploader:
         state = _PushState(repo, uploader, progress)
@@ -212,14 +218,14 @@ def push(
         to_read.sort(key=lambda s: -s.st.st_size)
         with ThreadPoolExecutor(limits.hash_workers, thread_name_prefix="cpv-hash") as hashers:
             futures = [hashers.submit(_ingest, state, src, params) for src in to_read]
-            done, not_done = wait(futures, return_when=FIRST_EXCEPTION)
+            _, not_done = wait(futures, return_when=FIRST_EXCEPTION)
             if not_done:
                 for f in not_done:
                     f.cancel()
             for f in futures:
                 if f.done() and not f.cancelled() and f.exception() is not None:
                     raise f.exception()  # type: ignore[misc]
-        for src, f in zip(to_read, futures):
+        for src, f in zip(to_read, futures, strict=True):
             entry, stamp = f.result()
             entries[entry.path] = entry
             if cache is not None and not dry_run:
@@ -228,9 +234,7 @@ def push(
     progress.end("hash")
     progress.end("upload")
 
-    snapshot = Snapshot(
-        files=tuple(entries[k] for k in sorted(entries)), meta=dict(meta or {})
-    )
+    snapshot = Snapshot(files=tuple(entries[k] for k in sorted(entries)), meta=dict(meta or {}))
     if dry_run:
         snapshot_id, _ = snapshot.encode()
     else:
@@ -260,7 +264,9 @@ def _link_entry(src: _Source) -> FileEntry:
     try:
         target = os.readlink(src.path)
     except OSError as exc:
-        raise LocalIOError(f"cannot read symlink {src.path}: {exc.strerror}", path=str(src.path)) from exc
+        raise LocalIOError(
+            f"cannot read symlink {src.path}: {exc.strerror}", path=str(src.path)
+        ) from exc
     try:
         check_symlink_target(src.relpath, target)
     except UnsafePathError as exc:
@@ -279,7 +285,8 @@ def _ingest(state: _PushState, src: _Source, params: ChunkerParams) -> tuple[Fil
         fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
         raise LocalIOError(
-            f"cannot read {src.path}: {exc.strerror}", path=str(src.path),
+            f"cannot read {src.path}: {exc.strerror}",
+            path=str(src.path),
             hint="check the file's permissions",
         ) from exc
     try:
@@ -330,4 +337,3 @@ def _replaced(path: Path, st: os.stat_result) -> bool:
     except OSError:
         return True
     return (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev)
-

@@ -68,7 +68,9 @@ class Repository:
         cache_dir: Path | None = None,
     ) -> Repository:
         """Create a store (or open the existing one: init is idempotent)."""
-        return cls(store, init_store(store, chunker=chunker, pack_size=pack_size), cache_dir=cache_dir)
+        return cls(
+            store, init_store(store, chunker=chunker, pack_size=pack_size), cache_dir=cache_dir
+        )
 
     @classmethod
     def open(cls, store: ObjectStore, *, cache_dir: Path | None = None) -> Repository:
@@ -93,7 +95,11 @@ class Repository:
     def stat_cache(self) -> StatCache | None:
         if self._stat_cache is None and self.cache_root is not None:
             chunker = self.config.chunker
-            key = f"{chunker.algorithm}:{chunker.min_size}:{chunker.avg_size}:{chunker.max_size}:{chunker.seed}"
+            key = ":".join(
+                str(v)
+                for v in (chunker.algorithm, chunker.min_size, chunker.avg_size,
+                          chunker.max_size, chunker.seed)
+            )
             self._stat_cache = StatCache(self.cache_root / "statcache.sqlite", chunker_key=key)
         return self._stat_cache
 
@@ -149,7 +155,9 @@ class Repository:
         if size < TRAILER_SIZE:
             raise FormatError(f"pack {pack_id} is too short to be a pack")
         footer_len = parse_trailer(
-            self.store.get_range(key, size - TRAILER_SIZE, TRAILER_SIZE), pack_size=size, where=pack_id
+            self.store.get_range(key, size - TRAILER_SIZE, TRAILER_SIZE),
+            pack_size=size,
+            where=pack_id,
         )
         footer = self.store.get_range(key, size - TRAILER_SIZE - footer_len, footer_len)
         entries = decode_footer(footer, data_size=size - TRAILER_SIZE - footer_len, where=pack_id)

@@ -149,8 +149,14 @@ def _decode_file(doc: Mapping[str, Any]) -> FileEntry:
             raise ValueError(f"bad chunk list for {path!r}")
         blob = bytes.fromhex(packed)
         chunks = tuple(blob[i : i + DIGEST_SIZE] for i in range(0, len(blob), DIGEST_SIZE))
-    return FileEntry(path=path, size=size, mode=mode & 0o7777, blake3=digest, chunks=chunks,
-                     link=None if link is None else str(link))
+    return FileEntry(
+        path=path,
+        size=size,
+        mode=mode & 0o7777,
+        blake3=digest,
+        chunks=chunks,
+        link=None if link is None else str(link),
+    )
 
 
 def snapshot_key(snapshot_id: str) -> str:

@@ -90,7 +90,10 @@ class StatCache:
             return None
         size, mtime_ns, ctime_ns, ino, chunker, digest, blob = row
         if (size, mtime_ns, ctime_ns, ino) != (
-            stamp.size, stamp.mtime_ns, stamp.ctime_ns, stamp.ino
+            stamp.size,
+            stamp.mtime_ns,
+            stamp.ctime_ns,
+            stamp.ino,
         ) or chunker != self._chunker_key:
             return None
         chunks = tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
@@ -102,8 +105,16 @@ class StatCache:
             return
         with self._lock:
             self._pending.append(
-                (str(path), stamp.size, stamp.mtime_ns, stamp.ctime_ns, stamp.ino,
-                 self._chunker_key, digest, b"".join(chunks))
+                (
+                    str(path),
+                    stamp.size,
+                    stamp.mtime_ns,
+                    stamp.ctime_ns,
+                    stamp.ino,
+                    self._chunker_key,
+                    digest,
+                    b"".join(chunks),
+                )
             )
 
     def flush(self) -> None:

@@ -199,9 +199,7 @@ class PackUploader:
             key, exc = self._failures[0]
             if isinstance(exc, CPVError):
                 raise exc
-            raise TransferError(
-                f"upload of {key} failed: {exc}", failures=self._failures
-            ) from exc
+            raise TransferError(f"upload of {key} failed: {exc}", failures=self._failures) from exc
         if self._closed:
             raise TransferError("transfer cancelled")
 
@@ -210,7 +208,8 @@ class PackUploader:
             self._failures.append((key, exc))
 
     def _ship_part(self, pack: _OpenPack) -> None:
-        assert pack.buf is not None and self._buffers is not None
+        assert pack.buf is not None
+        assert self._buffers is not None
         if pack.upload is None:
             key = pack_key(pack.pack_id)
             pack.upload = self._store.start_multipart(key)
@@ -222,7 +221,9 @@ class PackUploader:
             self._pool.submit(self._upload_part, pack.upload, pack.part_number, buf, fill)
         )
 
-    def _upload_part(self, upload: MultipartUpload, number: int, buf: memoryview, fill: int) -> None:
+    def _upload_part(
+        self, upload: MultipartUpload, number: int, buf: memoryview, fill: int
+    ) -> None:
         assert self._buffers is not None
         try:
             if self._has_failed():
@@ -274,7 +275,9 @@ class PackUploader:
         try:
             pack.upload.abort()
         except CPVError as exc:
-            log.warning("could not abort upload of %s (%s); 'cpv gc' removes it later", pack.upload.key, exc)
+            log.warning(
+                "could not abort upload of %s (%s); 'cpv gc' removes it later", pack.upload.key, exc
+            )
         self._open_uploads.pop(pack.pack_id, None)
 
     def close(self, *, cancel: bool) -> None:

@@ -20,7 +20,7 @@ from cpv.engine.hashing import chunk_id
 from cpv.engine.packs import pack_id_from_key, pack_key
 from cpv.engine.snapshot import SNAPSHOT_PREFIX
 from cpv.engine.transfer import TransferLimits
-from cpv.errors import CPVError, FormatError, ObjectNotFoundError, StoreError
+from cpv.errors import FormatError, ObjectNotFoundError, StoreError
 from cpv.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
@@ -46,15 +46,16 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not (
-            self.unreadable_snapshots or self.missing_chunks or self.missing_packs
+            self.unreadable_snapshots
+            or self.missing_chunks
+            or self.missing_packs
             or self.damaged_chunks
         )
 
     def summary(self) -> str:
         if self.ok:
-            return (
-                f"ok: {self.snapshots_checked} snapshot(s), {self.chunks_checked} chunk(s)"
-                + (f", {self.bytes_read} bytes re-hashed" if self.deep else "")
+            return f"ok: {self.snapshots_checked} snapshot(s), {self.chunks_checked} chunk(s)" + (
+                f", {self.bytes_read} bytes re-hashed" if self.deep else ""
             )
         parts = []
         if self.missing_packs:
@@ -143,9 +144,7 @@ def verify(
 
         with ThreadPoolExecutor(min(limits.workers, 8), thread_name_prefix="cpv-verify") as ex:
             for fut in [ex.submit(check_pack, pid) for pid in needed]:
-                exc = fut.exception()
-                if exc is not None and not isinstance(exc, CPVError):
-                    raise exc
+                fut.result()
         progress.end("verify")
 
     for cid in bad:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,10 @@ def git_identity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     for var, value in {
-        "GIT_AUTHOR_NAME": "Ada", "GIT_AUTHOR_EMAIL": "ada@example.com",
-        "GIT_COMMITTER_NAME": "Ada", "GIT_COMMITTER_EMAIL": "ada@example.com",
+        "GIT_AUTHOR_NAME": "Ada",
+        "GIT_AUTHOR_EMAIL": "ada@example.com",
+        "GIT_COMMITTER_NAME": "Ada",
+        "GIT_COMMITTER_EMAIL": "ada@example.com",
     }.items():
         monkeypatch.setenv(var, value)
 
@@ -27,7 +28,9 @@ def git_identity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def bare_remote(tmp_path: Path) -> str:
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
-    subprocess.run(["git", "-C", str(remote), "symbolic-ref", "HEAD", "refs/heads/main"], check=True)
+    subprocess.run(
+        ["git", "-C", str(remote), "symbolic-ref", "HEAD", "refs/heads/main"], check=True
+    )
     return f"file://{remote}"
 
 
@@ -42,7 +45,7 @@ def local_config(tmp_path: Path) -> CPVConfig:
 @pytest.fixture
 def s3_config(
     tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[CPVConfig]:
+) -> CPVConfig:
     """Config pointing at the real S3 test server, credentials from the environment as AWS does."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
@@ -51,7 +54,7 @@ def s3_config(
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
     (tmp_path / "aws-config").write_text("")
     (tmp_path / "aws-credentials").write_text("")
-    yield CPVConfig.load(path=tmp_path / "user.json", env={}).replace(
+    return CPVConfig.load(path=tmp_path / "user.json", env={}).replace(
         cache={"dir": str(tmp_path / "cache")},
         aws={"endpoint_url": s3_server.endpoint_url, "region": s3_server.region},
         store={"url": f"s3://{s3_server.bucket}/{unique_prefix()}"},

@@ -103,7 +103,9 @@ def test_tags_order_numerically_and_validate(tmp_path: Path, local_config: CPVCo
     assert "v1.2" not in [v.tag for v in mcm.read_checkpoint_tag()]
 
 
-def test_revert_refuses_local_changes_then_restores(tmp_path: Path, local_config: CPVConfig) -> None:
+def test_revert_refuses_local_changes_then_restores(
+    tmp_path: Path, local_config: CPVConfig
+) -> None:
     ws = tmp_path / "m"
     mcm = ModelsCheckpointsManage(workspace=ws, config=local_config)
     mcm.import_model_init()
@@ -133,14 +135,19 @@ def test_dry_run_touches_nothing(tmp_path: Path, local_config: CPVConfig) -> Non
     mcm = ModelsCheckpointsManage(workspace=ws, config=local_config)
     mcm.import_model_init()
     write_model(ws, 3, size=256 * 1024)
-    head = subprocess.run(["git", "-C", str(ws), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout
+    head = subprocess.run(
+        ["git", "-C", str(ws), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout
     store_files = sorted(p for p in (ws / ".cpv" / "store").rglob("*") if p.is_file())
     plan = mcm.upload_model_checkpoint(dry_run=True)
     assert plan.dry_run and plan.new_bytes >= 256 * 1024 and plan.next_tag == "v0.1"
     assert sorted(p for p in (ws / ".cpv" / "store").rglob("*") if p.is_file()) == store_files
-    assert subprocess.run(["git", "-C", str(ws), "rev-parse", "HEAD"], capture_output=True,
-                          text=True, check=True).stdout == head
+    assert (
+        subprocess.run(
+            ["git", "-C", str(ws), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout
+        == head
+    )
 
 
 def test_misspelt_option_fails_loudly(tmp_path: Path, local_config: CPVConfig) -> None:
@@ -151,7 +158,9 @@ def test_misspelt_option_fails_loudly(tmp_path: Path, local_config: CPVConfig) -
 
 def test_not_a_workspace(tmp_path: Path, local_config: CPVConfig) -> None:
     with pytest.raises(NotAWorkspaceError):
-        ModelsCheckpointsManage(workspace=tmp_path / "nowhere", config=local_config).read_checkpoint_tag()
+        ModelsCheckpointsManage(
+            workspace=tmp_path / "nowhere", config=local_config
+        ).read_checkpoint_tag()
 
 
 def test_data_splits_and_combined_tag(tmp_path: Path, local_config: CPVConfig) -> None:
@@ -167,10 +176,17 @@ def test_data_splits_and_combined_tag(tmp_path: Path, local_config: CPVConfig) -
     meta = comb.get_combined_metadata("v0.1")
     assert meta["model"]["metrics"] == {"map": 0.5}
     assert meta["data"]["sample_count"] == 15
-    art = comb.data.download_data_checkpoint("data-v0.1", dest=tmp_path / "val", splits=["validation"])
+    art = comb.data.download_data_checkpoint(
+        "data-v0.1", dest=tmp_path / "val", splits=["validation"]
+    )
     assert art.sample_count == 15 and art.splits == {"train": 5, "validation": 5, "test": 5}
     assert sorted(p.name for p in (tmp_path / "val" / "validation").iterdir()) == [
-        "0.jsonl", "1.jsonl", "2.jsonl", "3.jsonl", "4.jsonl"]
+        "0.jsonl",
+        "1.jsonl",
+        "2.jsonl",
+        "3.jsonl",
+        "4.jsonl",
+    ]
     assert not (tmp_path / "val" / "train").exists()
     # Second release, then revert both to v0.1.
     write_data(ws, n=7)
@@ -192,13 +208,14 @@ def test_combined_tag_is_atomic_when_the_remote_refuses(
     write_data(ws)
     comb.models.upload_model_checkpoint()
     comb.data.upload_data_checkpoint()
-    hook = Path(bare_remote[len("file://"):]) / "hooks" / "pre-receive"
+    hook = Path(bare_remote[len("file://") :]) / "hooks" / "pre-receive"
     hook.write_text("#!/bin/sh\necho 'tags are frozen' >&2\nexit 1\n")
     hook.chmod(0o755)
     with pytest.raises(GitRemoteError, match="frozen"):
         comb.tag_model_and_data()
-    local_tags = subprocess.run(["git", "-C", str(ws), "tag"], capture_output=True, text=True,
-                                check=True).stdout.split()
+    local_tags = subprocess.run(
+        ["git", "-C", str(ws), "tag"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert local_tags == []  # neither v0.1 nor data-v0.1 was left behind
 
 
@@ -213,7 +230,7 @@ def test_notify_posts_json_to_webhook(tmp_path: Path, local_config: CPVConfig) -
     received: list[dict[str, Any]] = []
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.end_headers()
@@ -225,7 +242,9 @@ def test_notify_posts_json_to_webhook(tmp_path: Path, local_config: CPVConfig) -
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        cfg = local_config.replace(notify={"webhook_url": f"http://127.0.0.1:{server.server_port}/h"})
+        cfg = local_config.replace(
+            notify={"webhook_url": f"http://127.0.0.1:{server.server_port}/h"}
+        )
         ws = tmp_path / "m"
         mcm = ModelsCheckpointsManage("AI-Convo", "whisper", workspace=ws, config=cfg)
         mcm.import_model_init()
@@ -260,8 +279,10 @@ def test_validate_credentials_checks_store_and_remote(
     DataCheckpointsManage(workspace=ws, config=s3_config).import_data_init()
     good = s3_config.replace(git={"remote_url": bare_remote}).validate_credentials(workspace=ws)
     assert [(c.name, c.ok) for c in good] == [("store", True), ("git remote", True)]
-    bad = s3_config.replace(store={"url": "s3://no-such-bucket-cpv/x"},
-                            git={"remote_url": f"file://{tmp_path}/missing.git"})
+    bad = s3_config.replace(
+        store={"url": "s3://no-such-bucket-cpv/x"},
+        git={"remote_url": f"file://{tmp_path}/missing.git"},
+    )
     checks = bad.validate_credentials(workspace=ws)
     assert [(c.name, c.ok) for c in checks] == [("store", False), ("git remote", False)]
     assert "no-such-bucket-cpv" in checks[0].detail

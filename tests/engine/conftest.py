@@ -13,7 +13,9 @@ from cpv.store import KiB, MiB
 # several packs per push.
 SMALL_CHUNKER = ChunkerParams(min_size=16 * KiB, avg_size=48 * KiB, max_size=256 * KiB)
 SMALL_PACK = 2 * MiB
-LIMITS = TransferLimits(workers=4, hash_workers=2, part_size=5 * MiB, max_range=1 * MiB, range_gap=64 * KiB)
+LIMITS = TransferLimits(
+    workers=4, hash_workers=2, part_size=5 * MiB, max_range=1 * MiB, range_gap=64 * KiB
+)
 
 
 def make_repo(store: object, cache: Path, *, pack_size: int = SMALL_PACK) -> Repository:

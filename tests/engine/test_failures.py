@@ -115,7 +115,9 @@ def test_failed_multipart_uploads_are_aborted(memory_store: Any, tmp_path: Path)
     assert list(memory_store.list_multipart("")) == []
 
 
-def test_corrupt_pack_is_detected_and_nothing_is_overwritten(local_store: Any, tmp_path: Path) -> None:
+def test_corrupt_pack_is_detected_and_nothing_is_overwritten(
+    local_store: Any, tmp_path: Path
+) -> None:
     src = make_tree(tmp_path / "src")
     repo = make_repo(local_store, tmp_path / "c")
     sid = push(repo, src, limits=LIMITS).snapshot_id
@@ -168,7 +170,9 @@ def test_no_store_at_location(memory_store: Any) -> None:
         Repository.open(memory_store)
 
 
-def test_file_changing_during_push_is_refused(memory_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_file_changing_during_push_is_refused(
+    memory_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # cpv.engine re-exports the push() function under the module's name; fetch the module.
     push_mod = importlib.import_module("cpv.engine.push")
 
@@ -187,12 +191,14 @@ def test_file_changing_during_push_is_refused(memory_store: Any, tmp_path: Path,
 
     monkeypatch.setattr(push_mod, "iter_file_chunks", appending)
     repo = make_repo(memory_store, tmp_path / "c")
-    with pytest.raises(SourceChangedError, match="growing.bin"):
+    with pytest.raises(SourceChangedError, match=r"growing\.bin"):
         push(repo, src, limits=LIMITS)
     assert _keys(memory_store, "snapshots/") == []
 
 
-def test_unreadable_file_is_a_clear_error(memory_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_file_is_a_clear_error(
+    memory_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = make_tree(tmp_path / "src")
     real_open = os.open
 
@@ -248,7 +254,9 @@ def test_symlinked_parent_in_destination_is_refused(memory_store: Any, tmp_path:
     assert list(elsewhere.iterdir()) == []
 
 
-def test_disk_full_during_pull_keeps_old_file(memory_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_during_pull_keeps_old_file(
+    memory_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "w.bin").write_bytes(rand_bytes(3 * MiB, 1))

@@ -28,7 +28,9 @@ def test_roundtrip_is_byte_identical(any_store: object, tmp_path: Path, cache: P
     assert verify(Repository.open(any_store), deep=True).ok  # type: ignore[arg-type]
 
 
-def test_unchanged_tree_uploads_nothing_and_is_not_rehashed(any_store: object, tmp_path: Path, cache: Path) -> None:
+def test_unchanged_tree_uploads_nothing_and_is_not_rehashed(
+    any_store: object, tmp_path: Path, cache: Path
+) -> None:
     src = make_tree(tmp_path / "src")
     age(src)
     repo = make_repo(any_store, cache)
@@ -45,7 +47,9 @@ def test_unchanged_tree_uploads_nothing_and_is_not_rehashed(any_store: object, t
     assert third.uploaded_bytes == 0
 
 
-def test_tenth_changed_uploads_about_a_tenth(any_store: object, tmp_path: Path, cache: Path) -> None:
+def test_tenth_changed_uploads_about_a_tenth(
+    any_store: object, tmp_path: Path, cache: Path
+) -> None:
     src = tmp_path / "src"
     src.mkdir()
     f = src / "ckpt.bin"
@@ -71,7 +75,9 @@ def test_many_small_files_share_few_objects(any_store: object, tmp_path: Path, c
     for split in ("train", "validation", "test"):
         (src / split).mkdir(parents=True)
         for i in range(300):
-            (src / split / f"{i:05d}.json").write_bytes(rand_bytes(4096 + i, hash((split, i)) & 0xFFFF))
+            (src / split / f"{i:05d}.json").write_bytes(
+                rand_bytes(4096 + i, hash((split, i)) & 0xFFFF)
+            )
     repo = make_repo(any_store, cache)
     result = push(repo, src, limits=LIMITS)
     assert result.files == 900
@@ -93,7 +99,9 @@ def test_partial_pull_of_chosen_paths(memory_store: object, tmp_path: Path, cach
     assert not (out / "model.bin").exists()
 
 
-def test_pull_over_old_version_fetches_only_the_difference(memory_store: object, tmp_path: Path, cache: Path) -> None:
+def test_pull_over_old_version_fetches_only_the_difference(
+    memory_store: object, tmp_path: Path, cache: Path
+) -> None:
     src = tmp_path / "src"
     src.mkdir()
     f = src / "w.bin"
@@ -126,7 +134,9 @@ def test_single_file_push(memory_store: object, tmp_path: Path, cache: Path) -> 
     assert (tmp_path / "out" / "one.safetensors").read_bytes() == f.read_bytes()
 
 
-def test_dry_run_uploads_nothing_but_reports(memory_store: object, tmp_path: Path, cache: Path) -> None:
+def test_dry_run_uploads_nothing_but_reports(
+    memory_store: object, tmp_path: Path, cache: Path
+) -> None:
     src = make_tree(tmp_path / "src")
     repo = make_repo(memory_store, cache)
     before = sorted(o.key for o in repo.store.list(""))

@@ -15,7 +15,7 @@ import logging
 import mmap
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -363,6 +363,11 @@ class CountingStore:
     def delete(self, key: str) -> None:
         self._count("delete")
         self.inner.delete(key)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        self._count("delete", up=0)
+        self.inner.delete_many(keys)
 
     def start_multipart(self, key: str) -> MultipartUpload:
         self._count("create_multipart")

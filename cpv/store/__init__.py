@@ -24,14 +24,14 @@ Contract every adapter meets (``tests/store/test_contract.py`` runs the same sui
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Union
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-Buffer = Union[bytes, bytearray, memoryview]
+Buffer = bytes | bytearray | memoryview
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -109,6 +109,9 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete several keys (batched where the backend can); idempotent like ``delete``."""
+
     def start_multipart(self, key: str) -> MultipartUpload: ...
 
     def list_multipart(self, prefix: str = "") -> Iterator[PendingUpload]: ...
@@ -165,8 +168,8 @@ def open_store(
 
 
 __all__ = [
-    "GiB",
     "Buffer",
+    "GiB",
     "KiB",
     "MiB",
     "MultipartUpload",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import secrets
 import stat
 import threading
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_FSYNC_MIN = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,7 @@ class _Target:
     lock: threading.Lock = field(default_factory=threading.Lock)
     created: bool = False
     done: bool = False
+    fsync: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,7 @@ def pull(
     progress: Progress = NULL_PROGRESS,
     limits: TransferLimits | None = None,
     reuse_local: bool = True,
+    fsync: bool = False,
 ) -> PullResult:
     """Write the files of snapshot ``snapshot_id`` under ``dest``.
 
@@ -134,6 +136,9 @@ def pull(
         limits: concurrency and memory knobs.
         reuse_local: copy chunks that existing files at the targets already hold instead of
             downloading them.
+        fsync: flush each file to disk before renaming it into place. Off by default: the
+            rename alone already guarantees a crash leaves the old or the new file, never a torn
+            one, and a pulled file can always be pulled again; on for power-loss durability.
 
     Raises:
         UnsafePathError: the snapshot names a path that would escape ``dest``.
@@ -156,6 +161,7 @@ def pull(
     planned = [(f, safe_target(dest, f.path)) for f in files]
     cache = repo.stat_cache
 
+    _remove_stale_temps({path.parent for _, path in planned})
     unchanged = 0
     targets: list[_Target] = []
     local_sources: dict[bytes, tuple[Path, int, int]] = {}
@@ -170,7 +176,7 @@ def pull(
             scan_buf = scan_buf or new_read_buffer(repo.config.chunker)
             _index_local_chunks(path, repo, local_sources, scan_buf)
         tmp = path.parent / f".{path.name}.cpv-{os.getpid()}-{secrets.token_hex(4)}.tmp"
-        targets.append(_Target(entry, path, tmp, remaining=len(entry.chunks)))
+        targets.append(_Target(entry, path, tmp, remaining=len(entry.chunks), fsync=fsync))
 
     ranges, local_wants = _plan(repo, targets, local_sources, limits)
     progress.begin("download", total=sum(r.length for r in ranges), unit="B")
@@ -441,7 +447,7 @@ def _write(t: _Target, offset: int, data: memoryview) -> None:
                 written += os.pwrite(fd, data[written:], offset + written)
             t.remaining -= 1
             if t.remaining == 0:
-                if t.entry.size >= _FSYNC_MIN:
+                if t.fsync:
                     os.fdatasync(fd)
                 os.close(fd)
                 fd = -1
@@ -476,6 +482,44 @@ def _place_symlink(entry: FileEntry, path: Path) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         raise _local_error(exc, path) from exc
+
+
+_TEMP_NAME = re.compile(r"\..+\.cpv-(\d+)-[0-9a-f]{8}\.(?:tmp|lnk)")
+
+
+def _remove_stale_temps(folders: set[Path]) -> None:
+    """Delete temporary files that a killed pull left (their process is gone).
+
+    Temporary names carry the writer's pid, so a pull running at the same time in another
+    process keeps its files.
+    """
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            match = _TEMP_NAME.fullmatch(name)
+            if match is None:
+                continue
+            pid = int(match.group(1))
+            if pid == os.getpid() or _pid_alive(pid):
+                continue
+            try:
+                os.unlink(folder / name)
+                log.debug("removed %s left by an interrupted pull", folder / name)
+            except OSError as exc:
+                log.debug("could not remove stale temporary file %s: %s", folder / name, exc)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
 
 
 def _discard(t: _Target) -> None:

@@ -10,7 +10,8 @@ Layout of a store (one S3 prefix or one local folder)::
     packs/<2 hex>/<pack id>     ~64 MiB immutable packs of chunks, self-describing footer
     index/<index id>            which chunk lives in which pack at which offset
     snapshots/<snapshot id>     one pushed file tree: paths, sizes, modes, blake3, chunk lists
-    locks/<id>                  (gc) lock objects
+    locks/gc, locks/push-<id>   the exclusive gc lock and running pushes' leases (engine/locks.py)
+    gc/condemned/<id>           packs a gc run condemned, deleted by a later sweep (docs/gc.md)
 
 Unknown format versions are refused with :class:`~cpv.errors.FormatError` rather than
 guessed at: writing version-1 objects into a newer store could break its readers.

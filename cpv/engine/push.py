@@ -26,11 +26,18 @@ from typing import TYPE_CHECKING
 
 from cpv.engine.chunking import iter_file_chunks, new_read_buffer
 from cpv.engine.hashing import Hasher, chunk_id
+from cpv.engine.locks import PushLease, wait_while_gc_runs
 from cpv.engine.paths import check_relpath, check_symlink_target
 from cpv.engine.snapshot import FileEntry, Snapshot
 from cpv.engine.statcache import FileStamp
 from cpv.engine.transfer import PackUploader, TransferLimits
-from cpv.errors import LocalIOError, SourceChangedError, UnsafePathError
+from cpv.errors import (
+    IntegrityError,
+    LocalIOError,
+    SourceChangedError,
+    TransferError,
+    UnsafePathError,
+)
 from cpv.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
@@ -182,9 +189,39 @@ def push(
     bytes_before = repo.store.bytes_up
     root = Path(root)
     sources = scan_tree(root, exclude=exclude)
-    if not dry_run:
+    if dry_run:
+        return _push(repo, root, sources, exclude=exclude, progress=progress, limits=limits,
+                     dry_run=True, rehash=rehash, meta=meta, started=started,
+                     requests_before=requests_before, bytes_before=bytes_before, lease=None)
+    # A shared lease tells a concurrent gc this push may rely on what the index names now
+    # (invariant 6); the index is re-read *after* the lease exists so that a gc which did not
+    # see the lease has already finished rewriting the index (docs/gc.md).
+    with PushLease(repo.store) as lease:
+        repo.refresh_index()
         repo.recover_orphan_packs()
+        return _push(repo, root, sources, exclude=exclude, progress=progress, limits=limits,
+                     dry_run=False, rehash=rehash, meta=meta, started=started,
+                     requests_before=requests_before, bytes_before=bytes_before, lease=lease)
+
+
+def _push(
+    repo: Repository,
+    root: Path,
+    sources: list[_Source],
+    *,
+    exclude: Exclude | None,
+    progress: Progress,
+    limits: TransferLimits,
+    dry_run: bool,
+    rehash: bool,
+    meta: dict[str, str] | None,
+    started: float,
+    requests_before: int,
+    bytes_before: int,
+    lease: PushLease | None,
+) -> PushResult:
     index = repo.index
+    index_ids_at_start = set(index.index_ids)
     cache = None if rehash else repo.stat_cache
     params = repo.config.chunker
 
@@ -240,7 +277,14 @@ def push(
     else:
         # Invariant 1: packs are all confirmed by finish(); now the index, then the snapshot.
         repo.add_packs(records)
+        assert lease is not None
+        _keep_reused_chunks_indexed(repo, snapshot, index_ids_at_start)
+        lease.check_alive()
         snapshot_id, _ = repo.save_snapshot(snapshot)
+        # A gc that listed snapshots before ours may rewrite the index after the check above;
+        # once no gc runs, one more check sees any such rewrite (docs/gc.md, "push").
+        wait_while_gc_runs(repo.store)
+        _keep_reused_chunks_indexed(repo, snapshot, index_ids_at_start)
         if cache is not None:
             cache.flush()
     return PushResult(
@@ -258,6 +302,30 @@ def push(
         seconds=time.monotonic() - started,
         dry_run=dry_run,
     )
+
+
+def _keep_reused_chunks_indexed(repo: Repository, snapshot: Snapshot, seen: set[str]) -> None:
+    """If a gc rewrote the index during this push, make sure every chunk reused is still indexed.
+
+    The push may have deduplicated against a pack that the gc then condemned (it was dead when
+    the gc looked). Re-indexing that pack un-condemns it; only then may the snapshot name it.
+    """
+    if seen <= {key.split("/", 1)[1] for key in repo.index_keys()}:
+        return
+    from cpv.engine.gc import rescue_chunks
+
+    index = repo.refresh_index()
+    missing = {c for f in snapshot.files for c in f.chunks if c not in index}
+    if missing:
+        rescue_chunks(repo, missing)
+        index = repo.index
+        still = [c for c in missing if c not in index]
+        if still:
+            raise TransferError(
+                f"{len(still)} chunk(s) this push reused were removed by a concurrent gc; "
+                "nothing was published",
+                failures=[(c.hex(), IntegrityError("removed by gc")) for c in still[:10]],
+            )
 
 
 def _link_entry(src: _Source) -> FileEntry:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from cpv.engine.chunking import DEFAULT_CHUNKER, ChunkerParams
 from cpv.engine.format import DEFAULT_PACK_SIZE, StoreConfig, init_store, read_store_config
 from cpv.engine.index import INDEX_PREFIX, ChunkIndex, PackRecord, sync_index, write_index
+from cpv.engine.locks import condemned_pack_ids, wait_while_gc_runs
 from cpv.engine.packs import TRAILER_SIZE, decode_footer, pack_id_from_key, pack_key, parse_trailer
 from cpv.engine.snapshot import (
     SNAPSHOT_PREFIX,
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STALE_UPLOAD_SECONDS = 24 * 3600
+SNAPSHOT_TOUCH_AGE_S = 600.0
+"""An existing snapshot older than this is rewritten when a push reuses it (see engine/gc.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +132,25 @@ class Repository:
         """Store ``snapshot`` unless an identical one exists; returns (id, written)."""
         snapshot_id, raw = snapshot.encode()
         key = snapshot_key(snapshot_id)
-        if self.store.exists(key):
-            return snapshot_id, False
-        self.store.put(key, raw)
-        return snapshot_id, True
+        try:
+            age = time.time() - self.store.stat(key).mtime
+        except ObjectNotFoundError:
+            self.store.put(key, raw)
+            return snapshot_id, True
+        written = False
+        if age > SNAPSHOT_TOUCH_AGE_S:
+            # Restart its age so gc's grace period covers the time until Git names it.
+            self.store.put(key, raw)
+            written = True
+        # Reusing an existing snapshot object: a gc that listed it as dead before we touched it
+        # may be deleting it right now. Once no gc holds the lock and the object is still there,
+        # no gc that saw the old object can delete it any more (docs/gc.md).
+        while True:
+            wait_while_gc_runs(self.store)
+            if self.store.exists(key):
+                return snapshot_id, written
+            self.store.put(key, raw)
+            written = True
 
     def list_snapshots(self) -> list[SnapshotInfo]:
         infos = []
@@ -169,7 +187,9 @@ class Repository:
         This is what makes a re-run after a crash upload only what is missing: the chunks in
         such packs become known again instead of being uploaded a second time.
         """
-        indexed = self.index.pack_ids()
+        # Packs a gc condemned are orphans on purpose; indexing them again would only keep
+        # dead data alive (it would be safe: a gc never deletes a pack an index names).
+        indexed = self.index.pack_ids() | condemned_pack_ids(self.store)
         orphans = []
         for obj in self.store.list("packs/"):
             pid = pack_id_from_key(obj.key)

@@ -60,7 +60,15 @@ if TYPE_CHECKING:
     from botocore.response import StreamingBody
     from mypy_boto3_s3.client import S3Client
 
-__all__ = ["BODY_ATTEMPTS", "S3Store", "client_config", "parse_s3_url", "translate_error"]
+__all__ = [
+    "BODY_ATTEMPTS",
+    "SSE_MODES",
+    "S3Store",
+    "client_config",
+    "parse_s3_url",
+    "sse_arguments",
+    "translate_error",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +164,32 @@ def client_config(
     )
 
 
+SSE_MODES: Final = ("AES256", "aws:kms")
+
+
+def sse_arguments(sse: str | None, kms_key_id: str | None) -> dict[str, Any]:
+    """The PutObject/CreateMultipartUpload arguments for a server-side encryption setting.
+
+    Only the mode and the key *id* are passed: SSE-C (customer keys sent with every request)
+    is not supported, because cpv would have to hold the key (invariant 8).
+    """
+    if sse is None:
+        if kms_key_id is not None:
+            raise ConfigError("an SSE-KMS key id was given without sse='aws:kms'",
+                              hint="set sse to 'aws:kms', or drop the key id")
+        return {}
+    if sse not in SSE_MODES:
+        raise ConfigError(f"unknown server-side encryption {sse!r}",
+                          hint="use 'AES256' (SSE-S3) or 'aws:kms' (SSE-KMS)")
+    if kms_key_id is not None and sse != "aws:kms":
+        raise ConfigError("an SSE-KMS key id needs sse='aws:kms'",
+                          hint="set sse to 'aws:kms', or drop the key id")
+    args: dict[str, Any] = {"ServerSideEncryption": sse}
+    if kms_key_id is not None:
+        args["SSEKMSKeyId"] = kms_key_id
+    return args
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix/`` -> ``("bucket", "some/prefix")``; refuses anything else."""
     parts = urlsplit(url)
@@ -187,6 +221,9 @@ class S3Store:
         prefix: the folder inside the bucket ('' for the bucket's root).
         max_connections: what ``caps.max_connections`` reports.
         owns_client: close the client in :meth:`close`.
+        sse: server-side encryption for every object written: ``"AES256"`` (SSE-S3) or
+            ``"aws:kms"`` (SSE-KMS); None leaves it to the bucket's default.
+        sse_kms_key_id: the KMS key for ``"aws:kms"`` (None: the account's default key).
     """
 
     def __init__(
@@ -197,8 +234,11 @@ class S3Store:
         prefix: str = "",
         max_connections: int = 16,
         owns_client: bool = False,
+        sse: str | None = None,
+        sse_kms_key_id: str | None = None,
     ) -> None:
         prefix = prefix.strip("/")
+        self._sse_args = sse_arguments(sse, sse_kms_key_id)
         self.bucket = bucket
         self.prefix = prefix
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
@@ -234,14 +274,19 @@ class S3Store:
         region: str | None = None,
         endpoint_url: str | None = None,
         max_connections: int = 16,
+        sse: str | None = None,
+        sse_kms_key_id: str | None = None,
     ) -> S3Store:
         """Open ``s3://bucket/prefix`` with the standard AWS configuration; arguments win.
+
+        ``sse``/``sse_kms_key_id`` pass server-side encryption settings through (see the class).
 
         Raises:
             ConfigError: the URL is not ``s3://bucket[/prefix]``.
             StoreAccessError: the profile does not exist or its credentials cannot be loaded.
         """
         bucket, prefix = parse_s3_url(url)
+        sse_arguments(sse, sse_kms_key_id)  # refuse bad settings before touching the network
         try:
             session = boto3.session.Session(profile_name=profile, region_name=region)
             client = session.client(
@@ -279,6 +324,8 @@ class S3Store:
             prefix=prefix,
             max_connections=max_connections,
             owns_client=True,
+            sse=sse,
+            sse_kms_key_id=sse_kms_key_id,
         )
 
     def __repr__(self) -> str:
@@ -291,10 +338,13 @@ class S3Store:
         with self._boundary("write", key):
             if if_absent:
                 self._client.put_object(
-                    Bucket=self.bucket, Key=full, Body=_request_body(data), IfNoneMatch="*"
+                    Bucket=self.bucket, Key=full, Body=_request_body(data), IfNoneMatch="*",
+                    **self._sse_args,
                 )
             else:
-                self._client.put_object(Bucket=self.bucket, Key=full, Body=_request_body(data))
+                self._client.put_object(
+                    Bucket=self.bucket, Key=full, Body=_request_body(data), **self._sse_args
+                )
         self._bucket_seen = True
 
     def get(self, key: str) -> bytes:
@@ -377,7 +427,9 @@ class S3Store:
     def start_multipart(self, key: str) -> _S3Upload:
         full = self._full(key)
         with self._boundary("start a multipart upload of", key):
-            resp = self._client.create_multipart_upload(Bucket=self.bucket, Key=full)
+            resp = self._client.create_multipart_upload(
+                Bucket=self.bucket, Key=full, **self._sse_args
+            )
         return _S3Upload(self, key, full, resp["UploadId"])
 
     def list_multipart(self, prefix: str = "") -> Iterator[PendingUpload]:

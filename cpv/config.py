@@ -293,6 +293,10 @@ class AwsSection(_Model):
     bucket: BucketName | None = None
     prefix: Prefix = ""
     endpoint_url: HttpUrl | None = None  # an S3-compatible server, e.g. the loopback test server
+    # Server-side encryption of every object cpv writes: "AES256" (SSE-S3) or "aws:kms" (SSE-KMS,
+    # with the key *id*, never key material). SSE-C is not offered: cpv would have to hold a key.
+    sse: Literal["AES256", "aws:kms"] | None = None
+    sse_kms_key_id: str | None = None
 
 
 class StoreSection(_Model):

@@ -108,6 +108,8 @@ class Workspace:
                 region=aws.region,
                 endpoint_url=aws.endpoint_url,
                 max_connections=self.config.transfer.workers,
+                sse=aws.sse,
+                sse_kms_key_id=aws.sse_kms_key_id,
             )
         return self._store
 

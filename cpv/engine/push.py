@@ -198,7 +198,9 @@ def push(
     # see the lease has already finished rewriting the index (docs/gc.md).
     with PushLease(repo.store) as lease:
         repo.refresh_index()
+        # A push that died before: index its finished packs, abort its abandoned uploads.
         repo.recover_orphan_packs()
+        repo.abort_stale_uploads()
         return _push(repo, root, sources, exclude=exclude, progress=progress, limits=limits,
                      dry_run=False, rehash=rehash, meta=meta, started=started,
                      requests_before=requests_before, bytes_before=bytes_before, lease=lease)

@@ -143,6 +143,8 @@ def open_store(
     region: str | None = None,
     endpoint_url: str | None = None,
     max_connections: int = 16,
+    sse: str | None = None,
+    sse_kms_key_id: str | None = None,
 ) -> ObjectStore:
     """Open the store at ``url``: ``s3://bucket/prefix``, ``file:///path`` or a local path.
 
@@ -159,6 +161,8 @@ def open_store(
             region=region,
             endpoint_url=endpoint_url,
             max_connections=max_connections,
+            sse=sse,
+            sse_kms_key_id=sse_kms_key_id,
         )
     from cpv.store.local import LocalStore
 

@@ -1151,3 +1151,780 @@ def compare_versions(a: Mapping[str, float], b: Mapping[str, float]) -> list[Met
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# =============================================================================================
+# CLI support (added for `cpv` in cpv/cli/, issue 4).
+#
+# Small read-side and orchestration helpers the command line needs and the seed facades lack:
+# finding the workspace, resolving a version name to the tags of each kind, checking tags
+# before an upload, pull/checkout of model and data together, status, diff, verify and gc
+# through the workspace, doctor. Each opens the workspace, asks the engine and versioning, and
+# returns a typed result; none prints.
+# Imports live here (not at the top) to keep this section separate from the facades above.
+# =============================================================================================
+
+import re  # noqa: E402
+import subprocess  # noqa: E402
+from typing import Literal  # noqa: E402
+
+from cpv.engine import VerifyReport  # noqa: E402
+from cpv.engine import verify as _engine_verify  # noqa: E402
+from cpv.engine.gc import DEFAULT_GRACE_S, GCReport, collect_garbage  # noqa: E402
+from cpv.engine.snapshot import SNAPSHOT_PREFIX  # noqa: E402
+from cpv.errors import NoStoreError, ObjectNotFoundError, TagNotFoundError  # noqa: E402
+from cpv.versioning import ManifestChange  # noqa: E402
+from cpv.versioning.metrics import merge_metrics, normalize_metrics  # noqa: E402
+from cpv.versioning.tags import KINDS, try_parse_tag  # noqa: E402
+
+_VERSION_ONLY = re.compile(r"^\d+\.\d+$")
+
+
+def find_workspace(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding ``.cpv/`` and ``.git``.
+
+    Like git, so that every command works from any sub-folder of a workspace.
+
+    Raises:
+        NotAWorkspaceError: no such folder up to the file system root.
+    """
+    here = Path(start if start is not None else Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        if (folder / ".cpv").is_dir() and (folder / ".git").exists():
+            return folder
+    raise NotAWorkspaceError(
+        f"not a cpv workspace (or any of its parent folders): {here}",
+        hint="run 'cpv init' to make this folder one, or cd into a workspace (or use -C DIR)",
+    )
+
+
+def kinds_with_files(root: str | Path) -> list[Kind]:
+    """Tracked kinds whose folder exists and holds at least one file (what ``cpv push`` pushes).
+
+    Raises:
+        LocalIOError: neither ``model/`` nor ``data/`` holds a file.
+    """
+    root = Path(root)
+    found: list[Kind] = []
+    for kind in KINDS:
+        folder = root / TRACKED[kind]
+        if folder.is_dir() and any(
+            (p.is_file() or p.is_symlink())
+            and not exclude_internal(p.relative_to(folder).as_posix())
+            for p in folder.rglob("*")
+        ):
+            found.append(kind)
+    if not found:
+        raise LocalIOError(
+            f"nothing to push: {root / 'model'} and {root / 'data'} hold no files",
+            path=str(root),
+            hint="save checkpoint files under model/ (and data splits under data/train, ...)",
+        )
+    return found
+
+
+def load_metric_inputs(
+    file: str | Path | None, values: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Metrics from a JSON file and ``name=value`` pairs; the pairs win per name.
+
+    Raises:
+        LocalIOError / FormatError: the file cannot be read or holds non-numbers.
+    """
+    from_file = resolve_metrics(file) if file is not None else {}
+    given = normalize_metrics(dict(values or {}), source="--metric")
+    return merge_metrics(from_file, given)
+
+
+def _open_ws(root: str | Path, config: _BaseConfig | None, progress: Progress | None) -> Workspace:
+    return Workspace.open(Path(root), config=config, progress=progress or NULL_PROGRESS)
+
+
+def _have_ref(ws: Workspace, tag: str) -> bool:
+    """True if ``tag`` exists here, fetching from the remote first when it does not."""
+    if tag in ws.git.tag_targets():
+        return True
+    if ws.remote:
+        with contextlib.suppress(GitRemoteError):
+            ws.history.fetch(ws.remote)
+        return tag in ws.git.tag_targets()
+    return False
+
+
+def _resolve(
+    ws: Workspace, rev: str | None, kinds: Sequence[Kind] | None, *, data_at_commit: bool = False
+) -> dict[Kind, str | None]:
+    wanted: tuple[Kind, ...] = tuple(kinds) if kinds else KINDS
+    if rev is None:
+        out: dict[Kind, str | None] = {
+            k: None for k in wanted if ws.history.current_manifest(k, TRACKED[k]) is not None
+        }
+        if not out:
+            raise VersioningError(
+                f"no {' or '.join(wanted)} version recorded in this workspace yet",
+                hint="push one first: cpv push",
+            )
+        return out
+    if _VERSION_ONLY.match(rev):
+        rev = f"v{rev}"
+    parsed = try_parse_tag(rev)
+    if parsed is None:
+        # A branch, commit or HEAD: every wanted kind that has a manifest there.
+        ws.git.resolve(rev)  # TagNotFoundError when it names nothing
+        out = {k: rev for k in wanted if ws.history.read_manifests(rev, k)}
+        if not out:
+            raise VersioningError(f"{rev} records no {' or '.join(wanted)} version",
+                                  hint="list versions with 'cpv versions'")
+        return out
+    kind, version = parsed
+    if kind == "data":
+        if "data" not in wanted:
+            raise VersioningError(f"{rev} is a data version; it has no model files",
+                                  hint=f"use the model version v{version.major}.{version.minor}")
+        if not _have_ref(ws, rev):
+            raise TagNotFoundError(rev, hint="list data versions with 'cpv versions --data'")
+        return {"data": rev}
+    out = {}
+    if not _have_ref(ws, rev):
+        raise TagNotFoundError(rev)
+    if "model" in wanted:
+        out["model"] = rev
+    data_tag = f"data-{rev}"
+    if "data" in wanted and data_tag in ws.git.tag_targets():
+        out["data"] = data_tag
+    elif "data" in wanted and data_at_commit and ws.history.read_manifests(rev, "data"):
+        out["data"] = rev  # no data tag of that number: the data recorded at that commit
+    if not out:
+        raise VersioningError(f"{rev} has no data version ({data_tag} does not exist)",
+                              hint="list data versions with 'cpv versions --data'")
+    return out
+
+
+def resolve_version(
+    root: str | Path,
+    rev: str | None,
+    *,
+    kinds: Sequence[Kind] | None = None,
+    config: _BaseConfig | None = None,
+    data_at_commit: bool = False,
+) -> dict[Kind, str | None]:
+    """Which ref to use for each kind when the user names ``rev``.
+
+    ``None`` -> the current manifest (``None``) of every kind that has one; ``v0.3`` (or
+    ``0.3``) -> ``v0.3`` for the model and ``data-v0.3`` for the data when that tag exists
+    (else, with ``data_at_commit``, the data manifest recorded at the ``v0.3`` commit);
+    ``data-v0.3`` -> the data only; a branch or commit -> every kind with a manifest there.
+    Tags another machine pushed are fetched from the remote first.
+
+    Raises:
+        TagNotFoundError, VersioningError (nothing of the wanted kinds at ``rev``).
+    """
+    with _open_ws(root, config, None) as ws:
+        return _resolve(ws, rev, kinds, data_at_commit=data_at_commit)
+
+
+@dataclass(frozen=True, slots=True)
+class PullSummary:
+    """What ``cpv pull`` did for one kind: the version, where, and how many bytes moved."""
+
+    kind: Kind
+    ref: str
+    path: str
+    snapshot_id: str
+    files: int
+    total_bytes: int
+    files_written: int
+    files_unchanged: int
+    downloaded_bytes: int
+    local_bytes: int
+    seconds: float
+
+
+def _split_pull_paths(paths: Sequence[str]) -> dict[Kind, list[str]]:
+    """``model``, ``data``, ``data/train`` ... -> kind -> sub-paths ([] = everything)."""
+    out: dict[Kind, list[str]] = {}
+    whole: set[Kind] = set()
+    for raw in paths:
+        text = raw.replace("\\", "/").strip("/")
+        while text.startswith("./"):
+            text = text[2:]
+        head, _, rest = text.partition("/")
+        kind = next((k for k in KINDS if TRACKED[k] == head), None)
+        if kind is None or (rest and any(p in ("", ".", "..") for p in rest.split("/"))):
+            raise ConfigError(
+                f"cannot pull {raw!r}: paths start with 'model' or 'data'",
+                hint="e.g. cpv pull v0.1 model, or cpv pull data-v0.1 data/validation",
+            )
+        if not rest:
+            whole.add(kind)
+            out[kind] = []
+        elif kind not in whole:
+            out.setdefault(kind, []).append(rest)
+    return out
+
+
+def pull_workspace(
+    root: str | Path,
+    rev: str | None = None,
+    *,
+    paths: Sequence[str] = (),
+    dest: str | Path | None = None,
+    force: bool = False,
+    config: _BaseConfig | None = None,
+    progress: Progress | None = None,
+) -> list[PullSummary]:
+    """Bring the workspace's tracked files to ``rev`` (see :func:`resolve_version`).
+
+    Only missing or changed files are fetched, and only the chunks the store must supply.
+    ``paths`` restricts the pull (``model``, ``data``, ``data/validation``). Manifests and
+    history are not changed (``cpv checkout`` does that). A model version without a data tag
+    of the same number brings the data recorded at its commit.
+
+    Raises:
+        DirtyWorkspaceError: local files differ from the current manifest (unless ``force``).
+        NoStoreError: this workspace's store does not exist; the message names the store the
+            version was pushed to. Plus what the facades' downloads raise.
+    """
+    restrict = _split_pull_paths(paths) if paths else {}
+    if dest is not None and len(restrict) != 1:
+        raise ConfigError("--to needs exactly one of 'model' or 'data'",
+                          hint="e.g. cpv pull v0.1 model --to /tmp/v0.1")
+    targets = resolve_version(root, rev, kinds=list(restrict) or None, config=config,
+                              data_at_commit=True)
+    if dest is None and not force:
+        with _open_ws(root, config, None) as ws:
+            for kind, ref in targets.items():
+                changed = _local_changes(ws, kind)
+                if changed:
+                    raise DirtyWorkspaceError(
+                        f"{len(changed)} file(s) in {TRACKED[kind]}/ have changes that were not "
+                        f"pushed (e.g. {changed[0]}); pulling {ref or 'HEAD'} would overwrite "
+                        "them",
+                        paths=changed,
+                        hint="push them first (cpv push), pull into another folder (--to DIR), "
+                             "or pass --force to overwrite them",
+                    )
+    out: list[PullSummary] = []
+    for kind, ref in targets.items():
+        facade_cls = ModelsCheckpointsManage if kind == "model" else DataCheckpointsManage
+        with facade_cls(workspace=root, config=config, progress=progress) as facade:
+            subs = restrict.get(kind) or None
+            try:
+                manifest, label, target, result = facade._download(
+                    ref, dest=dest, paths=subs, force=force)
+            except (NoStoreError, ObjectNotFoundError) as exc:
+                manifest, _ = facade._manifest_at(ref)
+                explained = _store_mismatch(exc, facade.ws, manifest, f"{kind} {ref or 'HEAD'}")
+                if explained is exc:
+                    raise
+                raise explained from exc
+            out.append(PullSummary(
+                kind=kind, ref=label, path=str(target), snapshot_id=manifest.snapshot_id,
+                files=result.files, total_bytes=result.total_bytes,
+                files_written=result.files_written, files_unchanged=result.files_unchanged,
+                downloaded_bytes=result.downloaded_bytes, local_bytes=result.local_bytes,
+                seconds=result.seconds,
+            ))
+    return out
+
+
+def checkout_workspace(
+    root: str | Path,
+    rev: str,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    config: _BaseConfig | None = None,
+    progress: Progress | None = None,
+) -> list[RevertResult]:
+    """Make ``rev`` the current version: files and manifests of each kind it names.
+
+    ``v0.3`` reverts the model, and the data too when ``data-v0.3`` exists. Every kind is
+    checked for local changes before anything is touched, so a refusal changes nothing.
+
+    Raises:
+        DirtyWorkspaceError: local files are not uploaded (unless ``force``); plus what
+        :meth:`ModelsCheckpointsManage.revert_model_checkpoint` raises.
+    """
+    targets = resolve_version(root, rev, config=config)
+    with _open_ws(root, config, None) as ws:
+        for kind in targets:
+            changed = [] if force else _local_changes(ws, kind)
+            if changed:
+                raise DirtyWorkspaceError(
+                    f"cannot check out {rev}: {len(changed)} file(s) in {TRACKED[kind]}/ are "
+                    f"not uploaded (e.g. {changed[0]})",
+                    paths=changed,
+                    hint="push them first (cpv push), or pass --force to discard them",
+                )
+    results: list[RevertResult] = []
+    for kind, ref in targets.items():
+        facade_cls = ModelsCheckpointsManage if kind == "model" else DataCheckpointsManage
+        with facade_cls(workspace=root, config=config, progress=progress) as facade:
+            try:
+                results.append(facade._revert(ref or rev, force=force, dry_run=dry_run))
+            except (NoStoreError, ObjectNotFoundError) as exc:
+                manifest = facade.ws.history.read_manifest(ref or rev, kind, TRACKED[kind])
+                explained = _store_mismatch(exc, facade.ws, manifest, ref or rev)
+                if explained is exc:
+                    raise
+                raise explained from exc
+    return results
+
+
+def _store_mismatch(
+    exc: NoStoreError | ObjectNotFoundError, ws: Workspace, manifest: Manifest, what: str
+) -> CPVError:
+    """Say where a version's bytes went when this workspace's store does not have them.
+
+    The usual cause: a clone of a workspace whose store was the embedded ``.cpv/store`` of the
+    first machine, or a workspace switched to another store after the version was pushed.
+    """
+    here = ws.store_url
+    if manifest.store_url == here:
+        return exc
+    hint = ("point this workspace at that store: cpv config set store.url URL (an S3 URL or a "
+            "folder every machine can reach)")
+    if isinstance(exc, NoStoreError):
+        return NoStoreError(f"no cpv store at {here}; {what} was pushed to {manifest.store_url}",
+                            hint=hint)
+    return ObjectNotFoundError(
+        exc.key, message=f"{what} was pushed to {manifest.store_url}, and the store of this "
+        f"workspace ({here}) does not have it", hint=hint)
+
+
+def local_changes(root: str | Path, kind: Kind, *, config: _BaseConfig | None = None) -> list[str]:
+    """Files of ``kind``'s folder that differ from its current manifest (not yet pushed)."""
+    with _open_ws(root, config, None) as ws:
+        return _local_changes(ws, kind)
+
+
+@dataclass(frozen=True, slots=True)
+class KindStatus:
+    """One tracked kind in ``cpv status``.
+
+    ``version`` is the newest tag whose manifest is the current one (``None``: not tagged);
+    ``changed`` lists files that differ from the current manifest.
+    """
+
+    kind: Kind
+    path: str
+    recorded: bool
+    snapshot_id: str | None
+    files: int
+    total_bytes: int
+    version: str | None
+    changed: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """Where a workspace stands; see :func:`workspace_status`."""
+
+    root: Path
+    branch: str | None
+    head: str | None
+    remote: str | None
+    store_url: str
+    kinds: tuple[KindStatus, ...]
+    manifest_changes: tuple[ManifestChange, ...]
+
+    @property
+    def clean(self) -> bool:
+        return not self.manifest_changes and not any(k.changed for k in self.kinds)
+
+
+def workspace_status(root: str | Path, *, config: _BaseConfig | None = None) -> StatusReport:
+    """Current version of each kind, files changed since the last push, uncommitted manifests."""
+    with _open_ws(root, config, None) as ws:
+        kinds: list[KindStatus] = []
+        for kind in KINDS:
+            manifest = ws.history.current_manifest(kind, TRACKED[kind])
+            version = None
+            if manifest is not None:
+                for info in reversed(ws.history.list_versions(kind)):
+                    if any(m.snapshot_id == manifest.snapshot_id and m.path == manifest.path
+                           for m in info.manifests):
+                        version = info.tag
+                        break
+            kinds.append(KindStatus(
+                kind=kind, path=TRACKED[kind], recorded=manifest is not None,
+                snapshot_id=manifest.snapshot_id if manifest else None,
+                files=manifest.file_count if manifest else 0,
+                total_bytes=manifest.total_size if manifest else 0,
+                version=version, changed=tuple(_local_changes(ws, kind)),
+            ))
+        status = ws.history.status()
+        return StatusReport(
+            root=ws.root, branch=status.branch, head=status.head,
+            remote=ws.git.remote_url(ws.remote) if ws.remote else None,
+            store_url=ws.store_url, kinds=tuple(kinds), manifest_changes=status.changes,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileChange:
+    """One file that differs between two versions (sizes are ``None`` on the absent side)."""
+
+    path: str
+    state: Literal["added", "removed", "changed"]
+    size_a: int | None
+    size_b: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionDiff:
+    """Files and metrics that differ between two versions of one kind."""
+
+    kind: Kind
+    ref_a: str
+    ref_b: str
+    snapshot_a: str
+    snapshot_b: str
+    size_a: int
+    size_b: int
+    files: tuple[FileChange, ...]
+    unchanged: int
+    metrics: tuple[MetricDelta, ...]
+
+
+def _as_kind_ref(ref: str, kind: Kind) -> str:
+    """``v0.1`` means ``data-v0.1`` when comparing data; a bare ``0.1`` means either."""
+    if _VERSION_ONLY.match(ref):
+        ref = f"v{ref}"
+    parsed = try_parse_tag(ref)
+    if parsed is not None and parsed[0] == "model" and kind == "data":
+        return f"data-{ref}"
+    return ref
+
+
+def diff_versions(
+    root: str | Path,
+    ref_a: str,
+    ref_b: str = "HEAD",
+    *,
+    kind: Kind | None = None,
+    config: _BaseConfig | None = None,
+) -> VersionDiff:
+    """Compare the ``kind`` manifests of two refs (tags, branches, commits).
+
+    ``kind`` defaults to data when either ref is a ``data-`` tag, else model.
+
+    Raises:
+        TagNotFoundError, VersioningError (no such manifest at a ref), InvalidTagError.
+    """
+    if kind is None:
+        parsed = [try_parse_tag(r) for r in (ref_a, ref_b)]
+        kind = "data" if any(p is not None and p[0] == "data" for p in parsed) else "model"
+    ref_a, ref_b = _as_kind_ref(ref_a, kind), _as_kind_ref(ref_b, kind)
+    with _open_ws(root, config, None) as ws:
+        for ref in (ref_a, ref_b):
+            if try_parse_tag(ref) is not None and not _have_ref(ws, ref):
+                raise TagNotFoundError(ref)
+        a = ws.history.read_manifest(ref_a, kind, TRACKED[kind])
+        b = ws.history.read_manifest(ref_b, kind, TRACKED[kind])
+    files_a = {f.path: f for f in a.files}
+    files_b = {f.path: f for f in b.files}
+    changes: list[FileChange] = []
+    unchanged = 0
+    for path in sorted(set(files_a) | set(files_b)):
+        fa, fb = files_a.get(path), files_b.get(path)
+        if fa is None and fb is not None:
+            changes.append(FileChange(path, "added", None, fb.size))
+        elif fb is None and fa is not None:
+            changes.append(FileChange(path, "removed", fa.size, None))
+        elif fa is not None and fb is not None and fa.blake3 != fb.blake3:
+            changes.append(FileChange(path, "changed", fa.size, fb.size))
+        else:
+            unchanged += 1
+    return VersionDiff(
+        kind=kind, ref_a=ref_a, ref_b=ref_b, snapshot_a=a.snapshot_id, snapshot_b=b.snapshot_id,
+        size_a=a.total_size, size_b=b.total_size, files=tuple(changes), unchanged=unchanged,
+        metrics=tuple(compare(a.metrics, b.metrics)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedVersion:
+    """A version (or an unreferenced snapshot) that cannot be fully restored, and which files."""
+
+    label: str
+    kind: Kind | None
+    snapshot_id: str
+    files: tuple[str, ...]
+    unreadable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOutcome:
+    """The engine's :class:`~cpv.engine.VerifyReport` plus what it means in version names."""
+
+    report: VerifyReport
+    checked: tuple[str, ...]
+    damaged: tuple[DamagedVersion, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok
+
+
+def verify_workspace(
+    root: str | Path,
+    rev: str | None = None,
+    *,
+    all_snapshots: bool = False,
+    deep: bool = False,
+    config: _BaseConfig | None = None,
+    progress: Progress | None = None,
+) -> VerifyOutcome:
+    """Check that the store holds every byte of the current versions, of ``rev``, or of every
+    snapshot (``all_snapshots``); ``deep`` re-reads and re-hashes every needed chunk.
+
+    Never raises for damage: the outcome says which versions and files are affected.
+    """
+    with _open_ws(root, config, progress) as ws:
+        labels: dict[str, list[tuple[str, Kind]]] = {}
+        for kind in KINDS:
+            current = ws.history.current_manifest(kind, TRACKED[kind])
+            if current is not None:
+                labels.setdefault(current.snapshot_id, []).append(("HEAD", kind))
+        if all_snapshots or rev is None:
+            for kind in KINDS:
+                for info in ws.history.list_versions(kind):
+                    for m in info.manifests:
+                        labels.setdefault(m.snapshot_id, []).append((info.tag, kind))
+        snapshot_ids: list[str] = []
+        if all_snapshots:
+            # Every snapshot in the store, and every version's even if the store lacks it
+            # (then it is reported unreadable: that version cannot be restored from here).
+            stored = [o.key[len(SNAPSHOT_PREFIX):]
+                      for o in ws.repository().store.list(SNAPSHOT_PREFIX)]
+            snapshot_ids = sorted(set(stored) | set(labels))
+        else:
+            targets = _resolve(ws, rev, None)
+            for kind, ref in targets.items():
+                manifest = (ws.history.current_manifest(kind, TRACKED[kind]) if ref is None
+                            else ws.history.read_manifest(ref, kind, TRACKED[kind]))
+                if manifest is None:  # pragma: no cover - _resolve checked it
+                    continue
+                if ref is not None:
+                    labels.setdefault(manifest.snapshot_id, []).insert(0, (ref, kind))
+                if manifest.snapshot_id not in snapshot_ids:
+                    snapshot_ids.append(manifest.snapshot_id)
+        report = _engine_verify(ws.repository(), snapshot_ids=snapshot_ids, deep=deep,
+                                progress=ws.progress, limits=ws.limits)
+    checked = sorted({label for sid in snapshot_ids for label, _ in labels.get(sid, [])})
+    damaged: list[DamagedVersion] = []
+    for sid, files in sorted(report.affected.items()):
+        names = list(dict.fromkeys(labels.get(sid, [])))
+        unreadable = sid in report.unreadable_snapshots
+        if not names:
+            damaged.append(DamagedVersion(f"unreferenced snapshot {sid[:12]}", None, sid,
+                                          tuple(sorted(files)), unreadable))
+        for label, kind in names:
+            damaged.append(DamagedVersion(label, kind, sid, tuple(sorted(files)), unreadable))
+    return VerifyOutcome(report=report, checked=tuple(checked), damaged=tuple(damaged))
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorCheck:
+    """One line of ``cpv doctor``: what was checked, the finding, and how to fix a problem."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+_MIN_GIT = (2, 20)
+_MIN_FREE_BYTES = 1024 * MB
+
+
+def _git_version() -> DoctorCheck:
+    exe = shutil.which("git")
+    if exe is None:
+        return DoctorCheck("git", False, "git is not installed",
+                           "install git 2.20 or newer (e.g. apt-get install git)")
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30,
+                             check=False).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return DoctorCheck("git", False, f"git does not run: {exc}", "reinstall git")
+    numbers = re.findall(r"\d+", out)
+    version = tuple(int(n) for n in numbers[:2]) if len(numbers) >= 2 else (0, 0)
+    if version < _MIN_GIT:
+        return DoctorCheck("git", False, f"{out} is too old", "install git 2.20 or newer")
+    return DoctorCheck("git", True, out)
+
+
+def _git_identity(root: Path | None) -> DoctorCheck:
+    exe = shutil.which("git")
+    if exe is None:
+        return DoctorCheck("git identity", False, "git is not installed", "install git")
+    done = subprocess.run([exe, "var", "GIT_AUTHOR_IDENT"], capture_output=True, text=True,
+                          timeout=30, check=False, cwd=root)
+    if done.returncode != 0:
+        return DoctorCheck(
+            "git identity", False, "git has no user name/email; versions are recorded as cpv",
+            'git config --global user.name "Your Name" && '
+            "git config --global user.email you@example.com",
+        )
+    return DoctorCheck("git identity", True, done.stdout.strip().rsplit(" ", 2)[0])
+
+
+def doctor_checks(
+    root: Path | None,
+    *,
+    config_path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> list[DoctorCheck]:
+    """Check what cpv needs on this machine and say how to fix each problem.
+
+    ``root`` is the workspace (``None`` outside one). Never raises for a failed check.
+    """
+    import platform
+
+    from cpv import __version__
+
+    checks = [
+        DoctorCheck("python", sys.version_info >= (3, 10),
+                    f"{platform.python_version()} ({sys.executable})",
+                    "" if sys.version_info >= (3, 10) else "use Python 3.10 or newer"),
+        DoctorCheck("cpv", True, __version__),
+        _git_version(),
+        _git_identity(root),
+    ]
+    try:
+        cfg = CPVConfig.load(config_path, workspace=root, env=env)
+    except ConfigError as exc:
+        checks.append(DoctorCheck("config", False, exc.message,
+                                  exc.hint or "fix the file named above (see docs/config.md)"))
+        return checks
+    sources = ", ".join(cfg.sources) or "defaults only"
+    checks.append(DoctorCheck("config", True, sources))
+    if root is None:
+        checks.append(DoctorCheck("workspace", False, f"{Path.cwd()} is not in a cpv workspace",
+                                  "cd into a workspace, or create one: cpv init"))
+    else:
+        checks.append(DoctorCheck("workspace", True, str(root)))
+    try:
+        store_url = cfg.store_url(workspace=root)
+    except ConfigError as exc:
+        store_url = None
+        if root is not None:
+            checks.append(DoctorCheck("store", False, exc.message, exc.hint))
+    if store_url is not None:
+        for check in cfg.validate_credentials(workspace=root):
+            fix = ""
+            if not check.ok and check.name == "store":
+                fix = ("check the AWS profile/keys, bucket and endpoint (cpv config wizard); "
+                       "for a new store run cpv init")
+            elif not check.ok:
+                fix = "check the remote URL and your SSH key (cpv config wizard)"
+            checks.append(DoctorCheck(check.name, check.ok, check.detail, fix))
+    if root is not None and not cfg.git.remote_url:
+        checks.append(DoctorCheck("git remote", True,
+                                  "none configured (versions stay on this machine)"))
+    where = root if root is not None else Path.cwd()
+    try:
+        usage = shutil.disk_usage(where)
+    except OSError as exc:
+        checks.append(DoctorCheck("disk", False, f"cannot read free space of {where}: {exc}",
+                                  "check the folder"))
+    else:
+        ok = usage.free >= _MIN_FREE_BYTES
+        checks.append(DoctorCheck(
+            "disk", ok, f"{usage.free / (1024 * MB):.1f} GiB free in {where}",
+            "" if ok else "free some disk space: pulls write each file next to its target first",
+        ))
+    return checks
+
+
+def planned_tags(
+    root: str | Path,
+    kinds: Sequence[Kind],
+    version: str | None,
+    *,
+    force: bool = False,
+    config: _BaseConfig | None = None,
+) -> list[str]:
+    """The tags ``cpv push --tag [VERSION]`` would create for ``kinds`` (both: one number).
+
+    Called before uploading, so a taken or malformed tag fails before any byte moves.
+
+    Raises:
+        InvalidTagError: ``version`` is not a version of that kind.
+        TagExistsError: a tag is taken (unless ``force``, which moves it).
+    """
+    from cpv.errors import TagExistsError
+    from cpv.versioning.tags import coerce_version, tag_name
+
+    ordered = [k for k in KINDS if k in kinds]
+    with _open_ws(root, config, None) as ws:
+        if version is None:
+            chosen = max(ws.history.next_version(k) for k in ordered)
+        else:
+            chosen = coerce_version(ordered[0] if len(ordered) == 1 else "model", version)
+        names = [tag_name(k, chosen) for k in ordered]
+        if not force:
+            existing = ws.git.tag_targets()
+            for name in names:
+                if name in existing:
+                    raise TagExistsError(name)
+    return names
+
+
+@dataclass(frozen=True, slots=True)
+class GCOutcome:
+    """What ``cpv gc`` kept live and what the engine's collector did (or would do)."""
+
+    report: GCReport
+    live_versions: tuple[str, ...]
+    live_snapshots: int
+
+
+def gc_workspace(
+    root: str | Path,
+    *,
+    dry_run: bool = False,
+    grace_period_s: float | None = None,
+    break_stale_lock: bool = False,
+    config: _BaseConfig | None = None,
+    progress: Progress | None = None,
+) -> GCOutcome:
+    """Delete store data that no version of this workspace needs (see ``cpv gc --help``).
+
+    Live: the manifests at every version tag of both kinds, at HEAD, and in the working tree.
+    Anything younger than the grace period (default 24 h) survives too, which protects pushes
+    running elsewhere. The store must belong to this workspace alone: snapshots that other
+    workspaces pushed to the same store are not known here and are collected once older than
+    the grace period.
+
+    Raises:
+        StoreLockedError: another gc runs (exit 11). StoreError: re-run to finish.
+    """
+    with _open_ws(root, config, progress) as ws:
+        live: dict[str, list[str]] = {}
+        for kind in KINDS:
+            current = ws.history.current_manifest(kind, TRACKED[kind])
+            if current is not None:
+                live.setdefault(current.snapshot_id, []).append(f"{kind} (working tree)")
+            for info in ws.history.list_versions(kind):
+                if info.problem is not None:
+                    raise VersioningError(
+                        f"cannot read the manifests of {info.tag}: {info.problem}",
+                        hint="gc needs every version's snapshot ids; repair the tag first",
+                    )
+                for m in info.manifests:
+                    live.setdefault(m.snapshot_id, []).append(info.tag)
+            head = ws.git.head_commit()
+            if head is not None:
+                for m in ws.history.read_manifests(head, kind).values():
+                    live.setdefault(m.snapshot_id, []).append(f"{kind} (HEAD)")
+        report = collect_garbage(
+            ws.repository(), live_snapshots=list(live), dry_run=dry_run,
+            grace_period_s=DEFAULT_GRACE_S if grace_period_s is None else grace_period_s,
+            break_stale_lock=break_stale_lock, progress=ws.progress, limits=ws.limits,
+        )
+    labels = sorted({label for names in live.values() for label in names})
+    return GCOutcome(report=report, live_versions=tuple(labels), live_snapshots=len(live))

@@ -1,0 +1,1011 @@
+"""The `cpv` commands. Each one parses, calls :mod:`cpv.api`, and renders (STYLE Rule 10).
+
+No command catches a library error: they travel to the one boundary in :mod:`cpv.cli.main`,
+which maps them to a message, a hint and an exit code. Commands that must report a result
+*and* fail (``verify`` finding damage, ``doctor`` finding problems) store the result in
+:attr:`State.result` before raising, so ``--json`` still prints one document.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from cpv.cli import errors as _exit_table
+from cpv.cli import render
+from cpv.cli.progress import TqdmProgress
+from cpv.cli.render import Output
+
+if TYPE_CHECKING:
+    from cpv.api import CPVConfig
+    from cpv.workspace import Kind
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+AUTO_TAG = "\0auto"  # --tag given without a value
+TRACKED_NAMES = ("model", "data")
+
+#: exit code -> meaning, read from the one table's docstring (cpv/cli/errors.py).
+EXIT_MEANINGS: dict[int, str] = {
+    int(m.group(1)): m.group(2).strip()
+    for m in re.finditer(r"^(\d+)\s{2,}(.+)$", _exit_table.__doc__ or "", re.MULTILINE)
+}
+
+
+class _LowerLevelFormatter(logging.Formatter):
+    """``cpv: warning: ...`` like the error lines, not ``WARNING``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.levelname = record.levelname.lower()
+        return super().format(record)
+
+
+# -- state shared by all commands --------------------------------------------------------------
+
+
+@dataclass
+class State:
+    """Global options and the output sink of one `cpv` run (click's ``ctx.obj``)."""
+
+    json_mode: bool = False
+    quiet: bool = False
+    verbose: int = 0
+    debug: bool = False
+    result: object = None
+    out: Output = field(default_factory=Output)
+    _handler: logging.Handler | None = None
+
+    def apply(self) -> None:
+        """Push the flags into the output sink and the ``cpv`` logger (stderr)."""
+        self.out.json_mode = self.json_mode
+        self.out.quiet = self.quiet
+        logger = logging.getLogger("cpv")
+        if self._handler is None:
+            self._handler = logging.StreamHandler(sys.stderr)
+            self._handler.setFormatter(_LowerLevelFormatter("cpv: %(levelname)s: %(message)s"))
+            logger.addHandler(self._handler)
+            logger.propagate = False
+        if self.quiet:
+            level = logging.ERROR
+        elif self.verbose >= 2:
+            level = logging.DEBUG
+        elif self.verbose == 1:
+            level = logging.INFO
+        else:
+            level = logging.WARNING
+        logger.setLevel(level)
+
+    def root(self) -> Path:
+        """The workspace the command runs in (found upwards from the current folder)."""
+        from cpv.api import find_workspace
+
+        return find_workspace(Path.cwd())
+
+    def config(self, root: Path | None) -> CPVConfig:
+        from cpv.api import CPVConfig
+
+        return CPVConfig.load(workspace=root)
+
+    def progress(self) -> TqdmProgress:
+        enabled = not self.quiet and not self.json_mode and sys.stderr.isatty()
+        return TqdmProgress(enabled=enabled, file=sys.stderr)
+
+
+def _state(ctx: click.Context) -> State:
+    state = ctx.find_object(State)
+    if state is None:  # pragma: no cover - main() always passes one
+        state = ctx.ensure_object(State)
+    return state
+
+
+def _set_json(ctx: click.Context, _p: click.Parameter, value: bool) -> None:
+    if value:
+        _state(ctx).json_mode = True
+        _state(ctx).apply()
+
+
+def _set_quiet(ctx: click.Context, _p: click.Parameter, value: bool) -> None:
+    if value:
+        _state(ctx).quiet = True
+        _state(ctx).apply()
+
+
+def _set_verbose(ctx: click.Context, _p: click.Parameter, value: int) -> None:
+    if value:
+        _state(ctx).verbose += value
+        _state(ctx).apply()
+
+
+def _decorate(func: F, *decorators: Callable[[F], F]) -> F:
+    """Apply decorators as if stacked in this order above ``func``."""
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def common(func: F) -> F:
+    """``--json``, ``-q`` and ``-v`` after the command name too (``cpv versions --json``)."""
+    return _decorate(
+        func,
+        click.option("--json", "json_mode", is_flag=True, expose_value=False,
+                     callback=_set_json, is_eager=True,
+                     help="Print one JSON document on stdout (errors too)."),
+        click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
+                     is_eager=True, help="Only errors (and the data a query shows)."),
+        click.option("-v", "--verbose", count=True, expose_value=False,
+                     callback=_set_verbose, is_eager=True,
+                     help="More log lines on stderr (-vv: debug)."),
+    )
+
+
+def epilog(examples: Sequence[tuple[str, str]], codes: Sequence[int] = (0, 1, 2, 10)) -> str:
+    """The Examples and Exit codes sections of a command's --help (kept as written)."""
+    lines = ["\b", "Examples:"]
+    for cmd, what in examples:
+        if what:
+            lines.append(f"  # {what}")
+        lines.append(f"  {cmd}")
+    lines += ["", "\b", "Exit codes:"]
+    lines += [f"  {code:<3}  {EXIT_MEANINGS.get(code, '')}" for code in codes]
+    lines += ["", "See docs/cli.md for every command and docs/troubleshooting.md for errors."]
+    return "\n".join(lines)
+
+
+# -- small parsers -------------------------------------------------------------------------------
+
+
+def parse_metric(
+    _ctx: click.Context, _p: click.Parameter, values: Sequence[str]
+) -> dict[str, float]:
+    """``--metric loss=0.25`` (repeatable) -> ``{"loss": 0.25}``; bad syntax is a usage error."""
+    out: dict[str, float] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE (e.g. loss=0.25)",
+                                     param_hint="--metric")
+        try:
+            out[name] = float(raw)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: {raw!r} is not a number",
+                                     param_hint="--metric") from None
+    return out
+
+
+def _relative_to_root(raw: str, root: Path) -> str:
+    """A path the user typed as a workspace-relative path.
+
+    Like git, an existing path is relative to the current folder (``cpv push .`` inside
+    ``model/``); a name that does not exist there is taken as relative to the workspace
+    (``cpv push model`` from anywhere in it).
+    """
+    candidate = Path(raw)
+    full = candidate if candidate.is_absolute() else Path.cwd() / candidate
+    if not candidate.is_absolute() and not full.exists():
+        return Path(os.path.normpath(raw)).as_posix()
+    try:
+        rel = Path(os.path.normpath(full)).relative_to(root)
+    except ValueError:
+        return raw
+    return rel.as_posix() if rel.parts else "."
+
+
+def _push_kinds(paths: Sequence[str], root: Path) -> list[Kind]:
+    kinds: list[Kind] = []
+    for raw in paths:
+        rel = _relative_to_root(raw, root).strip("/")
+        chosen: tuple[Kind, ...]
+        if rel == ".":
+            chosen = ("model", "data")
+        elif rel == "model":
+            chosen = ("model",)
+        elif rel == "data":
+            chosen = ("data",)
+        else:
+            raise click.BadParameter(
+                f"{raw!r}: cpv pushes the tracked folders 'model' and 'data' (whole)",
+                param_hint="PATH",
+            )
+        kinds += [k for k in chosen if k not in kinds]
+    return kinds
+
+
+def _kind_flag(model: bool, data: bool) -> Kind | None:
+    if model and data:
+        raise click.UsageError("--model and --data exclude each other")
+    return "model" if model else "data" if data else None
+
+
+def _kind_options(model_help: str, data_help: str) -> Callable[[F], F]:
+    def decorator(func: F) -> F:
+        return _decorate(
+            func,
+            click.option("--model", "model_flag", is_flag=True, help=model_help),
+            click.option("--data", "data_flag", is_flag=True, help=data_help),
+        )
+
+    return decorator
+
+
+def _metrics_options(func: F) -> F:
+    return _decorate(
+        func,
+        click.option("--metrics", "metrics_file", type=click.Path(dir_okay=False),
+                     help="A JSON file holding one object of metric name -> number."),
+        click.option("--metric", "metric_pairs", multiple=True, metavar="NAME=VALUE",
+                     callback=parse_metric,
+                     help="A metric to record (repeatable), e.g. --metric loss=0.25."),
+    )
+
+
+def _load_metrics(metrics_file: str | None, pairs: dict[str, float]) -> dict[str, float] | None:
+    if metrics_file is None and not pairs:
+        return None
+    from cpv.api import load_metric_inputs
+
+    return load_metric_inputs(metrics_file, pairs)
+
+
+# -- init --------------------------------------------------------------------------------------
+
+
+@click.command(epilog=epilog([
+    ("cpv init", "here, with the embedded local store (.cpv/store)"),
+    ("cpv init my-model --team AI-Convo --model whisper", "in a new folder"),
+    ("cpv init --store s3://ml-checkpoints/whisper", "bytes in S3 (see cpv config wizard)"),
+    ("cpv init --store /mnt/shared/cpv --remote git@bitbucket.org:team/whisper.git", ""),
+]))
+@click.argument("directory", required=False, type=click.Path(file_okay=False))
+@click.option("--store", metavar="URL",
+              help="s3://bucket/prefix, file:///abs/path or a folder (default: .cpv/store).")
+@click.option("--team", metavar="TEAM", help="Team name, e.g. AI-Convo.")
+@click.option("--model", "model_name", metavar="NAME", help="Model name, e.g. faster-whisper.")
+@click.option("--remote", metavar="GIT_URL", help="Git remote to push history to (origin).")
+@click.option("--data-from", type=click.Path(exists=True, file_okay=False),
+              help="Bring an existing data folder (train/validation/test) into data/.")
+@click.option("--dry-run", is_flag=True, help="Show what would be created.")
+@common
+@click.pass_obj
+def init(
+    state: State,
+    directory: str | None,
+    store: str | None,
+    team: str | None,
+    model_name: str | None,
+    remote: str | None,
+    data_from: str | None,
+    dry_run: bool,
+) -> None:
+    """Create a workspace: Git repository, store, model/ and data/.
+
+    Works in a new folder or an existing Git repository, and is safe to re-run
+    (it only adds what is missing). Without --store the bytes go to the embedded
+    local store in .cpv/store: a first run needs no cloud account.
+    """
+    from cpv.api import init_workspace
+
+    root = Path(directory or ".").expanduser().absolute()
+    enclosing = _try_root(root)
+    if enclosing is not None and enclosing != root:
+        raise click.UsageError(
+            f"{root} is inside the cpv workspace {enclosing}; a workspace cannot hold another "
+            "(run cpv init in a folder outside it)")
+    if store is not None and "://" not in store:
+        store = str(Path(store).expanduser().absolute())
+    cfg = state.config(root if (root / ".cpv").is_dir() else None)
+    changes: dict[str, Any] = {}
+    if team is not None:
+        changes["team"] = team
+    if model_name is not None:
+        changes["model"] = model_name
+    if changes:
+        cfg = cfg.replace(**changes)
+    result = init_workspace(root, config=cfg, store_url=store, remote_url=remote,
+                            data_path=data_from, dry_run=dry_run)
+
+    def human() -> list[str]:
+        verb = ("Would initialize" if dry_run else "Initialized") if result.created else (
+            "Would reinitialize existing" if dry_run else "Reinitialized existing")
+        lines = [f"{verb} cpv workspace in {result.workspace}",
+                 f"  store:  {result.store_url}",
+                 f"  remote: {result.remote or 'none (add one with --remote GIT_URL)'}"]
+        if not dry_run:
+            lines += ["Next: save checkpoint files under model/ (data under data/train, ...), then",
+                      '  cpv push -m "first version" --tag']
+        return lines
+
+    state.out.emit({"workspace": str(result.workspace), "store_url": result.store_url,
+                    "created": result.created, "remote": result.remote, "dry_run": dry_run},
+                   human)
+
+
+# -- push --------------------------------------------------------------------------------------
+
+
+@click.command(epilog=epilog([
+    ("cpv push", "model/ and data/ (those holding files)"),
+    ('cpv push model -m "epoch 12" --metric loss=0.231 --tag', "push and tag the next version"),
+    ("cpv push --tag v1.0", "push both and tag v1.0 + data-v1.0"),
+    ("cpv push data --metrics eval.json", "metrics from a JSON file"),
+    ("cpv push --dry-run", "show what would be uploaded"),
+], codes=(0, 1, 2, 3, 10, 11, 12)))
+@click.argument("paths", nargs=-1, metavar="[PATH]...")
+@click.option("-m", "--message", default="", help="What changed (stored in the version).")
+@click.option("--tag", "tag", is_flag=False, flag_value=AUTO_TAG, default=None,
+              metavar="[VERSION]",
+              help="Tag after pushing: the next version, or VERSION (e.g. v1.0).")
+@_metrics_options
+@click.option("--force", is_flag=True,
+              help="Re-hash every file (ignore the stat cache) and move an existing tag.")
+@click.option("--notify", is_flag=True, help="Post to notify.webhook_url (Slack/Teams).")
+@click.option("--dry-run", is_flag=True, help="Show what would be uploaded; change nothing.")
+@common
+@click.pass_obj
+def push(
+    state: State,
+    paths: tuple[str, ...],
+    message: str,
+    tag: str | None,
+    metrics_file: str | None,
+    metric_pairs: dict[str, float],
+    force: bool,
+    notify: bool,
+    dry_run: bool,
+) -> None:
+    """Upload model/ and data/ and record a new version.
+
+    PATH is 'model' and/or 'data' (default: both, if they hold files). Only
+    chunks the store does not already hold are uploaded; unchanged files are
+    not even re-read. The manifest is committed to Git, tagged with --tag,
+    and pushed to the Git remote if the workspace has one.
+    """
+    from cpv.api import (
+        CombinedCheckpointsManage,
+        DataCheckpointsManage,
+        ModelsCheckpointsManage,
+        kinds_with_files,
+        planned_tags,
+    )
+
+    if tag is not None and tag != AUTO_TAG and tag.strip("/") in TRACKED_NAMES:
+        # `cpv push --tag model`: click took the path as the option's value.
+        paths, tag = (*paths, tag), AUTO_TAG
+    root = state.root()
+    cfg = state.config(root)
+    kinds = _push_kinds(paths, root) or kinds_with_files(root)
+    metrics = _load_metrics(metrics_file, metric_pairs)
+    version = None if tag in (None, AUTO_TAG) else tag
+    # A taken or malformed tag fails here, before any byte is uploaded.
+    plan = planned_tags(root, kinds, version, force=force, config=cfg) if tag is not None else []
+    progress = state.progress()
+    results = []
+    metrics_kind = "model" if "model" in kinds else "data"
+    for kind in kinds:
+        kind_metrics = metrics if kind == metrics_kind else None
+        if kind == "model":
+            with ModelsCheckpointsManage(workspace=root, config=cfg, progress=progress) as mcm:
+                results.append(mcm.upload_model_checkpoint(
+                    metrics=kind_metrics, message=message, dry_run=dry_run, force=force,
+                    notify=notify))
+        else:
+            with DataCheckpointsManage(workspace=root, config=cfg, progress=progress) as dcm:
+                results.append(dcm.upload_data_checkpoint(
+                    metrics=kind_metrics, message=message, dry_run=dry_run, force=force,
+                    notify=notify))
+    tags: list[str] = []
+    if tag is not None:
+        if dry_run:
+            tags = plan
+        elif len(kinds) == 2:
+            with CombinedCheckpointsManage(workspace=root, config=cfg,
+                                           progress=progress) as ccm:
+                tags = list(ccm.tag_model_and_data(version, message or None, force=force,
+                                                   notify=notify))
+        elif kinds[0] == "model":
+            with ModelsCheckpointsManage(workspace=root, config=cfg) as mcm:
+                tags = [mcm.tag_model_checkpoint(version, message or None, force=force,
+                                                 notify=notify)]
+        else:
+            with DataCheckpointsManage(workspace=root, config=cfg) as dcm:
+                tags = [dcm.tag_data_checkpoint(version, message or None, force=force,
+                                                notify=notify)]
+    pushed_to = next((r.pushed_to for r in results if r.pushed_to), None)
+
+    def human() -> list[str]:
+        lines = [line for r in results for line in render.upload_lines(r)]
+        total = sum(r.total_bytes for r in results)
+        if len(results) > 1:
+            sent = sum(r.new_bytes if dry_run else r.uploaded_bytes for r in results)
+            lines.append(f"total  {render.fmt_bytes(total)}, "
+                         f"{'would upload' if dry_run else 'uploaded'} {render.fmt_bytes(sent)}")
+        if tags:
+            lines.append(("would tag " if dry_run else "tagged ") + ", ".join(tags))
+        if pushed_to and not dry_run:
+            lines.append(f"pushed history to the Git remote ({pushed_to})")
+        return lines
+
+    state.out.emit({"dry_run": dry_run, "results": [render.upload_dict(r) for r in results],
+                    "tags": tags, "pushed_to": pushed_to}, human)
+
+
+# -- pull --------------------------------------------------------------------------------------
+
+
+def _split_rev_and_paths(args: Sequence[str], root: Path) -> tuple[str | None, list[str]]:
+    """``[REV] [PATH...]``: the first word is a path when it starts with model/ or data/."""
+    if not args:
+        return None, []
+    words = [_relative_to_root(a, root) if ("/" in a or a in TRACKED_NAMES or a == ".") else a
+             for a in args]
+    first_head = words[0].split("/", 1)[0]
+    if first_head in TRACKED_NAMES:
+        return None, words
+    rev, paths = args[0], words[1:]
+    for p in paths:
+        if p.split("/", 1)[0] not in TRACKED_NAMES:
+            raise click.BadParameter(f"{p!r} is not under model/ or data/", param_hint="PATH")
+    return rev, paths
+
+
+@click.command(epilog=epilog([
+    ("cpv pull", "the current version of model and data"),
+    ("cpv pull v0.1", "model v0.1 (and data-v0.1 if it exists)"),
+    ("cpv pull v0.2 model", "only the model"),
+    ("cpv pull data-v0.3 data/validation", "only one data split"),
+    ("cpv pull v0.1 model --to /tmp/v0.1", "somewhere else, leaving model/ alone"),
+], codes=(0, 1, 2, 3, 4, 10, 12)))
+@click.argument("args", nargs=-1, metavar="[REV] [PATH]...")
+@click.option("--to", "dest", type=click.Path(file_okay=False),
+              help="Write into this folder instead of the workspace (one PATH kind).")
+@click.option("--force", is_flag=True, help="Overwrite local changes that were not pushed.")
+@common
+@click.pass_obj
+def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool) -> None:
+    """Bring files to a version, fetching only what is missing.
+
+    REV is a version tag (v0.1, data-v0.1), a branch or a commit; default: the
+    current version. Files that are already right are left alone, and chunks
+    that local files already hold are copied, not downloaded. This does not
+    change the recorded version (cpv checkout does).
+    """
+    from cpv.api import pull_workspace
+
+    root = state.root()
+    rev, paths = _split_rev_and_paths(args, root)
+    cfg = state.config(root)
+    results = pull_workspace(root, rev, paths=paths, dest=dest, force=force, config=cfg,
+                             progress=state.progress())
+    state.out.emit({"rev": rev, "results": [render.pull_dict(p) for p in results]},
+                   lambda: [line for p in results for line in render.pull_lines(p)])
+
+
+# -- tag ---------------------------------------------------------------------------------------
+
+
+@click.command(epilog=epilog([
+    ("cpv tag", "next version of model and data (v0.3 + data-v0.3)"),
+    ('cpv tag v1.0 -m "release"', "a chosen version"),
+    ("cpv tag --model --metric accuracy=0.97", "model only, with a metric"),
+    ("cpv tag v0.2 --force", "move an existing tag"),
+]))
+@click.argument("version", required=False)
+@click.option("-m", "--message", default=None, help="Tag message.")
+@_kind_options("Tag the model only.", "Tag the data only.")
+@_metrics_options
+@click.option("--force", is_flag=True, help="Move the tag if it exists.")
+@click.option("--notify", is_flag=True, help="Post to notify.webhook_url (Slack/Teams).")
+@click.option("--dry-run", is_flag=True, help="Show the tag that would be created.")
+@common
+@click.pass_obj
+def tag(
+    state: State,
+    version: str | None,
+    message: str | None,
+    model_flag: bool,
+    data_flag: bool,
+    metrics_file: str | None,
+    metric_pairs: dict[str, float],
+    force: bool,
+    notify: bool,
+    dry_run: bool,
+) -> None:
+    """Tag the current version: v0.1, v0.2, ... v0.10.
+
+    Versions are v{major}.{minor}, numerically auto-incremented.
+
+    Without --model/--data, model and data get one number together
+    (v0.3 and data-v0.3) when both have a version; else the one that has.
+    """
+    from cpv.api import (
+        CombinedCheckpointsManage,
+        DataCheckpointsManage,
+        ModelsCheckpointsManage,
+        resolve_version,
+    )
+
+    root = state.root()
+    cfg = state.config(root)
+    only = _kind_flag(model_flag, data_flag)
+    kinds = [only] if only else list(resolve_version(root, None, config=cfg))
+    metrics = _load_metrics(metrics_file, metric_pairs)
+    if len(kinds) == 2:
+        with CombinedCheckpointsManage(workspace=root, config=cfg) as ccm:
+            tags = list(ccm.tag_model_and_data(version, message, metrics=metrics, force=force,
+                                               dry_run=dry_run, notify=notify))
+    elif kinds[0] == "model":
+        with ModelsCheckpointsManage(workspace=root, config=cfg) as mcm:
+            tags = [mcm.tag_model_checkpoint(version, message, metrics=metrics, force=force,
+                                             dry_run=dry_run, notify=notify)]
+    else:
+        with DataCheckpointsManage(workspace=root, config=cfg) as dcm:
+            tags = [dcm.tag_data_checkpoint(version, message, metrics=metrics, force=force,
+                                            dry_run=dry_run, notify=notify)]
+    state.out.emit({"tags": tags, "dry_run": dry_run},
+                   [("would tag " if dry_run else "tagged ") + ", ".join(tags)])
+
+
+# -- versions, metrics -------------------------------------------------------------------------
+
+
+def _list_versions(root: Path, cfg: CPVConfig, kind: Kind) -> list[Any]:
+    from cpv.api import DataCheckpointsManage, ModelsCheckpointsManage
+
+    if kind == "model":
+        with ModelsCheckpointsManage(workspace=root, config=cfg) as mcm:
+            return mcm.read_checkpoint_tag()
+    with DataCheckpointsManage(workspace=root, config=cfg) as dcm:
+        return dcm.read_data_checkpoint_tag()
+
+
+@click.command(epilog=epilog([
+    ("cpv versions", "model versions, oldest first"),
+    ("cpv versions --data", "data versions"),
+    ("cpv versions --json | jq '.[-1].metrics'", "metrics of the latest version"),
+]))
+@_kind_options("Model versions (the default).", "Data versions.")
+@common
+@click.pass_obj
+def versions(state: State, model_flag: bool, data_flag: bool) -> None:
+    """List versions: tag, date, author, message, size and key metrics."""
+    kind = _kind_flag(model_flag, data_flag) or "model"
+    root = state.root()
+    infos = _list_versions(root, state.config(root), kind)
+    state.out.emit([render.version_dict(v) for v in infos],
+                   lambda: render.versions_lines(infos, kind), essential=True)
+
+
+@click.command(epilog=epilog([
+    ("cpv metrics", "every model version's metrics as a table"),
+    ("cpv metrics v0.1 v0.4", "only these versions"),
+    ("cpv metrics --plot metrics.png", "a chart (needs matplotlib)"),
+]))
+@click.argument("revs", nargs=-1, metavar="[REV]...")
+@_kind_options("Model versions (the default).", "Data versions.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False),
+              help="Also draw the metrics over versions into this PNG file.")
+@common
+@click.pass_obj
+def metrics(
+    state: State, revs: tuple[str, ...], model_flag: bool, data_flag: bool,
+    plot_file: str | None,
+) -> None:
+    """Show metrics of versions side by side, or plot them."""
+    from cpv.errors import TagNotFoundError
+
+    kind = _kind_flag(model_flag, data_flag) or (
+        "data" if revs and all(r.startswith("data-") for r in revs) else "model")
+    root = state.root()
+    infos = _list_versions(root, state.config(root), kind)
+    if revs:
+        by_tag = {v.tag: v for v in infos}
+        wanted = [r if r in by_tag or r.startswith(("v", "data-")) else f"v{r}" for r in revs]
+        if kind == "data":
+            wanted = [w if w.startswith("data-") else f"data-{w}" for w in wanted]
+        missing = [w for w in wanted if w not in by_tag]
+        if missing:
+            raise TagNotFoundError(missing[0], hint=f"list versions with 'cpv versions"
+                                   f"{' --data' if kind == 'data' else ''}'")
+        infos = [by_tag[w] for w in wanted]
+    if plot_file is not None:
+        _plot(infos, Path(plot_file))
+        state.out.info(f"wrote {plot_file}")
+    state.out.emit([{"tag": v.tag, "date": v.date.isoformat(), "metrics": dict(v.metrics)}
+                    for v in infos], lambda: render.metrics_lines(infos), essential=True)
+
+
+def _plot(infos: Sequence[Any], path: Path) -> None:
+    from cpv.errors import ConfigError, LocalIOError
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ConfigError("--plot needs matplotlib, which is not installed",
+                          hint="python -m pip install matplotlib") from exc
+    names = sorted({k for v in infos for k in v.metrics})
+    if not names:
+        raise ConfigError("no metrics to plot in these versions",
+                          hint="record some: cpv push --metric loss=0.25 (or cpv tag --metric)")
+    fig, axes = plt.subplots(len(names), 1, figsize=(8, 2.6 * len(names)), squeeze=False)
+    tags = [v.tag for v in infos]
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        xs = [i for i, v in enumerate(infos) if name in v.metrics]
+        ax.plot(xs, [infos[i].metrics[name] for i in xs], marker="o")
+        ax.set_ylabel(name)
+        ax.set_xticks(range(len(tags)), tags)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except OSError as exc:
+        raise LocalIOError(f"cannot write {path}: {exc.strerror or exc}", path=str(path)) from exc
+    finally:
+        plt.close(fig)
+
+
+# -- checkout, status, diff --------------------------------------------------------------------
+
+
+@click.command(epilog=epilog([
+    ("cpv checkout v0.1", "model v0.1 and data-v0.1 (if it exists)"),
+    ("cpv checkout data-v0.2", "data only"),
+    ("cpv checkout v0.1 --force", "discard local changes that were not pushed"),
+], codes=(0, 1, 2, 3, 4, 10, 12)))
+@click.argument("rev")
+@click.option("--force", is_flag=True, help="Discard local changes that were not pushed.")
+@click.option("--dry-run", is_flag=True, help="Show what would be checked out.")
+@common
+@click.pass_obj
+def checkout(state: State, rev: str, force: bool, dry_run: bool) -> None:
+    """Make REV the current version again (files + manifests).
+
+    History is kept: the checkout is a new commit, which can be pushed (and
+    checked out in turn). Refused while tracked files have changes that were
+    not pushed, unless --force.
+    """
+    from cpv.api import checkout_workspace
+
+    root = state.root()
+    results = checkout_workspace(root, rev, force=force, dry_run=dry_run,
+                                 config=state.config(root), progress=state.progress())
+    state.out.emit({"rev": rev, "dry_run": dry_run, "results": [render.jsonable(r)
+                                                                  for r in results]},
+                   lambda: render.revert_lines(results, rev, dry_run=dry_run))
+
+
+@click.command(epilog=epilog([
+    ("cpv status", ""),
+    ("cpv status --json", "for scripts: .clean, .kinds.model.changed"),
+]))
+@common
+@click.pass_obj
+def status(state: State) -> None:
+    """Show the current versions and what changed since the last push."""
+    from cpv.api import workspace_status
+
+    root = state.root()
+    report = workspace_status(root, config=state.config(root))
+    state.out.emit(render.status_dict(report), lambda: render.status_lines(report),
+                   essential=True)
+
+
+@click.command(epilog=epilog([
+    ("cpv diff v0.1 v0.2", "files and metrics between two model versions"),
+    ("cpv diff v0.1", "v0.1 against the current commit"),
+    ("cpv diff data-v0.1 data-v0.2", "data versions"),
+    ("cpv diff v0.1 v0.2 --data", "the same, written shorter"),
+]))
+@click.argument("rev1")
+@click.argument("rev2", required=False, default="HEAD")
+@_kind_options("Compare model versions (default, unless a REV is data-v...).",
+               "Compare data versions (v0.1 then means data-v0.1).")
+@common
+@click.pass_obj
+def diff(state: State, rev1: str, rev2: str, model_flag: bool, data_flag: bool) -> None:
+    """Show files and metrics that differ between versions.
+
+    Lists files added, removed and changed between REV1 and REV2 (default: the
+    current commit), and each metric's values and delta.
+    """
+    from cpv.api import diff_versions
+
+    root = state.root()
+    result = diff_versions(root, rev1, rev2, kind=_kind_flag(model_flag, data_flag),
+                           config=state.config(root))
+    state.out.emit(render.diff_dict(result), lambda: render.diff_lines(result), essential=True)
+
+
+# -- verify ------------------------------------------------------------------------------------
+
+
+@click.command(epilog=epilog([
+    ("cpv verify", "the current versions: every chunk indexed, every pack present"),
+    ("cpv verify v0.1 --deep", "re-read and re-hash every byte of v0.1"),
+    ("cpv verify --all", "every snapshot in the store, and which versions are damaged"),
+], codes=(0, 1, 2, 4, 10, 12)))
+@click.argument("rev", required=False)
+@click.option("--all", "all_snapshots", is_flag=True, help="Every snapshot in the store.")
+@click.option("--deep", is_flag=True, help="Read every needed chunk back and re-hash it.")
+@common
+@click.pass_obj
+def verify(state: State, rev: str | None, all_snapshots: bool, deep: bool) -> None:
+    """Check that the store holds every byte, undamaged.
+
+    Checks every byte the versions need.
+
+    Exit code 4 when something is damaged or missing; the output names the
+    affected versions and files (other versions are intact).
+    """
+    from cpv.api import verify_workspace
+    from cpv.errors import IntegrityError
+
+    if rev is not None and all_snapshots:
+        raise click.UsageError("give a REV or --all, not both")
+    root = state.root()
+    outcome = verify_workspace(root, rev, all_snapshots=all_snapshots, deep=deep,
+                               config=state.config(root), progress=state.progress())
+    data = render.verify_dict(outcome)
+    if outcome.ok:
+        state.out.emit(data, lambda: render.verify_lines(outcome), essential=True)
+        return
+    if not state.json_mode:
+        for line in render.verify_lines(outcome):
+            click.echo(line)
+    state.result = data
+    labels = sorted({d.label for d in outcome.damaged})
+    error = IntegrityError(
+        f"the store is damaged: {len(labels)} version(s) cannot be fully restored "
+        f"({', '.join(labels[:5])}{', ...' if len(labels) > 5 else ''})",
+    )
+    error.hint = ("the versions not listed are intact; docs/troubleshooting.md "
+                  "(IntegrityError) says how to recover the others")
+    raise error
+
+
+# -- gc ----------------------------------------------------------------------------------------
+
+
+@click.command(epilog=epilog([
+    ("cpv gc --dry-run", "what would be deleted, and how many bytes freed"),
+    ("cpv gc", "the same, then asks before deleting"),
+    ("cpv gc --yes", "delete without asking (scripts, cron)"),
+], codes=(0, 1, 2, 10, 11, 12)))
+@click.option("--dry-run", is_flag=True, help="Only report what would be deleted.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask before deleting.")
+@click.option("--grace-hours", type=click.FloatRange(min=0), default=None, metavar="HOURS",
+              help="Keep everything younger than this (default 24): protects running pushes.")
+@click.option("--break-stale-lock", is_flag=True,
+              help="Take over the lock of a gc that died (its lock was not refreshed).")
+@common
+@click.pass_obj
+def gc(
+    state: State, dry_run: bool, yes: bool, grace_hours: float | None, break_stale_lock: bool
+) -> None:
+    """Delete store data that no version of this workspace needs.
+
+    Live are the versions of every tag, HEAD and the working tree; anything
+    younger than the grace period is kept too. Run it only on a store that
+    this workspace alone uses: snapshots other workspaces pushed to the same
+    store are not known here.
+    """
+    from cpv.api import gc_workspace
+
+    root = state.root()
+    cfg = state.config(root)
+    grace = None if grace_hours is None else grace_hours * 3600.0
+    if not dry_run and not yes:
+        if state.json_mode or not sys.stdin.isatty():
+            raise click.UsageError("gc deletes data: pass --yes to confirm, or --dry-run")
+        plan = gc_workspace(root, dry_run=True, grace_period_s=grace, config=cfg)
+        for line in render.gc_lines(plan):
+            click.echo(line)
+        if not plan.report.snapshots_deleted and not plan.report.packs_condemned:
+            return
+        click.confirm("Delete this data?", abort=True, err=True)
+    outcome = gc_workspace(root, dry_run=dry_run, grace_period_s=grace,
+                           break_stale_lock=break_stale_lock, config=cfg,
+                           progress=state.progress())
+    state.out.emit(render.gc_dict(outcome), lambda: render.gc_lines(outcome))
+
+
+# -- config, doctor ----------------------------------------------------------------------------
+
+
+def _config_target(global_: bool) -> tuple[Path, str]:
+    from cpv.api import find_workspace
+    from cpv.config import default_config_path, workspace_config_path
+    from cpv.errors import NotAWorkspaceError
+
+    if not global_:
+        try:
+            return workspace_config_path(find_workspace(Path.cwd())), "workspace"
+        except NotAWorkspaceError:
+            pass
+    return default_config_path(), "user"
+
+
+def _try_root(start: Path | None = None) -> Path | None:
+    from cpv.api import find_workspace
+    from cpv.errors import NotAWorkspaceError
+
+    try:
+        return find_workspace(start or Path.cwd())
+    except NotAWorkspaceError:
+        return None
+
+
+_KEY_RE = re.compile(r"^[a-z_]+(\.[a-z_]+)?$")
+
+
+def _dotted(key: str) -> tuple[str, str | None]:
+    if not _KEY_RE.match(key):
+        raise click.BadParameter(f"{key!r} is not a setting name like aws.profile or team",
+                                 param_hint="KEY")
+    section, _, sub = key.partition(".")
+    return section, sub or None
+
+
+@click.group(epilog=epilog([
+    ("cpv config show", "every setting and where it came from"),
+    ("cpv config get store.url", ""),
+    ("cpv config set aws.profile ml-team", "in the workspace (or ~/.cpv/config.json outside)"),
+    ("cpv config set --global transfer.workers 16", "for every workspace of this user"),
+    ("cpv config wizard", "set up the AWS profile, bucket and Git SSH remote interactively"),
+]))
+def config() -> None:
+    """Show and change settings (docs/config.md lists them all).
+
+    Settings come from ~/.cpv/config.json, then the workspace's .cpv/config.json,
+    then CPV_* environment variables. cpv never stores credentials: only an
+    AWS profile name and an SSH key path.
+    """
+
+
+@config.command("show", epilog=epilog([("cpv config show", ""), ("cpv config show --json", "")],
+                                      codes=(0, 1)))
+@common
+@click.pass_obj
+def config_show(state: State) -> None:
+    """Every setting with its value (defaults included)."""
+    view = state.config(_try_root()).get_config()
+    state.out.emit(view, lambda: render.config_lines(view), essential=True)
+
+
+@config.command("get", epilog=epilog([("cpv config get aws.bucket", "")], codes=(0, 1, 2)))
+@click.argument("key")
+@common
+@click.pass_obj
+def config_get(state: State, key: str) -> None:
+    """Print one setting's value (empty line if unset)."""
+    section, sub = _dotted(key)
+    view = state.config(_try_root()).get_config()
+    if section not in view or section == "sources" or (
+            sub is not None and not (isinstance(view[section], dict) and sub in view[section])):
+        raise click.BadParameter(f"unknown setting {key!r} (see cpv config show)",
+                                 param_hint="KEY")
+    value = view[section] if sub is None else view[section][sub]
+    state.out.emit({"key": key, "value": value},
+                   ["" if value is None else str(value)], essential=True)
+
+
+@config.command("set", epilog=epilog([
+    ("cpv config set store.url s3://ml-checkpoints/whisper", ""),
+    ("cpv config set --global aws.profile ml-team", ""),
+], codes=(0, 1, 2)))
+@click.argument("key")
+@click.argument("value")
+@click.option("--global", "global_", is_flag=True, help="Write ~/.cpv/config.json.")
+@common
+@click.pass_obj
+def config_set(state: State, key: str, value: str, global_: bool) -> None:
+    """Set one setting in the workspace's (or with --global the user's) config file."""
+    _write_setting(state, key, value, global_)
+
+
+@config.command("unset", epilog=epilog([("cpv config unset aws.endpoint_url", "")],
+                                       codes=(0, 1, 2)))
+@click.argument("key")
+@click.option("--global", "global_", is_flag=True, help="Write ~/.cpv/config.json.")
+@common
+@click.pass_obj
+def config_unset(state: State, key: str, global_: bool) -> None:
+    """Remove one setting from the config file (the default applies again)."""
+    from cpv.api import CPVConfig
+    from cpv.errors import ConfigError
+
+    section, sub = _dotted(key)
+    path, scope = _config_target(global_)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}",
+                          hint="fix or remove the file (see docs/config.md)") from exc
+    holder = doc.get(section) if sub else doc
+    name = sub or section
+    removed = isinstance(holder, dict) and holder.pop(name, None) is not None
+    if sub and isinstance(doc.get(section), dict) and not doc[section]:
+        del doc[section]
+    if removed:
+        CPVConfig.from_dict(doc, source=str(path)).save(path)
+    state.out.emit({"key": key, "removed": removed, "file": str(path), "scope": scope},
+                   [f"{'unset' if removed else 'was not set:'} {key} in {path}"])
+
+
+def _write_setting(state: State, key: str, value: str, global_: bool) -> None:
+    from cpv.config import update_config_file
+
+    section, sub = _dotted(key)
+    path, scope = _config_target(global_)
+    change: dict[str, Any] = {section: {sub: value}} if sub else {section: value}
+    update_config_file(path, change)
+    note = ""
+    if scope == "workspace":
+        note = "commit .cpv/config.json to share it (git commit .cpv/config.json -m ...)"
+    state.out.emit({"key": key, "value": value, "file": str(path), "scope": scope},
+                   [f"set {key} in {path}"]
+                   + ([note] if note else []))
+
+
+@config.command("wizard", epilog=epilog([("cpv config wizard", ""),
+                                         ("cpv config wizard --workspace", "")], codes=(0, 1)))
+@click.option("--workspace", "in_workspace", is_flag=True,
+              help="Write the workspace's .cpv/config.json instead of ~/.cpv/config.json.")
+@common
+@click.pass_obj
+def config_wizard(state: State, in_workspace: bool) -> None:
+    """Set up the store (AWS profile, bucket, endpoint) and the Git remote (SSH key).
+
+    Asks on the terminal, checks the profile exists in ~/.aws, can create a
+    dedicated SSH key for the Git host, and saves with mode 0600.
+    """
+    from cpv.cli.wizard import run_wizard
+
+    root = _try_root()
+    target, _ = _config_target(not in_workspace)
+    summary = run_wizard(config=state.config(root), target=target, root=root)
+    state.out.emit(summary, [f"saved to {target}"])
+
+
+@click.command(epilog=epilog([("cpv doctor", ""), ("cpv doctor --json", "")], codes=(0, 1)))
+@common
+@click.pass_obj
+def doctor(state: State) -> None:
+    """Check the set-up and say what to fix.
+
+    Checks git, Python, the config, the store, the Git remote and disk space.
+
+    Prints one line per check and a 'fix:' line for each problem.
+    """
+    from cpv.api import doctor_checks
+    from cpv.errors import CPVError
+
+    checks = doctor_checks(_try_root())
+    data = [render.jsonable(c) for c in checks]
+    failed = [c for c in checks if not c.ok]
+    if not failed:
+        state.out.emit(data, lambda: render.doctor_lines(checks), essential=True)
+        return
+    if not state.json_mode:
+        for line in render.doctor_lines(checks):
+            click.echo(line)
+    state.result = data
+    raise CPVError(f"{len(failed)} problem(s) found: {', '.join(c.name for c in failed)}",
+                   hint="apply the 'fix:' lines above, then run cpv doctor again")
+
+
+COMMANDS: tuple[click.Command, ...] = (
+    init, push, pull, tag, versions, checkout, status, diff, metrics, verify, gc, config,
+    doctor,
+)

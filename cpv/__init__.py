@@ -2,27 +2,46 @@
 
 The public surface is the seed design's facade::
 
-    from cpv import CPVConfig, ModelsCheckpointsManage, DataCheckpointsManage, CombinedCheckpointsManage
+    from cpv import CPVConfig, ModelsCheckpointsManage
+    from cpv import DataCheckpointsManage, CombinedCheckpointsManage
 
 The storage engine is usable on its own from :mod:`cpv.engine` (push/pull/verify of file trees).
+Names are imported lazily, so ``cpv --version`` and ``import cpv.engine`` do not pay for the
+facade's imports (Git, pydantic).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from cpv.api import (  # noqa: E402  (after __version__: cpv.notify reads it)
-    CombinedCheckpointsManage,
-    CPVConfig,
-    DataArtifacts,
-    DataCheckpointsManage,
-    InitResult,
-    ModelArtifacts,
-    ModelsCheckpointsManage,
-    RevertResult,
-    UploadResult,
-)
-from cpv.errors import CPVError  # noqa: E402
+if TYPE_CHECKING:
+    from cpv.api import (
+        CombinedCheckpointsManage,
+        CPVConfig,
+        DataArtifacts,
+        DataCheckpointsManage,
+        InitResult,
+        ModelArtifacts,
+        ModelsCheckpointsManage,
+        RevertResult,
+        UploadResult,
+    )
+    from cpv.errors import CPVError
+
+_LAZY = {
+    "CombinedCheckpointsManage": "cpv.api",
+    "CPVConfig": "cpv.api",
+    "DataArtifacts": "cpv.api",
+    "DataCheckpointsManage": "cpv.api",
+    "InitResult": "cpv.api",
+    "ModelArtifacts": "cpv.api",
+    "ModelsCheckpointsManage": "cpv.api",
+    "RevertResult": "cpv.api",
+    "UploadResult": "cpv.api",
+    "CPVError": "cpv.errors",
+}
 
 __all__ = [
     "CPVConfig",
@@ -37,3 +56,18 @@ __all__ = [
     "UploadResult",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cpv' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -55,7 +56,14 @@ from cpv.versioning import (
     manifest_for_files,
     resolve_metrics,
 )
-from cpv.workspace import DATA_SPLITS, TRACKED, Kind, Workspace, exclude_internal
+from cpv.workspace import (
+    DATA_SPLITS,
+    TRACKED,
+    WORKSPACE_ID_FILE,
+    Kind,
+    Workspace,
+    exclude_internal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -369,6 +377,7 @@ class _Facade:
             limits=ws.limits,
             dry_run=dry_run,
             rehash=force,
+            meta={"workspace": ws.workspace_id} if ws.workspace_id else None,
         )
         resolved = resolve_metrics(metrics) if metrics is not None else {}
         files = [(f.path, f.size, f.blake3) for f in result.snapshot.files if not f.is_symlink]
@@ -991,6 +1000,15 @@ def init_workspace(
     if dry_run:
         return InitResult(root, url, not (root / ".cpv").exists(), cfg.git.remote_url)
     existed = (root / ".cpv").is_dir()
+    # The store first: wrong credentials or a missing bucket fail before anything is created.
+    store = open_store(
+        url, profile=cfg.aws.profile, region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url,
+        sse=cfg.aws.sse, sse_kms_key_id=cfg.aws.sse_kms_key_id,
+    )
+    try:
+        Repository.init(store, pack_size=cfg.transfer.pack_size).close()
+    finally:
+        store.close()
     root.mkdir(parents=True, exist_ok=True)
     try:
         git = GitRepo.open(root, ssh_command=cfg.git_ssh_command)
@@ -1024,15 +1042,10 @@ def init_workspace(
             ),
         )
         _ensure_ignored(root / ".gitignore", ["/.cpv/store/", "/model/", "/data/"])
-        store = open_store(
-            url, profile=cfg.aws.profile, region=cfg.aws.region, endpoint_url=cfg.aws.endpoint_url
-        )
-        try:
-            Repository.init(store, pack_size=cfg.transfer.pack_size).close()
-        finally:
-            store.close()
+        _write_once(root / WORKSPACE_ID_FILE, secrets.token_hex(16) + "\n")
         git.commit_paths(
-            [".cpv/config.json", ".gitignore", "train.py", "README.md"], "cpv: initialize workspace"
+            [".cpv/config.json", WORKSPACE_ID_FILE, ".gitignore", "train.py", "README.md"],
+            "cpv: initialize workspace",
         )
         if cfg.git.remote_url:
             git.set_remote("origin", cfg.git.remote_url)
@@ -1894,11 +1907,11 @@ def gc_workspace(
 ) -> GCOutcome:
     """Delete store data that no version of this workspace needs (see ``cpv gc --help``).
 
-    Live: the manifests at every version tag of both kinds, at HEAD, and in the working tree.
-    Anything younger than the grace period (default 24 h) survives too, which protects pushes
-    running elsewhere. The store must belong to this workspace alone: snapshots that other
-    workspaces pushed to the same store are not known here and are collected once older than
-    the grace period.
+    Live: every snapshot any manifest names in any commit of any branch or tag (tagged or not),
+    the working-tree manifests, and every snapshot in the store that this workspace did not
+    push (other workspaces sharing the store, or pushes made without a workspace): only this
+    workspace's own unreferenced snapshots are ever collected. Anything younger than the
+    grace period (default 24 h) survives too, which protects pushes running elsewhere.
 
     Raises:
         StoreLockedError: another gc runs (exit 11). StoreError: re-run to finish.
@@ -1921,6 +1934,22 @@ def gc_workspace(
             if head is not None:
                 for m in ws.history.read_manifests(head, kind).values():
                     live.setdefault(m.snapshot_id, []).append(f"{kind} (HEAD)")
+        for sid in ws.history.snapshots_in_history():
+            live.setdefault(sid, []).append("history")
+        repo = ws.repository()
+        mine = ws.workspace_id
+        for obj in repo.store.list("snapshots/"):
+            sid = obj.key.rsplit("/", 1)[-1]
+            if sid in live:
+                continue
+            try:
+                owner = repo.load_snapshot(sid).meta.get("workspace")
+            except CPVError:
+                # Never collect what cannot be read: its owner is unknown (gc reports it).
+                live.setdefault(sid, []).append("unreadable")
+                continue
+            if mine is None or owner != mine:
+                live.setdefault(sid, []).append("other workspace")
         report = collect_garbage(
             ws.repository(), live_snapshots=list(live), dry_run=dry_run,
             grace_period_s=DEFAULT_GRACE_S if grace_period_s is None else grace_period_s,

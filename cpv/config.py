@@ -520,7 +520,8 @@ class CPVConfig(_Model):
             layers.append((str(user_path), user_doc))
         if workspace is not None:
             ws_path = workspace_config_path(Path(workspace))
-            ws_doc = _read_config_file(ws_path)
+            # Committed to Git (no secrets by construction), so its mode after a clone is 0644.
+            ws_doc = _read_config_file(ws_path, warn_if_shared=False)
             if ws_doc is not None:
                 layers.append((str(ws_path), ws_doc))
         layers.extend(_env_layers(environ))
@@ -922,7 +923,7 @@ def _update_config_file(
     path: str | os.PathLike[str], changes: Mapping[str, Any], environment: _Environment
 ) -> CPVConfig:
     target = environment.expand(path)
-    current = _read_config_file(target) or {}
+    current = _read_config_file(target, warn_if_shared=False) or {}
     merged, origins = _merge_layers([(str(target), current), (str(target), dict(changes))])
     cfg = CPVConfig._build(merged, origins=origins, environment=environment, sources=[str(target)])
     cfg.save(target)
@@ -933,7 +934,7 @@ def _update_config_file(
 # Files, layers and error translation
 
 
-def _read_config_file(path: Path) -> dict[str, Any] | None:
+def _read_config_file(path: Path, *, warn_if_shared: bool = True) -> dict[str, Any] | None:
     """The JSON object in ``path``, or None if there is no such file."""
     try:
         raw = path.read_bytes()
@@ -947,7 +948,7 @@ def _read_config_file(path: Path) -> dict[str, Any] | None:
             hint="check the file's permissions",
         ) from exc
     try:
-        if os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
+        if warn_if_shared and os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
             logger.warning("config file %s is readable by others; run: chmod 600 %s", path, path)
     except OSError:
         pass

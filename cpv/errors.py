@@ -143,7 +143,9 @@ class UnsafePathError(CPVError, ValueError):
 class SourceChangedError(CPVError):
     """A file changed while cpv was reading it, so its chunks would not match its hash."""
 
-    default_hint = "wait until the file is fully written (e.g. the training step finished), then re-run"
+    default_hint = (
+        "wait until the file is fully written (e.g. the training step finished), then re-run"
+    )
 
     def __init__(self, path: str) -> None:
         super().__init__(f"file changed while it was being read: {path}")

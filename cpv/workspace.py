@@ -40,6 +40,7 @@ Kind = Literal["model", "data"]
 TRACKED: dict[Kind, str] = {"model": "model", "data": "data"}
 DATA_SPLITS = ("train", "validation", "test")
 INTERNAL_DIRS = frozenset({".git", ".cpv"})
+WORKSPACE_ID_FILE = ".cpv/workspace-id"
 
 
 def exclude_internal(relpath: str) -> bool:
@@ -126,6 +127,19 @@ class Workspace:
                     self.store(), pack_size=self.config.transfer.pack_size, cache_dir=cache
                 )
         return self._repo
+
+    @property
+    def workspace_id(self) -> str | None:
+        """The id ``init`` gave this workspace (shared by its clones), or None if it has none.
+
+        Pushes record it in their snapshots, so garbage collection run from one workspace can
+        tell its own snapshots from those of other workspaces sharing the store.
+        """
+        try:
+            text = (self.root / WORKSPACE_ID_FILE).read_text().strip()
+        except OSError:
+            return None
+        return text if len(text) == 32 and all(c in "0123456789abcdef" for c in text) else None
 
     def tracked_dir(self, kind: Kind) -> Path:
         return self.root / TRACKED[kind]

@@ -795,10 +795,9 @@ def gc(
 ) -> None:
     """Delete store data that no version of this workspace needs.
 
-    Live are the versions of every tag, HEAD and the working tree; anything
-    younger than the grace period is kept too. Run it only on a store that
-    this workspace alone uses: snapshots other workspaces pushed to the same
-    store are not known here.
+    Live is every version any commit of any branch or tag names (tagged or
+    not), the working tree, and every snapshot another workspace pushed to the
+    same store; anything younger than the grace period is kept too.
     """
     from cpv.api import gc_workspace
 

@@ -124,7 +124,7 @@ class Repository:
             raise ObjectNotFoundError(
                 exc.key,
                 message=f"snapshot {snapshot_id} not found in store {self.url}",
-                hint="was it pushed to another store? list snapshots with 'cpv snapshots'",
+                hint="was it pushed to another store? check 'cpv config get store.url'",
             ) from exc
         return Snapshot.decode(raw, snapshot_id=snapshot_id)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -494,6 +494,25 @@ class GitRepo:
         if tree.type != "tree":
             return []
         return sorted(blob.name for blob in tree.blobs)
+
+    def history_blobs(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        """Every distinct file under folder ``prefix`` in the history of every ref, as
+        ``(path, content)``: what any commit on any branch or tag ever recorded there.
+
+        One ``rev-list`` walks the history; contents come from GitPython's persistent
+        ``cat-file`` process, so thousands of versions cost one process, not thousands.
+        """
+        listing = self._git("rev-list", "--all", "--objects", "--", prefix)
+        seen: set[str] = set()
+        for line in listing.splitlines():
+            sha, _, path = line.partition(" ")
+            if not path.startswith(prefix.rstrip("/") + "/") or sha in seen:
+                continue
+            seen.add(sha)
+            binsha = bytes.fromhex(sha)
+            # Ask the type first: a stream left unread would desynchronise cat-file's pipe.
+            if self._repo.odb.info(binsha).type == b"blob":
+                yield path, self._repo.odb.stream(binsha).read()
 
     # -- committing and restoring ------------------------------------------------------------
 

@@ -655,6 +655,24 @@ class History:
         return RevertRecord(ref=ref, commit=sha, manifests=tuple(restored),
                             untracked=tuple(sorted(untracked)))
 
+    def snapshots_in_history(self) -> dict[str, list[str]]:
+        """Every snapshot id any manifest ever recorded on any branch or tag, with where.
+
+        This is what garbage collection must keep: a version is restorable as long as some
+        commit names it, tagged or not.
+
+        Raises:
+            FormatError / UnsafePathError: a manifest in history is damaged; the caller must not
+                guess what it referenced.
+        """
+        found: dict[str, list[str]] = {}
+        for path, data in self._repo.history_blobs(MANIFEST_DIR):
+            if not path.endswith(".json"):
+                continue
+            manifest = Manifest.from_json(data, source=f"history:{path}")
+            found.setdefault(manifest.snapshot_id, []).append(path)
+        return found
+
     # -- status, push, fetch -----------------------------------------------------------------
 
     def status(self) -> WorkspaceStatus:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,6 +179,8 @@ def test_gc_keeps_every_version_and_collects_an_unreferenced_push(
     cpv("push", "-m", "v1", "--tag", "-q", cwd=ws)
     write_checkpoint(ws / "model", 200_000, seed=2)
     cpv("push", "-m", "experiment, never tagged", "-q", cwd=ws)
+    # An untagged commit still protects its snapshot; dropping it from history does not.
+    subprocess.run(["git", "-C", str(ws), "reset", "-q", "--hard", "HEAD~1"], check=True)
     write_checkpoint(ws / "model", 200_000, seed=3)
     cpv("push", "-m", "v2", "--tag", "-q", cwd=ws)
     # Refuses to delete without --yes when it cannot ask.
@@ -304,3 +307,22 @@ def test_wizard_creates_a_dedicated_ssh_key_for_the_git_remote(
     assert saved["git"]["remote_url"] == "git@bitbucket-cpv:ai-convo/whisper.git"
     assert saved["git"]["ssh_key_path"] == str(key)
     assert "PRIVATE KEY" not in (home / ".cpv" / "config.json").read_text()
+
+
+def test_gc_keeps_untagged_history_and_other_workspaces(
+    cpv: Runner, ws: Path, tmp_path: Path
+) -> None:
+    cpv("push", "-m", "v1", "--tag", "-q", cwd=ws)
+    write_checkpoint(ws / "model", 200_000, seed=4)
+    cpv("push", "-m", "experiment kept in history", "-q", cwd=ws)
+    write_checkpoint(ws / "model", 200_000, seed=5)
+    cpv("push", "-m", "v2", "--tag", "-q", cwd=ws)
+    # A second workspace pushes into the same store; its data is not ours to collect.
+    other = tmp_path / "other-model"
+    cpv("init", str(other), "--store", str(ws / ".cpv" / "store"), "-q")
+    write_checkpoint(other / "model", 150_000, seed=6)
+    cpv("push", "-m", "theirs", "-q", cwd=other)
+    done = cpv("gc", "--yes", "--grace-hours", "0", "--json", cwd=ws).json()
+    assert done["report"]["snapshots_deleted"] == []
+    assert cpv("verify", "--all", "--deep", "--json", cwd=ws).json()["ok"] is True
+    assert cpv("verify", "--deep", "--json", cwd=other).json()["ok"] is True

@@ -410,6 +410,22 @@ class _Facade:
                 changed=True,
                 next_tag=ws.history.next_tag(self.kind),
             )
+        current = ws.history.current_manifest(self.kind, TRACKED[self.kind])
+        if (
+            current is not None
+            and current.snapshot_id == result.snapshot_id
+            and (not resolved or dict(current.metrics) == resolved)
+            and (not message or current.message == message)
+            and not ws.history.status().changes
+        ):
+            # Same bytes, nothing new to say: no new version, no empty commit.
+            return UploadResult(
+                kind=self.kind, snapshot_id=result.snapshot_id, commit=None, files=result.files,
+                total_bytes=result.total_bytes, uploaded_bytes=result.uploaded_bytes,
+                new_bytes=result.new_bytes, chunks_new=result.chunks_new,
+                chunks_reused=result.chunks_reused, seconds=result.seconds, dry_run=False,
+                changed=False,
+            )
         # Invariant 1: the snapshot is durable in the store; only now does Git reference it.
         record = ws.history.record_version(manifest, message=message or None)
         pushed_to = None

@@ -6,6 +6,7 @@ and are off when stderr is not a terminal or with ``--quiet``/``--json``.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from typing import Any
@@ -41,6 +42,8 @@ class TqdmProgress:
         with self._lock:
             if phase in self._bars:
                 self._bars[phase].close()
+            # A fresh pty or some CI consoles report 0 columns; tqdm then draws nothing.
+            narrow = shutil.get_terminal_size((80, 24)).columns <= 0
             self._bars[phase] = tqdm(
                 total=total,
                 desc=_LABELS.get(phase, phase),
@@ -49,7 +52,8 @@ class TqdmProgress:
                 unit_divisor=1024 if unit == "B" else 1000,
                 file=self._file,
                 leave=False,
-                dynamic_ncols=True,
+                dynamic_ncols=not narrow,
+                ncols=80 if narrow else None,
                 mininterval=0.2,
                 position=len(self._bars),
             )

@@ -286,3 +286,16 @@ def test_validate_credentials_checks_store_and_remote(
     checks = bad.validate_credentials(workspace=ws)
     assert [(c.name, c.ok) for c in checks] == [("store", False), ("git remote", False)]
     assert "no-such-bucket-cpv" in checks[0].detail
+
+
+def test_unchanged_upload_makes_no_new_commit(tmp_path: Path, local_config: CPVConfig) -> None:
+    ws = tmp_path / "m"
+    mcm = ModelsCheckpointsManage(workspace=ws, config=local_config)
+    mcm.import_model_init()
+    write_model(ws, 8, size=64 * 1024)
+    first = mcm.upload_model_checkpoint(metrics={"loss": 1.0})
+    again = mcm.upload_model_checkpoint()
+    assert first.changed and not again.changed and again.commit is None
+    assert again.uploaded_bytes == 0
+    # New metrics for the same bytes are a new record.
+    assert mcm.upload_model_checkpoint(metrics={"loss": 0.9}).changed

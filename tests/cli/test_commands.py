@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -435,30 +435,38 @@ def _open_tmp(t: _Target) -> int:
 
 
 def _write(t: _Target, offset: int, data: memoryview) -> None:
-    # Opened per write rather than kept open: a data set may have thousands of files in flight,
-    # and an open/close is negligible next to a megabyte-sized chunk.
+    """Write one chunk of ``t``; the writer of its last chunk renames it into place.
+
+    Only creating the file and counting down happen under the file's lock: the ``pwrite``
+    itself runs unlocked, so all workers write into one big file at once (chunks never overlap).
+    The file is opened per write rather than kept open: a data set may have thousands of files
+    in flight, and an open/close is negligible next to a megabyte-sized chunk.
+    """
     with t.lock:
         if t.done:
             return
         fd = _open_tmp(t)
-        try:
-            written = 0
-            while written < len(data):
-                written += os.pwrite(fd, data[written:], offset + written)
+    try:
+        written = 0
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], offset + written)
+        with t.lock:
             t.remaining -= 1
-            if t.remaining == 0:
-                if t.fsync:
-                    os.fdatasync(fd)
-                os.close(fd)
-                fd = -1
-                os.chmod(t.tmp, t.entry.mode)
-                os.replace(t.tmp, t.path)
+            last = t.remaining == 0
+        if last:
+            if t.fsync:
+                os.fdatasync(fd)
+            os.close(fd)
+            fd = -1
+            os.chmod(t.tmp, t.entry.mode)
+            os.replace(t.tmp, t.path)
+            with t.lock:
                 t.done = True
-        except OSError as exc:
-            raise _local_error(exc, t.path) from exc
-        finally:
-            if fd >= 0:
-                os.close(fd)
+    except OSError as exc:
+        raise _local_error(exc, t.path) from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _finish_empty(t: _Target) -> None:

@@ -100,8 +100,34 @@ class _OpenPack:
     buf: memoryview | None = None
     fill: int = 0
     part_number: int = 0
-    upload: MultipartUpload | None = None
+    upload: _LazyUpload | None = None
     parts: list[Future[None]] = field(default_factory=list)
+
+
+class _LazyUpload:
+    """A pack's multipart upload, created by the first part worker that needs it.
+
+    Creating it on the hashing thread would stall chunking for a round trip per pack.
+    """
+
+    def __init__(self, owner: PackUploader, pack_id: str) -> None:
+        self._owner = owner
+        self.pack_id = pack_id
+        self.key = pack_key(pack_id)
+        self._lock = threading.Lock()
+        self._upload: MultipartUpload | None = None
+
+    @property
+    def started(self) -> MultipartUpload | None:
+        return self._upload
+
+    def get(self) -> MultipartUpload:
+        with self._lock:
+            if self._upload is None:
+                self._upload = self._owner._store.start_multipart(self.key)
+                with self._owner._state_lock:
+                    self._owner._open_uploads[self.pack_id] = self._upload
+            return self._upload
 
 
 class PackUploader:
@@ -124,7 +150,10 @@ class PackUploader:
         self._part_size = limits.part_size
         self._progress = progress
         self._dry_run = dry_run
+        # _lock serialises producers (and is held while they wait for a free buffer); workers
+        # never take it. _state_lock guards what workers share: failures, uploads, records.
         self._lock = threading.Lock()
+        self._state_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="cpv-upload")
         # Completion waits on part futures of the main pool, so it runs on its own threads:
         # waiting inside the main pool could deadlock once every worker is a waiter.
@@ -204,16 +233,14 @@ class PackUploader:
             raise TransferError("transfer cancelled")
 
     def _fail(self, key: str, exc: BaseException) -> None:
-        with self._lock:
+        with self._state_lock:
             self._failures.append((key, exc))
 
     def _ship_part(self, pack: _OpenPack) -> None:
         assert pack.buf is not None
         assert self._buffers is not None
         if pack.upload is None:
-            key = pack_key(pack.pack_id)
-            pack.upload = self._store.start_multipart(key)
-            self._open_uploads[pack.pack_id] = pack.upload
+            pack.upload = _LazyUpload(self, pack.pack_id)
         pack.part_number += 1
         buf, fill = pack.buf, pack.fill
         pack.buf, pack.fill = None, 0
@@ -221,14 +248,12 @@ class PackUploader:
             self._pool.submit(self._upload_part, pack.upload, pack.part_number, buf, fill)
         )
 
-    def _upload_part(
-        self, upload: MultipartUpload, number: int, buf: memoryview, fill: int
-    ) -> None:
+    def _upload_part(self, upload: _LazyUpload, number: int, buf: memoryview, fill: int) -> None:
         assert self._buffers is not None
         try:
             if self._has_failed():
                 return
-            upload.upload_part(number, buf[:fill])
+            upload.get().upload_part(number, buf[:fill])
             self._progress.advance("upload", fill)
         except BaseException as exc:
             self._fail(upload.key, exc)
@@ -257,11 +282,13 @@ class PackUploader:
                 done, _ = wait(pack.parts)
                 if any(f.exception() is not None for f in done) or self._has_failed():
                     raise TransferError(f"parts of {key} failed")
-                pack.upload.upload_part(pack.part_number + 1, tail)
-                pack.upload.complete()
-                self._open_uploads.pop(pack.pack_id, None)
+                upload = pack.upload.get()
+                upload.upload_part(pack.part_number + 1, tail)
+                upload.complete()
+                with self._state_lock:
+                    self._open_uploads.pop(pack.pack_id, None)
             self._progress.advance("upload", len(tail))
-            with self._lock:
+            with self._state_lock:
                 self._records.append(record)
         except BaseException as exc:
             if not isinstance(exc, TransferError):
@@ -270,23 +297,27 @@ class PackUploader:
             raise
 
     def _abort_upload(self, pack: _OpenPack) -> None:
-        if pack.upload is None:
+        upload = pack.upload.started if pack.upload is not None else None
+        if upload is None:
             return
         try:
-            pack.upload.abort()
+            upload.abort()
         except CPVError as exc:
-            log.warning(
-                "could not abort upload of %s (%s); 'cpv gc' removes it later", pack.upload.key, exc
-            )
-        self._open_uploads.pop(pack.pack_id, None)
+            log.warning("could not abort upload of %s (%s); 'cpv gc' removes it later",
+                        upload.key, exc)
+        with self._state_lock:
+            self._open_uploads.pop(pack.pack_id, None)
 
     def close(self, *, cancel: bool) -> None:
         if cancel:
-            with self._lock:
-                self._closed = True
+            # No lock: a producer may hold _lock while it waits for a buffer, and this flag
+            # is what makes it give up.
+            self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=cancel)
         self._finisher.shutdown(wait=True, cancel_futures=cancel)
-        for upload in list(self._open_uploads.values()):
+        with self._state_lock:
+            pending = list(self._open_uploads.values())
+        for upload in pending:
             try:
                 upload.abort()
             except CPVError as exc:

@@ -358,6 +358,27 @@ class _Facade:
         message: str,
         dry_run: bool,
         force: bool,
+        notify: bool = False,
+        extra: Mapping[str, Any] | None = None,
+    ) -> UploadResult:
+        result = self._upload_unnotified(
+            path, metrics=metrics, message=message, dry_run=dry_run, force=force, extra=extra
+        )
+        log.info("%s: %d files, %.1f MB, %.1f MB uploaded", self.kind, result.files,
+                 result.size_mb, result.uploaded_bytes / MB)
+        if not dry_run:
+            self._notify(notify, {"event": "upload", "kind": self.kind,
+                                  "snapshot_id": result.snapshot_id, "commit": result.commit})
+        return result
+
+    def _upload_unnotified(
+        self,
+        path: str | Path | None,
+        *,
+        metrics: Mapping[str, float] | str | Path | None,
+        message: str,
+        dry_run: bool,
+        force: bool,
         extra: Mapping[str, Any] | None = None,
     ) -> UploadResult:
         ws = self.ws
@@ -456,6 +477,23 @@ class _Facade:
         )
 
     def _tag(
+        self,
+        version_tag: str | None,
+        *,
+        message: str | None,
+        metrics: Mapping[str, float] | str | Path | None,
+        force: bool,
+        dry_run: bool,
+        notify: bool = False,
+    ) -> str:
+        tag = self._tag_unnotified(
+            version_tag, message=message, metrics=metrics, force=force, dry_run=dry_run
+        )
+        if not dry_run:
+            self._notify(notify, {"event": "tag", "kind": self.kind, "tag": tag})
+        return tag
+
+    def _tag_unnotified(
         self,
         version_tag: str | None,
         *,
@@ -635,26 +673,10 @@ class ModelsCheckpointsManage(_Facade):
             GitRemoteError (uploaded and committed, but the Git push failed).
         """
         with _verbose_logging(verbose or self.verbose):
-            result = self._upload(
-                path, metrics=metrics, message=message, dry_run=dry_run, force=force
+            return self._upload(
+                path, metrics=metrics, message=message, dry_run=dry_run, force=force,
+                notify=notify,
             )
-            log.info(
-                "model: %d files, %.1f MB, %.1f MB uploaded",
-                result.files,
-                result.size_mb,
-                result.uploaded_bytes / MB,
-            )
-            if not dry_run:
-                self._notify(
-                    notify,
-                    {
-                        "event": "upload",
-                        "kind": "model",
-                        "snapshot_id": result.snapshot_id,
-                        "commit": result.commit,
-                    },
-                )
-            return result
 
     def tag_model_checkpoint(
         self,
@@ -673,12 +695,10 @@ class ModelsCheckpointsManage(_Facade):
             TagExistsError (unless force), InvalidTagError, VersioningError, GitRemoteError.
         """
         with _verbose_logging(verbose or self.verbose):
-            tag = self._tag(
-                version_tag, message=message, metrics=metrics, force=force, dry_run=dry_run
+            return self._tag(
+                version_tag, message=message, metrics=metrics, force=force, dry_run=dry_run,
+                notify=notify,
             )
-            if not dry_run:
-                self._notify(notify, {"event": "tag", "kind": "model", "tag": tag})
-            return tag
 
     def read_checkpoint_tag(self) -> list[VersionInfo]:
         """Model versions, oldest first, with dates, authors, messages and metrics."""
@@ -754,20 +774,10 @@ class DataCheckpointsManage(_Facade):
     ) -> UploadResult:
         """Push the data folder (default ``<workspace>/data``) and record it as a version."""
         with _verbose_logging(verbose or self.verbose):
-            result = self._upload(
-                path, metrics=metrics, message=message, dry_run=dry_run, force=force
+            return self._upload(
+                path, metrics=metrics, message=message, dry_run=dry_run, force=force,
+                notify=notify,
             )
-            if not dry_run:
-                self._notify(
-                    notify,
-                    {
-                        "event": "upload",
-                        "kind": "data",
-                        "snapshot_id": result.snapshot_id,
-                        "commit": result.commit,
-                    },
-                )
-            return result
 
     def tag_data_checkpoint(
         self,
@@ -782,12 +792,10 @@ class DataCheckpointsManage(_Facade):
     ) -> str:
         """Tag the current data version: ``data-v{major}.{minor}``."""
         with _verbose_logging(verbose or self.verbose):
-            tag = self._tag(
-                version_tag, message=message, metrics=metrics, force=force, dry_run=dry_run
+            return self._tag(
+                version_tag, message=message, metrics=metrics, force=force, dry_run=dry_run,
+                notify=notify,
             )
-            if not dry_run:
-                self._notify(notify, {"event": "tag", "kind": "data", "tag": tag})
-            return tag
 
     def read_data_checkpoint_tag(self) -> list[VersionInfo]:
         """Data versions, oldest first."""

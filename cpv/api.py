@@ -458,7 +458,8 @@ class _Facade:
                 raise GitRemoteError(
                     f"uploaded and committed {record.commit}, but pushing to the Git remote "
                     f"failed: {exc}",
-                    hint="fix the remote and run 'cpv sync' (or git push) to publish it",
+                    hint="the data is uploaded; fix the remote, then 'git pull --rebase' if it "
+                    "moved on, and 'git push --follow-tags' in the workspace",
                 ) from exc
         return UploadResult(
             kind=self.kind,

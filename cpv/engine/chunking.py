@@ -258,6 +258,26 @@ else:  # pragma: no cover - Windows; Linux and macOS have preadv
             return f.readinto(buf) or 0
 
 
+def read_small(fd: int, view: memoryview, expected: int) -> int:
+    """Read a file of at most ``min_size`` bytes (one chunk) into ``view``: usually one syscall.
+
+    For a 20,000-file data set the per-file overhead of the streaming chunker (readahead
+    advice, a FastCDC object, a second read to see EOF) was a visible part of the push. A read
+    that returns exactly the ``expected`` size (from ``fstat``) is taken as the whole file; if
+    the file grew, up to one byte more is read, so the caller's size check sees the change.
+    """
+    limit = min(expected + 1, len(view))
+    got = 0
+    while got < limit:
+        n = _pread_into(fd, view[got:limit], got)
+        if n == 0:
+            break
+        got += n
+        if got == expected:
+            break
+    return got
+
+
 def _describe(source: FileSource) -> str:
     if isinstance(source, int):
         return f"file descriptor {source}"

@@ -34,17 +34,24 @@ def check_relpath(path: str) -> str:
     return path
 
 
-def safe_target(root: Path, relpath: str) -> Path:
+def safe_target(root: Path, relpath: str, verified: set[str] | None = None) -> Path:
     """The absolute path under ``root`` for ``relpath``, refusing symlinked parents.
 
     A parent directory that already exists as a symlink could point outside ``root`` (a classic
     archive-extraction trick), so any symlink among the parents is refused outright.
+    ``verified`` memoises the parent folders already checked during one operation: without it
+    20,000 files in a few folders cost 40,000 ``lstat`` calls.
     """
     check_relpath(relpath)
-    target = root.joinpath(*relpath.split("/"))
-    current = root
-    for part in relpath.split("/")[:-1]:
-        current = current / part
+    parts = relpath.split("/")
+    target = root.joinpath(*parts)
+    base = os.fspath(root)
+    prefix = ""
+    for part in parts[:-1]:
+        prefix += part + "/"
+        if verified is not None and prefix in verified:
+            continue
+        current = os.path.join(base, prefix[:-1])
         try:
             st = os.lstat(current)
         except FileNotFoundError:
@@ -53,6 +60,8 @@ def safe_target(root: Path, relpath: str) -> Path:
             raise UnsafePathError(relpath, f"parent {current} is a symlink")
         if not stat.S_ISDIR(st.st_mode):
             raise UnsafePathError(relpath, f"parent {current} is not a directory")
+        if verified is not None:
+            verified.add(prefix)
     return target
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,14 @@ CREATE TABLE IF NOT EXISTS files (
     chunks BLOB NOT NULL
 )
 """
+
+
+def cache_key(folder: str, relpath: str) -> str:
+    """The key of a file in a tree: ``folder`` is the tree's absolute path (``os.path.abspath``).
+
+    Push and pull build keys the same way, so a pulled file is not hashed again by the next push.
+    """
+    return folder.rstrip("/") + "/" + relpath
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +71,8 @@ class StatCache:
         self._lock = threading.Lock()
         self._pending: list[tuple[object, ...]] = []
         self._db: sqlite3.Connection | None = None
+        self._loaded_prefix: str | None = None
+        self._loaded: dict[str, tuple[Any, ...]] = {}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(str(path), check_same_thread=False, timeout=10)
@@ -73,19 +84,47 @@ class StatCache:
             # A missing cache only costs re-hashing; it must never fail a push.
             log.warning("stat cache %s unusable (%s); files will be re-hashed", path, exc)
 
-    def lookup(self, path: Path, stamp: FileStamp) -> CachedHash | None:
+    def load_folder(self, folder: str) -> None:
+        """Read every entry under ``folder`` in one query, so lookups there need no SQL.
+
+        A no-op push of 20,000 files spent most of its time in 20,000 single-row SELECTs;
+        one range scan over the primary key (paths under ``folder/`` sort together) replaces
+        them. ``folder`` must be absolute.
+        """
         if self._db is None:
-            return None
+            return
+        base = folder.rstrip("/")
+        low, high = base + "/", base + "0"  # "0" is the character after "/"
         with self._lock:
             try:
-                row = self._db.execute(
-                    "SELECT size, mtime_ns, ctime_ns, ino, chunker, blake3, chunks FROM files"
-                    " WHERE path = ?",
-                    (str(path),),
-                ).fetchone()
+                rows = self._db.execute(
+                    "SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, chunks"
+                    " FROM files WHERE path >= ? AND path < ?",
+                    (low, high),
+                ).fetchall()
             except sqlite3.Error as exc:
-                log.debug("stat cache lookup failed: %s", exc)
-                return None
+                log.debug("stat cache load failed: %s", exc)
+                return
+            self._loaded = {r[0]: r[1:] for r in rows}
+            self._loaded_prefix = low
+
+    def lookup(self, path: Path | str, stamp: FileStamp) -> CachedHash | None:
+        if self._db is None:
+            return None
+        key = str(path)
+        with self._lock:
+            if self._loaded_prefix is not None and key.startswith(self._loaded_prefix):
+                row = self._loaded.get(key)
+            else:
+                try:
+                    row = self._db.execute(
+                        "SELECT size, mtime_ns, ctime_ns, ino, chunker, blake3, chunks FROM files"
+                        " WHERE path = ?",
+                        (key,),
+                    ).fetchone()
+                except sqlite3.Error as exc:
+                    log.debug("stat cache lookup failed: %s", exc)
+                    return None
         if row is None:
             return None
         size, mtime_ns, ctime_ns, ino, chunker, digest, blob = row
@@ -99,7 +138,9 @@ class StatCache:
         chunks = tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
         return CachedHash(digest, chunks)
 
-    def record(self, path: Path, stamp: FileStamp, digest: str, chunks: tuple[bytes, ...]) -> None:
+    def record(
+        self, path: Path | str, stamp: FileStamp, digest: str, chunks: tuple[bytes, ...]
+    ) -> None:
         """Queue an entry; written by :meth:`flush`. Racy (just-modified) files are skipped."""
         if time.time_ns() - stamp.mtime_ns < _RACY_NS:
             return
@@ -122,6 +163,7 @@ class StatCache:
             return
         with self._lock:
             rows, self._pending = self._pending, []
+            self._loaded, self._loaded_prefix = {}, None
             if not rows:
                 return
             try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from cpv.engine import Repository, pull, push, verify
 from cpv.engine.hashing import hash_file
 from cpv.store import MiB
@@ -160,3 +162,20 @@ def test_modes_and_nested_folders_survive(local_store: object, tmp_path: Path, c
     pull(repo, sid, out, limits=LIMITS)
     assert (out / "a/b/c/x").stat().st_mode & 0o777 == 0o640
     assert os.listdir(out / "a/b/c") == ["x"]
+
+
+def test_pulled_tree_is_not_rehashed_by_the_next_push(
+    any_store: object, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pulled files are seconds old, which the stat cache normally treats as racy; switch that
+    # off so the test shows push and pull agree on the cache's keys, whatever the path spelling.
+    monkeypatch.setattr("cpv.engine.statcache._RACY_NS", 0)
+    src = make_tree(tmp_path / "src")
+    repo = make_repo(any_store, cache)
+    first = push(repo, src, limits=LIMITS)
+    monkeypatch.chdir(tmp_path)
+    pull(repo, first.snapshot_id, Path("out"), limits=LIMITS)
+    (tmp_path / "sub").mkdir()
+    again = push(repo, tmp_path / "sub" / ".." / "out", limits=LIMITS)
+    assert again.snapshot_id == first.snapshot_id
+    assert again.hashed_bytes == 0

@@ -1,0 +1,49 @@
+"""The stat cache: what one range query loads, and that lookups outside it still work."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cpv.engine.statcache import FileStamp, StatCache, cache_key
+
+
+@pytest.fixture
+def sc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StatCache:
+    monkeypatch.setattr("cpv.engine.statcache._RACY_NS", 0)
+    return StatCache(tmp_path / "sc.sqlite", chunker_key="k")
+
+
+def _stamp(n: int) -> FileStamp:
+    return FileStamp(size=n, mtime_ns=n, ctime_ns=n, ino=n)
+
+
+def test_load_folder_serves_its_own_files_and_no_sibling_with_a_shared_prefix(
+    sc: StatCache,
+) -> None:
+    # "/w/a" and "/w/a-b", "/w/a0": siblings whose names extend "a" must not be served as "a/".
+    for n, key in enumerate(["/w/a/x", "/w/a/d/y", "/w/a-b/x", "/w/a0/x", "/w/b"], start=1):
+        sc.record(key, _stamp(n), f"h{n}", (bytes([n]) * 32,))
+    sc.flush()
+    sc.load_folder("/w/a/")
+    assert set(sc._loaded) == {"/w/a/x", "/w/a/d/y"}
+    hit = sc.lookup("/w/a/d/y", _stamp(2))
+    assert hit is not None and hit.blake3 == "h2" and hit.chunks == (b"\x02" * 32,)
+    assert sc.lookup("/w/a/x", _stamp(99)) is None  # stamp changed: a miss
+    assert sc.lookup("/w/a/missing", _stamp(1)) is None
+    # Outside the loaded folder the lookup goes to SQLite as before.
+    other = sc.lookup("/w/a-b/x", _stamp(3))
+    assert other is not None and other.blake3 == "h3"
+    # A flush drops the loaded copy, so a later load sees new entries.
+    sc.record("/w/a/z", _stamp(6), "h6", ())
+    sc.flush()
+    assert sc.lookup("/w/a/z", _stamp(6)) is not None
+
+
+def test_cache_key_is_the_same_for_every_spelling_of_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    spellings = [str(tmp_path), str(tmp_path) + "/", str(tmp_path / "sub" / "..")]
+    keys = {cache_key(os.path.abspath(s), "f/g.bin") for s in spellings}
+    assert keys == {str(tmp_path / "f" / "g.bin")}

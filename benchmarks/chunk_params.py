@@ -37,6 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pyfastcdc import FastCDC
@@ -55,6 +56,9 @@ from cpv.engine.hashing import Hasher, chunk_id, hash_file
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
+
+# How a strategy reads a file: (path, read buffer) -> (offset, chunk) pairs.
+Strategy = Callable[[Path, memoryview], Iterator[tuple[int, memoryview]]]
 
 CANDIDATES: dict[str, ChunkerParams] = {
     "256K/768K/4M": ChunkerParams(min_size=256 * KiB, avg_size=768 * KiB, max_size=4 * MiB),
@@ -99,6 +103,16 @@ def in_threads(*fns: Callable[[], int]) -> int:
     for t in threads:
         t.join()
     return sum(results)
+
+
+def chunk_buffer(mv: memoryview, params: ChunkerParams) -> int:
+    """Chunk and hash one in-memory buffer; bytes seen."""
+    return consume(iter_buffer_chunks(mv, params))
+
+
+def chunk_file(strategy: Strategy, path: Path, buf: memoryview) -> int:
+    """Chunk and hash one file with ``strategy``; bytes seen."""
+    return consume(strategy(path, buf))
 
 
 def consume(chunks: Iterable[tuple[int, memoryview]]) -> int:
@@ -158,7 +172,7 @@ def header_bytes(tensors: list[Tensor], extra: int = 0) -> bytes:
         }
         for t in tensors
     }
-    meta["__metadata__"] = {"format": "pt", "note": "x" * extra}  # type: ignore[dict-item]
+    meta["__metadata__"] = {"format": "pt", "note": "x" * extra}
     raw = json.dumps(meta, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw
@@ -236,7 +250,7 @@ def part1(size: int, trials: int, runs: int, seed: int, sizes: str) -> None:
             new = chunk_table(new_mv, params)
             up = sum(n for cid, n in new.items() if cid not in old[name])
             uploaded[name].append(
-                (changed / len(new_data), up / len(new_data), (up - changed) / regions)
+                (changed / len(new_data), up / len(new_data), (up - changed) / max(regions, 1))
             )
         del new_mv, new_data
     grown = grow_header(base, 100)
@@ -254,11 +268,12 @@ def part1(size: int, trials: int, runs: int, seed: int, sizes: str) -> None:
     )
     print("|---|---:|---:|---:|---:|---|---:|---:|")
     for name, params in CANDIDATES.items():
-        one = measure(lambda p=params: consume(iter_buffer_chunks(base_mv, p)), runs)
+        one = measure(partial(chunk_buffer, base_mv, params), runs)
         two = measure(
-            lambda p=params: in_threads(
-                lambda: consume(iter_buffer_chunks(base_mv, p)),
-                lambda: consume(iter_buffer_chunks(other_mv, p)),
+            partial(
+                in_threads,
+                partial(chunk_buffer, base_mv, params),
+                partial(chunk_buffer, other_mv, params),
             ),
             runs,
         )
@@ -389,11 +404,13 @@ def part2(size: int, runs: int, seed: int, tmp: Path, params: ChunkerParams, idl
     for name, strat in strategies.items():
         cells = []
         for prep in (hot, cold):
-            cells.append(measure(lambda s=strat: consume(s(a, bufs[0])), runs, prep))
+            cells.append(measure(partial(chunk_file, strat, a, bufs[0]), runs, prep))
             cells.append(
                 measure(
-                    lambda s=strat: in_threads(
-                        lambda: consume(s(a, bufs[0])), lambda: consume(s(b, bufs[1]))
+                    partial(
+                        in_threads,
+                        partial(chunk_file, strat, a, bufs[0]),
+                        partial(chunk_file, strat, b, bufs[1]),
                     ),
                     runs,
                     prep,
@@ -410,7 +427,7 @@ def part2(size: int, runs: int, seed: int, tmp: Path, params: ChunkerParams, idl
         print(f"| strategy | cold + {idle_s:.0f} s idle (fresh page-cache memory), 1 file |")
         print("|---|---:|")
         for name, strat in strategies.items():
-            cell = measure(lambda s=strat: consume(s(a, bufs[0])), 2, cold_idle)
+            cell = measure(partial(chunk_file, strat, a, bufs[0]), 2, cold_idle)
             print(f"| {name} | {cell} |")
         print()
     hbuf = new_read_buffer(params, size=8 * MiB + params.max_size + 4096)[: 8 * MiB]

@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -324,7 +325,7 @@ class Bench:
 
     def over_budget(self, tool: Tool, workload: str) -> bool:
         budget = self.args.budget_seconds
-        return budget > 0 and self.spent.get((tool.name, workload), 0.0) > budget
+        return bool(budget > 0 and self.spent.get((tool.name, workload), 0.0) > budget)
 
     # -- workloads -----------------------------------------------------------------------------
 
@@ -668,6 +669,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    # A killed run must still remove its scratch folder (tens of GB): SIGTERM/SIGHUP become
+    # SystemExit, so the ``finally`` below runs.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
+    scratch_parent = args.scratch or Path(tempfile.gettempdir())
+    need = int((10 * args.size_gib + 3) * GiB)
+    free = shutil.disk_usage(scratch_parent if scratch_parent.exists() else Path.cwd()).free
+    if free < need:
+        print(
+            f"error: {scratch_parent} has {free / GiB:.1f} GiB free; a {args.size_gib:g} GiB run "
+            f"needs about {need / GiB:.0f} GiB (data, variants, pulls, server). Free space or "
+            "pass --scratch DIR on a bigger disk.",
+            file=sys.stderr,
+        )
+        return 2
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="cpv-bench-"))
     scratch.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()

@@ -86,7 +86,7 @@ def test_interrupted_push_leaves_no_reference_and_resumes(
     (src / "a.bin").write_bytes(rand_bytes(7 * MiB, 1))
     make_repo(any_store, tmp_path / "c0")
     flaky = FlakyStore(any_store, fail_after=fail_after)
-    repo = Repository.open(flaky, cache_dir=tmp_path / "c1")  # type: ignore[arg-type]
+    repo = Repository.open(flaky, cache_dir=tmp_path / "c1")
     with pytest.raises(StoreError):
         push(repo, src, limits=LIMITS)
     # Invariant 1: no snapshot and no index were written for the failed push.
@@ -111,7 +111,7 @@ def test_failed_multipart_uploads_are_aborted(memory_store: Any, tmp_path: Path)
     make_repo(memory_store, tmp_path / "c", pack_size=12 * MiB)
     flaky = FlakyStore(memory_store, fail_after=1)
     with pytest.raises(StoreError):
-        push(Repository.open(flaky, cache_dir=tmp_path / "c"), src, limits=LIMITS)  # type: ignore[arg-type]
+        push(Repository.open(flaky, cache_dir=tmp_path / "c"), src, limits=LIMITS)
     assert list(memory_store.list_multipart("")) == []
 
 

@@ -100,6 +100,7 @@ def test_sse_s3_is_applied_to_every_object(s3_server: S3Server, tmp_path: Path) 
 def test_sse_kms_settings_reach_the_request(s3_server: S3Server) -> None:
     """The test server has no KMS, so the request is inspected and answered locally."""
     from botocore.awsrequest import AWSResponse
+    from botocore.compat import HTTPHeaders
 
     class _Raw:
         def stream(self, **_: Any) -> Any:
@@ -110,9 +111,10 @@ def test_sse_kms_settings_reach_the_request(s3_server: S3Server) -> None:
 
     def answer(request: Any, **_: Any) -> AWSResponse:
         seen.append(_text(request.headers))
-        return AWSResponse(request.url, 200, {"ETag": '"x"'}, _Raw())
+        return AWSResponse(request.url, 200, HTTPHeaders.from_dict({"ETag": '"x"'}), _Raw())
 
-    client.meta.events.register("before-send.s3.PutObject", answer)
+    # botocore's hook type says handlers return None; before-send handlers may return a response.
+    client.meta.events.register("before-send.s3.PutObject", answer)  # type: ignore[arg-type]
     store = S3Store(client=client, bucket=s3_server.bucket, prefix="kms", sse="aws:kms",
                     sse_kms_key_id="alias/cpv-checkpoints", owns_client=True)
     store.put("config", b"{}")

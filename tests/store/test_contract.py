@@ -228,7 +228,7 @@ def test_list_and_delete_many_past_one_page(any_store: ObjectStore) -> None:
         list(pool.map(lambda key: any_store.put(key, b"."), keys))
     listed = keys_of(any_store, "many/")
     assert listed == keys
-    any_store.delete_many(keys[:-1])  # type: ignore[attr-defined]
+    any_store.delete_many(keys[:-1])
     assert keys_of(any_store, "many/") == keys[-1:]
 
 
@@ -249,9 +249,9 @@ def test_delete_is_idempotent(any_store: ObjectStore) -> None:
 def test_delete_many_skips_missing_keys(any_store: ObjectStore) -> None:
     for i in range(5):
         any_store.put(f"dm/{i}", b"x")
-    any_store.delete_many(["dm/1", "dm/3", "dm/never"])  # type: ignore[attr-defined]
+    any_store.delete_many(["dm/1", "dm/3", "dm/never"])
     assert keys_of(any_store, "dm/") == ["dm/0", "dm/2", "dm/4"]
-    any_store.delete_many([])  # type: ignore[attr-defined]
+    any_store.delete_many([])
 
 
 # -- conditional put ------------------------------------------------------------------------
@@ -367,7 +367,7 @@ def test_invalid_keys_are_refused(any_store: ObjectStore, key: str) -> None:
         lambda: any_store.stat(key),
         lambda: any_store.exists(key),
         lambda: any_store.delete(key),
-        lambda: any_store.delete_many([key]),  # type: ignore[attr-defined]
+        lambda: any_store.delete_many([key]),
         lambda: any_store.start_multipart(key),
     ]
     for call in calls:

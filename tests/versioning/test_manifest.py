@@ -91,7 +91,10 @@ def test_metrics_and_extra_are_read_only_and_validated() -> None:
     with pytest.raises(TypeError):
         manifest.metrics["acc"] = 2.0  # type: ignore[index]
     assert Manifest.from_json(manifest.to_json()).extra == {"sample_count": 120_000}
-    for bad in ({"acc": float("nan")}, {"acc": "high"}, {"acc": True}, {"": 1.0}):
+    bad_metrics: list[dict[str, Any]] = [
+        {"acc": float("nan")}, {"acc": "high"}, {"acc": True}, {"": 1.0}
+    ]
+    for bad in bad_metrics:
         with pytest.raises(FormatError):
             make_manifest(metrics=bad)
     with pytest.raises(FormatError):
@@ -186,7 +189,7 @@ def test_manifest_name_slug() -> None:
 
 
 safe_segment = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="/\\\x00:"),
+    alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="/\\\x00:"),
     min_size=1, max_size=12,
 ).filter(lambda s: s not in (".", "..") and s.lower() != ".git")
 

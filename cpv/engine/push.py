@@ -230,16 +230,19 @@ def _push(
     entries: dict[str, FileEntry] = {}
     to_read: list[_Source] = []
     total = 0
-    root_key = os.path.abspath(root)
-    root_is_dir = root.is_dir()
-    if cache is not None and root_is_dir:
-        cache.load_folder(root_key)
+    # Stat-cache keys are built from the tree's absolute path, without a syscall per file; a
+    # single-file root is keyed under its folder (its relpath is its name).
+    tree_key = os.path.abspath(root)
+    if not root.is_dir():
+        tree_key = os.path.dirname(tree_key)
+    elif cache is not None:
+        cache.load_folder(tree_key)
     for src in sources:
         total += src.st.st_size if not stat.S_ISLNK(src.st.st_mode) else 0
         if stat.S_ISLNK(src.st.st_mode):
             entries[src.relpath] = _link_entry(src)
             continue
-        key = _cache_key(root_key, root_is_dir, src)
+        key = cache_key(tree_key, src.relpath)
         hit = cache.lookup(key, FileStamp.of(src.st)) if cache else None
         if hit is not None and all(c in index for c in hit.chunks):
             entries[src.relpath] = FileEntry(
@@ -273,7 +276,7 @@ def _push(
             entry, stamp = f.result()
             entries[entry.path] = entry
             if cache is not None and not dry_run:
-                key = _cache_key(root_key, root_is_dir, src)
+                key = cache_key(tree_key, src.relpath)
                 cache.record(key, stamp, entry.blake3, entry.chunks)
         records = uploader.finish()
     progress.end("hash")
@@ -310,13 +313,6 @@ def _push(
         seconds=time.monotonic() - started,
         dry_run=dry_run,
     )
-
-
-def _cache_key(root_key: str, root_is_dir: bool, src: _Source) -> str:
-    """The stat cache's key: the file's absolute path, built from the tree's without a syscall."""
-    if not root_is_dir:
-        return root_key
-    return cache_key(root_key, src.relpath)
 
 
 def _keep_reused_chunks_indexed(repo: Repository, snapshot: Snapshot, seen: set[str]) -> None:

@@ -179,3 +179,17 @@ def test_pulled_tree_is_not_rehashed_by_the_next_push(
     again = push(repo, tmp_path / "sub" / ".." / "out", limits=LIMITS)
     assert again.snapshot_id == first.snapshot_id
     assert again.hashed_bytes == 0
+
+
+def test_single_file_root_is_not_rehashed_whatever_its_spelling(
+    memory_store: object, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cpv.engine.statcache._RACY_NS", 0)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "one.bin").write_bytes(rand_bytes(3 * MiB, 5))
+    repo = make_repo(memory_store, cache)
+    monkeypatch.chdir(tmp_path / "w")
+    first = push(repo, Path("one.bin"), limits=LIMITS)
+    again = push(repo, tmp_path / "w" / "." / "one.bin", limits=LIMITS)
+    assert first.hashed_bytes == 3 * MiB
+    assert again.hashed_bytes == 0 and again.snapshot_id == first.snapshot_id

@@ -107,67 +107,34 @@ def main() -> int:
             small = scratch / "small"
             wl.write_smallfiles(small, args.small_files)
             trees.append(("smallfiles", small))
-        for name, tree in trees:
-            common = [
-                "--endpoint",
-                s.endpoint_url,
-                "--bucket",
-                s.bucket,
-                "--prefix",
-                f"prof-{name}",
-            ]
-            wl.evict(tree)
-            push_out = args.out / f"{name}-push.folded"
+        def profiled(out: Path, *driver_args: str) -> dict[str, object]:
+            """Run ``cpv_driver.py`` under py-spy into ``out``; return the driver's report."""
             cmd = [
-                pyspy,
-                "record",
-                "--idle",
-                "--threads",
-                "--rate",
-                str(args.rate),
-                "--format",
-                "raw",
-                "-o",
-                str(push_out),
-                "--",
-                sys.executable,
-                str(HERE / "cpv_driver.py"),
-                "push",
-                str(tree),
-                *common,
-                "--cache-dir",
-                str(scratch / f"cache-{name}"),
+                pyspy, "record", "--idle", "--threads", "--rate", str(args.rate),
+                "--format", "raw", "-o", str(out), "--",
+                sys.executable, str(HERE / "cpv_driver.py"), *driver_args,
             ]
             res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            report = _json_line(res.stdout)
-            snapshot = str(report["snapshot_id"])
+            return _json_line(res.stdout)
+
+        for name, tree in trees:
+            prefix = f"prof-{name}"
+            common = ["--endpoint", s.endpoint_url, "--bucket", s.bucket, "--prefix", prefix]
+            wl.evict(tree)
+            push_out = args.out / f"{name}-push.folded"
+            report = profiled(
+                push_out, "push", str(tree), *common, "--cache-dir", str(scratch / f"cache-{name}")
+            )
             print(report)
             print(summarize(push_out))
             pull_out = args.out / f"{name}-pull.folded"
-            cmd = [
-                pyspy,
-                "record",
-                "--idle",
-                "--threads",
-                "--rate",
-                str(args.rate),
-                "--format",
-                "raw",
-                "-o",
-                str(pull_out),
-                "--",
-                sys.executable,
-                str(HERE / "cpv_driver.py"),
-                "pull",
-                str(scratch / f"pulled-{name}"),
-                *common,
-                "--cache-dir",
-                str(scratch / f"pullcache-{name}"),
-                "--snapshot",
-                snapshot,
-            ]
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            print(_json_line(res.stdout))
+            print(
+                profiled(
+                    pull_out, "pull", str(scratch / f"pulled-{name}"), *common,
+                    "--cache-dir", str(scratch / f"pullcache-{name}"),
+                    "--snapshot", str(report["snapshot_id"]),
+                )
+            )
             print(summarize(pull_out))
     finally:
         server.stop()

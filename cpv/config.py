@@ -448,6 +448,15 @@ def redact_url(url: str) -> str:
 # The configuration object
 
 
+@dataclass(frozen=True, slots=True)
+class CredentialCheck:
+    """One line of :meth:`CPVConfig.validate_credentials`."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
 class CPVConfig(_Model):
     """The whole cpv configuration: frozen, validated, secret-free.
 
@@ -703,6 +712,18 @@ class CPVConfig(_Model):
         view["cache"]["dir"] = str(self.cache_dir)
         view["sources"] = list(self._sources)
         return view
+
+    def validate_credentials(
+        self, *, workspace: str | os.PathLike[str] | None = None
+    ) -> list[CredentialCheck]:
+        """Really check that the store and the Git remote can be reached with these settings.
+
+        The seed API's method; the checks live with the service that owns store and Git
+        access, imported here on call so that configuration stays free of them.
+        """
+        from cpv.credentials import validate_credentials
+
+        return validate_credentials(self, workspace=workspace)
 
     # ---- one-time setup (seed API) -------------------------------------------------------
 

@@ -122,9 +122,10 @@ class IntegrityError(CPVError):
     default_hint = "the store holds damaged data; run 'cpv verify' to see what is affected"
 
     def __init__(
-        self, message: str, *, object_id: str = "", expected: str = "", actual: str = ""
+        self, message: str, *, object_id: str = "", expected: str = "", actual: str = "",
+        hint: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, hint=hint)
         self.object_id = object_id
         self.expected = expected
         self.actual = actual

@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from cpv import __version__
+from cpv._version import __version__
 from cpv.config import redact_url
 from cpv.errors import CPVError
 

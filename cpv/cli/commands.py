@@ -1,4 +1,4 @@
-"""The `cpv` commands. Each one parses, calls :mod:`cpv.api`, and renders (STYLE Rule 10).
+"""The `cpv` commands. Each one parses, calls :mod:`cpv.service`, and renders (STYLE Rule 10).
 
 No command catches a library error: they travel to the one boundary in :mod:`cpv.cli.main`,
 which maps them to a message, a hint and an exit code. Commands that must report a result
@@ -24,9 +24,11 @@ from cpv.cli import errors as _exit_table
 from cpv.cli import render
 from cpv.cli.progress import TqdmProgress
 from cpv.cli.render import Output
+from cpv.progress import NULL_PROGRESS
 
 if TYPE_CHECKING:
-    from cpv.api import CPVConfig
+    from cpv.config import CPVConfig
+    from cpv.service import WorkspaceService
     from cpv.workspace import Kind
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -86,14 +88,21 @@ class State:
 
     def root(self) -> Path:
         """The workspace the command runs in (found upwards from the current folder)."""
-        from cpv.api import find_workspace
+        from cpv.service import find_workspace
 
         return find_workspace(Path.cwd())
 
     def config(self, root: Path | None) -> CPVConfig:
-        from cpv.api import CPVConfig
+        from cpv.config import CPVConfig
 
         return CPVConfig.load(workspace=root)
+
+    def service(self, *, progress: bool = False) -> WorkspaceService:
+        """The workspace service of this command: config, Git and store opened once."""
+        from cpv.service import WorkspaceService
+
+        return WorkspaceService.open(Path.cwd(),
+                                     progress=self.progress() if progress else NULL_PROGRESS)
 
     def progress(self) -> TqdmProgress:
         enabled = not self.quiet and not self.json_mode and sys.stderr.isatty()
@@ -251,7 +260,7 @@ def _metrics_options(func: F) -> F:
 def _load_metrics(metrics_file: str | None, pairs: dict[str, float]) -> dict[str, float] | None:
     if metrics_file is None and not pairs:
         return None
-    from cpv.api import load_metric_inputs
+    from cpv.service import load_metric_inputs
 
     return load_metric_inputs(metrics_file, pairs)
 
@@ -273,6 +282,8 @@ def _load_metrics(metrics_file: str | None, pairs: dict[str, float]) -> dict[str
 @click.option("--remote", metavar="GIT_URL", help="Git remote to push history to (origin).")
 @click.option("--data-from", type=click.Path(exists=True, file_okay=False),
               help="Bring an existing data folder (train/validation/test) into data/.")
+@click.option("--switch-store", is_flag=True,
+              help="With --store: point a workspace that has versions at another store.")
 @click.option("--dry-run", is_flag=True, help="Show what would be created.")
 @common
 @click.pass_obj
@@ -284,6 +295,7 @@ def init(
     model_name: str | None,
     remote: str | None,
     data_from: str | None,
+    switch_store: bool,
     dry_run: bool,
 ) -> None:
     """Create a workspace: Git repository, store, model/ and data/.
@@ -292,7 +304,7 @@ def init(
     (it only adds what is missing). Without --store the bytes go to the embedded
     local store in .cpv/store: a first run needs no cloud account.
     """
-    from cpv.api import init_workspace
+    from cpv.service import init_workspace
 
     root = Path(directory or ".").expanduser().absolute()
     enclosing = _try_root(root)
@@ -311,7 +323,7 @@ def init(
     if changes:
         cfg = cfg.replace(**changes)
     result = init_workspace(root, config=cfg, store_url=store, remote_url=remote,
-                            data_path=data_from, dry_run=dry_run)
+                            data_path=data_from, dry_run=dry_run, switch_store=switch_store)
 
     def human() -> list[str]:
         verb = ("Would initialize" if dry_run else "Initialized") if result.created else (
@@ -369,57 +381,17 @@ def push(
     not even re-read. The manifest is committed to Git, tagged with --tag,
     and pushed to the Git remote if the workspace has one.
     """
-    from cpv.api import (
-        CombinedCheckpointsManage,
-        DataCheckpointsManage,
-        ModelsCheckpointsManage,
-        kinds_with_files,
-        planned_tags,
-    )
-
     if tag is not None and tag != AUTO_TAG and tag.strip("/") in TRACKED_NAMES:
         # `cpv push --tag model`: click took the path as the option's value.
         paths, tag = (*paths, tag), AUTO_TAG
-    root = state.root()
-    cfg = state.config(root)
-    kinds = _push_kinds(paths, root) or kinds_with_files(root)
     metrics = _load_metrics(metrics_file, metric_pairs)
-    version = None if tag in (None, AUTO_TAG) else tag
-    # A taken or malformed tag fails here, before any byte is uploaded.
-    plan = planned_tags(root, kinds, version, force=force, config=cfg) if tag is not None else []
-    progress = state.progress()
-    results = []
-    metrics_kind = "model" if "model" in kinds else "data"
-    for kind in kinds:
-        kind_metrics = metrics if kind == metrics_kind else None
-        if kind == "model":
-            with ModelsCheckpointsManage(workspace=root, config=cfg, progress=progress) as mcm:
-                results.append(mcm.upload_model_checkpoint(
-                    metrics=kind_metrics, message=message, dry_run=dry_run, force=force,
-                    notify=notify))
-        else:
-            with DataCheckpointsManage(workspace=root, config=cfg, progress=progress) as dcm:
-                results.append(dcm.upload_data_checkpoint(
-                    metrics=kind_metrics, message=message, dry_run=dry_run, force=force,
-                    notify=notify))
-    tags: list[str] = []
-    if tag is not None:
-        if dry_run:
-            tags = plan
-        elif len(kinds) == 2:
-            with CombinedCheckpointsManage(workspace=root, config=cfg,
-                                           progress=progress) as ccm:
-                tags = list(ccm.tag_model_and_data(version, message or None, force=force,
-                                                   notify=notify))
-        elif kinds[0] == "model":
-            with ModelsCheckpointsManage(workspace=root, config=cfg) as mcm:
-                tags = [mcm.tag_model_checkpoint(version, message or None, force=force,
-                                                 notify=notify)]
-        else:
-            with DataCheckpointsManage(workspace=root, config=cfg) as dcm:
-                tags = [dcm.tag_data_checkpoint(version, message or None, force=force,
-                                                notify=notify)]
-    pushed_to = next((r.pushed_to for r in results if r.pushed_to), None)
+    with state.service(progress=True) as service:
+        kinds = _push_kinds(paths, service.root) or None
+        outcome = service.push(
+            kinds, message=message, metrics=metrics, tag=tag is not None,
+            version=None if tag in (None, AUTO_TAG) else tag, force=force, dry_run=dry_run,
+            notify=notify)
+    results, tags, pushed_to = outcome.results, list(outcome.tags), outcome.pushed_to
 
     def human() -> list[str]:
         lines = [line for r in results for line in render.upload_lines(r)]
@@ -478,13 +450,9 @@ def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool) -> 
     that local files already hold are copied, not downloaded. This does not
     change the recorded version (cpv checkout does).
     """
-    from cpv.api import pull_workspace
-
-    root = state.root()
-    rev, paths = _split_rev_and_paths(args, root)
-    cfg = state.config(root)
-    results = pull_workspace(root, rev, paths=paths, dest=dest, force=force, config=cfg,
-                             progress=state.progress())
+    with state.service(progress=True) as service:
+        rev, paths = _split_rev_and_paths(args, service.root)
+        results = service.pull(rev, paths=paths, dest=dest, force=force)
     state.out.emit({"rev": rev, "results": [render.pull_dict(p) for p in results]},
                    lambda: [line for p in results for line in render.pull_lines(p)])
 
@@ -526,30 +494,11 @@ def tag(
     Without --model/--data, model and data get one number together
     (v0.3 and data-v0.3) when both have a version; else the one that has.
     """
-    from cpv.api import (
-        CombinedCheckpointsManage,
-        DataCheckpointsManage,
-        ModelsCheckpointsManage,
-        resolve_version,
-    )
-
-    root = state.root()
-    cfg = state.config(root)
     only = _kind_flag(model_flag, data_flag)
-    kinds = [only] if only else list(resolve_version(root, None, config=cfg))
     metrics = _load_metrics(metrics_file, metric_pairs)
-    if len(kinds) == 2:
-        with CombinedCheckpointsManage(workspace=root, config=cfg) as ccm:
-            tags = list(ccm.tag_model_and_data(version, message, metrics=metrics, force=force,
-                                               dry_run=dry_run, notify=notify))
-    elif kinds[0] == "model":
-        with ModelsCheckpointsManage(workspace=root, config=cfg) as mcm:
-            tags = [mcm.tag_model_checkpoint(version, message, metrics=metrics, force=force,
-                                             dry_run=dry_run, notify=notify)]
-    else:
-        with DataCheckpointsManage(workspace=root, config=cfg) as dcm:
-            tags = [dcm.tag_data_checkpoint(version, message, metrics=metrics, force=force,
-                                            dry_run=dry_run, notify=notify)]
+    with state.service() as service:
+        tags = service.tag([only] if only else None, version, message=message, metrics=metrics,
+                           force=force, dry_run=dry_run, notify=notify)
     state.out.emit({"tags": tags, "dry_run": dry_run},
                    [("would tag " if dry_run else "tagged ") + ", ".join(tags)])
 
@@ -557,14 +506,9 @@ def tag(
 # -- versions, metrics -------------------------------------------------------------------------
 
 
-def _list_versions(root: Path, cfg: CPVConfig, kind: Kind) -> list[Any]:
-    from cpv.api import DataCheckpointsManage, ModelsCheckpointsManage
-
-    if kind == "model":
-        with ModelsCheckpointsManage(workspace=root, config=cfg) as mcm:
-            return mcm.read_checkpoint_tag()
-    with DataCheckpointsManage(workspace=root, config=cfg) as dcm:
-        return dcm.read_data_checkpoint_tag()
+def _list_versions(state: State, kind: Kind) -> list[Any]:
+    with state.service() as service:
+        return list(service.versions(kind))
 
 
 @click.command(epilog=epilog([
@@ -578,8 +522,7 @@ def _list_versions(root: Path, cfg: CPVConfig, kind: Kind) -> list[Any]:
 def versions(state: State, model_flag: bool, data_flag: bool) -> None:
     """List versions: tag, date, author, message, size and key metrics."""
     kind = _kind_flag(model_flag, data_flag) or "model"
-    root = state.root()
-    infos = _list_versions(root, state.config(root), kind)
+    infos = _list_versions(state, kind)
     state.out.emit([render.version_dict(v) for v in infos],
                    lambda: render.versions_lines(infos, kind), essential=True)
 
@@ -604,8 +547,7 @@ def metrics(
 
     kind = _kind_flag(model_flag, data_flag) or (
         "data" if revs and all(r.startswith("data-") for r in revs) else "model")
-    root = state.root()
-    infos = _list_versions(root, state.config(root), kind)
+    infos = _list_versions(state, kind)
     if revs:
         by_tag = {v.tag: v for v in infos}
         wanted = [r if r in by_tag or r.startswith(("v", "data-")) else f"v{r}" for r in revs]
@@ -675,11 +617,8 @@ def checkout(state: State, rev: str, force: bool, dry_run: bool) -> None:
     checked out in turn). Refused while tracked files have changes that were
     not pushed, unless --force.
     """
-    from cpv.api import checkout_workspace
-
-    root = state.root()
-    results = checkout_workspace(root, rev, force=force, dry_run=dry_run,
-                                 config=state.config(root), progress=state.progress())
+    with state.service(progress=True) as service:
+        results = service.checkout(rev, force=force, dry_run=dry_run)
     state.out.emit({"rev": rev, "dry_run": dry_run, "results": [render.jsonable(r)
                                                                   for r in results]},
                    lambda: render.revert_lines(results, rev, dry_run=dry_run))
@@ -693,10 +632,8 @@ def checkout(state: State, rev: str, force: bool, dry_run: bool) -> None:
 @click.pass_obj
 def status(state: State) -> None:
     """Show the current versions and what changed since the last push."""
-    from cpv.api import workspace_status
-
-    root = state.root()
-    report = workspace_status(root, config=state.config(root))
+    with state.service() as service:
+        report = service.status()
     state.out.emit(render.status_dict(report), lambda: render.status_lines(report),
                    essential=True)
 
@@ -719,11 +656,8 @@ def diff(state: State, rev1: str, rev2: str, model_flag: bool, data_flag: bool) 
     Lists files added, removed and changed between REV1 and REV2 (default: the
     current commit), and each metric's values and delta.
     """
-    from cpv.api import diff_versions
-
-    root = state.root()
-    result = diff_versions(root, rev1, rev2, kind=_kind_flag(model_flag, data_flag),
-                           config=state.config(root))
+    with state.service() as service:
+        result = service.diff(rev1, rev2, kind=_kind_flag(model_flag, data_flag))
     state.out.emit(render.diff_dict(result), lambda: render.diff_lines(result), essential=True)
 
 
@@ -748,14 +682,12 @@ def verify(state: State, rev: str | None, all_snapshots: bool, deep: bool) -> No
     Exit code 4 when something is damaged or missing; the output names the
     affected versions and files (other versions are intact).
     """
-    from cpv.api import verify_workspace
-    from cpv.errors import IntegrityError
+    from cpv.errors import IntegrityError, NoStoreError
 
     if rev is not None and all_snapshots:
         raise click.UsageError("give a REV or --all, not both")
-    root = state.root()
-    outcome = verify_workspace(root, rev, all_snapshots=all_snapshots, deep=deep,
-                               config=state.config(root), progress=state.progress())
+    with state.service(progress=True) as service:
+        outcome = service.verify(rev, all_snapshots=all_snapshots, deep=deep)
     data = render.verify_dict(outcome)
     if outcome.ok:
         state.out.emit(data, lambda: render.verify_lines(outcome), essential=True)
@@ -764,7 +696,14 @@ def verify(state: State, rev: str | None, all_snapshots: bool, deep: bool) -> No
         for line in render.verify_lines(outcome):
             click.echo(line)
     state.result = data
-    labels = sorted({d.label for d in outcome.damaged})
+    if outcome.damaged and all(d.elsewhere for d in outcome.damaged):
+        first = outcome.damaged[0]
+        raise NoStoreError(
+            f"{first.label} lives in another store ({first.elsewhere}), not in this "
+            "workspace's; it was not checked",
+            hint="verify it from a workspace whose store.url is that store, or point this one "
+                 "there: cpv config set store.url URL")
+    labels = sorted({d.label for d in outcome.damaged if not d.elsewhere})
     error = IntegrityError(
         f"the store is damaged: {len(labels)} version(s) cannot be fully restored "
         f"({', '.join(labels[:5])}{', ...' if len(labels) > 5 else ''})",
@@ -799,23 +738,19 @@ def gc(
     not), the working tree, and every snapshot another workspace pushed to the
     same store; anything younger than the grace period is kept too.
     """
-    from cpv.api import gc_workspace
-
-    root = state.root()
-    cfg = state.config(root)
     grace = None if grace_hours is None else grace_hours * 3600.0
-    if not dry_run and not yes:
-        if state.json_mode or not sys.stdin.isatty():
-            raise click.UsageError("gc deletes data: pass --yes to confirm, or --dry-run")
-        plan = gc_workspace(root, dry_run=True, grace_period_s=grace, config=cfg)
-        for line in render.gc_lines(plan):
-            click.echo(line)
-        if not plan.report.snapshots_deleted and not plan.report.packs_condemned:
-            return
-        click.confirm("Delete this data?", abort=True, err=True)
-    outcome = gc_workspace(root, dry_run=dry_run, grace_period_s=grace,
-                           break_stale_lock=break_stale_lock, config=cfg,
-                           progress=state.progress())
+    if not dry_run and not yes and (state.json_mode or not sys.stdin.isatty()):
+        raise click.UsageError("gc deletes data: pass --yes to confirm, or --dry-run")
+    with state.service(progress=True) as service:
+        if not dry_run and not yes:
+            plan = service.gc(dry_run=True, grace_period_s=grace)
+            for line in render.gc_lines(plan):
+                click.echo(line)
+            if not plan.report.snapshots_deleted and not plan.report.packs_condemned:
+                return
+            click.confirm("Delete this data?", abort=True, err=True)
+        outcome = service.gc(dry_run=dry_run, grace_period_s=grace,
+                             break_stale_lock=break_stale_lock)
     state.out.emit(render.gc_dict(outcome), lambda: render.gc_lines(outcome))
 
 
@@ -823,9 +758,9 @@ def gc(
 
 
 def _config_target(global_: bool) -> tuple[Path, str]:
-    from cpv.api import find_workspace
     from cpv.config import default_config_path, workspace_config_path
     from cpv.errors import NotAWorkspaceError
+    from cpv.service import find_workspace
 
     if not global_:
         try:
@@ -836,8 +771,8 @@ def _config_target(global_: bool) -> tuple[Path, str]:
 
 
 def _try_root(start: Path | None = None) -> Path | None:
-    from cpv.api import find_workspace
     from cpv.errors import NotAWorkspaceError
+    from cpv.service import find_workspace
 
     try:
         return find_workspace(start or Path.cwd())
@@ -921,7 +856,7 @@ def config_set(state: State, key: str, value: str, global_: bool) -> None:
 @click.pass_obj
 def config_unset(state: State, key: str, global_: bool) -> None:
     """Remove one setting from the config file (the default applies again)."""
-    from cpv.api import CPVConfig
+    from cpv.config import CPVConfig
     from cpv.errors import ConfigError
 
     section, sub = _dotted(key)
@@ -957,24 +892,26 @@ def _write_setting(state: State, key: str, value: str, global_: bool) -> None:
                    + ([note] if note else []))
 
 
-@config.command("wizard", epilog=epilog([("cpv config wizard", ""),
-                                         ("cpv config wizard --workspace", "")], codes=(0, 1)))
-@click.option("--workspace", "in_workspace", is_flag=True,
-              help="Write the workspace's .cpv/config.json instead of ~/.cpv/config.json.")
+@config.command("wizard", epilog=epilog([("cpv config wizard", "")], codes=(0, 1)))
 @common
 @click.pass_obj
-def config_wizard(state: State, in_workspace: bool) -> None:
+def config_wizard(state: State) -> None:
     """Set up the store (AWS profile, bucket, endpoint) and the Git remote (SSH key).
 
     Asks on the terminal, checks the profile exists in ~/.aws, can create a
-    dedicated SSH key for the Git host, and saves with mode 0600.
+    dedicated SSH key for the Git host, and saves with mode 0600: the profile
+    and key in ~/.cpv/config.json, the store URL and remote in this workspace's
+    .cpv/config.json (outside a workspace it prints the cpv init line instead).
     """
     from cpv.cli.wizard import run_wizard
+    from cpv.config import default_config_path, workspace_config_path
 
     root = _try_root()
-    target, _ = _config_target(not in_workspace)
-    summary = run_wizard(config=state.config(root), target=target, root=root)
-    state.out.emit(summary, [f"saved to {target}"])
+    workspace_file = workspace_config_path(root) if root is not None else None
+    summary = run_wizard(config=state.config(root), user_file=default_config_path(),
+                         workspace_file=workspace_file, root=root)
+    state.out.emit(summary, [f"saved to {summary['file']}"
+                             + (f" and {workspace_file}" if workspace_file else "")])
 
 
 @click.command(epilog=epilog([("cpv doctor", ""), ("cpv doctor --json", "")], codes=(0, 1)))
@@ -987,8 +924,8 @@ def doctor(state: State) -> None:
 
     Prints one line per check and a 'fix:' line for each problem.
     """
-    from cpv.api import doctor_checks
     from cpv.errors import CPVError
+    from cpv.service import doctor_checks
 
     checks = doctor_checks(_try_root())
     data = [render.jsonable(c) for c in checks]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from cpv import __version__
+from cpv._version import __version__
 from cpv.cli.commands import COMMANDS, State, common, epilog
 from cpv.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
 from cpv.errors import CPVError

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 if TYPE_CHECKING:
-    from cpv.api import (
+    from cpv.service import (
         DoctorCheck,
         GCOutcome,
         PullSummary,

@@ -741,6 +741,66 @@ class GitRepo:
         if result.status != 0:
             raise self._remote_error("fetch from", remote, result)
 
+    def remote_tags(self, remote: str) -> dict[str, str]:
+        """Tag name -> tag object id on ``remote`` (one ``git ls-remote``).
+
+        Raises:
+            GitRemoteError: the remote cannot be reached.
+        """
+        result = self._run("ls-remote", "-q", "--tags", "--", _check_remote_name(remote),
+                           remote=True)
+        if result.status != 0:
+            raise self._remote_error("list tags of", remote, result)
+        tags: dict[str, str] = {}
+        for line in result.stdout.splitlines():
+            sha, _, ref = line.partition("\t")
+            if ref.startswith("refs/tags/") and not ref.endswith("^{}"):
+                tags[ref[len("refs/tags/"):]] = sha
+        return tags
+
+    def commits_ahead(self, remote: str, branch: str) -> int:
+        """Commits of ``branch`` that the remote-tracking ``remote/branch`` does not have.
+
+        Every commit counts when the branch was never published.
+        """
+        tracking = f"refs/remotes/{_check_remote_name(remote)}/{_check_ref_part(branch, 'branch')}"
+        known = self._run("rev-parse", "--verify", "-q", tracking).status == 0
+        spec = f"{tracking}..refs/heads/{branch}" if known else f"refs/heads/{branch}"
+        result = self._run("rev-list", "--count", spec)
+        return int(result.stdout.strip() or 0) if result.status == 0 else 0
+
+    def set_upstream(self, remote: str, branch: str) -> None:
+        """Make ``remote/branch`` the upstream of ``branch`` so plain ``git pull`` works."""
+        self._run("branch", f"--set-upstream-to={remote}/{branch}", branch)
+
+    def adopt_local_remote_head(self, remote: str, branch: str) -> None:
+        """Point an empty-headed bare remote on this machine at ``branch``.
+
+        ``git init --bare`` names ``master`` as HEAD; after cpv pushes ``main`` there, a plain
+        ``git clone`` would check out nothing. Hosting services point HEAD at the first pushed
+        branch; for a bare repository on a local path cpv does the same, and only when the
+        branch HEAD names does not exist there.
+        """
+        url = self.remote_url(remote)
+        if url is None or "://" in url.replace("file://", "", 1) or ":" in url.split("/")[0]:
+            return
+        path = Path(url[len("file://"):] if url.startswith("file://") else url)
+        if not path.is_absolute():
+            path = (self._root / path).resolve()
+        if not (path / "HEAD").is_file() or not (path / "refs").is_dir():
+            return
+        bare = ["git", f"--git-dir={path}"]
+        try:
+            head = git.Git().execute([*bare, "symbolic-ref", "-q", "HEAD"],
+                                     with_exceptions=False).strip()
+            if not head or git.Git().execute(
+                    [*bare, "rev-parse", "--verify", "-q", head], with_exceptions=False).strip():
+                return
+            git.Git().execute([*bare, "symbolic-ref", "HEAD", f"refs/heads/{branch}"],
+                              with_exceptions=False)
+        except git.exc.GitCommandError as exc:  # pragma: no cover - best effort
+            log.debug("could not point %s's HEAD at %s: %s", url, branch, exc)
+
     def _remote_error(self, verb: str, remote: str, result: _Result) -> GitRemoteError:
         text = _one_line(result.stderr, result.stdout)
         url = self.remote_url(remote) if _REMOTE_NAME_RE.fullmatch(remote) else None

@@ -32,6 +32,7 @@ from cpv.errors import (
     CPVError,
     DirtyWorkspaceError,
     FormatError,
+    GitRemoteError,
     TagExistsError,
     VersioningError,
 )
@@ -58,6 +59,7 @@ from cpv.versioning.tags import (
     check_kind,
     coerce_version,
     next_version,
+    parse_tag,
     tag_name,
     try_parse_tag,
     versions_of_kind,
@@ -135,6 +137,7 @@ class VersionInfo:
     file_count: int
     manifests: tuple[Manifest, ...] = ()
     problem: str | None = None
+    tag_message: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,7 +436,7 @@ class History:
         """
         kind = check_kind(kind)
         resolved_metrics = resolve_metrics(metrics)
-        chosen = self._choose_version((kind,), version, overwrite=overwrite)
+        chosen = self.choose_version((kind,), version, overwrite=overwrite)
         with self._begin_tagging((kind,), resolved_metrics) as (txn, manifests):
             record = self._tag(txn, kind, chosen, message=message, manifests=manifests[kind],
                                overwrite=overwrite)
@@ -465,7 +468,7 @@ class History:
             As :meth:`create_tag`.
         """
         resolved_metrics = resolve_metrics(metrics)
-        chosen = self._choose_version(KINDS, version, overwrite=overwrite)
+        chosen = self.choose_version(KINDS, version, overwrite=overwrite)
         with self._begin_tagging(KINDS, resolved_metrics) as (txn, manifests):
             model = self._tag(txn, "model", chosen, message=message,
                               manifests=manifests["model"], overwrite=overwrite)
@@ -476,7 +479,7 @@ class History:
                 model, data = _with_pushed(model, remote), _with_pushed(data, remote)
         return CombinedTagRecord(version=chosen, model=model, data=data)
 
-    def _choose_version(
+    def choose_version(
         self, kinds: Sequence[Kind], version: Version | str | None, *, overwrite: bool
     ) -> Version:
         tags = self._repo.tag_targets()
@@ -566,7 +569,10 @@ class History:
                 metrics = parse_metrics_trailer(tag.message) or {}
             infos.append(VersionInfo(
                 tag=tag.name, kind=kind, version=parsed[1], commit=tag.commit, date=tag.date,
-                author=tag.tagger, message=strip_metrics_trailer(tag.message),
+                author=tag.tagger,
+                message=next((m.message for m in manifests if m.message), "")
+                or strip_metrics_trailer(tag.message),
+                tag_message=strip_metrics_trailer(tag.message),
                 metrics=MappingProxyType(metrics),
                 total_size=sum(m.total_size for m in manifests),
                 file_count=sum(m.file_count for m in manifests),
@@ -707,6 +713,53 @@ class History:
     def fetch(self, remote: str = "origin", *, force_tags: bool = False) -> None:
         """Fetch commits and tags from ``remote`` (then list or read the versions it holds)."""
         self._repo.fetch(remote, force_tags=force_tags)
+
+    def unpublished(self, remote: str) -> tuple[int, list[str]]:
+        """Commits of the current branch and version tags that ``remote`` does not have yet.
+
+        Raises:
+            GitRemoteError: the remote cannot be reached (tags are listed there).
+        """
+        branch = self._repo.current_branch()
+        ahead = self._repo.commits_ahead(remote, branch) if branch else 0
+        there = self._repo.remote_tags(remote)
+        local = self._repo.tag_targets()
+        tags = sorted((n for n, oid in local.items()
+                       if try_parse_tag(n) is not None and there.get(n) != oid),
+                      key=lambda n: (n.startswith("data-"), parse_tag(n)[1]))
+        return ahead, tags
+
+    def publish(self, remote: str, *, force_tags: Sequence[str] = ()) -> tuple[int, list[str]]:
+        """Push what ``remote`` lacks: the branch's commits and version tags, in one atomic push.
+
+        Anything an earlier command left unpublished (a Ctrl-C in its Git step, an unreachable
+        remote) goes with it. Sets the branch's upstream the first time, and points an
+        empty-headed bare remote on this machine at the branch (see
+        :meth:`GitRepo.adopt_local_remote_head`).
+
+        Returns:
+            The number of commits and the tags that were published.
+
+        Raises:
+            GitRemoteError: the remote refused (nothing was updated there) or is unreachable.
+        """
+        ahead, tags = self.unpublished(remote)
+        branch = self._repo.current_branch()
+        if not ahead and not tags:
+            return 0, []
+        there = self._repo.remote_tags(remote)
+        moved = [t for t in tags if t in there and t in force_tags]
+        refused = [t for t in tags if t in there and t not in force_tags]
+        if refused:
+            raise GitRemoteError(
+                f"the remote holds {refused[0]} at another version than this clone",
+                hint="fetch it ('git fetch --tags --force') and look before moving it; "
+                     "'cpv tag VERSION --force' moves a tag on purpose")
+        self._repo.push(remote, branch=branch if ahead else None, tags=tags, force_tags=moved)
+        if branch:
+            self._repo.set_upstream(remote, branch)
+            self._repo.adopt_local_remote_head(remote, branch)
+        return ahead, tags
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -87,18 +87,30 @@ def test_tags_order_numerically_and_validate(tmp_path: Path, local_config: CPVCo
     ws = tmp_path / "m"
     mcm = ModelsCheckpointsManage(workspace=ws, config=local_config)
     mcm.import_model_init()
-    write_model(ws, 2, size=64 * 1024)
-    mcm.upload_model_checkpoint()
-    tags = [mcm.tag_model_checkpoint() for _ in range(10)]
+
+    def new_version(seed: int) -> None:
+        write_model(ws, seed, size=16 * 1024)
+        mcm.upload_model_checkpoint()
+
+    tags = []
+    for seed in range(10):
+        new_version(seed)
+        tags.append(mcm.tag_model_checkpoint())
     assert tags[-2:] == ["v0.9", "v0.10"]
+    # An auto-numbered tag on a version that already has one would mint an identical version.
+    with pytest.raises(VersioningError, match="already tagged v0.10"):
+        mcm.tag_model_checkpoint()
+    new_version(10)
     assert mcm.tag_model_checkpoint() == "v0.11"  # not "v0.10" again: numeric, not string order
-    assert mcm.tag_model_checkpoint("v1.0") == "v1.0"
+    assert mcm.tag_model_checkpoint("v1.0") == "v1.0"  # an explicit second name is fine
+    new_version(11)
     assert mcm.tag_model_checkpoint() == "v1.1"
     with pytest.raises(TagExistsError):
         mcm.tag_model_checkpoint("v1.0")
     assert mcm.tag_model_checkpoint("v1.0", force=True) == "v1.0"
     with pytest.raises(InvalidTagError):
         mcm.tag_model_checkpoint("version-one")
+    new_version(12)
     assert mcm.tag_model_checkpoint(dry_run=True) == "v1.2"
     assert "v1.2" not in [v.tag for v in mcm.read_checkpoint_tag()]
 
@@ -117,16 +129,21 @@ def test_revert_refuses_local_changes_then_restores(
     (ws / "model" / "extra.bin").write_bytes(b"added in v0.2")
     mcm.upload_model_checkpoint()
     mcm.tag_model_checkpoint()
-    # Unsaved work: refused, nothing touched.
-    (ws / "model" / "notes.txt").write_text("my unsaved notes")
-    with pytest.raises(DirtyWorkspaceError, match="not uploaded"):
+    # Unsaved edits to a file the revert would overwrite: refused, nothing touched.
+    v2_bytes = (ws / "model" / "model.safetensors").read_bytes()
+    (ws / "model" / "model.safetensors").write_bytes(b"my unsaved edit" + v2_bytes[15:])
+    with pytest.raises(DirtyWorkspaceError, match="not pushed") as refused:
         mcm.revert_model_checkpoint("v0.1")
-    assert (ws / "model" / "notes.txt").read_text() == "my unsaved notes"
-    (ws / "model" / "notes.txt").unlink()
+    assert "force=True" in (refused.value.hint or "")  # Python errors speak Python
+    assert (ws / "model" / "model.safetensors").read_bytes().startswith(b"my unsaved edit")
+    (ws / "model" / "model.safetensors").write_bytes(v2_bytes)
+    # A file this machine never pushed nor received is the user's: kept, and no reason to refuse.
+    (ws / "model" / "notes.txt").write_text("my unsaved notes")
     result = mcm.revert_model_checkpoint("v0.1")
     assert result.commit
     assert (ws / "model" / "model.safetensors").read_bytes() == v1_bytes
     assert not (ws / "model" / "extra.bin").exists()  # the old version did not have it
+    assert (ws / "model" / "notes.txt").read_text() == "my unsaved notes"
     assert mcm.get_model_metadata()["snapshot_id"] == mcm.get_model_metadata("v0.1")["snapshot_id"]
 
 

@@ -43,7 +43,7 @@ def test_two_machines_racing_for_the_same_version(
     with pytest.raises(GitRemoteError) as raised:
         b.upload_model_checkpoint(metrics={"loss": 0.3})
     # B's bytes are safe in the store and its commit is kept locally; only publishing failed.
-    assert "committed" in str(raised.value)
+    assert "recorded here" in str(raised.value) and "nothing is lost" in (raised.value.hint or "")
     assert b.get_model_metadata()["metrics"] == {"loss": 0.3}
     # B cannot take v0.2: it exists on the remote, and B is told so; A's v0.2 is untouched.
     before = _remote_tags(bare_remote)

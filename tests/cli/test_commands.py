@@ -72,6 +72,11 @@ def test_dry_run_quiet_and_dash_c(cpv: Runner, ws: Path, tmp_path: Path) -> None
     assert [v["tag"] for v in cpv("versions", "--json", cwd=ws).json()] == ["v0.1"]
     unchanged = cpv("push", "--json", cwd=ws).json()["results"][0]
     assert unchanged["new_bytes"] == 0 and unchanged["chunks_new"] == 0
+    # The current version is tagged already: an auto-numbered tag would name it twice.
+    again = cpv("tag", "--dry-run", cwd=ws, expect=1)
+    assert "already tagged v0.1" in again.stderr
+    write_checkpoint(ws / "model", 200_000, seed=2)
+    cpv("push", "-q", cwd=ws)
     tag = cpv("tag", "--dry-run", "--json", cwd=ws).json()
     assert tag == {"tags": ["v0.2"], "dry_run": True}
     cpv("tag", "v1.0", "-m", "release", "--metric", "acc=0.97", "-q", cwd=ws)
@@ -131,11 +136,32 @@ def test_wizard_sets_up_a_local_store_and_remote(cpv: Runner, tmp_path: Path, ho
         "https://example.test/team/model.git",  # Git remote (https: no SSH key question)
         "n",                      # no connection check
     ]) + "\n"
-    doc = cpv("config", "wizard", "--json", input=answers).json()
+    doc = cpv("config", "wizard", "--json", input=answers, cwd=tmp_path).json()
     assert doc["store_url"] == str(store) and doc["remote_url"].startswith("https://")
-    saved = json.loads((home / ".cpv" / "config.json").read_text())
-    assert saved == {"store": {"url": str(store)},
-                     "git": {"remote_url": "https://example.test/team/model.git"}}
+    # Outside a workspace, one model's store and remote are nobody's default: the wizard says
+    # which init line uses them, and the user-wide file gets neither.
+    assert doc["init_command"] == (f"cpv init NAME --store {store} "
+                                   "--remote https://example.test/team/model.git")
+    user_file = home / ".cpv" / "config.json"
+    assert not user_file.exists() or "remote_url" not in user_file.read_text()
+    cpv("init", str(tmp_path / "other-model"), "-q")
+    other = cpv("config", "show", "--json", cwd=tmp_path / "other-model").json()
+    assert other["git"]["remote_url"] is None and str(store) not in str(other["store"])
+
+
+def test_wizard_in_a_workspace_writes_its_store_and_remote_there(
+    cpv: Runner, tmp_path: Path, home: Path
+) -> None:
+    ws = tmp_path / "ws"
+    cpv("init", str(ws), "-q")
+    store = tmp_path / "team-store"
+    answers = "\n".join(["local", str(store), "https://example.test/team/model.git", "n"]) + "\n"
+    cpv("config", "wizard", "--json", input=answers, cwd=ws)
+    saved = json.loads((ws / ".cpv" / "config.json").read_text())
+    assert saved["store"] == {"url": str(store)}
+    assert saved["git"] == {"remote_url": "https://example.test/team/model.git"}
+    user_file = home / ".cpv" / "config.json"
+    assert not user_file.exists() or "remote_url" not in user_file.read_text()
 
 
 def test_wizard_s3_checks_the_profile_and_reasks(cpv: Runner, tmp_path: Path, home: Path) -> None:
@@ -151,12 +177,13 @@ def test_wizard_s3_checks_the_profile_and_reasks(cpv: Runner, tmp_path: Path, ho
         "n",
     ]) + "\n"
     r = cpv("config", "wizard", input=answers,
-            env_extra={"AWS_SHARED_CREDENTIALS_FILE": str(creds)})
+            env_extra={"AWS_SHARED_CREDENTIALS_FILE": str(creds)}, cwd=tmp_path)
     assert "AWS profile 'no-such-profile' not found" in r.stderr
     saved = json.loads((home / ".cpv" / "config.json").read_text())
-    assert saved["aws"] == {"profile": "ml-team", "region": "eu-west-1",
-                            "bucket": "ml-checkpoints", "prefix": "whisper"}
-    assert saved["store"] == {"url": "s3://ml-checkpoints/whisper"}
+    # The profile is the user's; the bucket and prefix belong to one model (its init line).
+    assert saved["aws"]["profile"] == "ml-team" and saved["aws"]["region"] == "eu-west-1"
+    assert "store" not in saved and not saved["aws"].get("bucket")
+    assert "cpv init NAME --store s3://ml-checkpoints/whisper" in r.stderr
     assert "aws_secret_access_key" not in (home / ".cpv" / "config.json").read_text()
 
 
@@ -296,7 +323,7 @@ def test_wizard_creates_a_dedicated_ssh_key_for_the_git_remote(
         "y",                      # create a dedicated SSH key
         "n",                      # no connection check (no network here)
     ]) + "\n"
-    r = cpv("config", "wizard", "--json", input=answers)
+    r = cpv("config", "wizard", "--json", input=answers, cwd=tmp_path)
     doc = r.json()
     assert doc["remote_url"] == "git@bitbucket-cpv:ai-convo/whisper.git"
     key = home / ".ssh" / "id_rsa_bitbucket"
@@ -304,8 +331,9 @@ def test_wizard_creates_a_dedicated_ssh_key_for_the_git_remote(
     assert "ssh-ed25519 " in r.stderr  # the public key to paste into Bitbucket
     assert "Host bitbucket-cpv" in (home / ".ssh" / "config").read_text()
     saved = json.loads((home / ".cpv" / "config.json").read_text())
-    assert saved["git"]["remote_url"] == "git@bitbucket-cpv:ai-convo/whisper.git"
+    assert "remote_url" not in saved["git"]  # one model's remote is not the user's default
     assert saved["git"]["ssh_key_path"] == str(key)
+    assert "--remote git@bitbucket-cpv:ai-convo/whisper.git" in doc["init_command"]
     assert "PRIVATE KEY" not in (home / ".cpv" / "config.json").read_text()
 
 

@@ -1,0 +1,128 @@
+"""``cpv doctor`` and the seed's ``CPVConfig.validate_credentials``: what works on this machine.
+
+Never raises for a failed check: each check says what it found and how to fix a problem.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from cpv.config import CPVConfig
+from cpv.credentials import validate_credentials
+from cpv.errors import ConfigError
+from cpv.service.results import DoctorCheck
+
+MB = 1024 * 1024
+
+__all__ = ["doctor_checks", "validate_credentials"]
+
+
+_MIN_GIT = (2, 20)
+_MIN_FREE_BYTES = 1024 * MB
+
+
+def _git_version() -> DoctorCheck:
+    exe = shutil.which("git")
+    if exe is None:
+        return DoctorCheck("git", False, "git is not installed",
+                           "install git 2.20 or newer (e.g. apt-get install git)")
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30,
+                             check=False).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return DoctorCheck("git", False, f"git does not run: {exc}", "reinstall git")
+    numbers = re.findall(r"\d+", out)
+    version = tuple(int(n) for n in numbers[:2]) if len(numbers) >= 2 else (0, 0)
+    if version < _MIN_GIT:
+        return DoctorCheck("git", False, f"{out} is too old", "install git 2.20 or newer")
+    return DoctorCheck("git", True, out)
+
+
+def _git_identity(root: Path | None) -> DoctorCheck:
+    exe = shutil.which("git")
+    if exe is None:
+        return DoctorCheck("git identity", False, "git is not installed", "install git")
+    done = subprocess.run([exe, "var", "GIT_AUTHOR_IDENT"], capture_output=True, text=True,
+                          timeout=30, check=False, cwd=root)
+    if done.returncode != 0:
+        return DoctorCheck(
+            "git identity", False, "git has no user name/email; versions are recorded as cpv",
+            'git config --global user.name "Your Name" && '
+            "git config --global user.email you@example.com",
+        )
+    return DoctorCheck("git identity", True, done.stdout.strip().rsplit(" ", 2)[0])
+
+
+def doctor_checks(
+    root: Path | None,
+    *,
+    config_path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> list[DoctorCheck]:
+    """Check what cpv needs on this machine and say how to fix each problem.
+
+    ``root`` is the workspace (``None`` outside one). Never raises for a failed check.
+    """
+    import platform
+
+    from cpv._version import __version__
+
+    checks = [
+        DoctorCheck("python", sys.version_info >= (3, 10),
+                    f"{platform.python_version()} ({sys.executable})",
+                    "" if sys.version_info >= (3, 10) else "use Python 3.10 or newer"),
+        DoctorCheck("cpv", True, __version__),
+        _git_version(),
+        _git_identity(root),
+    ]
+    try:
+        cfg = CPVConfig.load(config_path, workspace=root, env=env)
+    except ConfigError as exc:
+        checks.append(DoctorCheck("config", False, exc.message,
+                                  exc.hint or "fix the file named above (see docs/config.md)"))
+        return checks
+    sources = ", ".join(cfg.sources) or "defaults only"
+    checks.append(DoctorCheck("config", True, sources))
+    if root is None:
+        checks.append(DoctorCheck("workspace", False, f"{Path.cwd()} is not in a cpv workspace",
+                                  "cd into a workspace, or create one: cpv init"))
+    else:
+        checks.append(DoctorCheck("workspace", True, str(root)))
+    try:
+        store_url = cfg.store_url(workspace=root)
+    except ConfigError as exc:
+        store_url = None
+        if root is not None:
+            checks.append(DoctorCheck("store", False, exc.message, exc.hint))
+    if store_url is not None:
+        for check in validate_credentials(cfg, workspace=root):
+            fix = ""
+            if not check.ok and check.name == "store":
+                fix = ("check the AWS profile/keys, bucket and endpoint (cpv config wizard); "
+                       "for a new store run cpv init")
+            elif not check.ok:
+                fix = "check the remote URL and your SSH key (cpv config wizard)"
+            checks.append(DoctorCheck(check.name, check.ok, check.detail, fix))
+    if root is not None and not cfg.git.remote_url:
+        checks.append(DoctorCheck("git remote", True,
+                                  "none configured (versions stay on this machine)"))
+    where = root if root is not None else Path.cwd()
+    try:
+        usage = shutil.disk_usage(where)
+    except OSError as exc:
+        checks.append(DoctorCheck("disk", False, f"cannot read free space of {where}: {exc}",
+                                  "check the folder"))
+    else:
+        ok = usage.free >= _MIN_FREE_BYTES
+        checks.append(DoctorCheck(
+            "disk", ok, f"{usage.free / (1024 * MB):.1f} GiB free in {where}",
+            "" if ok else "free some disk space: pulls write each file next to its target first",
+        ))
+    return checks
+
+

@@ -1,0 +1,968 @@
+"""The workspace service: every operation of one workspace, opened once per command.
+
+The CLI and the seed facades call this and nothing below it. One :class:`WorkspaceService`
+holds one :class:`~cpv.workspace.Workspace` (config, Git, history), whose store and repository
+are opened once, on first use. The service decides what a command means in versions (which
+tags, which files, whether local work is in the way) and asks the engine to move bytes and
+versioning to record history.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from cpv.config import CPVConfig
+from cpv.engine import PullResult, PushResult, Snapshot, pull, push
+from cpv.engine import verify as engine_verify
+from cpv.engine.gc import DEFAULT_GRACE_S, collect_garbage
+from cpv.engine.snapshot import SNAPSHOT_PREFIX
+from cpv.errors import (
+    ConfigError,
+    CPVError,
+    DirtyWorkspaceError,
+    GitRemoteError,
+    IntegrityError,
+    LocalIOError,
+    NoStoreError,
+    NotAWorkspaceError,
+    ObjectNotFoundError,
+    TagNotFoundError,
+    VersioningError,
+)
+from cpv.notify import NotifyError, post_event
+from cpv.progress import NULL_PROGRESS, Progress
+from cpv.service.results import (
+    DamagedVersion,
+    FileChange,
+    GCOutcome,
+    KindStatus,
+    PullSummary,
+    PushOutcome,
+    RevertResult,
+    StatusReport,
+    UploadResult,
+    VerifyOutcome,
+    VersionDiff,
+)
+from cpv.service.tree import (
+    Baseline,
+    BaselineStore,
+    FileTable,
+    LocalChanges,
+    conflicts,
+    exclude_internal,
+    has_files,
+    in_scope,
+    local_changes,
+    remove_files,
+)
+from cpv.versioning import Manifest, MetricDelta, VersionInfo, compare, manifest_for_files
+from cpv.versioning.metrics import merge_metrics, normalize_metrics, resolve_metrics
+from cpv.versioning.tags import KINDS, tag_name, try_parse_tag
+from cpv.workspace import DATA_SPLITS, TRACKED, Kind, Workspace
+
+log = logging.getLogger(__name__)
+
+_VERSION_ONLY = re.compile(r"^\d+\.\d+$")
+_MAX_LISTED = 5
+
+
+def find_workspace(start: str | Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding ``.cpv/`` and ``.git``.
+
+    Like git, so that every command works from any sub-folder of a workspace.
+
+    Raises:
+        NotAWorkspaceError: no such folder up to the file system root.
+    """
+    here = Path(start if start is not None else Path.cwd()).absolute()
+    for folder in (here, *here.parents):
+        if (folder / ".cpv").is_dir() and (folder / ".git").exists():
+            return folder
+    raise NotAWorkspaceError(
+        f"not a cpv workspace (or any of its parent folders): {here}",
+        hint="run 'cpv init' to make this folder one, or cd into a workspace (or use -C DIR)",
+    )
+
+
+def load_metric_inputs(
+    file: str | Path | None, values: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """Metrics from a JSON file and ``name=value`` pairs; the pairs win per name.
+
+    Raises:
+        LocalIOError / FormatError: the file cannot be read or holds non-numbers.
+    """
+    from_file = resolve_metrics(file) if file is not None else {}
+    given = normalize_metrics(dict(values or {}), source="--metric")
+    return merge_metrics(from_file, given)
+
+
+def snapshot_table(snapshot: Snapshot) -> FileTable:
+    """A snapshot's files as ``path -> (size, blake3 or ->target)``, as baselines keep them."""
+    return {f.path: (f.size, f"->{f.link}" if f.link is not None else f.blake3)
+            for f in snapshot.files}
+
+
+def _split_counts(paths: Sequence[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for path in paths:
+        head = path.split("/", 1)[0] if "/" in path else ""
+        if head in DATA_SPLITS:
+            counts[head] = counts.get(head, 0) + 1
+    return counts
+
+
+def _listed(paths: Sequence[str]) -> str:
+    shown = ", ".join(paths[:_MAX_LISTED])
+    return shown + (f" and {len(paths) - _MAX_LISTED} more" if len(paths) > _MAX_LISTED else "")
+
+
+class WorkspaceService:
+    """One open workspace and every operation on it. Use as a context manager."""
+
+    def __init__(self, ws: Workspace, *, interface: str = "cli") -> None:
+        self.ws = ws
+        self._interface = interface
+        self._baselines = BaselineStore(ws.root)
+
+    @classmethod
+    def open(
+        cls,
+        start: str | Path | None = None,
+        *,
+        config: CPVConfig | None = None,
+        progress: Progress = NULL_PROGRESS,
+        search_parents: bool = True,
+        interface: str = "cli",
+    ) -> WorkspaceService:
+        """Open the workspace at (or, with ``search_parents``, above) ``start``.
+
+        ``interface`` (``cli`` or ``python``) picks how hints name options: ``--force`` or
+        ``force=True``.
+
+        Raises:
+            NotAWorkspaceError: no workspace there.
+        """
+        root = find_workspace(start) if search_parents else Path(start or ".").absolute()
+        ws = Workspace.open(root, config=config, progress=progress)
+        return cls(ws, interface=interface)
+
+    def close(self) -> None:
+        self.ws.close()
+
+    def __enter__(self) -> WorkspaceService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def root(self) -> Path:
+        return self.ws.root
+
+    @property
+    def config(self) -> CPVConfig:
+        return self.ws.config
+
+    def _opt(self, cli: str, python: str) -> str:
+        return cli if self._interface == "cli" else python
+
+    # -- names of versions -------------------------------------------------------------------
+
+    def have_ref(self, tag: str) -> bool:
+        """True if ``tag`` exists here, fetching from the remote first when it does not."""
+        if tag in self.ws.git.tag_targets():
+            return True
+        if self.ws.remote:
+            with contextlib.suppress(GitRemoteError):
+                self.ws.history.fetch(self.ws.remote)
+            return tag in self.ws.git.tag_targets()
+        return False
+
+    def kind_ref(self, ref: str, kind: Kind) -> str:
+        """``v0.1`` means ``data-v0.1`` for the data (when that tag exists); ``0.1`` means v0.1.
+
+        The one rule by which a version name is read for one kind, in the CLI and the API.
+        """
+        if _VERSION_ONLY.match(ref):
+            ref = f"v{ref}"
+        parsed = try_parse_tag(ref)
+        if parsed is not None and parsed[0] == "model" and kind == "data":
+            data_tag = f"data-{ref}"
+            if self.have_ref(data_tag) or not self.have_ref(ref):
+                return data_tag
+        return ref
+
+    def resolve(
+        self, rev: str | None, kinds: Sequence[Kind] | None = None, *,
+        data_at_commit: bool = False,
+    ) -> dict[Kind, str | None]:
+        """Which ref to use for each kind when the user names ``rev``.
+
+        ``None`` -> the current manifest (``None``) of every kind that has one; ``v0.3`` (or
+        ``0.3``) -> ``v0.3`` for the model and ``data-v0.3`` for the data when that tag exists
+        (else, with ``data_at_commit``, the data manifest recorded at the ``v0.3`` commit);
+        ``data-v0.3`` -> the data only; a branch or commit -> every kind with a manifest there.
+
+        Raises:
+            TagNotFoundError, VersioningError (nothing of the wanted kinds at ``rev``).
+        """
+        history = self.ws.history
+        wanted: tuple[Kind, ...] = tuple(kinds) if kinds else KINDS
+        if rev is None:
+            out: dict[Kind, str | None] = {
+                k: None for k in wanted if history.current_manifest(k, TRACKED[k]) is not None}
+            if not out:
+                raise VersioningError(
+                    f"no {' or '.join(wanted)} version recorded in this workspace yet",
+                    hint=self._opt("push one first: cpv push",
+                                   "upload one first (upload_model_checkpoint)"))
+            return out
+        if _VERSION_ONLY.match(rev):
+            rev = f"v{rev}"
+        parsed = try_parse_tag(rev)
+        if parsed is None:
+            self.ws.git.resolve(rev)  # TagNotFoundError when it names nothing
+            out = {k: rev for k in wanted if history.read_manifests(rev, k)}
+            if not out:
+                raise VersioningError(f"{rev} records no {' or '.join(wanted)} version",
+                                      hint="list versions with 'cpv versions'")
+            return out
+        kind, version = parsed
+        if kind == "data":
+            if "data" not in wanted:
+                raise VersioningError(
+                    f"{rev} is a data version; it has no model files",
+                    hint=f"use the model version v{version.major}.{version.minor}")
+            if not self.have_ref(rev):
+                raise TagNotFoundError(rev, hint="list data versions with 'cpv versions --data'")
+            return {"data": rev}
+        out = {}
+        if not self.have_ref(rev):
+            raise TagNotFoundError(rev)
+        if "model" in wanted:
+            out["model"] = rev
+        data_tag = f"data-{rev}"
+        if "data" in wanted and data_tag in self.ws.git.tag_targets():
+            out["data"] = data_tag
+        elif "data" in wanted and data_at_commit and history.read_manifests(rev, "data"):
+            out["data"] = rev  # no data tag of that number: the data recorded at that commit
+        if not out:
+            raise VersioningError(f"{rev} has no data version ({data_tag} does not exist)",
+                                  hint="list data versions with 'cpv versions --data'")
+        return out
+
+    def manifest_at(self, kind: Kind, ref: str | None) -> tuple[Manifest, str]:
+        """The ``kind`` manifest at ``ref`` (None: the current one) and the ref's label."""
+        history = self.ws.history
+        name = TRACKED[kind]
+        if ref is None:
+            manifest = history.current_manifest(kind, name)
+            if manifest is None:
+                raise VersioningError(
+                    f"no {kind} version recorded yet",
+                    hint=self._opt("push one first: cpv push",
+                                   f"upload one first (upload_{kind}_checkpoint)"))
+            return manifest, "HEAD"
+        ref = self.kind_ref(ref, kind)
+        if try_parse_tag(ref) is not None and not self.have_ref(ref):
+            raise TagNotFoundError(ref)
+        return history.read_manifest(ref, kind, name), ref
+
+    def versions(self, kind: Kind) -> list[VersionInfo]:
+        """Versions of ``kind``, oldest first, with dates, authors, messages and metrics."""
+        return self.ws.history.list_versions(kind)
+
+    def compare(self, kind: Kind, ref_a: str, ref_b: str) -> list[MetricDelta]:
+        """Per-metric values of two versions and their difference."""
+        a, _ = self.manifest_at(kind, ref_a)
+        b, _ = self.manifest_at(kind, ref_b)
+        return compare(a.metrics, b.metrics)
+
+    def kinds_with_files(self) -> list[Kind]:
+        """Tracked kinds whose folder holds at least one file (what ``cpv push`` pushes).
+
+        Raises:
+            LocalIOError: neither ``model/`` nor ``data/`` holds a file.
+        """
+        found = [k for k in KINDS if has_files(self.ws.tracked_dir(k))]
+        if not found:
+            raise LocalIOError(
+                f"nothing to push: {self.root / 'model'} and {self.root / 'data'} hold no files",
+                path=str(self.root),
+                hint="save checkpoint files under model/ (and data splits under data/train, ...)")
+        return found
+
+    # -- what this machine has ---------------------------------------------------------------
+
+    def _baseline(self, kind: Kind | None, folder: Path) -> Baseline:
+        """What this machine last wrote to ``folder``; for a workspace folder cpv never wrote
+        to (a workspace made before baselines existed), its current manifest."""
+        found = self._baselines.load(folder)
+        if found is not None:
+            return found
+        if kind is not None and folder == self.ws.tracked_dir(kind):
+            current = self.ws.history.current_manifest(kind, TRACKED[kind])
+            if current is not None:
+                return Baseline(current.snapshot_id,
+                                {f.path: (f.size, f.blake3) for f in current.files})
+        return Baseline(None, {})
+
+    def _changes(self, kind: Kind | None, folder: Path) -> tuple[LocalChanges, Baseline, Any]:
+        baseline = self._baseline(kind, folder)
+        cache = self.ws.repository().stat_cache if self._store_exists() else None
+        changes, found = local_changes(folder, baseline.files, cache)
+        return changes, baseline, (found, cache)
+
+    def _store_exists(self) -> bool:
+        try:
+            self.ws.repository()
+        except NoStoreError:
+            return False
+        return True
+
+    def local_changes(self, kind: Kind) -> list[str]:
+        """Files of ``kind``'s folder edited, added or deleted here since the last push/pull."""
+        changes, _, _ = self._changes(kind, self.ws.tracked_dir(kind))
+        return [f"{TRACKED[kind]}/{p}" for p in changes.all()]
+
+    # -- push --------------------------------------------------------------------------------
+
+    def upload(
+        self,
+        kind: Kind,
+        *,
+        path: str | Path | None = None,
+        metrics: Mapping[str, float] | str | Path | None = None,
+        message: str = "",
+        dry_run: bool = False,
+        force: bool = False,
+        extra: Mapping[str, Any] | None = None,
+        publish: bool = True,
+    ) -> UploadResult:
+        """Push ``kind``'s folder (or ``path``) and record it as the current version.
+
+        Raises:
+            LocalIOError (nothing to push), plus what the engine and versioning raise.
+        """
+        ws = self.ws
+        folder = ws.tracked_dir(kind)
+        source = Path(path).absolute() if path is not None else folder
+        if not source.exists():
+            raise LocalIOError(
+                f"nothing to upload: {source} does not exist", path=str(source),
+                hint=f"put the {kind} files in {folder} or pass a path")
+        if not has_files(source):
+            raise LocalIOError(
+                f"nothing to upload: {source} holds no files", path=str(source),
+                hint=f"save the {kind} files there first; an empty folder records no version")
+        current = ws.history.current_manifest(kind, TRACKED[kind])
+        repo = ws.repository(create=not dry_run)
+        result: PushResult = push(
+            repo, source, exclude=exclude_internal, progress=ws.progress, limits=ws.limits,
+            dry_run=dry_run, rehash=force,
+            meta={"workspace": ws.workspace_id} if ws.workspace_id else None,
+        )
+        resolved = resolve_metrics(metrics) if metrics is not None else {}
+        files = [(f.path, f.size, f.blake3) for f in result.snapshot.files if not f.is_symlink]
+        split_counts = _split_counts([f[0] for f in files]) if kind == "data" else {}
+        outcome = partial(
+            UploadResult, kind=kind, snapshot_id=result.snapshot_id, files=result.files,
+            total_bytes=result.total_bytes, new_bytes=result.new_bytes,
+            chunks_new=result.chunks_new, chunks_reused=result.chunks_reused,
+            seconds=result.seconds)
+        if dry_run:
+            return outcome(commit=None, uploaded_bytes=0, dry_run=True, changed=True,
+                           next_tag=ws.history.next_tag(kind))
+        if source == folder:
+            self._baselines.save(folder, Baseline(result.snapshot_id,
+                                                  snapshot_table(result.snapshot)))
+        if (current is not None and current.snapshot_id == result.snapshot_id
+                and (not resolved or dict(current.metrics) == resolved)
+                and (not message or current.message == message)
+                and not ws.history.status().changes):
+            # Same bytes, nothing new to say: no new version, no empty commit; but publish
+            # what an interrupted earlier command may have left behind.
+            pushed_to = self.publish() if publish else None
+            return outcome(commit=None, uploaded_bytes=result.uploaded_bytes, dry_run=False,
+                           changed=False, pushed_to=pushed_to)
+        manifest = manifest_for_files(
+            kind=kind, path=TRACKED[kind], snapshot_id=result.snapshot_id,
+            store_url=ws.store_url, files=files, is_dir=source.is_dir(), message=message,
+            author=ws.history.default_author(), metrics=resolved,
+            extra={**{f"samples.{k}": v for k, v in split_counts.items()}, **(extra or {})},
+        )
+        # Invariant 1: the snapshot is durable in the store; only now does Git reference it.
+        record = ws.history.record_version(manifest, message=message or None)
+        pushed_to = self.publish() if publish else None
+        return outcome(commit=record.commit, uploaded_bytes=result.uploaded_bytes,
+                       dry_run=False, changed=record.changed, pushed_to=pushed_to)
+
+    def push(
+        self,
+        kinds: Sequence[Kind] | None = None,
+        *,
+        message: str = "",
+        metrics: Mapping[str, float] | None = None,
+        tag: bool = False,
+        version: str | None = None,
+        force: bool = False,
+        dry_run: bool = False,
+        notify: bool = False,
+    ) -> PushOutcome:
+        """``cpv push``: upload each kind (default: those holding files), then tag and publish.
+
+        A taken or malformed tag fails before any byte is uploaded.
+        """
+        chosen = list(kinds) if kinds else self.kinds_with_files()
+        ordered = [k for k in KINDS if k in chosen]
+        plan = self.planned_tags(ordered, version, force=force) if tag else []
+        metrics_kind = "model" if "model" in ordered else "data"
+        results = []
+        for kind in ordered:
+            results.append(self.upload(
+                kind, metrics=metrics if kind == metrics_kind else None, message=message,
+                dry_run=dry_run, force=force, publish=False))
+            if not dry_run:
+                self.notify(notify, {"event": "upload", "kind": kind,
+                                     "snapshot_id": results[-1].snapshot_id,
+                                     "commit": results[-1].commit})
+        tags = plan if dry_run else []
+        if tag and not dry_run:
+            tags = self.tag(ordered, version, message=message or None, force=force,
+                            notify=notify, publish=False)
+        pushed_to = None if dry_run else self.publish(force_tags=tags if force else ())
+        return PushOutcome(results=tuple(results), tags=tuple(tags), pushed_to=pushed_to)
+
+    # -- tags --------------------------------------------------------------------------------
+
+    def planned_tags(
+        self, kinds: Sequence[Kind], version: str | None, *, force: bool = False
+    ) -> list[str]:
+        """The tags ``tag(kinds, version)`` would create (both kinds: one number).
+
+        Raises:
+            InvalidTagError, TagExistsError (unless ``force``).
+        """
+        ordered = tuple(k for k in KINDS if k in kinds)
+        chosen = self.ws.history.choose_version(ordered, version, overwrite=force)
+        return [tag_name(k, chosen) for k in ordered]
+
+    def tag(
+        self,
+        kinds: Sequence[Kind] | None = None,
+        version: str | None = None,
+        *,
+        message: str | None = None,
+        metrics: Mapping[str, float] | str | Path | None = None,
+        force: bool = False,
+        dry_run: bool = False,
+        notify: bool = False,
+        publish: bool = True,
+    ) -> list[str]:
+        """Tag the current version of ``kinds`` (default: every kind that has one).
+
+        Auto-numbered tags are refused for a version that already has one (nothing new to
+        name); an explicit ``version`` adds a second name on purpose.
+
+        Raises:
+            VersioningError (nothing to tag, already tagged), TagExistsError, InvalidTagError,
+            GitRemoteError.
+        """
+        history = self.ws.history
+        ordered = [k for k in KINDS if k in (kinds or list(self.resolve(None)))]
+        for kind in ordered:
+            if history.current_manifest(kind, TRACKED[kind]) is None:
+                raise VersioningError(
+                    f"no {kind} version to tag yet",
+                    hint=self._opt("push one first: cpv push",
+                                   f"upload one first (upload_{kind}_checkpoint)"))
+        if version is None and not force:
+            self._refuse_if_tagged(ordered)
+        if dry_run:
+            return self.planned_tags(ordered, version, force=force)
+        remote = self.ws.remote if publish else None
+        if len(ordered) == 2:
+            combined = history.create_combined_tag(
+                version, message=message or "", metrics=metrics, overwrite=force, remote=remote)
+            tags = [combined.model.tag, combined.data.tag]
+        else:
+            record = history.create_tag(ordered[0], version, message=message or "",
+                                        metrics=metrics, overwrite=force, remote=remote)
+            tags = [record.tag]
+        self.notify(notify, {"event": "tag", "kind": "+".join(ordered), "tag": tags[0]})
+        return tags
+
+    def _refuse_if_tagged(self, kinds: Sequence[Kind]) -> None:
+        history = self.ws.history
+        names: list[str] = []
+        for kind in kinds:
+            current = history.current_manifest(kind, TRACKED[kind])
+            tagged = self._tag_of(kind, current)
+            if tagged is None:
+                return
+            names.append(tagged)
+        raise VersioningError(
+            f"the current version is already tagged {' and '.join(names)}",
+            hint=self._opt("push a new version first, or give a VERSION to add another name "
+                           "(cpv tag v1.0)", "upload a new version first, or pass version_tag "
+                           "to add another name"))
+
+    def _tag_of(self, kind: Kind, manifest: Manifest | None) -> str | None:
+        if manifest is None:
+            return None
+        for info in reversed(self.versions(kind)):
+            if any(m.snapshot_id == manifest.snapshot_id and m.path == manifest.path
+                   for m in info.manifests):
+                return info.tag
+        return None
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def publish(self, *, force_tags: Sequence[str] = ()) -> str | None:
+        """Push every commit and version tag the Git remote lacks; the remote's name, or None.
+
+        Raises:
+            GitRemoteError: with a hint saying the data is safe and what to run.
+        """
+        remote = self.ws.remote
+        if remote is None:
+            return None
+        try:
+            commits, tags = self.ws.history.publish(remote, force_tags=force_tags)
+        except GitRemoteError as exc:
+            raise GitRemoteError(
+                f"the version is recorded here, but publishing it to the Git remote failed: "
+                f"{exc.message}",
+                hint="nothing is lost: the next cpv command publishes it once the remote "
+                     "answers ('cpv status' shows what is unpublished); if the remote moved on, "
+                     "run 'git pull --rebase' first") from exc
+        return remote if commits or tags else None
+
+    # -- pull, checkout ----------------------------------------------------------------------
+
+    def _checked_snapshot(self, manifest: Manifest, label: str) -> Snapshot:
+        """The manifest's snapshot, refused unless it holds exactly the manifest's files.
+
+        Versions come from other people's repositories: a one-file manifest must not smuggle
+        ``.git/config`` or anything else in through its snapshot.
+        """
+        try:
+            snapshot = self.ws.repository().load_snapshot(manifest.snapshot_id)
+        except (NoStoreError, ObjectNotFoundError) as exc:
+            raise self._store_mismatch(exc, manifest, label) from exc
+        listed = {f.path: (f.size, f.blake3) for f in manifest.files}
+        stored = {f.path: (f.size, f.blake3) for f in snapshot.files if not f.is_symlink}
+        if listed != stored:
+            extra = sorted(set(stored) - set(listed)) or sorted(set(listed) ^ set(stored))
+            example = extra[0] if extra else next(p for p in listed if listed[p] != stored[p])
+            raise IntegrityError(
+                f"{label}: snapshot {manifest.snapshot_id[:12]} does not match its manifest "
+                f"(e.g. {example!r}); nothing was written",
+                hint="the version was tampered with or damaged; ask its author to push it again")
+        return snapshot
+
+    def _store_mismatch(
+        self, exc: NoStoreError | ObjectNotFoundError, manifest: Manifest, what: str
+    ) -> CPVError:
+        """Say where a version's bytes went when this workspace's store does not have them."""
+        here = self.ws.store_url
+        if manifest.store_url == here:
+            return exc
+        hint = ("point this workspace at that store: cpv config set store.url URL (an S3 URL "
+                "or a folder every machine can reach)")
+        if isinstance(exc, NoStoreError):
+            return NoStoreError(
+                f"no cpv store at {here}; {what} was pushed to {manifest.store_url}", hint=hint)
+        return ObjectNotFoundError(
+            exc.key, message=f"{what} was pushed to {manifest.store_url}, and the store of this "
+            f"workspace ({here}) does not have it", hint=hint)
+
+    def _write_version(
+        self,
+        kind: Kind,
+        manifest: Manifest,
+        label: str,
+        target: Path,
+        *,
+        subs: Sequence[str] | None,
+        force: bool,
+        action: str,
+    ) -> tuple[PullResult, int]:
+        """Bring ``target`` to ``manifest``'s files: refuse if that would lose local work,
+        write what differs, remove what the version no longer holds, record the baseline."""
+        snapshot = self._checked_snapshot(manifest, label)
+        table = snapshot_table(snapshot)
+        folder_kind: Kind | None = kind if target == self.ws.tracked_dir(kind) else None
+        changes, baseline, (found, cache) = self._changes(folder_kind, target)
+        lost = conflicts(target, changes, table, found, cache, scope=subs)
+        if lost and not force:
+            shown = [f"{TRACKED[kind]}/{p}" if folder_kind else str(target / p) for p in lost]
+            raise DirtyWorkspaceError(
+                f"cannot {action}: {len(lost)} file(s) have local changes that were not "
+                f"pushed ({_listed(shown)}); it would overwrite or remove them",
+                paths=shown,
+                hint=self._opt(
+                    "push them first (cpv push), pull into another folder (cpv pull REV "
+                    "model --to DIR), or pass --force to discard them",
+                    "upload them first, use dest=..., or pass force=True to discard them"))
+        inside = in_scope(subs)
+        try:
+            result = pull(self.ws.repository(), manifest.snapshot_id, target, paths=subs,
+                          progress=self.ws.progress, limits=self.ws.limits)
+        except (NoStoreError, ObjectNotFoundError) as exc:
+            raise self._store_mismatch(exc, manifest, label) from exc
+        gone = [p for p in baseline.files if p not in table and inside(p)
+                and (force or p not in changes.edited)]
+        removed = remove_files(target, gone)
+        if subs is None:
+            new = Baseline(manifest.snapshot_id, table)
+        else:
+            kept = {p: v for p, v in baseline.files.items() if not inside(p)}
+            kept.update({p: v for p, v in table.items() if inside(p)})
+            new = Baseline(None, kept)
+        self._baselines.save(target, new)
+        return result, removed
+
+    def pull(
+        self,
+        rev: str | None = None,
+        *,
+        paths: Sequence[str] = (),
+        dest: str | Path | None = None,
+        force: bool = False,
+    ) -> list[PullSummary]:
+        """Bring the tracked folders (or ``dest``) to ``rev``; see :meth:`resolve`.
+
+        Only files that differ are written, only chunks the store must supply are fetched,
+        and files the version no longer holds are removed (those this machine received; the
+        user's own files are left alone). The recorded version does not change
+        (:meth:`checkout` does that).
+
+        Raises:
+            DirtyWorkspaceError: local changes would be overwritten (unless ``force``);
+            IntegrityError (a snapshot that does not match its manifest), NoStoreError, ...
+        """
+        restrict = _split_pull_paths(paths) if paths else {}
+        if dest is not None and len(restrict) != 1:
+            raise ConfigError("--to needs exactly one of 'model' or 'data'",
+                              hint="e.g. cpv pull v0.1 model --to /tmp/v0.1")
+        targets = self.resolve(rev, list(restrict) or None, data_at_commit=True)
+        # Check every kind before writing any: a refusal changes nothing.
+        plans = []
+        for kind, ref in targets.items():
+            manifest, label = self.manifest_at(kind, ref)
+            folder = Path(dest).absolute() if dest is not None else self.ws.tracked_dir(kind)
+            plans.append((kind, manifest, label, folder, restrict.get(kind) or None))
+        if not force:
+            for kind, manifest, label, folder, subs in plans:
+                self._check_writable(kind, manifest, label, folder, subs, f"pull {label}")
+        out = []
+        for kind, manifest, label, folder, subs in plans:
+            result, removed = self._write_version(kind, manifest, label, folder, subs=subs,
+                                                  force=force, action=f"pull {label}")
+            out.append(PullSummary(
+                kind=kind, ref=label, path=str(folder), snapshot_id=manifest.snapshot_id,
+                files=result.files, total_bytes=result.total_bytes,
+                files_written=result.files_written, files_unchanged=result.files_unchanged,
+                downloaded_bytes=result.downloaded_bytes, local_bytes=result.local_bytes,
+                seconds=result.seconds, files_removed=removed))
+        return out
+
+    def _check_writable(
+        self, kind: Kind, manifest: Manifest, label: str, folder: Path,
+        subs: Sequence[str] | None, action: str,
+    ) -> None:
+        snapshot = self._checked_snapshot(manifest, label)
+        folder_kind: Kind | None = kind if folder == self.ws.tracked_dir(kind) else None
+        changes, _, (found, cache) = self._changes(folder_kind, folder)
+        lost = conflicts(folder, changes, snapshot_table(snapshot), found, cache, scope=subs)
+        if lost:
+            shown = [f"{TRACKED[kind]}/{p}" if folder_kind else str(folder / p) for p in lost]
+            raise DirtyWorkspaceError(
+                f"cannot {action}: {len(lost)} file(s) have local changes that were not "
+                f"pushed ({_listed(shown)}); it would overwrite or remove them",
+                paths=shown,
+                hint=self._opt(
+                    "push them first (cpv push), pull into another folder (cpv pull REV "
+                    "model --to DIR), or pass --force to discard them",
+                    "upload them first, use dest=..., or pass force=True to discard them"))
+
+    def download(
+        self,
+        kind: Kind,
+        ref: str | None,
+        *,
+        dest: str | Path | None = None,
+        paths: Sequence[str] | None = None,
+        force: bool = False,
+    ) -> tuple[Manifest, str, Path, PullResult]:
+        """One kind's version into its folder or ``dest`` (relative to the current folder)."""
+        manifest, label = self.manifest_at(kind, ref)
+        target = Path(dest).absolute() if dest is not None else self.ws.tracked_dir(kind)
+        result, _ = self._write_version(kind, manifest, label, target, subs=paths, force=force,
+                                        action=f"download {label}")
+        return manifest, label, target, result
+
+    def checkout(self, rev: str, *, force: bool = False, dry_run: bool = False,
+                 kinds: Sequence[Kind] | None = None) -> list[RevertResult]:
+        """Make ``rev`` the current version: files, then manifests (a new commit), published.
+
+        Every kind is checked before anything is touched, so a refusal changes nothing.
+        """
+        targets = self.resolve(rev, kinds)
+        plans = []
+        for kind, ref in targets.items():
+            manifest, label = self.manifest_at(kind, ref or rev)
+            plans.append((kind, manifest, label))
+        if not force:
+            for kind, manifest, label in plans:
+                self._check_writable(kind, manifest, label, self.ws.tracked_dir(kind), None,
+                                     f"check out {label}")
+        if dry_run:
+            return [RevertResult(label, (kind,), None, 0, 0) for kind, _, label in plans]
+        results = []
+        for kind, manifest, label in plans:
+            pulled, removed = self._write_version(
+                kind, manifest, label, self.ws.tracked_dir(kind), subs=None, force=force,
+                action=f"check out {label}")
+            record = self.ws.history.revert(label, kinds=[kind], discard_local_changes=force)
+            results.append(RevertResult(label, (kind,), record.commit, pulled.files_written,
+                                        pulled.downloaded_bytes, removed))
+        self.publish()
+        return results
+
+    # -- status, diff ------------------------------------------------------------------------
+
+    def status(self) -> StatusReport:
+        """Current version of each kind, local changes, and what the remote has not got."""
+        history = self.ws.history
+        kinds: list[KindStatus] = []
+        for kind in KINDS:
+            manifest = history.current_manifest(kind, TRACKED[kind])
+            folder = self.ws.tracked_dir(kind)
+            changes, baseline, _ = self._changes(kind, folder)
+            behind = (manifest is not None and baseline.snapshot_id is not None
+                      and baseline.snapshot_id != manifest.snapshot_id)
+            kinds.append(KindStatus(
+                kind=kind, path=TRACKED[kind], recorded=manifest is not None,
+                snapshot_id=manifest.snapshot_id if manifest else None,
+                files=manifest.file_count if manifest else 0,
+                total_bytes=manifest.total_size if manifest else 0,
+                version=self._tag_of(kind, manifest),
+                changed=tuple(f"{TRACKED[kind]}/{p}" for p in changes.all()), behind=behind))
+        state = history.status()
+        remote = self.ws.remote
+        commits, tags, problem = 0, list[str](), None
+        if remote is not None:
+            try:
+                commits, tags = history.unpublished(remote)
+            except GitRemoteError as exc:
+                problem = exc.message
+        return StatusReport(
+            root=self.root, branch=state.branch, head=state.head,
+            remote=self.ws.git.remote_url(remote) if remote else None,
+            store_url=self.ws.store_url, kinds=tuple(kinds), manifest_changes=state.changes,
+            unpublished_commits=commits, unpublished_tags=tuple(tags), remote_problem=problem)
+
+    def diff(self, ref_a: str, ref_b: str = "HEAD", *, kind: Kind | None = None) -> VersionDiff:
+        """Files and metrics that differ between the ``kind`` manifests of two refs."""
+        if kind is None:
+            parsed = [try_parse_tag(r) for r in (ref_a, ref_b)]
+            kind = "data" if any(p is not None and p[0] == "data" for p in parsed) else "model"
+        a, ref_a = self.manifest_at(kind, ref_a)
+        b, ref_b = self.manifest_at(kind, ref_b)
+        files_a = {f.path: f for f in a.files}
+        files_b = {f.path: f for f in b.files}
+        changes: list[FileChange] = []
+        unchanged = 0
+        for path in sorted(set(files_a) | set(files_b)):
+            fa, fb = files_a.get(path), files_b.get(path)
+            if fa is None and fb is not None:
+                changes.append(FileChange(path, "added", None, fb.size))
+            elif fb is None and fa is not None:
+                changes.append(FileChange(path, "removed", fa.size, None))
+            elif fa is not None and fb is not None and fa.blake3 != fb.blake3:
+                changes.append(FileChange(path, "changed", fa.size, fb.size))
+            else:
+                unchanged += 1
+        return VersionDiff(
+            kind=kind, ref_a=ref_a, ref_b=ref_b, snapshot_a=a.snapshot_id,
+            snapshot_b=b.snapshot_id, size_a=a.total_size, size_b=b.total_size,
+            files=tuple(changes), unchanged=unchanged, metrics=tuple(compare(a.metrics,
+                                                                             b.metrics)))
+
+    # -- verify, gc --------------------------------------------------------------------------
+
+    def verify(
+        self, rev: str | None = None, *, all_snapshots: bool = False, deep: bool = False
+    ) -> VerifyOutcome:
+        """Check that the store holds every byte of the current versions, of ``rev``, or of
+        every snapshot; ``deep`` re-reads and re-hashes every needed chunk.
+
+        A version pushed to another store is reported as living there, not as damaged.
+        Never raises for damage: the outcome says which versions and files are affected.
+        """
+        history = self.ws.history
+        here = self.ws.store_url
+        labels: dict[str, list[tuple[str, Kind]]] = {}
+        elsewhere: dict[str, str] = {}
+
+        def note(manifest: Manifest, label: str, kind: Kind, *, first: bool = False) -> None:
+            if manifest.store_url != here:
+                elsewhere[manifest.snapshot_id] = manifest.store_url
+            entry = labels.setdefault(manifest.snapshot_id, [])
+            entry.insert(0, (label, kind)) if first else entry.append((label, kind))
+
+        for kind in KINDS:
+            current = history.current_manifest(kind, TRACKED[kind])
+            if current is not None:
+                note(current, "HEAD", kind)
+        if all_snapshots or rev is None:
+            for kind in KINDS:
+                for info in history.list_versions(kind):
+                    for m in info.manifests:
+                        note(m, info.tag, kind)
+        selected: list[str] = []
+        if all_snapshots:
+            stored = [o.key[len(SNAPSHOT_PREFIX):]
+                      for o in self.ws.repository().store.list(SNAPSHOT_PREFIX)]
+            selected = sorted(set(stored) | set(labels))
+        else:
+            for kind, ref in self.resolve(rev, None).items():
+                manifest, label = self.manifest_at(kind, ref)
+                if ref is not None:
+                    note(manifest, label, kind, first=True)
+                if manifest.snapshot_id not in selected:
+                    selected.append(manifest.snapshot_id)
+        snapshot_ids = selected
+        report = engine_verify(self.ws.repository(), snapshot_ids=snapshot_ids, deep=deep,
+                               progress=self.ws.progress, limits=self.ws.limits)
+        checked = sorted({label for sid in snapshot_ids for label, _ in labels.get(sid, [])})
+        damaged: list[DamagedVersion] = []
+        for sid, files in sorted(report.affected.items()):
+            names = list(dict.fromkeys(labels.get(sid, [])))
+            unreadable = sid in report.unreadable_snapshots
+            # Not in this store at all, and pushed to another one: it lives there.
+            moved = elsewhere.get(sid) if unreadable else None
+            if not names:
+                damaged.append(DamagedVersion(f"unreferenced snapshot {sid[:12]}", None, sid,
+                                              tuple(sorted(files)), unreadable))
+            for label, kind in names:
+                damaged.append(DamagedVersion(label, kind, sid, tuple(sorted(files)),
+                                              unreadable, elsewhere=moved))
+        return VerifyOutcome(report=report, checked=tuple(checked), damaged=tuple(damaged))
+
+    def gc(
+        self,
+        *,
+        dry_run: bool = False,
+        grace_period_s: float | None = None,
+        break_stale_lock: bool = False,
+    ) -> GCOutcome:
+        """Delete store data that no version of this workspace needs (see ``cpv gc --help``).
+
+        Raises:
+            StoreLockedError: another gc runs (exit 11). StoreError: re-run to finish.
+        """
+        history = self.ws.history
+        live: dict[str, list[str]] = {}
+        for kind in KINDS:
+            current = history.current_manifest(kind, TRACKED[kind])
+            if current is not None:
+                live.setdefault(current.snapshot_id, []).append(f"{kind} (working tree)")
+            for info in history.list_versions(kind):
+                if info.problem is not None:
+                    raise VersioningError(
+                        f"cannot read the manifests of {info.tag}: {info.problem}",
+                        hint="gc needs every version's snapshot ids; repair the tag first")
+                for m in info.manifests:
+                    live.setdefault(m.snapshot_id, []).append(info.tag)
+            head = self.ws.git.head_commit()
+            if head is not None:
+                for m in history.read_manifests(head, kind).values():
+                    live.setdefault(m.snapshot_id, []).append(f"{kind} (HEAD)")
+        for sid in history.snapshots_in_history():
+            live.setdefault(sid, []).append("history")
+        repo = self.ws.repository()
+        mine = self.ws.workspace_id
+        for obj in repo.store.list(SNAPSHOT_PREFIX):
+            sid = obj.key.rsplit("/", 1)[-1]
+            if sid in live:
+                continue
+            try:
+                owner = repo.load_snapshot(sid).meta.get("workspace")
+            except CPVError:
+                live.setdefault(sid, []).append("unreadable")
+                continue
+            if mine is None or owner != mine:
+                live.setdefault(sid, []).append("other workspace")
+        report = collect_garbage(
+            repo, live_snapshots=list(live), dry_run=dry_run,
+            grace_period_s=DEFAULT_GRACE_S if grace_period_s is None else grace_period_s,
+            break_stale_lock=break_stale_lock, progress=self.ws.progress, limits=self.ws.limits)
+        labels = sorted({label for names in live.values() for label in names})
+        return GCOutcome(report=report, live_versions=tuple(labels), live_snapshots=len(live))
+
+    # -- notifications -----------------------------------------------------------------------
+
+    def notify(self, enabled: bool, event: Mapping[str, object]) -> None:
+        """POST an event to ``notify.webhook_url``; a failure only logs (the version exists)."""
+        if not enabled:
+            return
+        url = self.config.notify.webhook_url
+        if not url:
+            log.warning("notify requested but notify.webhook_url is not configured")
+            return
+        try:
+            post_event(url, {"team": self.config.team, "model": self.config.model, **event})
+        except NotifyError as exc:
+            log.warning("notification failed (the version is recorded): %s", exc)
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    def metadata(self, kind: Kind, tag: str | None) -> dict[str, Any]:
+        """Size, metrics, snapshot, author and time of ``tag`` (default: current version)."""
+        manifest, label = self.manifest_at(kind, tag)
+        return {
+            "tag": label, "kind": kind, "team_name": self.config.team,
+            "model_name": self.config.model, "snapshot_id": manifest.snapshot_id,
+            "store_url": manifest.store_url, "files": manifest.file_count,
+            "size_bytes": manifest.total_size,
+            f"{kind}_size_mb": round(manifest.total_size / (1024 * 1024), 3),
+            "metrics": dict(manifest.metrics), "message": manifest.message,
+            "author": manifest.author, "timestamp": manifest.created_at.isoformat(),
+            "extra": dict(manifest.extra),
+        }
+
+
+def _split_pull_paths(paths: Sequence[str]) -> dict[Kind, list[str]]:
+    """``model``, ``data``, ``data/train`` ... -> kind -> sub-paths ([] = everything)."""
+    out: dict[Kind, list[str]] = {}
+    whole: set[Kind] = set()
+    for raw in paths:
+        text = raw.replace("\\", "/").strip("/")
+        while text.startswith("./"):
+            text = text[2:]
+        head, _, rest = text.partition("/")
+        kind = next((k for k in KINDS if TRACKED[k] == head), None)
+        if kind is None or (rest and any(p in ("", ".", "..") for p in rest.split("/"))):
+            raise ConfigError(
+                f"cannot pull {raw!r}: paths start with 'model' or 'data'",
+                hint="e.g. cpv pull v0.1 model, or cpv pull data-v0.1 data/validation")
+        if not rest:
+            whole.add(kind)
+            out[kind] = []
+        elif kind not in whole:
+            out.setdefault(kind, []).append(rest)
+    return out
+
+
+__all__ = ["WorkspaceService", "find_workspace", "load_metric_inputs", "snapshot_table"]

@@ -245,7 +245,8 @@ def pull_lines(p: PullSummary) -> list[str]:
     return [
         f"{p.kind:<5}  {p.ref}: {p.files} file{'s' if p.files != 1 else ''}, "
         f"{fmt_bytes(p.total_bytes)} -> {p.path}",
-        f"       {p.files_written} written, {p.files_unchanged} already there; downloaded "
+        f"       {p.files_written} written, {p.files_unchanged} already there, "
+        f"{p.files_removed} removed; downloaded "
         f"{fmt_bytes(p.downloaded_bytes)}, {fmt_bytes(p.local_bytes)} reused from local files, "
         f"{fmt_seconds(p.seconds)}",
     ]
@@ -298,9 +299,12 @@ def status_dict(s: StatusReport) -> dict[str, object]:
         "store_url": s.store_url, "clean": s.clean,
         "kinds": {k.kind: {"path": k.path, "recorded": k.recorded, "version": k.version,
                            "snapshot_id": k.snapshot_id, "files": k.files,
-                           "total_bytes": k.total_bytes, "changed": list(k.changed)}
+                           "total_bytes": k.total_bytes, "changed": list(k.changed),
+                           "behind": k.behind}
                   for k in s.kinds},
         "manifest_changes": [jsonable(c) for c in s.manifest_changes],
+        "unpublished_commits": s.unpublished_commits,
+        "unpublished_tags": list(s.unpublished_tags), "remote_problem": s.remote_problem,
     }
 
 
@@ -317,11 +321,23 @@ def status_lines(s: StatusReport) -> list[str]:
             state = (f"{tag}, {k.files} file(s), {fmt_bytes(k.total_bytes)}, "
                      f"snapshot {short(k.snapshot_id)}")
         lines.append(f"{k.kind:<5}  {state}")
+        if k.behind:
+            lines.append(f"       {k.path}/ holds another version (pulled, or pushed from here "
+                         "before a git pull): 'cpv pull' brings it to the current one")
         if k.changed:
-            lines.append(f"       {len(k.changed)} file(s) changed since the last push:")
+            lines.append(f"       {len(k.changed)} file(s) changed here since the last push, "
+                         "pull or checkout:")
             lines.extend(f"         {p}" for p in k.changed[:20])
             if len(k.changed) > 20:
                 lines.append(f"         ... and {len(k.changed) - 20} more")
+    if s.unpublished_commits or s.unpublished_tags:
+        lines.append("")
+        tags = f" and tag(s) {', '.join(s.unpublished_tags)}" if s.unpublished_tags else ""
+        lines.append(f"{s.unpublished_commits} commit(s){tags} not on the remote yet: the next "
+                     "cpv command publishes them (or 'git push --follow-tags')")
+    elif s.remote_problem:
+        lines.append("")
+        lines.append(f"remote not reachable: {s.remote_problem}")
     if s.manifest_changes:
         lines.append("")
         lines.append("manifests not committed:")
@@ -376,6 +392,10 @@ def verify_lines(o: VerifyOutcome) -> list[str]:
     if o.checked:
         lines.append("versions checked: " + ", ".join(o.checked))
     for d in o.damaged:
+        if d.elsewhere:
+            lines.append(f"  {d.label}{f' ({d.kind})' if d.kind else ''}: lives in another "
+                         f"store, {d.elsewhere} (not checked here)")
+            continue
         what = "snapshot unreadable" if d.unreadable else f"{len(d.files)} file(s) damaged"
         lines.append(f"  DAMAGED {d.label}{f' ({d.kind})' if d.kind else ''}: {what}")
         lines.extend(f"    {p}" for p in d.files[:20])

@@ -498,6 +498,8 @@ class WorkspaceService:
                                         metrics=metrics, overwrite=force, remote=remote)
             tags = [record.tag]
         self.notify(notify, {"event": "tag", "kind": "+".join(ordered), "tag": tags[0]})
+        if publish:
+            self.publish()  # what an earlier command left unpublished goes along
         return tags
 
     def _refuse_if_tagged(self, kinds: Sequence[Kind]) -> None:

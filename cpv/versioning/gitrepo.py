@@ -782,9 +782,14 @@ class GitRepo:
         branch HEAD names does not exist there.
         """
         url = self.remote_url(remote)
-        if url is None or "://" in url.replace("file://", "", 1) or ":" in url.split("/")[0]:
+        if url is None:
             return
-        path = Path(url[len("file://"):] if url.startswith("file://") else url)
+        if url.startswith("file://"):
+            path = Path(url[len("file://"):])
+        elif "://" in url or ":" in url.split("/", 1)[0]:
+            return  # a hosted remote (https, ssh, host:path): the host sets its own HEAD
+        else:
+            path = Path(url)
         if not path.is_absolute():
             path = (self._root / path).resolve()
         if not (path / "HEAD").is_file() or not (path / "refs").is_dir():

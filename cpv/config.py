@@ -1105,7 +1105,7 @@ def _config_error(
         got = ""
     return ConfigError(
         f"invalid {dotted}{where}: {first['msg']}{got}{more}",
-        hint="see docs/config.md for every setting and its range",
+        hint="cpv config show lists every setting; cpv config --help says how to change one",
     )
 
 

@@ -24,7 +24,6 @@ from cpv.cli import errors as _exit_table
 from cpv.cli import render
 from cpv.cli.progress import TqdmProgress
 from cpv.cli.render import Output
-from cpv.progress import NULL_PROGRESS
 
 if TYPE_CHECKING:
     from cpv.config import CPVConfig
@@ -101,8 +100,11 @@ class State:
         """The workspace service of this command: config, Git and store opened once."""
         from cpv.service import WorkspaceService
 
-        return WorkspaceService.open(Path.cwd(),
-                                     progress=self.progress() if progress else NULL_PROGRESS)
+        if not progress:
+            return WorkspaceService.open(Path.cwd())
+        bars = self.progress()
+        bars.announce(f"cpv {click.get_current_context().info_name}: starting...")
+        return WorkspaceService.open(Path.cwd(), progress=bars)
 
     def progress(self) -> TqdmProgress:
         enabled = not self.quiet and not self.json_mode and sys.stderr.isatty()
@@ -165,7 +167,7 @@ def epilog(examples: Sequence[tuple[str, str]], codes: Sequence[int] = (0, 1, 2,
         lines.append(f"  {cmd}")
     lines += ["", "\b", "Exit codes:"]
     lines += [f"  {code:<3}  {EXIT_MEANINGS.get(code, '')}" for code in codes]
-    lines += ["", "See docs/cli.md for every command and docs/troubleshooting.md for errors."]
+    lines += ["", "Every command: cpv --help; one command: cpv COMMAND --help."]
     return "\n".join(lines)
 
 
@@ -708,8 +710,8 @@ def verify(state: State, rev: str | None, all_snapshots: bool, deep: bool) -> No
         f"the store is damaged: {len(labels)} version(s) cannot be fully restored "
         f"({', '.join(labels[:5])}{', ...' if len(labels) > 5 else ''})",
     )
-    error.hint = ("the versions not listed are intact; docs/troubleshooting.md "
-                  "(IntegrityError) says how to recover the others")
+    error.hint = ("the versions not listed are intact; push the damaged versions' files again "
+                  "from a machine that still has them (cpv push --force re-reads them)")
     raise error
 
 
@@ -799,7 +801,7 @@ def _dotted(key: str) -> tuple[str, str | None]:
     ("cpv config wizard", "set up the AWS profile, bucket and Git SSH remote interactively"),
 ]))
 def config() -> None:
-    """Show and change settings (docs/config.md lists them all).
+    """Show and change settings (cpv config show lists them all).
 
     Settings come from ~/.cpv/config.json, then the workspace's .cpv/config.json,
     then CPV_* environment variables. cpv never stores credentials: only an
@@ -865,7 +867,8 @@ def config_unset(state: State, key: str, global_: bool) -> None:
         doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}",
-                          hint="fix or remove the file (see docs/config.md)") from exc
+                          hint="fix or remove the file (cpv config show lists the settings)",
+                          ) from exc
     holder = doc.get(section) if sub else doc
     name = sub or section
     removed = isinstance(holder, dict) and holder.pop(name, None) is not None

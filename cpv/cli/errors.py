@@ -12,6 +12,7 @@ Commands never catch library errors themselves; :func:`exit_code_for` is used on
 10    no store / not a cpv workspace
 11    store locked by another process
 12    credentials or access problem
+13    store unreachable (network, endpoint, TLS): retry when it answers
 130   interrupted (Ctrl-C)
 ====  ==========================================================
 """
@@ -26,6 +27,7 @@ from cpv.errors import (
     NotAWorkspaceError,
     StoreAccessError,
     StoreLockedError,
+    StoreUnreachableError,
     TransferError,
 )
 
@@ -37,6 +39,7 @@ EXIT_INTEGRITY = 4
 EXIT_NO_STORE = 10
 EXIT_LOCKED = 11
 EXIT_ACCESS = 12
+EXIT_UNREACHABLE = 13
 EXIT_INTERRUPTED = 130
 
 _TABLE: tuple[tuple[type[CPVError], int], ...] = (
@@ -46,6 +49,7 @@ _TABLE: tuple[tuple[type[CPVError], int], ...] = (
     (NotAWorkspaceError, EXIT_NO_STORE),
     (StoreLockedError, EXIT_LOCKED),
     (StoreAccessError, EXIT_ACCESS),
+    (StoreUnreachableError, EXIT_UNREACHABLE),
     (FormatError, EXIT_ERROR),
 )
 

@@ -13,7 +13,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from cpv.cli.render import fmt_bytes
 from cpv.progress import Phase, Unit
+
+_KNOWN = "{desc}: {percentage:3.0f}%|{bar}| {done}/{all} [{elapsed}<{remaining}, {speed}]"
+_UNKNOWN = "{desc}: {done} [{elapsed}, {speed}]"
 
 _LABELS: dict[str, str] = {
     "scan": "scanning",
@@ -24,6 +28,27 @@ _LABELS: dict[str, str] = {
     "verify": "verifying",
     "gc": "collecting",
 }
+
+
+class _Bar(tqdm):  # type: ignore[misc]
+    """Byte counts and rates in the same binary units as every summary line (``12.0 MiB``).
+
+    tqdm's own scaling shows sizes divided by 1024 but rates by 1000, both labelled ``MB``.
+    """
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = super().format_dict
+        if d.get("unit") == "B":
+            elapsed = d.get("elapsed") or 0
+            rate = d.get("rate") or (d["n"] / elapsed if elapsed else None)
+            d["done"] = fmt_bytes(d["n"])
+            d["all"] = fmt_bytes(d["total"]) if d.get("total") else "?"
+            d["speed"] = f"{fmt_bytes(rate)}/s" if rate else "- B/s"
+        else:
+            d["done"], d["all"] = str(d["n"]), str(d.get("total") or "?")
+            d["speed"] = f"{d['rate']:.0f} {d.get('unit')}/s" if d.get("rate") else "-"
+        return d
 
 
 class TqdmProgress:
@@ -44,12 +69,11 @@ class TqdmProgress:
                 self._bars[phase].close()
             # A fresh pty or some CI consoles report 0 columns; tqdm then draws nothing.
             narrow = shutil.get_terminal_size((80, 24)).columns <= 0
-            self._bars[phase] = tqdm(
-                total=total,
+            self._bars[phase] = _Bar(
+                total=total or None,
                 desc=_LABELS.get(phase, phase),
                 unit=unit,
-                unit_scale=unit == "B",
-                unit_divisor=1024 if unit == "B" else 1000,
+                bar_format=_KNOWN if total else _UNKNOWN,
                 file=self._file,
                 leave=False,
                 dynamic_ncols=not narrow,
@@ -65,14 +89,27 @@ class TqdmProgress:
                 bar.update(amount)
 
     def set_total(self, phase: Phase, total: int) -> None:
+        """Cheap enough to call per chunk: the next regular redraw shows the new total."""
         bar = self._bars.get(phase)
         if bar is not None:
             with self._lock:
-                bar.total = total
-                bar.refresh()
+                bar.total = total or None
+                bar.bar_format = _KNOWN if total else _UNKNOWN
+
+    def announce(self, text: str) -> None:
+        """A first line on the terminal at once, before any bar: the command has started."""
+        if self._enabled:
+            with self._lock:
+                self._file.write(f"{text}\r")
+                self._file.flush()
 
     def end(self, phase: Phase) -> None:
         with self._lock:
             bar = self._bars.pop(phase, None)
             if bar is not None:
                 bar.close()
+            if self._enabled and not self._bars:
+                # Leave the cursor at column 0 of a clean line, so the summary that follows
+                # on stdout starts at the left edge instead of after a cleared bar.
+                self._file.write("\r\x1b[K")
+                self._file.flush()

@@ -180,6 +180,6 @@ def run_wizard(
             _say(f"  {'ok  ' if check.ok else 'FAIL'}  {check.name}: {check.detail}")
             checks.append({"name": check.name, "ok": check.ok, "detail": check.detail})
         if any(not c["ok"] for c in checks):
-            _say("  a new store is created by 'cpv init --store URL'; see docs/troubleshooting.md")
+            _say("  a new store is created by 'cpv init --store URL'")
     summary["checks"] = checks
     return summary

@@ -141,6 +141,7 @@ class _PushState:
         self.chunks_reused = 0
         self.reused_bytes = 0
         self.hashed_bytes = 0
+        self.queued_bytes = 0
         self.local = threading.local()
 
     def is_new(self, cid: bytes) -> bool:
@@ -393,6 +394,11 @@ def _ingest(state: _PushState, src: _Source, params: ChunkerParams) -> tuple[Fil
             size += n
             if state.is_new(cid):
                 state.uploader.add(cid, data)
+                with state.lock:
+                    state.queued_bytes += n
+                    # The upload's total is what hashing has found new so far: exact once
+                    # hashing ends, so the bar can show a percentage and an ETA.
+                    state.progress.set_total("upload", state.queued_bytes)
             else:
                 with state.lock:
                     state.chunks_reused += 1

@@ -796,13 +796,15 @@ def translate_error(
     if isinstance(exc, bexc.ProfileNotFound):
         return StoreAccessError(
             f"AWS profile {profile or exc.kwargs.get('profile', '')!r} not found",
-            hint="check the profile name (aws configure list-profiles) or drop --profile",
+            hint="check the profile name (aws configure list-profiles) or change the aws.profile "
+                 "setting (cpv config set aws.profile NAME)",
         )
     if isinstance(exc, _CREDENTIAL_ERRORS):
         return StoreAccessError(
             f"cannot {action} {where}: no usable AWS credentials ({exc})",
             hint="check AWS credentials / profile: set AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY, or choose a profile (--profile / AWS_PROFILE)",
+            "AWS_SECRET_ACCESS_KEY, or choose a profile (AWS_PROFILE, or cpv config set "
+            "aws.profile NAME)",
         )
     if isinstance(exc, bexc.SSLError):
         return StoreUnreachableError(

@@ -58,7 +58,8 @@ _FILE_KEYS: Final = frozenset({"path", "size", "blake3"})
 _MAX_NAME_LEN: Final = 100
 
 
-_HINT_FIELDS: Final = "see docs/manifest-format.md for the fields of a manifest and their rules"
+_HINT_FIELDS: Final = ("the manifest was damaged or written by hand: restore it from Git history "
+                       "(git log -- .cpv/manifests), or push the version again")
 _HINT_DAMAGED: Final = (
     "the manifest is damaged or was not written by cpv; restore it from Git history"
 )

@@ -98,7 +98,7 @@ def test_tags_order_numerically_and_validate(tmp_path: Path, local_config: CPVCo
         tags.append(mcm.tag_model_checkpoint())
     assert tags[-2:] == ["v0.9", "v0.10"]
     # An auto-numbered tag on a version that already has one would mint an identical version.
-    with pytest.raises(VersioningError, match="already tagged v0.10"):
+    with pytest.raises(VersioningError, match=r"already tagged v0\.10"):
         mcm.tag_model_checkpoint()
     new_version(10)
     assert mcm.tag_model_checkpoint() == "v0.11"  # not "v0.10" again: numeric, not string order

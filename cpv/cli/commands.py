@@ -577,7 +577,7 @@ def _plot(infos: Sequence[Any], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ConfigError("--plot needs matplotlib, which is not installed",
-                          hint="python -m pip install matplotlib") from exc
+                          hint="python -m pip install 'cpv-checkpoints[plot]'") from exc
     names = sorted({k for v in infos for k in v.metrics})
     if not names:
         raise ConfigError("no metrics to plot in these versions",

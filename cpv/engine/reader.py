@@ -28,6 +28,7 @@ import logging
 import os
 import posixpath
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -208,7 +209,8 @@ class _Layout:
 class SnapshotReader:
     """Random access to the files of one snapshot; see the module docstring.
 
-    Not thread-safe (like :class:`~cpv.engine.repository.Repository`): one reader per thread.
+    Reads from several threads are safe but run one at a time (a lock guards the index, the
+    in-memory chunks and the layouts); one large read still fetches its ranges in parallel.
 
     Args:
         repo: the opened store that holds the snapshot.
@@ -247,6 +249,7 @@ class SnapshotReader:
                 if i < len(parts):
                     self._dirs.add("/".join(parts[:i]))
         self._layouts: dict[str, _Layout] = {}
+        self._lock = threading.RLock()
         self._memory: OrderedDict[bytes, bytes] = OrderedDict()
         self._memory_bytes = 0
 
@@ -355,6 +358,10 @@ class SnapshotReader:
         return bytes(out)
 
     def _layout(self, path: str) -> _Layout:
+        with self._lock:
+            return self._layout_locked(path)
+
+    def _layout_locked(self, path: str) -> _Layout:
         resolved = self.resolve(path)
         cached = self._layouts.get(resolved)
         if cached is not None:
@@ -391,6 +398,10 @@ class SnapshotReader:
         """Fill ``out`` with the file's bytes from ``pos`` (the caller keeps it in bounds)."""
         if not len(out):
             return
+        with self._lock:
+            self._read_into_locked(layout, pos, out)
+
+    def _read_into_locked(self, layout: _Layout, pos: int, out: memoryview) -> None:
         starts = layout.starts
         end = pos + len(out)
         first = bisect.bisect_right(starts, pos) - 1

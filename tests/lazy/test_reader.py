@@ -241,3 +241,21 @@ def test_chunk_cache_stays_within_its_bound(tmp_path: Path) -> None:
     assert cache.size() <= 1 * MiB
     assert cache.get(chunk_id(blobs[-1])) == blobs[-1]  # the newest survives
     assert cache.get(chunk_id(blobs[0])) is None  # the oldest went first
+
+
+def test_one_reader_serves_several_threads(pushed: Pushed) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = (pushed.src / "big.bin").read_bytes()
+    reader = SnapshotReader(pushed.repo(cache=None), pushed.snapshot_id, limits=LIMITS)
+
+    def check(seed: int) -> None:
+        rng = random.Random(seed)
+        with reader.open("big.bin") as fh:
+            for _ in range(30):
+                start, length = rng.randrange(len(data)), rng.randrange(1, 400 * KiB)
+                fh.seek(start)
+                assert fh.read(length) == data[start : start + length]
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(check, range(6)))

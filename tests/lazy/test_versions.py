@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from safetensors.numpy import load as st_load
 
+import cpv
 from cpv import lazy
 from cpv.errors import (
     ConfigError,
@@ -33,7 +34,7 @@ WEIGHTS = "model/model.safetensors"
 
 def test_open_reads_files_of_a_version_and_lists_them(workspace: Workspace) -> None:
     ws = workspace.root
-    with lazy.open("v0.1", "model/config.json", workspace=ws) as fh:
+    with cpv.open("v0.1", "model/config.json", workspace=ws) as fh:  # the public name
         assert json.loads(fh.read()) == {"hidden": 1024}
     with lazy.open("data-v0.1", "data/train/part-0.csv", workspace=ws) as fh:
         assert fh.read() == (ws / "data/train/part-0.csv").read_bytes()
@@ -131,7 +132,8 @@ def test_pandas_fsspec_and_safetensors_read_through_cpv_urls(workspace: Workspac
 def test_cpv_imports_without_fsspec() -> None:
     code = ("import sys; sys.modules['fsspec'] = None\n"
             "import cpv, cpv.lazy, cpv.engine.reader\n"
-            "print(cpv.lazy.open.__name__)")
+            "assert cpv.open is cpv.lazy.open\n"
+            "print(cpv.open.__name__)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr

@@ -32,13 +32,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
+HERE = Path(__file__).resolve().parent
+for p in (str(HERE), str(HERE.parent)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
 
 import numpy as np  # noqa: E402
+from server import BenchServer  # noqa: E402
 
-from benchmarks.server import BenchServer  # noqa: E402
 from cpv.engine import Repository, push  # noqa: E402
 from cpv.lazy import Mount, Resolver, load_tensors  # noqa: E402
 from cpv.store import GiB, MiB  # noqa: E402

@@ -18,6 +18,7 @@ import cpv
 from cpv import lazy
 from cpv.errors import (
     ConfigError,
+    FormatError,
     InvalidTagError,
     NotAFileError,
     PathNotFoundError,
@@ -81,6 +82,8 @@ def test_load_tensors_reads_only_the_chosen_tensors(workspace: Workspace, tmp_pa
     with pytest.raises(ConfigError):
         lazy.load_tensors("v0.1", WEIGHTS, ["head.bias"], workspace=ws,
                           framework="tf")  # type: ignore[arg-type]
+    with pytest.raises(FormatError, match="not a safetensors file"):
+        lazy.load_tensors("v0.1", "model/config.json", ["x"], workspace=ws)
 
 
 def test_load_tensors_as_torch_needs_torch(workspace: Workspace) -> None:
@@ -127,6 +130,20 @@ def test_pandas_fsspec_and_safetensors_read_through_cpv_urls(workspace: Workspac
     with pytest.raises(NotImplementedError, match="read-only"):
         fs.open("v0.1/model/new.bin", "wb")
     assert fs.ukey(f"v0.1/{WEIGHTS}") == fs.info(f"v0.1/{WEIGHTS}")["blake3"]
+
+
+def test_fsspec_takes_the_service_resolver(workspace: Workspace, tmp_path: Path) -> None:
+    calls: list[str] = []
+    with WorkspaceResolver(workspace.root, cache_dir=tmp_path / "c") as inner:
+
+        def resolver(version: str) -> list[lazy.Mount]:
+            calls.append(version)
+            return list(inner(version))
+
+        fs = fsspec.filesystem("cpv", resolver=resolver)
+        assert json.loads(fs.cat_file("cpv://v0.1/model/config.json")) == {"hidden": 1024}
+        assert fs.info("v0.1/model/config.json")["size"] == 16
+    assert calls == ["v0.1"]  # resolved once per filesystem and version
 
 
 def test_cpv_imports_without_fsspec() -> None:

@@ -41,6 +41,7 @@ _LAZY = {
     "RevertResult": "cpv.api",
     "UploadResult": "cpv.api",
     "CPVError": "cpv.errors",
+    "open": "cpv.lazy",
 }
 
 __all__ = [

@@ -22,6 +22,8 @@ to one line and an exit code. Each error carries the fields a program needs (``k
     ├── UnsafePathError (ValueError)    .path: escapes the workspace (invariant 7)
     ├── SourceChangedError              a file changed while it was being pushed
     ├── LocalIOError                    a local file cannot be read or written (.path)
+    ├── PathNotFoundError (FileNotFoundError)  .path: a version holds no such file
+    ├── NotAFileError (IsADirectoryError)      .path: a version's folder opened as a file
     ├── TransferError                   some objects could not be moved (.failures)
     └── VersioningError
         ├── NotAWorkspaceError
@@ -158,6 +160,30 @@ class LocalIOError(CPVError):
 
     def __init__(self, message: str, *, path: str = "", hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
+        self.path = path
+
+
+class PathNotFoundError(CPVError, FileNotFoundError):
+    """A path that a version (snapshot) does not hold.
+
+    Also a :class:`FileNotFoundError`, so code that reads through ``cpv.open`` or the ``cpv://``
+    filesystem (pandas, fsspec) handles it like any missing file.
+    """
+
+    default_hint = "list the version's files (cpv.lazy.list_files) or check the path"
+
+    def __init__(self, path: str, *, where: str = "this version", hint: str | None = None) -> None:
+        super().__init__(f"not in {where}: {path}", hint=hint)
+        self.path = path
+
+
+class NotAFileError(CPVError, IsADirectoryError):
+    """A folder of a version was opened as a file."""
+
+    default_hint = "open a file inside it; list the folder's files first"
+
+    def __init__(self, path: str, *, hint: str | None = None) -> None:
+        super().__init__(f"is a folder, not a file: {path}", hint=hint)
         self.path = path
 
 

@@ -23,11 +23,11 @@ import stat
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from cpv.engine.chunking import iter_file_chunks, new_read_buffer
 from cpv.engine.hashing import Hasher, chunk_id
@@ -338,27 +338,94 @@ def _plan(
             )
         by_pack[loc.pack_id].append(_Want(cid, loc.offset, loc.length, tuple(dests)))
     # A local source file may itself be a target being replaced: copy before anything renames.
-    ranges: list[_Range] = []
-    for pack_id, wants in by_pack.items():
-        wants.sort(key=lambda w: w.offset)
-        group: list[_Want] = []
-        for w in wants:
-            if group and (
-                w.offset - (group[-1].offset + group[-1].length) > limits.range_gap
-                or w.offset + w.length - group[0].offset > limits.max_range
-            ):
-                ranges.append(_make_range(pack_id, group))
-                group = []
-            group.append(w)
-        if group:
-            ranges.append(_make_range(pack_id, group))
+    ranges = [
+        _Range(pack_id, start, length, group)
+        for pack_id, wants in by_pack.items()
+        for start, length, group in coalesce(wants, limits)
+    ]
     return ranges, local
 
 
-def _make_range(pack_id: str, group: list[_Want]) -> _Range:
-    start = group[0].offset
-    end = max(w.offset + w.length for w in group)
-    return _Range(pack_id, start, end - start, tuple(group))
+class ChunkSpan(Protocol):
+    """A chunk wanted from a pack: its id and where it lies in the pack."""
+
+    @property
+    def chunk_id(self) -> bytes: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def length(self) -> int: ...
+
+
+SpanT = TypeVar("SpanT", bound=ChunkSpan)
+
+
+def coalesce(
+    wants: Iterable[SpanT], limits: TransferLimits
+) -> list[tuple[int, int, tuple[SpanT, ...]]]:
+    """Group chunks of one pack into ranged GETs: ``(start, length, chunks)`` each.
+
+    Neighbours closer than ``limits.range_gap`` share a request (reading a small gap through
+    costs less than another round trip), and no request grows beyond ``limits.max_range``, which
+    bounds the buffer each fetch needs.
+    """
+    ranges: list[tuple[int, int, tuple[SpanT, ...]]] = []
+    group: list[SpanT] = []
+
+    def close() -> None:
+        start = group[0].offset
+        end = max(w.offset + w.length for w in group)
+        ranges.append((start, end - start, tuple(group)))
+
+    for w in sorted(wants, key=lambda w: w.offset):
+        if group and (
+            w.offset - (group[-1].offset + group[-1].length) > limits.range_gap
+            or w.offset + w.length - group[0].offset > limits.max_range
+        ):
+            close()
+            group = []
+        group.append(w)
+    if group:
+        close()
+    return ranges
+
+
+def fetch_verified(
+    repo: Repository,
+    pack_id: str,
+    start: int,
+    view: memoryview,
+    wants: Sequence[SpanT],
+    *,
+    needed_by: Callable[[SpanT], str],
+) -> None:
+    """Fill ``view`` with pack bytes from ``start`` and check every chunk in it (invariant 2).
+
+    A chunk that fails its blake3 is fetched once more on its own (a flipped bit in transit
+    should not fail a multi-GB read); a second mismatch is an :class:`IntegrityError` naming
+    the pack, the chunk and ``needed_by(chunk)``. On return every chunk's bytes in ``view`` match
+    its id.
+    """
+    key = pack_key(pack_id)
+    repo.store.get_range_into(key, start, view)
+    for w in wants:
+        data = view[w.offset - start : w.offset - start + w.length]
+        if chunk_id(data) == w.chunk_id:
+            continue
+        log.debug("chunk %s of pack %s failed verification; fetching again",
+                  w.chunk_id.hex(), pack_id)
+        repo.store.get_range_into(key, w.offset, data)
+        actual = chunk_id(data)
+        if actual != w.chunk_id:
+            raise IntegrityError(
+                f"pack {pack_id} holds damaged data for chunk {w.chunk_id.hex()[:16]}… "
+                f"(needed by {needed_by(w)})",
+                object_id=pack_id,
+                expected=w.chunk_id.hex(),
+                actual=actual.hex(),
+            )
 
 
 def _copy_local(local: dict[Path, list[tuple[bytes, int, int, list[tuple[_Target, int]]]]]) -> int:
@@ -423,27 +490,10 @@ def _fetch_range(
     buf = pool.acquire(is_cancelled)
     try:
         view = buf[: r.length]
-        key = pack_key(r.pack_id)
-        repo.store.get_range_into(key, r.start, view)
+        fetch_verified(repo, r.pack_id, r.start, view, r.wants,
+                       needed_by=lambda w: w.targets[0][0].entry.path)
         for w in r.wants:
             data = view[w.offset - r.start : w.offset - r.start + w.length]
-            if chunk_id(data) != w.chunk_id:
-                # One re-fetch: a flipped bit in transit should not fail a multi-GB pull.
-                log.debug(
-                    "chunk %s of pack %s failed verification; fetching again",
-                    w.chunk_id.hex(),
-                    r.pack_id,
-                )
-                repo.store.get_range_into(key, w.offset, data)
-                actual = chunk_id(data)
-                if actual != w.chunk_id:
-                    raise IntegrityError(
-                        f"pack {r.pack_id} holds damaged data for chunk {w.chunk_id.hex()[:16]}… "
-                        f"(needed by {w.targets[0][0].entry.path})",
-                        object_id=r.pack_id,
-                        expected=w.chunk_id.hex(),
-                        actual=actual.hex(),
-                    )
             for target, at in w.targets:
                 _write(target, at, data)
         progress.advance("download", r.length)

@@ -2,9 +2,9 @@
 
 URL shape: ``cpv://<version>/<workspace path>``, e.g. ``cpv://v0.3/model/weights.safetensors``
 or ``cpv://data-v0.2/data/train/part-0.csv``; ``cpv://`` alone lists the versions. Storage
-options: ``workspace`` (default ``"."``), ``cache_dir``, ``endpoint_url``, ``profile``,
-``region`` (each defaults to the workspace's settings), or ``resolver`` to read through the
-service layer's own :data:`cpv.lazy.Resolver` instead::
+options: ``workspace`` (default ``"."``), ``cache_dir`` (default the workspace's setting; the
+store's endpoint, profile and region are the workspace's, ``CPV_*`` variables included), or
+``resolver`` to read through another :data:`cpv.lazy.Resolver`::
 
     pd.read_csv("cpv://data-v0.2/data/train/part-0.csv", storage_options={"workspace": ws})
 
@@ -43,18 +43,12 @@ class CPVFileSystem(AbstractFileSystem):  # type: ignore[misc, unused-ignore]
         *,
         resolver: Resolver | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
-        endpoint_url: str | None = None,
-        profile: str | None = None,
-        region: str | None = None,
         **storage_options: Any,
     ) -> None:
         super().__init__(**storage_options)
         self._owned: WorkspaceResolver | None = None
         if resolver is None:
-            self._owned = WorkspaceResolver(
-                workspace, cache_dir=cache_dir, endpoint_url=endpoint_url, profile=profile,
-                region=region,
-            )
+            self._owned = WorkspaceResolver(workspace, cache_dir=cache_dir)
             resolver = self._owned
             weakref.finalize(self, self._owned.close)
         self._resolver: Resolver = resolver

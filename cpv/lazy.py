@@ -7,11 +7,9 @@ snapshot that the ``model`` manifest at ``v0.3`` names. Bytes come from
 :mod:`cpv.engine.reader`: only the chunks a read touches are fetched, each is verified, and
 verified chunks are cached on disk and shared between versions.
 
-Resolving a version to snapshots is the service layer's business (which store, which
-credentials, which cache). This module takes it as a :data:`Resolver` so the service can pass
-its own; :class:`WorkspaceResolver` is the small default, built only on the Git manifests
-(:mod:`cpv.versioning`), the workspace's settings (:class:`cpv.config.CPVConfig`) and
-:func:`cpv.store.open_store` + :meth:`Repository.open`.
+Resolving a version to snapshots is the workspace service's business (which store, which
+credentials, which cache); :class:`WorkspaceResolver` asks it. A caller may pass any other
+:data:`Resolver` (a snapshot id in a bare store, say).
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ from cpv.engine.repository import Repository
 from cpv.errors import ConfigError, FormatError, NotAFileError, PathNotFoundError, VersioningError
 
 if TYPE_CHECKING:
-    from cpv.store import ObjectStore
+    pass
 
 __all__ = [
     "Mount",
@@ -74,92 +72,63 @@ version it cannot resolve. The repositories it returns stay open as long as the 
 
 
 class WorkspaceResolver:
-    """The default :data:`Resolver`: tags of a workspace's Git repository -> its manifests.
+    """The default :data:`Resolver`: a version name of a workspace -> its manifests' snapshots.
 
-    Settings (endpoint, AWS profile and region, cache folder) are the workspace's, as the CLI
-    sees them (``CPVConfig.load(workspace=...)``); arguments given here win. Stores are opened
-    once per store URL and closed by :meth:`close`.
+    Names mean what they mean on the command line (the workspace service resolves them):
+    ``v0.3`` mounts the model and, when ``data-v0.3`` exists, the data; ``data-v0.3`` the data
+    only; tags another machine pushed are fetched first. Bytes come from the workspace's store,
+    opened once by the service with the workspace's settings, and closed by :meth:`close`.
 
     Args:
-        workspace: a cpv workspace (a Git repository with ``.cpv/``).
+        workspace: a cpv workspace or a folder inside one.
         cache_dir: the cache root (index copies, chunk cache); default the configured one.
-        endpoint_url, profile, region: S3 settings; default the configured ones.
     """
 
     def __init__(
-        self,
-        workspace: str | os.PathLike[str] = ".",
-        *,
+        self, workspace: str | os.PathLike[str] = ".", *,
         cache_dir: str | os.PathLike[str] | None = None,
-        endpoint_url: str | None = None,
-        profile: str | None = None,
-        region: str | None = None,
     ) -> None:
         from cpv.config import CPVConfig
+        from cpv.service import WorkspaceService, find_workspace
 
-        self.workspace = Path(workspace).absolute()
-        config = CPVConfig.load(workspace=self.workspace)
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else config.cache_dir
-        self._endpoint_url = endpoint_url or config.aws.endpoint_url
-        self._profile = profile or config.aws.profile
-        self._region = region or config.aws.region
-        self._repos: dict[str, Repository] = {}
-        self._stores: list[ObjectStore] = []
+        root = find_workspace(workspace)
+        config = CPVConfig.load(workspace=root)
+        if cache_dir is not None:
+            config = config.replace(cache={"dir": str(Path(cache_dir).absolute())})
+        self._service = WorkspaceService.open(root, config=config, interface="python")
+        self.workspace = self._service.root
+        self.cache_dir = config.cache_dir
 
     def __call__(self, version: str) -> list[Mount]:
-        """The snapshots of ``version`` (a tag ``v{major}.{minor}`` or ``data-v{major}.{minor}``).
+        """The snapshots of ``version``.
 
         Raises:
-            InvalidTagError: ``version`` is not a version tag.
-            TagNotFoundError: the workspace has no such tag.
-            VersioningError: the tag holds no manifest of its kind.
-            NoStoreError, StoreError: the store a manifest names cannot be opened.
+            InvalidTagError, TagNotFoundError, VersioningError (nothing of that version),
+            NoStoreError / StoreError: the store cannot be opened.
         """
-        from cpv.versioning import GitRepo, History, parse_tag
+        from cpv.versioning.tags import parse_tag
 
-        kind, _ = parse_tag(version)
-        with GitRepo.open(self.workspace) as git:
-            manifests = History(git).read_manifests(version, kind)
-        if not manifests:
-            raise VersioningError(
-                f"{version} holds no {kind} manifest", hint="list versions with 'cpv versions'"
-            )
+        parse_tag(version)  # InvalidTagError for a name that is no version
         mounts = []
-        for manifest in sorted(manifests.values(), key=lambda m: m.path):
+        repo = self._service.ws.repository()
+        for kind, ref in self._service.resolve(version).items():
+            manifest, _ = self._service.manifest_at(kind, ref)
             root = manifest.path if manifest.is_dir else posixpath.dirname(manifest.path)
-            mounts.append(Mount(root, self._repository(manifest.store_url), manifest.snapshot_id))
-        return mounts
-
-    def _repository(self, store_url: str) -> Repository:
-        repo = self._repos.get(store_url)
-        if repo is None:
-            from cpv.store import open_store
-
-            store = open_store(
-                store_url,
-                profile=self._profile,
-                region=self._region,
-                endpoint_url=self._endpoint_url,
-            )
-            self._stores.append(store)
-            repo = self._repos[store_url] = Repository.open(store, cache_dir=self.cache_dir)
-        return repo
+            mounts.append(Mount(root, repo, manifest.snapshot_id))
+        if not mounts:
+            raise VersioningError(f"{version} holds no manifest",
+                                  hint="list versions with 'cpv versions'")
+        return sorted(mounts, key=lambda m: m.root)
 
     def versions(self) -> list[str]:
         """Version tags of the workspace, for listing the filesystem's root."""
-        from cpv.versioning import GitRepo
         from cpv.versioning.tags import try_parse_tag
 
-        with GitRepo.open(self.workspace) as git:
-            return sorted(t.name for t in git.list_tags() if try_parse_tag(t.name) is not None)
+        return sorted(t.name for t in self._service.ws.git.list_tags()
+                      if try_parse_tag(t.name) is not None)
 
     def close(self) -> None:
-        for repo in self._repos.values():
-            repo.close()
-        for store in self._stores:
-            store.close()
-        self._repos.clear()
-        self._stores.clear()
+        self._service.close()
 
     def __enter__(self) -> WorkspaceResolver:
         return self

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
 from functools import partial
@@ -73,7 +74,7 @@ _VERSION_ONLY = re.compile(r"^\d+\.\d+$")
 _MAX_LISTED = 5
 
 
-def find_workspace(start: str | Path | None = None) -> Path:
+def find_workspace(start: str | os.PathLike[str] | None = None) -> Path:
     """The nearest folder at or above ``start`` (default: cwd) holding ``.cpv/`` and ``.git``.
 
     Like git, so that every command works from any sub-folder of a workspace.

@@ -63,7 +63,10 @@ def test_open_errors_name_what_is_wrong(workspace: Workspace) -> None:
 def test_load_tensors_reads_only_the_chosen_tensors(workspace: Workspace, tmp_path: Path) -> None:
     ws = workspace.root
     with WorkspaceResolver(ws, cache_dir=tmp_path / "empty-cache") as resolver:
-        (mount,) = resolver("v0.1")
+        # v0.1 means what it means to `cpv pull`: the model and data-v0.1's data.
+        mounts = {m.root: m for m in resolver("v0.1")}
+        assert set(mounts) == {"model", "data"}
+        mount = mounts["model"]
         store = mount.repo.store
         got = lazy.load_tensors("v0.1", WEIGHTS, ["layer7.weight", "head.bias"],
                                 resolver=resolver)
@@ -109,7 +112,7 @@ def test_pandas_fsspec_and_safetensors_read_through_cpv_urls(workspace: Workspac
     assert {e["name"] for e in fs.ls("")} == {"v0.1", "data-v0.1"}
     assert fs.ls("data-v0.1/data", detail=False) == ["data-v0.1/data/train",
                                                      "data-v0.1/data/validation"]
-    assert fs.ls("v0.1", detail=False) == ["v0.1/model"]
+    assert fs.ls("v0.1", detail=False) == ["v0.1/data", "v0.1/model"]
     assert fs.isdir("v0.1/model") and fs.isfile(f"v0.1/{WEIGHTS}")
     assert not fs.exists("v0.1/model/missing.bin")
     assert fs.size(f"v0.1/{WEIGHTS}") == (workspace.root / WEIGHTS).stat().st_size

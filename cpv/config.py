@@ -50,6 +50,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import Self
 
+from cpv.engine.transfer import PART_SIZE_RANGE, WORKERS_RANGE
 from cpv.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -327,24 +328,31 @@ class CacheSection(_Model):
 class TransferSection(_Model):
     """Concurrency and memory budget of transfers; the engine gets these as plain numbers.
 
-    Peak transfer memory is about ``max_inflight_bytes`` (parts and ranges being moved), so it
-    must hold at least one part. ``part_size`` is at least S3's 5 MiB multipart minimum.
+    Peak transfer memory is about ``(workers + 2) * part_size`` (parts and ranges being moved);
+    ``max_inflight_bytes`` caps it by lowering the workers a transfer uses
+    (:attr:`effective_workers`), so it must hold three parts. The bounds of ``workers`` and
+    ``part_size`` are the engine's own (:mod:`cpv.engine.transfer`), declared once there.
     """
 
-    workers: int = Field(default=8, ge=1, le=256)
+    workers: int = Field(default=8, ge=WORKERS_RANGE[0], le=WORKERS_RANGE[1])
     max_inflight_bytes: int = Field(default=256 * MiB, ge=1 * MiB, le=64 * GiB)
-    part_size: int = Field(default=16 * MiB, ge=5 * MiB, le=5 * GiB)
+    part_size: int = Field(default=16 * MiB, ge=PART_SIZE_RANGE[0], le=PART_SIZE_RANGE[1])
     pack_size: int = Field(default=64 * MiB, ge=1 * MiB, le=5 * GiB)
 
     @model_validator(mode="after")
     def _budget_holds_a_part(self) -> Self:
-        if self.max_inflight_bytes < self.part_size:
+        if self.max_inflight_bytes < 3 * self.part_size:
             raise _invalid(
-                f"max_inflight_bytes ({self.max_inflight_bytes}) is smaller than part_size "
-                f"({self.part_size})",
+                f"max_inflight_bytes ({self.max_inflight_bytes}) is smaller than three parts "
+                f"(part_size {self.part_size})",
                 "raise max_inflight_bytes or lower part_size",
             )
         return self
+
+    @property
+    def effective_workers(self) -> int:
+        """Workers within the memory budget: ``(workers + 2) * part_size <= max_inflight``."""
+        return max(1, min(self.workers, self.max_inflight_bytes // self.part_size - 2))
 
 
 class NotifySection(_Model):

@@ -91,7 +91,7 @@ class Workspace:
     @property
     def limits(self) -> TransferLimits:
         t = self.config.transfer
-        return TransferLimits(workers=t.workers, part_size=t.part_size)
+        return TransferLimits(workers=t.effective_workers, part_size=t.part_size)
 
     @property
     def remote(self) -> str | None:

@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: The bounds of the transfer knobs, declared once: the configuration validates against them.
+WORKERS_RANGE = (1, 256)
+PART_SIZE_RANGE = (5 * MiB, 512 * MiB)  # 5 MiB: S3's multipart minimum
+
+
 @dataclass(frozen=True, slots=True)
 class TransferLimits:
     """Concurrency and memory knobs for push and pull.
@@ -49,9 +54,10 @@ class TransferLimits:
     range_gap: int = 1 * MiB
 
     def __post_init__(self) -> None:
-        if not 1 <= self.workers <= 256 or not 1 <= self.hash_workers <= 64:
+        if not WORKERS_RANGE[0] <= self.workers <= WORKERS_RANGE[1] or not (
+                1 <= self.hash_workers <= 64):
             raise ValueError("workers must be 1..256 and hash_workers 1..64")
-        if not 5 * MiB <= self.part_size <= 512 * MiB:
+        if not PART_SIZE_RANGE[0] <= self.part_size <= PART_SIZE_RANGE[1]:
             raise ValueError("part_size must be between 5 MiB and 512 MiB")
         if not 1 * MiB <= self.max_range <= 512 * MiB:
             raise ValueError("max_range must be between 1 MiB and 512 MiB")

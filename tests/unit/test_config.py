@@ -888,3 +888,26 @@ def test_setup_bitbucket_ssh_without_ssh_keygen(
         )
     assert "openssh-client" in info.value.hint
     assert not (tmp_path / "ssh" / "id_rsa_bitbucket").exists()
+
+
+def test_every_valid_transfer_setting_is_a_valid_engine_limit() -> None:
+    """The bounds are declared once (the engine's): a value the config accepts never ends in
+    the engine's ValueError, and one it refuses is a ConfigError with a hint."""
+    from cpv.engine.transfer import PART_SIZE_RANGE, WORKERS_RANGE, TransferLimits
+
+    for part in PART_SIZE_RANGE:
+        for workers in WORKERS_RANGE:
+            cfg = CPVConfig.from_dict({"transfer": {"part_size": part, "workers": workers,
+                                                    "max_inflight_bytes": 64 * 1024**3}})
+            TransferLimits(workers=cfg.transfer.effective_workers, part_size=part)
+    with pytest.raises(ConfigError) as raised:
+        CPVConfig.from_dict({"transfer": {"part_size": PART_SIZE_RANGE[1] + 1}})
+    assert raised.value.hint
+
+
+def test_max_inflight_bytes_caps_the_workers_a_transfer_uses() -> None:
+    mib = 1024 * 1024
+    cfg = CPVConfig.from_dict({"transfer": {"workers": 16, "part_size": 16 * mib,
+                                            "max_inflight_bytes": 128 * mib}})
+    assert cfg.transfer.effective_workers == 6  # (6 + 2) x 16 MiB = 128 MiB
+    assert CPVConfig.from_dict({}).transfer.effective_workers == 8  # the default fits

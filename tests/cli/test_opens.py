@@ -57,7 +57,7 @@ def test_each_command_opens_each_part_once(
                 remote.as_uri(), "-q"]) == 0
     monkeypatch.chdir(ws)
     weights = ws / "model" / "w.bin"
-    steps: list[tuple[list[str], Callable[[], None]]] = [
+    steps: list[tuple[list[str], Callable[[], object]]] = [
         (["push", "--tag", "-q"], lambda: weights.write_bytes(random.randbytes(300_000))),
         (["push", "--tag", "-q"], lambda: weights.write_bytes(random.randbytes(300_000))),
         (["pull", "v0.1", "-q"], lambda: None),

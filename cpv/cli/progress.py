@@ -93,8 +93,11 @@ class TqdmProgress:
         bar = self._bars.get(phase)
         if bar is not None:
             with self._lock:
+                first = bar.total is None and total
                 bar.total = total or None
                 bar.bar_format = _KNOWN if total else _UNKNOWN
+                if first:
+                    bar.refresh()  # show the percentage as soon as there is one
 
     def announce(self, text: str) -> None:
         """A first line on the terminal at once, before any bar: the command has started."""

@@ -66,7 +66,7 @@ def test_data_import_copies_refuses_overwrites_and_the_workspace_itself(
     imported.write_text("edited in the workspace\n")
     assert (source / "train" / "a.txt").read_text() == "original\n"
     # Re-running ("safe to re-run") refuses to overwrite the edit.
-    with pytest.raises(DirtyWorkspaceError, match="data/train/a.txt"):
+    with pytest.raises(DirtyWorkspaceError, match=r"data/train/a\.txt"):
         mcm.import_model_init(data_path=source)
     assert imported.read_text() == "edited in the workspace\n"
     with pytest.raises(LocalIOError, match="workspace"):

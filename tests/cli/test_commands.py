@@ -225,8 +225,11 @@ def test_gc_keeps_every_version_and_collects_an_unreferenced_push(
     assert cpv("verify", "v0.1", "--deep", "--json", cwd=ws).json()["ok"] is True
 
 
-def _run_with_terminal_stderr(args: list[str], *, cwd: Path, env: dict[str, str]) -> str:
-    """Run cpv with stderr on a pseudo-terminal (stdout a pipe); return what stderr showed."""
+def _run_with_terminal_stderr(
+    args: list[str], *, cwd: Path, env: dict[str, str], stdout_too: bool = False
+) -> str:
+    """Run cpv with stderr (and, with ``stdout_too``, stdout) on a pseudo-terminal; return
+    what the terminal showed."""
     import fcntl
     import os
     import pty
@@ -239,7 +242,8 @@ def _run_with_terminal_stderr(args: list[str], *, cwd: Path, env: dict[str, str]
     master, slave = pty.openpty()
     # A real terminal has a size; a fresh pty is 0x0, where tqdm draws nothing.
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen([*cpv_command(), *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([*cpv_command(), *args], cwd=cwd, env=env,
+                            stdout=slave if stdout_too else subprocess.PIPE,
                             stderr=slave, stdin=subprocess.DEVNULL)
     os.close(slave)
     chunks = []
@@ -253,8 +257,8 @@ def _run_with_terminal_stderr(args: list[str], *, cwd: Path, env: dict[str, str]
         chunks.append(data)
     os.close(master)
     assert proc.wait(timeout=120) == 0
-    assert proc.stdout is not None
-    proc.stdout.close()
+    if proc.stdout is not None:
+        proc.stdout.close()
     return b"".join(chunks).decode(errors="replace")
 
 
@@ -270,6 +274,20 @@ def test_progress_bars_only_on_a_terminal_and_not_with_quiet(
     write_checkpoint(ws / "model", 200_000, seed=10)
     plain = cpv("push", "-m", "c", cwd=ws)
     assert plain.stderr == "" and "uploaded" in plain.stdout
+
+
+def test_a_terminal_shows_a_start_line_bars_with_totals_and_a_summary_at_column_0(
+    ws: Path, env: dict[str, str]
+) -> None:
+    write_checkpoint(ws / "model", 6_000_000, seed=11)
+    screen = _run_with_terminal_stderr(["push", "-m", "a"], cwd=ws, env=env, stdout_too=True)
+    assert screen.startswith("cpv push: starting"), screen[:80]
+    # The upload bar knows its total: a percentage, and sizes and rates in the summary's units.
+    assert "uploading:   0%|" in screen and "/5.7 MiB" in screen, screen
+    assert " MB" not in screen and "MB/s" not in screen, screen
+    summary = screen.index("model  2 files")
+    before = screen[:summary]
+    assert before.endswith(("\r", "\n", "\x1b[K")), repr(before[-40:])
 
 
 def test_ctrl_c_exits_130_without_traceback(env: dict[str, str], tmp_path: Path) -> None:

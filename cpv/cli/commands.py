@@ -459,6 +459,36 @@ def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool) -> 
                    lambda: [line for p in results for line in render.pull_lines(p)])
 
 
+# -- ls ----------------------------------------------------------------------------------------
+
+
+@click.command("ls", epilog=epilog([
+    ("cpv ls", "the files of the current version, with sizes and a total"),
+    ("cpv ls v0.3 model", "the model files of v0.3"),
+    ("cpv ls data-v0.2 data/validation --json", ""),
+], codes=(0, 1, 2, 10, 12)))
+@click.argument("args", nargs=-1, metavar="[REV] [PATH]...")
+@common
+@click.pass_obj
+def ls(state: State, args: tuple[str, ...]) -> None:
+    """List the files of a version and their sizes, without downloading them.
+
+    REV and PATH are read as by cpv pull (default: the current version, both folders).
+    """
+    with state.service() as service:
+        rev, paths = _split_rev_and_paths(args, service.root)
+        files = service.ls(rev, paths)
+    total = sum(size for _, size in files)
+
+    def human() -> list[str]:
+        width = max((len(render.fmt_bytes(size)) for _, size in files), default=1)
+        lines = [f"{render.fmt_bytes(size):>{width}}  {path}" for path, size in files]
+        return [*lines, f"{len(files)} file(s), {render.fmt_bytes(total)}"]
+
+    state.out.emit({"rev": rev, "files": [{"path": p, "size": n} for p, n in files],
+                    "count": len(files), "total_bytes": total}, human, essential=True)
+
+
 # -- tag ---------------------------------------------------------------------------------------
 
 
@@ -945,6 +975,6 @@ def doctor(state: State) -> None:
 
 
 COMMANDS: tuple[click.Command, ...] = (
-    init, push, pull, tag, versions, checkout, status, diff, metrics, verify, gc, config,
+    init, push, pull, ls, tag, versions, checkout, status, diff, metrics, verify, gc, config,
     doctor,
 )

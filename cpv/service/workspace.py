@@ -33,6 +33,7 @@ from cpv.errors import (
     NoStoreError,
     NotAWorkspaceError,
     ObjectNotFoundError,
+    PathNotFoundError,
     TagNotFoundError,
     VersioningError,
 )
@@ -741,6 +742,31 @@ class WorkspaceService:
                                         pulled.downloaded_bytes, removed))
         self.publish()
         return results
+
+    # -- listing -----------------------------------------------------------------------------
+
+    def ls(self, rev: str | None = None, paths: Sequence[str] = ()) -> list[tuple[str, int]]:
+        """The files of ``rev`` (default: the current version) at or under ``paths``
+        (workspace paths such as ``model`` or ``data/train``), with their sizes, sorted.
+
+        Read from the store's snapshot, checked against its manifest; nothing is downloaded
+        but the snapshot.
+
+        Raises:
+            ConfigError: a path outside the tracked folders. PathNotFoundError: nothing there.
+        """
+        restrict = _split_pull_paths(paths) if paths else {}
+        out: list[tuple[str, int]] = []
+        for kind, ref in self.resolve(rev, list(restrict) or None, data_at_commit=True).items():
+            manifest, label = self.manifest_at(kind, ref)
+            inside = in_scope(restrict.get(kind) or None)
+            out += [(f"{TRACKED[kind]}/{f.path}", f.size)
+                    for f in self._checked_snapshot(manifest, label).files if inside(f.path)]
+        if not out and paths:
+            raise PathNotFoundError(", ".join(paths), where=rev or "the current version",
+                                    hint=self._opt("list the whole version: cpv ls REV",
+                                                   "call ls() without paths"))
+        return sorted(out)
 
     # -- status, diff ------------------------------------------------------------------------
 

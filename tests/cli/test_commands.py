@@ -372,3 +372,21 @@ def test_gc_keeps_untagged_history_and_other_workspaces(
     assert done["report"]["snapshots_deleted"] == []
     assert cpv("verify", "--all", "--deep", "--json", cwd=ws).json()["ok"] is True
     assert cpv("verify", "--deep", "--json", cwd=other).json()["ok"] is True
+
+
+def test_ls_lists_a_version_with_sizes_and_a_total(cpv: Runner, ws: Path) -> None:
+    (ws / "data" / "train").mkdir(parents=True, exist_ok=True)
+    (ws / "data" / "train" / "a.txt").write_text("12345")
+    cpv("push", "--tag", "-q", cwd=ws)
+    write_checkpoint(ws / "model", 300_000, seed=5)
+    cpv("push", "--tag", "-q", cwd=ws)
+    listed = cpv("ls", "v0.1", "--json", cwd=ws).json()
+    assert [f["path"] for f in listed["files"]] == [
+        "data/train/a.txt", "model/config.json", "model/model.safetensors"]
+    assert listed["total_bytes"] == sum(f["size"] for f in listed["files"])
+    sizes = {f["path"]: f["size"] for f in listed["files"]}
+    assert sizes["model/model.safetensors"] == 200_000  # v0.1's, not the working tree's
+    only = cpv("ls", "v0.2", "data/train", cwd=ws).stdout.splitlines()
+    assert only == ["5 B  data/train/a.txt", "1 file(s), 5 B"]
+    missing = cpv("ls", "v0.2", "model/nope.bin", cwd=ws, expect=1)
+    assert "model/nope.bin" in missing.stderr and "Traceback" not in missing.stderr

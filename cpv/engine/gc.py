@@ -6,9 +6,9 @@ models):
 
 **Mark** (under the exclusive ``locks/gc`` lock):
 
-1. Snapshots that are neither named live by the caller nor younger than the grace period are
-   deleted first: the reverse of invariant 1, so no snapshot is ever left pointing at data that
-   is gone. Every remaining snapshot's chunks are live.
+1. Snapshots that no live root in the store names (``cpv/engine/roots.py``) and that are not
+   younger than the grace period are deleted first: the reverse of invariant 1, so no snapshot
+   is ever left pointing at data that is gone. Every remaining snapshot's chunks are live.
 2. Each live chunk is assigned one pack that holds it. Packs with no live chunk are *condemned*;
    packs whose live share is below ``repack_threshold`` have their live chunks copied into new
    packs (through the push's :class:`~cpv.engine.transfer.PackUploader`) and are condemned too.
@@ -50,6 +50,7 @@ from cpv.engine.locks import (
 )
 from cpv.engine.packs import PackEntry, pack_id_from_key, pack_key
 from cpv.engine.repository import SNAPSHOT_TOUCH_AGE_S
+from cpv.engine.roots import live_for_gc
 from cpv.engine.snapshot import SNAPSHOT_PREFIX, Snapshot, check_snapshot_id, snapshot_key
 from cpv.engine.transfer import PackUploader, TransferLimits
 from cpv.errors import FormatError, IntegrityError, ObjectNotFoundError
@@ -104,6 +105,8 @@ class GCReport:
     leases_removed: int = 0
     sweep_deferred: list[str] = field(default_factory=list)
     missing_live: list[str] = field(default_factory=list)
+    roots_live: int = 0
+    requests: int = 0
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -136,7 +139,7 @@ class _Pack:
 def collect_garbage(
     repo: Repository,
     *,
-    live_snapshots: Iterable[str],
+    live_snapshots: Iterable[str] = (),
     dry_run: bool = False,
     grace_period_s: float = DEFAULT_GRACE_S,
     repack_threshold: float = 0.5,
@@ -151,9 +154,11 @@ def collect_garbage(
 
     Args:
         repo: the opened store.
-        live_snapshots: snapshot ids that must survive (the API passes those of every manifest
-            in every Git ref). Snapshots younger than ``grace_period_s`` survive as well, since
-            another workspace may name them.
+        live_snapshots: extra snapshot ids to keep, on top of what the store's roots keep. It
+            can only protect, never condemn: liveness comes from the roots in the store
+            (:func:`cpv.engine.roots.live_for_gc`), never from one clone's Git history.
+            Snapshots younger than ``grace_period_s`` survive as well (a push records its root
+            just after its snapshot).
         dry_run: take no lock, change nothing; the report says what would be deleted.
         grace_period_s: nothing younger than this is collected, and condemned packs wait this
             long before they are deleted. Keep it well above the longest push (default 24 h).
@@ -167,6 +172,8 @@ def collect_garbage(
         limits: concurrency for repacking.
 
     Raises:
+        MigrationNeededError: the store holds snapshots but records no roots (a format-1 store
+            that was never migrated); nothing was deleted.
         StoreLockedError: another gc holds the lock (or ours was broken while we ran).
         FormatError: a snapshot that must survive cannot be read, so liveness is unknown;
             nothing was deleted.
@@ -181,19 +188,27 @@ def collect_garbage(
             "gc grace period %.0f s is below %.0f s: snapshots pushed moments ago but not yet "
             "named in a Git manifest may be collected", grace_period_s, SNAPSHOT_TOUCH_AGE_S,
         )
-    live = {check_snapshot_id(s) for s in live_snapshots}
+    extra = {check_snapshot_id(s) for s in live_snapshots}
     limits = limits or TransferLimits()
     started = time.monotonic()
+    requests_before = repo.store.request_count
     report = GCReport(dry_run=dry_run)
     if dry_run:
+        live = live_for_gc(repo) | extra
+        report.roots_live = len(live)
         _mark(repo, report, live=live, now=time.time(), grace_s=grace_period_s,
               repack_threshold=repack_threshold, lock=None, limits=limits, progress=progress,
               lease_stale_s=lease_stale_s)
         report.seconds = time.monotonic() - started
+        report.requests = repo.store.request_count - requests_before
         return report
     with GCLock(
         repo.store, stale_s=lock_stale_s, break_stale=break_stale_lock, refresh_s=lock_refresh_s
     ) as lock:
+        # Roots are read under the lock: a forget or tag written after this is seen by the
+        # next gc, and what this one keeps is a superset of what any root named when it began.
+        live = live_for_gc(repo) | extra
+        report.roots_live = len(live)
         _mark(repo, report, live=live, now=lock.acquired_at, grace_s=grace_period_s,
               repack_threshold=repack_threshold, lock=lock, limits=limits, progress=progress,
               lease_stale_s=lease_stale_s)
@@ -203,6 +218,7 @@ def collect_garbage(
         )
     repo.refresh_index()
     report.seconds = time.monotonic() - started
+    report.requests = repo.store.request_count - requests_before
     return report
 
 

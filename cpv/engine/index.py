@@ -14,7 +14,6 @@ open fetches only the index objects it has not seen (one LIST, then GETs of the 
 from __future__ import annotations
 
 import logging
-import os
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cpv.engine.hashing import DIGEST_SIZE, chunk_id
+from cpv.engine.objcache import read_cached, write_cached
 from cpv.engine.packs import PackEntry
 from cpv.errors import FormatError, ObjectNotFoundError
 
@@ -133,7 +133,7 @@ def sync_index(store: ObjectStore, cache_dir: Path | None) -> ChunkIndex:
     index = ChunkIndex()
     listed = [info.key[len(INDEX_PREFIX) :] for info in store.list(INDEX_PREFIX)]
     for index_id in listed:
-        raw = _read_cached(cache_dir, index_id)
+        raw = read_cached(cache_dir, "index", index_id)
         if raw is None:
             try:
                 raw = store.get(INDEX_PREFIX + index_id)
@@ -142,43 +142,15 @@ def sync_index(store: ObjectStore, cache_dir: Path | None) -> ChunkIndex:
                 continue
             if chunk_id(raw).hex() != index_id:
                 raise FormatError(f"index object {index_id} does not match its id (damaged)")
-            _write_cached(cache_dir, index_id, raw)
+            write_cached(cache_dir, "index", index_id, raw)
         index.add_entries(decode_index(raw, where=index_id))
         index.index_ids.add(index_id)
     return index
-
-
-def _read_cached(cache_dir: Path | None, index_id: str) -> bytes | None:
-    if cache_dir is None:
-        return None
-    path = cache_dir / "index" / index_id
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return None
-    if chunk_id(raw).hex() != index_id:
-        log.warning("cached index %s is damaged; fetching it again", index_id)
-        return None
-    return raw
-
-
-def _write_cached(cache_dir: Path | None, index_id: str, raw: bytes) -> None:
-    """Best effort: a cache that cannot be written only costs a re-download next time."""
-    if cache_dir is None:
-        return
-    folder = cache_dir / "index"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{index_id}.{os.getpid()}.tmp"
-        tmp.write_bytes(raw)
-        os.replace(tmp, folder / index_id)
-    except OSError as exc:
-        log.debug("could not cache index %s: %s", index_id, exc)
 
 
 def write_index(store: ObjectStore, packs: list[PackRecord], cache_dir: Path | None) -> str:
     """Store an index object for ``packs`` (which must already be durable); returns its id."""
     index_id, raw = encode_index(packs)
     store.put(INDEX_PREFIX + index_id, raw)
-    _write_cached(cache_dir, index_id, raw)
+    write_cached(cache_dir, "index", index_id, raw)
     return index_id

@@ -36,7 +36,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cpv.engine.hashing import chunk_id
-from cpv.engine.index import INDEX_PREFIX, PackRecord, decode_index, write_index
+from cpv.engine.index import (
+    DAMAGE_PREFIX,
+    INDEX_PREFIX,
+    PackRecord,
+    decode_index,
+    read_damage,
+    write_index,
+)
 from cpv.engine.locks import (
     DEFAULT_LEASE_STALE_S,
     DEFAULT_LOCK_STALE_S,
@@ -287,24 +294,28 @@ def _mark(
             packs[pid] = _Pack(pid, obj.size, obj.mtime, indexed=False)
     report.packs_total = len(packs)
     dangling: set[str] = set()
+    damaged_index = False
     for key in index_keys:
         try:
             raw = store.get(key)
         except ObjectNotFoundError:
             continue
         index_id = key[len(INDEX_PREFIX) :]
-        if chunk_id(raw).hex() != index_id:
-            raise FormatError(
-                f"index object {index_id} does not match its id (damaged); gc stopped",
-                hint="run 'cpv verify'",
-            )
-        for cid, loc in decode_index(raw, where=index_id):
-            pack = packs.get(loc.pack_id)
-            if pack is None:
-                dangling.add(loc.pack_id)
-                continue
-            pack.indexed = True
-            pack.entries.setdefault(cid, PackEntry(cid, loc.offset, loc.length))
+        try:
+            if chunk_id(raw).hex() != index_id:
+                raise FormatError(f"index object {index_id} does not match its id (damaged)")
+            for cid, loc in decode_index(raw, where=index_id):
+                pack = packs.get(loc.pack_id)
+                if pack is None:
+                    dangling.add(loc.pack_id)
+                    continue
+                pack.indexed = True
+                pack.entries.setdefault(cid, PackEntry(cid, loc.offset, loc.length))
+        except FormatError as exc:
+            # Never fatal: what it described is read from the pack footers below, and the
+            # rewritten index replaces it.
+            report.warnings.append(f"{exc}; rebuilt from pack footers")
+            damaged_index = True
     for pid in sorted(dangling):
         report.warnings.append(f"index names pack {pid} which is missing; its entries are dropped")
     # Packs an earlier run condemned are the sweep's business, unless an index names them again
@@ -313,7 +324,8 @@ def _mark(
         pid for pid in condemned_pack_ids(store) if not (pid in packs and packs[pid].indexed)
     }
     for pack in packs.values():
-        if pack.indexed or pack.pack_id in already or pack.mtime > cutoff:
+        young = pack.mtime > cutoff
+        if pack.indexed or pack.pack_id in already or (young and not damaged_index):
             continue
         # An old orphan (a push that died long ago, or a gc run that died mid-way): read its
         # footer, so a live chunk only it holds is adopted rather than lost.
@@ -324,13 +336,26 @@ def _mark(
             pack.mtime = float("inf")  # treat as young: never touched
             continue
         pack.entries = {e.chunk_id: e for e in record.entries}
+        # A young pack a damaged index object named: keep it indexed in the rewrite.
+        pack.indexed = pack.indexed or young
 
     # 3. Assign each needed chunk one holder; prefer packs that must stay anyway, then fuller ones.
+    # A copy known damaged (damage records) is never chosen while a good one exists, so the
+    # good copy a repair wrote is what survives.
+    damage = read_damage(store)
     holders: dict[bytes, list[_Pack]] = defaultdict(list)
+    spare: dict[bytes, list[_Pack]] = defaultdict(list)
     for pack in packs.values():
+        bad = damage.get(pack.pack_id, frozenset())
         for cid in pack.entries:
             if cid in needed:
-                holders[cid].append(pack)
+                if bad is None or cid in bad:
+                    spare[cid].append(pack)
+                else:
+                    holders[cid].append(pack)
+    for cid, plist in spare.items():
+        if cid not in holders:
+            holders[cid] = plist  # no good copy: keep the doubtful one rather than nothing
     count = dict.fromkeys(packs, 0)
     for plist in holders.values():
         for pack in plist:
@@ -395,6 +420,7 @@ def _mark(
 
     # 5. One new index for every survivor, written before the old ones go (invariant 1 reversed).
     changed = bool(report.packs_condemned or dangling or new_records or len(index_keys) > 1)
+    changed = changed or damaged_index
     changed = changed or any(not p.indexed for p in keep)
     if changed:
         records = [PackRecord(p.pack_id, p.size, tuple(p.entries.values())) for p in keep]
@@ -501,11 +527,15 @@ def _sweep(
             raw = store.get(obj.key)
         except ObjectNotFoundError:
             continue
-        for cid, loc in decode_index(raw, where=obj.key):
-            located.add(cid)
-            if loc.pack_id in doomed:
-                doomed.discard(loc.pack_id)
-                report.packs_rescued.append(loc.pack_id)
+        try:
+            for cid, loc in decode_index(raw, where=obj.key):
+                located.add(cid)
+                if loc.pack_id in doomed:
+                    doomed.discard(loc.pack_id)
+                    report.packs_rescued.append(loc.pack_id)
+        except FormatError as exc:
+            # Its chunks count as unlocated, so the rescue below keeps any a snapshot needs.
+            report.warnings.append(f"sweep: {exc}")
     # Every chunk of every snapshot must stay somewhere: re-index a condemned pack if it is the
     # only holder (a push that started before the mark deduplicated against it).
     needed: set[bytes] = set()
@@ -530,6 +560,9 @@ def _sweep(
         if pid in sizes:
             report.packs_deleted.append(pid)
             report.bytes_freed += sizes[pid]
+    for obj in store.list(DAMAGE_PREFIX):
+        if obj.key[len(DAMAGE_PREFIX) :].split(".")[0] in doomed:
+            store.delete(obj.key)  # the damaged pack is gone; its record has nothing to say
     for record in ready:
         store.delete(record.key)
 

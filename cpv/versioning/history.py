@@ -680,8 +680,9 @@ class History:
     def snapshots_in_history(self) -> dict[str, list[str]]:
         """Every snapshot id any manifest ever recorded on any branch or tag, with where.
 
-        This is what garbage collection must keep: a version is restorable as long as some
-        commit names it, tagged or not.
+        Never a liveness source for deleting: this clone's history may be shallow, stale,
+        forked or merged. gc decides from the roots in the store (``cpv/engine/roots.py``);
+        this list may only add protection, or tell a migration which snapshots Git knows.
 
         Raises:
             FormatError / UnsafePathError: a manifest in history is damaged; the caller must not

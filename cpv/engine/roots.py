@@ -64,8 +64,8 @@ ROOTS_MARKER_KEY = "roots.json"
 ROOT_FORMAT = "cpv-root"
 ROOT_VERSION = 1
 MAX_ROOT_BYTES = 1024 * 1024
-MIGRATE_HINT = "run 'cpv migrate' once to record the store's existing snapshots as roots"
-"""What to tell a user whose store predates roots. The CLI owns the command's name."""
+MIGRATE_HINT = "migrate the store once so its existing snapshots are recorded as roots"
+"""What to tell a user whose store predates roots. The CLI names its own command in its hint."""
 
 _KNOWN_OPS = frozenset({"push", "tag", "retire"})
 _HEX = frozenset("0123456789abcdef")

@@ -18,6 +18,8 @@ to one line and an exit code. Each error carries the fields a program needs (``k
     │   └── TransientStoreError         retryable; raised once the retry budget is spent
     ├── NoStoreError                    no cpv store at this location (run init)
     ├── FormatError                     unknown format version, corrupt footer/index/snapshot
+    ├── MigrationNeededError            the store predates roots; gc waits for a migration
+    ├── ForgetPolicyError (ValueError)  a forget policy that keeps nothing or is inconsistent
     ├── IntegrityError                  .object_id .expected .actual
     ├── UnsafePathError (ValueError)    .path: escapes the workspace (invariant 7)
     ├── SourceChangedError              a file changed while it was being pushed
@@ -116,6 +118,18 @@ class NoStoreError(CPVError):
 
 class FormatError(CPVError):
     """A stored object is not in a format this version of cpv understands, or is damaged."""
+
+
+class MigrationNeededError(CPVError):
+    """The store holds snapshots but records no roots yet: gc cannot know what is live."""
+
+    default_hint = "migrate the store once so its existing snapshots are recorded as roots"
+
+
+class ForgetPolicyError(CPVError, ValueError):
+    """A forget policy keeps nothing or contradicts itself; nothing was forgotten."""
+
+    default_hint = "give at least one keep rule (keep last N, keep within D days, keep best K)"
 
 
 class IntegrityError(CPVError):

@@ -12,6 +12,8 @@ Layout of a store (one S3 prefix or one local folder)::
     snapshots/<snapshot id>     one pushed file tree: paths, sizes, modes, blake3, chunk lists
     locks/gc, locks/push-<id>   the exclusive gc lock and running pushes' leases (engine/locks.py)
     gc/condemned/<id>           packs a gc run condemned, deleted by a later sweep (docs/gc.md)
+    roots/<id>, roots.json      the store's versions and tags (engine/roots.py); the marker says
+                                this store records them
 
 Unknown format versions are refused with :class:`~cpv.errors.FormatError` rather than
 guessed at: writing version-1 objects into a newer store could break its readers.
@@ -128,6 +130,11 @@ def init_store(
         pack_size=pack_size,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
+    # A new store records roots from its first push, so gc may run on it without a migration.
+    # The marker goes first: if another client wins the config race, its store is new as well.
+    from cpv.engine.roots import mark_roots_enabled
+
+    mark_roots_enabled(store)
     try:
         store.put(CONFIG_KEY, config.to_json(), if_absent=True)
     except PreconditionFailedError:

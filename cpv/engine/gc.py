@@ -6,9 +6,9 @@ models):
 
 **Mark** (under the exclusive ``locks/gc`` lock):
 
-1. Snapshots that are neither named live by the caller nor younger than the grace period are
-   deleted first: the reverse of invariant 1, so no snapshot is ever left pointing at data that
-   is gone. Every remaining snapshot's chunks are live.
+1. Snapshots that no live root in the store names (``cpv/engine/roots.py``) and that are not
+   younger than the grace period are deleted first: the reverse of invariant 1, so no snapshot
+   is ever left pointing at data that is gone. Every remaining snapshot's chunks are live.
 2. Each live chunk is assigned one pack that holds it. Packs with no live chunk are *condemned*;
    packs whose live share is below ``repack_threshold`` have their live chunks copied into new
    packs (through the push's :class:`~cpv.engine.transfer.PackUploader`) and are condemned too.
@@ -36,7 +36,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from cpv.engine.hashing import chunk_id
-from cpv.engine.index import INDEX_PREFIX, PackRecord, decode_index, write_index
+from cpv.engine.index import (
+    DAMAGE_PREFIX,
+    INDEX_PREFIX,
+    PackRecord,
+    decode_index,
+    read_damage,
+    write_index,
+)
 from cpv.engine.locks import (
     DEFAULT_LEASE_STALE_S,
     DEFAULT_LOCK_STALE_S,
@@ -50,6 +57,7 @@ from cpv.engine.locks import (
 )
 from cpv.engine.packs import PackEntry, pack_id_from_key, pack_key
 from cpv.engine.repository import SNAPSHOT_TOUCH_AGE_S
+from cpv.engine.roots import live_for_gc
 from cpv.engine.snapshot import SNAPSHOT_PREFIX, Snapshot, check_snapshot_id, snapshot_key
 from cpv.engine.transfer import PackUploader, TransferLimits
 from cpv.errors import FormatError, IntegrityError, ObjectNotFoundError
@@ -104,6 +112,8 @@ class GCReport:
     leases_removed: int = 0
     sweep_deferred: list[str] = field(default_factory=list)
     missing_live: list[str] = field(default_factory=list)
+    roots_live: int = 0
+    requests: int = 0
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -136,7 +146,7 @@ class _Pack:
 def collect_garbage(
     repo: Repository,
     *,
-    live_snapshots: Iterable[str],
+    live_snapshots: Iterable[str] = (),
     dry_run: bool = False,
     grace_period_s: float = DEFAULT_GRACE_S,
     repack_threshold: float = 0.5,
@@ -151,9 +161,11 @@ def collect_garbage(
 
     Args:
         repo: the opened store.
-        live_snapshots: snapshot ids that must survive (the API passes those of every manifest
-            in every Git ref). Snapshots younger than ``grace_period_s`` survive as well, since
-            another workspace may name them.
+        live_snapshots: extra snapshot ids to keep, on top of what the store's roots keep. It
+            can only protect, never condemn: liveness comes from the roots in the store
+            (:func:`cpv.engine.roots.live_for_gc`), never from one clone's Git history.
+            Snapshots younger than ``grace_period_s`` survive as well (a push records its root
+            just after its snapshot).
         dry_run: take no lock, change nothing; the report says what would be deleted.
         grace_period_s: nothing younger than this is collected, and condemned packs wait this
             long before they are deleted. Keep it well above the longest push (default 24 h).
@@ -167,6 +179,8 @@ def collect_garbage(
         limits: concurrency for repacking.
 
     Raises:
+        MigrationNeededError: the store holds snapshots but records no roots (a format-1 store
+            that was never migrated); nothing was deleted.
         StoreLockedError: another gc holds the lock (or ours was broken while we ran).
         FormatError: a snapshot that must survive cannot be read, so liveness is unknown;
             nothing was deleted.
@@ -181,19 +195,27 @@ def collect_garbage(
             "gc grace period %.0f s is below %.0f s: snapshots pushed moments ago but not yet "
             "named in a Git manifest may be collected", grace_period_s, SNAPSHOT_TOUCH_AGE_S,
         )
-    live = {check_snapshot_id(s) for s in live_snapshots}
+    extra = {check_snapshot_id(s) for s in live_snapshots}
     limits = limits or TransferLimits()
     started = time.monotonic()
+    requests_before = repo.store.request_count
     report = GCReport(dry_run=dry_run)
     if dry_run:
+        live = live_for_gc(repo) | extra
+        report.roots_live = len(live)
         _mark(repo, report, live=live, now=time.time(), grace_s=grace_period_s,
               repack_threshold=repack_threshold, lock=None, limits=limits, progress=progress,
               lease_stale_s=lease_stale_s)
         report.seconds = time.monotonic() - started
+        report.requests = repo.store.request_count - requests_before
         return report
     with GCLock(
         repo.store, stale_s=lock_stale_s, break_stale=break_stale_lock, refresh_s=lock_refresh_s
     ) as lock:
+        # Roots are read under the lock: a forget or tag written after this is seen by the
+        # next gc, and what this one keeps is a superset of what any root named when it began.
+        live = live_for_gc(repo) | extra
+        report.roots_live = len(live)
         _mark(repo, report, live=live, now=lock.acquired_at, grace_s=grace_period_s,
               repack_threshold=repack_threshold, lock=lock, limits=limits, progress=progress,
               lease_stale_s=lease_stale_s)
@@ -203,6 +225,7 @@ def collect_garbage(
         )
     repo.refresh_index()
     report.seconds = time.monotonic() - started
+    report.requests = repo.store.request_count - requests_before
     return report
 
 
@@ -271,24 +294,28 @@ def _mark(
             packs[pid] = _Pack(pid, obj.size, obj.mtime, indexed=False)
     report.packs_total = len(packs)
     dangling: set[str] = set()
+    damaged_index = False
     for key in index_keys:
         try:
             raw = store.get(key)
         except ObjectNotFoundError:
             continue
         index_id = key[len(INDEX_PREFIX) :]
-        if chunk_id(raw).hex() != index_id:
-            raise FormatError(
-                f"index object {index_id} does not match its id (damaged); gc stopped",
-                hint="run 'cpv verify'",
-            )
-        for cid, loc in decode_index(raw, where=index_id):
-            pack = packs.get(loc.pack_id)
-            if pack is None:
-                dangling.add(loc.pack_id)
-                continue
-            pack.indexed = True
-            pack.entries.setdefault(cid, PackEntry(cid, loc.offset, loc.length))
+        try:
+            if chunk_id(raw).hex() != index_id:
+                raise FormatError(f"index object {index_id} does not match its id (damaged)")
+            for cid, loc in decode_index(raw, where=index_id):
+                pack = packs.get(loc.pack_id)
+                if pack is None:
+                    dangling.add(loc.pack_id)
+                    continue
+                pack.indexed = True
+                pack.entries.setdefault(cid, PackEntry(cid, loc.offset, loc.length))
+        except FormatError as exc:
+            # Never fatal: what it described is read from the pack footers below, and the
+            # rewritten index replaces it.
+            report.warnings.append(f"{exc}; rebuilt from pack footers")
+            damaged_index = True
     for pid in sorted(dangling):
         report.warnings.append(f"index names pack {pid} which is missing; its entries are dropped")
     # Packs an earlier run condemned are the sweep's business, unless an index names them again
@@ -297,7 +324,8 @@ def _mark(
         pid for pid in condemned_pack_ids(store) if not (pid in packs and packs[pid].indexed)
     }
     for pack in packs.values():
-        if pack.indexed or pack.pack_id in already or pack.mtime > cutoff:
+        young = pack.mtime > cutoff
+        if pack.indexed or pack.pack_id in already or (young and not damaged_index):
             continue
         # An old orphan (a push that died long ago, or a gc run that died mid-way): read its
         # footer, so a live chunk only it holds is adopted rather than lost.
@@ -308,13 +336,26 @@ def _mark(
             pack.mtime = float("inf")  # treat as young: never touched
             continue
         pack.entries = {e.chunk_id: e for e in record.entries}
+        # A young pack a damaged index object named: keep it indexed in the rewrite.
+        pack.indexed = pack.indexed or young
 
     # 3. Assign each needed chunk one holder; prefer packs that must stay anyway, then fuller ones.
+    # A copy known damaged (damage records) is never chosen while a good one exists, so the
+    # good copy a repair wrote is what survives.
+    damage = read_damage(store)
     holders: dict[bytes, list[_Pack]] = defaultdict(list)
+    spare: dict[bytes, list[_Pack]] = defaultdict(list)
     for pack in packs.values():
+        bad = damage.get(pack.pack_id, frozenset())
         for cid in pack.entries:
             if cid in needed:
-                holders[cid].append(pack)
+                if bad is None or cid in bad:
+                    spare[cid].append(pack)
+                else:
+                    holders[cid].append(pack)
+    for cid, plist in spare.items():
+        if cid not in holders:
+            holders[cid] = plist  # no good copy: keep the doubtful one rather than nothing
     count = dict.fromkeys(packs, 0)
     for plist in holders.values():
         for pack in plist:
@@ -379,6 +420,7 @@ def _mark(
 
     # 5. One new index for every survivor, written before the old ones go (invariant 1 reversed).
     changed = bool(report.packs_condemned or dangling or new_records or len(index_keys) > 1)
+    changed = changed or damaged_index
     changed = changed or any(not p.indexed for p in keep)
     if changed:
         records = [PackRecord(p.pack_id, p.size, tuple(p.entries.values())) for p in keep]
@@ -485,11 +527,15 @@ def _sweep(
             raw = store.get(obj.key)
         except ObjectNotFoundError:
             continue
-        for cid, loc in decode_index(raw, where=obj.key):
-            located.add(cid)
-            if loc.pack_id in doomed:
-                doomed.discard(loc.pack_id)
-                report.packs_rescued.append(loc.pack_id)
+        try:
+            for cid, loc in decode_index(raw, where=obj.key):
+                located.add(cid)
+                if loc.pack_id in doomed:
+                    doomed.discard(loc.pack_id)
+                    report.packs_rescued.append(loc.pack_id)
+        except FormatError as exc:
+            # Its chunks count as unlocated, so the rescue below keeps any a snapshot needs.
+            report.warnings.append(f"sweep: {exc}")
     # Every chunk of every snapshot must stay somewhere: re-index a condemned pack if it is the
     # only holder (a push that started before the mark deduplicated against it).
     needed: set[bytes] = set()
@@ -514,6 +560,9 @@ def _sweep(
         if pid in sizes:
             report.packs_deleted.append(pid)
             report.bytes_freed += sizes[pid]
+    for obj in store.list(DAMAGE_PREFIX):
+        if obj.key[len(DAMAGE_PREFIX) :].split(".")[0] in doomed:
+            store.delete(obj.key)  # the damaged pack is gone; its record has nothing to say
     for record in ready:
         store.delete(record.key)
 

@@ -13,15 +13,17 @@ open fetches only the index objects it has not seen (one LIST, then GETs of the 
 
 from __future__ import annotations
 
+import json
 import logging
-import os
+import secrets
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cpv.engine.hashing import DIGEST_SIZE, chunk_id
+from cpv.engine.objcache import read_cached, write_cached
 from cpv.engine.packs import PackEntry
 from cpv.errors import FormatError, ObjectNotFoundError
 
@@ -95,90 +97,162 @@ def decode_index(raw: bytes, *, where: str) -> Iterator[tuple[bytes, Location]]:
 class ChunkIndex:
     """The merged, in-memory view of every index object in a store.
 
+    A chunk may be named by several index entries (a repair or a re-push wrote a second copy).
+    The first one is used unless damage records (:func:`read_damage`) or a missing pack say it
+    is bad; then a good copy is preferred. A chunk whose every copy is bad is *suspect*: it is
+    not ``in`` the index (a push uploads it again, which is how a push of the original files
+    repairs a damaged version), but :meth:`get` still returns its location as a last resort.
+
     Not thread-safe for writers: the push pipeline adds entries under its own lock.
     """
 
     def __init__(self) -> None:
         self._chunks: dict[bytes, Location] = {}
+        self._alts: dict[bytes, list[Location]] = {}
+        self._suspect: set[bytes] = set()
+        self._bad: dict[str, frozenset[bytes] | None] = {}
         self.index_ids: set[str] = set()
+        self.damaged_ids: set[str] = set()
+        self.unpersisted: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._chunks)
 
     def __contains__(self, cid: object) -> bool:
-        return cid in self._chunks
+        return cid in self._chunks and not (self._suspect and cid in self._suspect)
 
     def get(self, cid: bytes) -> Location | None:
         return self._chunks.get(cid)
 
+    def is_suspect(self, cid: bytes) -> bool:
+        return cid in self._suspect
+
     def add_pack(self, record: PackRecord) -> None:
         for e in record.entries:
-            self._chunks.setdefault(e.chunk_id, Location(record.pack_id, e.offset, e.length))
+            loc = Location(record.pack_id, e.offset, e.length)
+            if e.chunk_id in self._suspect and not self._is_bad(e.chunk_id, loc):
+                self._alts.setdefault(e.chunk_id, []).append(self._chunks[e.chunk_id])
+                self._chunks[e.chunk_id] = loc
+                self._suspect.discard(e.chunk_id)
+            else:
+                self.add_entries(((e.chunk_id, loc),))
 
     def add_entries(self, entries: Iterable[tuple[bytes, Location]]) -> None:
         chunks = self._chunks
         for cid, loc in entries:
             if cid not in chunks:
                 chunks[cid] = loc
+            elif chunks[cid].pack_id != loc.pack_id:
+                self._alts.setdefault(cid, []).append(loc)
+
+    def _is_bad(self, cid: bytes, loc: Location) -> bool:
+        if loc.pack_id not in self._bad:
+            return False
+        chunks = self._bad[loc.pack_id]
+        return chunks is None or cid in chunks
+
+    def exclude(self, bad: Mapping[str, frozenset[bytes] | None]) -> None:
+        """Stop trusting damaged copies: ``bad`` maps a pack to its damaged chunks (None: all)."""
+        for pid, chunks in bad.items():
+            prev = self._bad.get(pid, frozenset())
+            self._bad[pid] = None if chunks is None or prev is None else prev | chunks
+        if not bad:
+            return
+        for cid, loc in self._chunks.items():
+            if not self._is_bad(cid, loc):
+                continue
+            good = [a for a in self._alts.get(cid, ()) if not self._is_bad(cid, a)]
+            if good:
+                self._alts[cid] = [a for a in self._alts[cid] if a != good[0]] + [loc]
+                self._chunks[cid] = good[0]
+            else:
+                self._suspect.add(cid)
 
     def pack_ids(self) -> set[str]:
-        return {loc.pack_id for loc in self._chunks.values()}
+        found = {loc.pack_id for loc in self._chunks.values()}
+        found.update(loc.pack_id for alts in self._alts.values() for loc in alts)
+        return found
 
     def items(self) -> Iterator[tuple[bytes, Location]]:
         return iter(self._chunks.items())
 
 
 def sync_index(store: ObjectStore, cache_dir: Path | None) -> ChunkIndex:
-    """Load every index object of ``store``, fetching only those not cached locally."""
+    """Load every index object of ``store``, fetching only those not cached locally.
+
+    A damaged index object is skipped with a warning and listed in ``damaged_ids``: it must
+    never block the versions it does not concern. The caller rebuilds what it described from
+    pack footers (:meth:`~cpv.engine.repository.Repository.index`). Damage records are applied
+    last, so a good copy of a chunk wins over a damaged one.
+    """
     index = ChunkIndex()
     listed = [info.key[len(INDEX_PREFIX) :] for info in store.list(INDEX_PREFIX)]
     for index_id in listed:
-        raw = _read_cached(cache_dir, index_id)
-        if raw is None:
-            try:
-                raw = store.get(INDEX_PREFIX + index_id)
-            except ObjectNotFoundError:
-                log.debug("index %s vanished while listing (gc?)", index_id)
-                continue
-            if chunk_id(raw).hex() != index_id:
-                raise FormatError(f"index object {index_id} does not match its id (damaged)")
-            _write_cached(cache_dir, index_id, raw)
-        index.add_entries(decode_index(raw, where=index_id))
+        raw = read_cached(cache_dir, "index", index_id)
+        try:
+            if raw is None:
+                try:
+                    raw = store.get(INDEX_PREFIX + index_id)
+                except ObjectNotFoundError:
+                    log.debug("index %s vanished while listing (gc?)", index_id)
+                    continue
+                if chunk_id(raw).hex() != index_id:
+                    raise FormatError(f"index object {index_id} does not match its id (damaged)")
+                write_cached(cache_dir, "index", index_id, raw)
+            # Streamed: the checksum is checked before the first entry comes out.
+            index.add_entries(decode_index(raw, where=index_id))
+        except FormatError as exc:
+            log.warning("skipping %s; its packs are read from their footers instead "
+                        "(cpv repair rewrites it)", exc)
+            index.damaged_ids.add(index_id)
+            continue
         index.index_ids.add(index_id)
+    index.exclude(read_damage(store))
     return index
 
 
-def _read_cached(cache_dir: Path | None, index_id: str) -> bytes | None:
-    if cache_dir is None:
-        return None
-    path = cache_dir / "index" / index_id
-    try:
-        raw = path.read_bytes()
-    except OSError:
-        return None
-    if chunk_id(raw).hex() != index_id:
-        log.warning("cached index %s is damaged; fetching it again", index_id)
-        return None
-    return raw
+# -- damage records -------------------------------------------------------------------------
+
+DAMAGE_PREFIX = "damage/"
+"""``damage/<pack id>.<random>``: chunks of a pack found damaged (or the whole pack missing).
+
+Written by repair (and by a push that finds an indexed pack gone), read with every index sync,
+so that readers prefer a good copy and pushes upload a new one. Immutable and additive: several
+writers never conflict; gc deletes them together with their pack.
+"""
 
 
-def _write_cached(cache_dir: Path | None, index_id: str, raw: bytes) -> None:
-    """Best effort: a cache that cannot be written only costs a re-download next time."""
-    if cache_dir is None:
-        return
-    folder = cache_dir / "index"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{index_id}.{os.getpid()}.tmp"
-        tmp.write_bytes(raw)
-        os.replace(tmp, folder / index_id)
-    except OSError as exc:
-        log.debug("could not cache index %s: %s", index_id, exc)
+def record_damage(store: ObjectStore, pack_id: str, chunks: Iterable[bytes] | None) -> None:
+    """Record that ``chunks`` of ``pack_id`` are damaged (None: the whole pack is missing)."""
+    doc = {"version": 1, "pack": pack_id, "missing": chunks is None,
+           "chunks": sorted(c.hex() for c in chunks or ())}
+    key = f"{DAMAGE_PREFIX}{pack_id}.{secrets.token_hex(8)}"
+    store.put(key, json.dumps(doc, separators=(",", ":")).encode())
+
+
+def read_damage(store: ObjectStore) -> dict[str, frozenset[bytes] | None]:
+    """Every damage record, merged: pack id -> damaged chunks (None: whole pack)."""
+    found: dict[str, frozenset[bytes] | None] = {}
+    for obj in store.list(DAMAGE_PREFIX):
+        try:
+            doc = json.loads(store.get(obj.key))
+            pid = str(doc["pack"])
+            chunks = None if doc.get("missing") else frozenset(
+                bytes.fromhex(c) for c in doc.get("chunks", [])
+            )
+        except ObjectNotFoundError:
+            continue
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable damage record %s: %s", obj.key, exc)
+            continue
+        prev = found.get(pid, frozenset())
+        found[pid] = None if chunks is None or prev is None else prev | chunks
+    return found
 
 
 def write_index(store: ObjectStore, packs: list[PackRecord], cache_dir: Path | None) -> str:
     """Store an index object for ``packs`` (which must already be durable); returns its id."""
     index_id, raw = encode_index(packs)
     store.put(INDEX_PREFIX + index_id, raw)
-    _write_cached(cache_dir, index_id, raw)
+    write_cached(cache_dir, "index", index_id, raw)
     return index_id

@@ -73,6 +73,7 @@ class _Target:
     created: bool = False
     done: bool = False
     fsync: bool = False
+    written: os.stat_result | None = None  # fstat of the file cpv wrote, taken before its rename
 
 
 class _Dirs:
@@ -231,12 +232,10 @@ def pull(
         raise TransferError(f"pull incomplete: {leftover[0]} was not fully written")
     if cache is not None:
         for t in targets:
-            try:
-                stamp = FileStamp.of(os.stat(t.path))
-                key = cache_key(dest_key, t.entry.path)
-                cache.record(key, stamp, t.entry.blake3, t.entry.chunks)
-            except OSError:
-                pass
+            stamp = _stamp_of_written(t)
+            if stamp is not None:
+                cache.record(cache_key(dest_key, t.entry.path), stamp, t.entry.blake3,
+                             t.entry.chunks)
         cache.flush()
     return PullResult(
         snapshot_id=snapshot_id,
@@ -250,6 +249,29 @@ def pull(
         requests=repo.store.request_count - requests_before,
         seconds=time.monotonic() - started,
     )
+
+
+def _stamp_of_written(t: _Target) -> FileStamp | None:
+    """The stat-cache stamp of the file this pull wrote, or None if the path now holds another.
+
+    A file replaced since its rename (``cp -p`` or ``rsync -a``: new inode, same size, old
+    mtime) must not be recorded with the pulled hash, or status and push would never see the
+    change. Only the inode cpv wrote, with the size and mtime it had before the rename, is
+    recorded. ctime is taken from the path because the rename itself may change it.
+    """
+    w = t.written
+    if w is None:
+        return None
+    try:
+        st = os.stat(t.path, follow_symlinks=False)
+    except OSError:
+        return None
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != (
+        w.st_dev, w.st_ino, w.st_size, w.st_mtime_ns
+    ):
+        log.info("%s changed after the pull wrote it; not caching its hash", t.path)
+        return None
+    return FileStamp.of(st)
 
 
 def _already_there(path: Path, entry: FileEntry, cache: object, cache_key: str) -> bool:
@@ -537,6 +559,7 @@ def _write(t: _Target, offset: int, data: memoryview) -> None:
             os.fchmod(fd, t.entry.mode)
             if t.fsync:
                 os.fdatasync(fd)
+            t.written = os.fstat(fd)
             os.close(fd)
             fd = -1
             os.replace(t.tmp, t.path)
@@ -555,6 +578,7 @@ def _finish_empty(t: _Target) -> None:
         try:
             try:
                 os.fchmod(fd, t.entry.mode)
+                t.written = os.fstat(fd)
             finally:
                 os.close(fd)
             os.replace(t.tmp, t.path)

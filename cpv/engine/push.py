@@ -28,6 +28,7 @@ from cpv.engine.chunking import iter_file_chunks, new_read_buffer, read_small
 from cpv.engine.hashing import Hasher, chunk_id
 from cpv.engine.locks import PushLease, wait_while_gc_runs
 from cpv.engine.paths import check_relpath, check_symlink_target
+from cpv.engine.roots import RootInfo, record_push
 from cpv.engine.snapshot import FileEntry, Snapshot
 from cpv.engine.statcache import FileStamp, cache_key
 from cpv.engine.transfer import PackUploader, TransferLimits
@@ -66,6 +67,7 @@ class PushResult:
     requests: int
     seconds: float
     dry_run: bool
+    root_id: str | None = None
 
     @property
     def dedup_ratio(self) -> float:
@@ -165,6 +167,7 @@ def push(
     dry_run: bool = False,
     rehash: bool = False,
     meta: dict[str, str] | None = None,
+    record_root: RootInfo | None = None,
 ) -> PushResult:
     """Push the tree at ``root`` (a folder or a single file) and return its snapshot.
 
@@ -178,6 +181,9 @@ def push(
         dry_run: hash and plan everything, upload nothing; the result says what would be sent.
         rehash: ignore the stat cache and read every file again.
         meta: small string metadata stored in the snapshot.
+        record_root: record the snapshot as a version of the store (a root, ``engine/roots.py``)
+            once it is durable (one small object, even for an unchanged tree). Without it, gc
+            keeps the snapshot only through its grace period.
 
     Raises:
         LocalIOError: a file cannot be read. SourceChangedError: a file changed while read.
@@ -192,7 +198,8 @@ def push(
     sources = scan_tree(root, exclude=exclude)
     if dry_run:
         return _push(repo, root, sources, exclude=exclude, progress=progress, limits=limits,
-                     dry_run=True, rehash=rehash, meta=meta, started=started,
+                     dry_run=True, rehash=rehash, meta=meta, record_root=record_root,
+                     started=started,
                      requests_before=requests_before, bytes_before=bytes_before, lease=None)
     # A shared lease tells a concurrent gc this push may rely on what the index names now
     # (invariant 6); the index is re-read *after* the lease exists so that a gc which did not
@@ -203,7 +210,8 @@ def push(
         repo.recover_orphan_packs()
         repo.abort_stale_uploads()
         return _push(repo, root, sources, exclude=exclude, progress=progress, limits=limits,
-                     dry_run=False, rehash=rehash, meta=meta, started=started,
+                     dry_run=False, rehash=rehash, meta=meta, record_root=record_root,
+                     started=started,
                      requests_before=requests_before, bytes_before=bytes_before, lease=lease)
 
 
@@ -218,6 +226,7 @@ def _push(
     dry_run: bool,
     rehash: bool,
     meta: dict[str, str] | None,
+    record_root: RootInfo | None,
     started: float,
     requests_before: int,
     bytes_before: int,
@@ -284,6 +293,7 @@ def _push(
     progress.end("upload")
 
     snapshot = Snapshot(files=tuple(entries[k] for k in sorted(entries)), meta=dict(meta or {}))
+    root_id = None
     if dry_run:
         snapshot_id, _ = snapshot.encode()
     else:
@@ -297,6 +307,11 @@ def _push(
         # once no gc runs, one more check sees any such rewrite (docs/gc.md, "push").
         wait_while_gc_runs(repo.store)
         _keep_reused_chunks_indexed(repo, snapshot, index_ids_at_start)
+        if record_root is not None:
+            # After the snapshot (invariant 1): a root names only what is durable.
+            # A new record even for an unchanged tree: a forget running now may be retiring the
+            # old one, and it cannot name a record written after it listed.
+            root_id = record_push(repo, snapshot_id, record_root)
         if cache is not None:
             cache.flush()
     return PushResult(
@@ -313,6 +328,7 @@ def _push(
         requests=repo.store.request_count - requests_before,
         seconds=time.monotonic() - started,
         dry_run=dry_run,
+        root_id=root_id,
     )
 
 

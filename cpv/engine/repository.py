@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 
 from cpv.engine.chunking import DEFAULT_CHUNKER, ChunkerParams
 from cpv.engine.format import DEFAULT_PACK_SIZE, StoreConfig, init_store, read_store_config
-from cpv.engine.index import INDEX_PREFIX, ChunkIndex, PackRecord, sync_index, write_index
+from cpv.engine.index import (
+    INDEX_PREFIX,
+    ChunkIndex,
+    PackRecord,
+    record_damage,
+    sync_index,
+    write_index,
+)
 from cpv.engine.locks import condemned_pack_ids, wait_while_gc_runs
 from cpv.engine.packs import TRAILER_SIZE, decode_footer, pack_id_from_key, pack_key, parse_trailer
 from cpv.engine.snapshot import (
@@ -88,7 +95,27 @@ class Repository:
     def index(self) -> ChunkIndex:
         if self._index is None:
             self._index = sync_index(self.store, self.cache_dir)
+            if self._index.damaged_ids:
+                self._index_unindexed_packs(self._index)
         return self._index
+
+    def _index_unindexed_packs(self, index: ChunkIndex) -> None:
+        """Read the footers of packs no readable index object names (a damaged one did).
+
+        In memory only, so that a damaged index object never blocks an intact version; the
+        next push (:meth:`recover_orphan_packs`) or :func:`~cpv.engine.repair.repair` writes
+        them into a new index object.
+        """
+        known = index.pack_ids() | condemned_pack_ids(self.store)
+        for obj in self.store.list("packs/"):
+            pid = pack_id_from_key(obj.key)
+            if pid is None or pid in known:
+                continue
+            try:
+                index.add_pack(self.read_pack_entries(pid, size=obj.size))
+                index.unpersisted.add(pid)
+            except (FormatError, ObjectNotFoundError) as exc:
+                log.warning("pack %s has an unreadable footer: %s", pid, exc)
 
     def refresh_index(self) -> ChunkIndex:
         self._index = None
@@ -189,12 +216,26 @@ class Repository:
         """
         # Packs a gc condemned are orphans on purpose; indexing them again would only keep
         # dead data alive (it would be safe: a gc never deletes a pack an index names).
-        indexed = self.index.pack_ids() | condemned_pack_ids(self.store)
+        index = self.index
+        indexed = (index.pack_ids() - index.unpersisted) | condemned_pack_ids(self.store)
         orphans = []
+        listed: set[str] = set()
         for obj in self.store.list("packs/"):
             pid = pack_id_from_key(obj.key)
-            if pid is not None and pid not in indexed:
+            if pid is None:
+                continue
+            listed.add(pid)
+            if pid not in indexed:
                 orphans.append((pid, obj.size))
+        # Invariant 9: an index entry whose pack is gone is never reused. Recording the loss
+        # makes every reader prefer the copy this push is about to upload.
+        missing = index.pack_ids() - listed
+        if missing:
+            log.warning("%d indexed pack(s) are missing from the store; their chunks will be "
+                        "uploaded again", len(missing))
+            for pid in sorted(missing):
+                record_damage(self.store, pid, None)
+            index.exclude(dict.fromkeys(missing))
         records = []
         for pid, size in orphans:
             try:
@@ -203,6 +244,7 @@ class Repository:
                 log.warning("ignoring unreadable orphan pack %s: %s", pid, exc)
         if records:
             self.add_packs(records)
+            index.unpersisted.clear()
             log.info("recovered %d orphan pack(s) left by an interrupted push", len(records))
         return len(records)
 

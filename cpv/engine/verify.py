@@ -41,6 +41,8 @@ class VerifyReport:
     missing_chunks: set[str] = field(default_factory=set)
     missing_packs: set[str] = field(default_factory=set)
     damaged_chunks: set[str] = field(default_factory=set)
+    # pack id -> chunk ids read back damaged from it (deep only): what repair records
+    damaged_at: dict[str, set[str]] = field(default_factory=dict)
     affected: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -114,6 +116,9 @@ def verify(
         elif loc.pack_id not in packs or loc.offset + loc.length > packs[loc.pack_id]:
             report.missing_packs.add(loc.pack_id)
             bad.add(cid)
+        elif index.is_suspect(cid):
+            report.damaged_chunks.add(cid.hex())  # a damage record says so; no good copy
+            bad.add(cid)
         else:
             needed[loc.pack_id].append((cid, loc))
 
@@ -139,6 +144,7 @@ def verify(
                     report.bytes_read += loc.length
                     if damaged:
                         report.damaged_chunks.add(cid.hex())
+                        report.damaged_at.setdefault(pack_id, set()).add(cid.hex())
                         bad.add(cid)
                 progress.advance("verify", loc.length)
 

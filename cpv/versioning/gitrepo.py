@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -331,25 +332,36 @@ class GitRepo:
     # -- running git -------------------------------------------------------------------------
 
     def _run(
-        self, *args: str, env: Mapping[str, str] | None = None, remote: bool = False
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        remote: bool = False,
+        stdin: bytes | None = None,
     ) -> _Result:
         full_env = {"GIT_LITERAL_PATHSPECS": "1"}
         if remote:
             full_env.update(_remote_env(self._ssh_command))
         if env:
             full_env.update(env)
-        try:
-            status, stdout, stderr = self._repo.git.execute(
-                ["git", *args], with_extended_output=True, with_exceptions=False, env=full_env,
-                strip_newline_in_stdout=False,
-            )
-        except git.exc.GitCommandNotFound as exc:
-            raise _no_git(exc) from exc
+        with tempfile.TemporaryFile() as fh:
+            if stdin is not None:
+                fh.write(stdin)
+                fh.seek(0)
+            try:
+                status, stdout, stderr = self._repo.git.execute(
+                    ["git", *args], with_extended_output=True, with_exceptions=False,
+                    env=full_env, strip_newline_in_stdout=False,
+                    istream=fh if stdin is not None else None,
+                )
+            except git.exc.GitCommandNotFound as exc:
+                raise _no_git(exc) from exc
         return _Result(int(status or 0), str(stdout), str(stderr))
 
-    def _git(self, *args: str, env: Mapping[str, str] | None = None) -> str:
+    def _git(
+        self, *args: str, env: Mapping[str, str] | None = None, stdin: bytes | None = None
+    ) -> str:
         """Run a local git command; a failure becomes a VersioningError naming the command."""
-        result = self._run(*args, env=env)
+        result = self._run(*args, env=env, stdin=stdin)
         if result.status != 0:
             raise VersioningError(
                 f"git {args[0]} failed in {self._root}: {_one_line(result.stderr, result.stdout)}",
@@ -645,6 +657,36 @@ class GitRepo:
             args.append("-f")
         self._git(*args, "--", _check_ref_part(name, "tag"), commit, env=self._identity_env())
         return self._git("rev-parse", "--verify", f"refs/tags/{name}").strip()
+
+    def create_tags(
+        self, tags: Sequence[tuple[str, str, str]], *, force: bool = False
+    ) -> dict[str, str]:
+        """Create annotated tags ``(name, message, rev)`` in one reference transaction.
+
+        The tag objects are written first (unreferenced objects are harmless); then one
+        ``git update-ref --stdin`` moves every ref at once, so a process killed at any instant
+        leaves all of the tags or none (a combined ``v0.2`` / ``data-v0.2``). Without ``force``
+        an existing tag fails the whole transaction.
+
+        Returns:
+            each tag name -> its tag object's id.
+
+        Raises:
+            VersioningError: a tag exists (without ``force``) or git failed; no ref changed.
+        """
+        env = self._identity_env()
+        ident = self._git("var", "GIT_COMMITTER_IDENT", env=env).strip()
+        objects: dict[str, str] = {}
+        for name, message, rev in tags:
+            _check_ref_part(name, "tag")
+            commit = self.resolve(rev)
+            body = (f"object {commit}\ntype commit\ntag {name}\ntagger {ident}\n\n"
+                    f"{message}")
+            objects[name] = self._git("mktag", stdin=body.encode()).strip()
+        verb = "update" if force else "create"
+        script = "".join(f"{verb} refs/tags/{name} {oid}\n" for name, oid in objects.items())
+        self._git("update-ref", "--stdin", stdin=("start\n" + script + "commit\n").encode())
+        return objects
 
     def delete_tag(self, name: str) -> None:
         """Delete local tag ``name`` (no error if it does not exist)."""

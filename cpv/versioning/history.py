@@ -470,10 +470,10 @@ class History:
         resolved_metrics = resolve_metrics(metrics)
         chosen = self.choose_version(KINDS, version, overwrite=overwrite)
         with self._begin_tagging(KINDS, resolved_metrics) as (txn, manifests):
-            model = self._tag(txn, "model", chosen, message=message,
-                              manifests=manifests["model"], overwrite=overwrite)
-            data = self._tag(txn, "data", chosen, message=message,
-                             manifests=manifests["data"], overwrite=overwrite)
+            model, data = self._tag_all(
+                txn, [("model", manifests["model"]), ("data", manifests["data"])], chosen,
+                message=message, overwrite=overwrite,
+            )
             if remote is not None:
                 self._push_tags(remote, [model.tag, data.tag], overwrite=overwrite)
                 model, data = _with_pushed(model, remote), _with_pushed(data, remote)
@@ -528,17 +528,39 @@ class History:
         manifests: Mapping[str, Manifest],
         overwrite: bool,
     ) -> TagRecord:
-        name = tag_name(kind, version)
+        (record,) = self._tag_all(txn, [(kind, manifests)], version, message=message,
+                                  overwrite=overwrite)
+        return record
+
+    def _tag_all(
+        self,
+        txn: _Transaction,
+        kinds: Sequence[tuple[Kind, Mapping[str, Manifest]]],
+        version: Version,
+        *,
+        message: str,
+        overwrite: bool,
+    ) -> list[TagRecord]:
+        """Create the tags of ``kinds`` at HEAD in one Git reference transaction.
+
+        One transaction, not one ``git tag`` per kind: a process killed between two commands
+        would leave ``v0.2`` without ``data-v0.2`` for ever, which no rollback can undo.
+        """
         commit = self._repo.resolve("HEAD")
-        metrics = merge_metrics(*(manifests[n].metrics for n in sorted(manifests)))
-        body = message.strip() or f"{kind} version {name}"
-        txn.touch_tag(name)
-        self._repo.create_tag(name, message=f"{body}\n\n{format_metrics_trailer(metrics)}\n",
-                              rev=commit, force=overwrite)
-        log.info("tagged %s at %s", name, commit[:12])
-        return TagRecord(tag=name, kind=kind, version=version, commit=commit,
-                         metrics=MappingProxyType(metrics),
-                         manifests=tuple(manifests[n] for n in sorted(manifests)))
+        records: list[TagRecord] = []
+        specs: list[tuple[str, str, str]] = []
+        for kind, manifests in kinds:
+            name = tag_name(kind, version)
+            metrics = merge_metrics(*(manifests[n].metrics for n in sorted(manifests)))
+            body = message.strip() or f"{kind} version {name}"
+            txn.touch_tag(name)
+            specs.append((name, f"{body}\n\n{format_metrics_trailer(metrics)}\n", commit))
+            records.append(TagRecord(tag=name, kind=kind, version=version, commit=commit,
+                                     metrics=MappingProxyType(metrics),
+                                     manifests=tuple(manifests[n] for n in sorted(manifests))))
+        self._repo.create_tags(specs, force=overwrite)
+        log.info("tagged %s at %s", ", ".join(r.tag for r in records), commit[:12])
+        return records
 
     def _push_tags(self, remote: str, tags: Sequence[str], *, overwrite: bool) -> None:
         self._repo.push(remote, branch=self._repo.current_branch(), tags=tags,
@@ -664,8 +686,9 @@ class History:
     def snapshots_in_history(self) -> dict[str, list[str]]:
         """Every snapshot id any manifest ever recorded on any branch or tag, with where.
 
-        This is what garbage collection must keep: a version is restorable as long as some
-        commit names it, tagged or not.
+        Never a liveness source for deleting: this clone's history may be shallow, stale,
+        forked or merged. gc decides from the roots in the store (``cpv/engine/roots.py``);
+        this list may only add protection, or tell a migration which snapshots Git knows.
 
         Raises:
             FormatError / UnsafePathError: a manifest in history is damaged; the caller must not

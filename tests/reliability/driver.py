@@ -6,9 +6,13 @@ path a user's shell takes). Prints one JSON line with the result on success.
 
 Commands::
 
-    push STORE SRC CACHE            -> {"snapshot_id", "new_bytes", "uploaded_bytes"}
+    push STORE SRC CACHE [--root WORKSPACE] -> {"snapshot_id", "new_bytes", "uploaded_bytes"}
     pull STORE SNAPSHOT DEST CACHE  -> {"files_written"}
     gc   STORE LIVE_IDS(comma) GRACE_S [--break] -> {"packs_deleted", ...}
+    forget STORE KEEP_LAST          -> {"forgotten"}
+    repair STORE SRC                -> {"ok", "chunks_repaired"}
+
+``--root`` records the pushed snapshot as a root of the store (``engine/roots.py``).
 
 ``CPV_TEST_LOG=<file>`` sends cpv's logging at DEBUG to that file.
 ``CPV_TEST_KILL_AT=N`` makes the process SIGKILL itself at its N-th store operation (before it
@@ -30,6 +34,8 @@ from typing import Any
 
 from cpv.engine import Repository, pull, push
 from cpv.engine.gc import collect_garbage
+from cpv.engine.repair import repair
+from cpv.engine.roots import ForgetPolicy, RootInfo, forget
 from cpv.store import ObjectStore, open_store
 from tests.engine.conftest import LIMITS
 
@@ -122,7 +128,11 @@ def main(argv: list[str]) -> int:
     out: dict[str, object]
     if command == "push":
         repo = Repository.open(store, cache_dir=Path(argv[3]))
-        result = push(repo, Path(argv[2]), limits=LIMITS)
+        root = None
+        if "--root" in argv:
+            workspace = argv[argv.index("--root") + 1]
+            root = RootInfo(kind="model", name="model", workspace=workspace)
+        result = push(repo, Path(argv[2]), limits=LIMITS, record_root=root)
         out = {
             "snapshot_id": result.snapshot_id,
             "new_bytes": result.new_bytes,
@@ -141,6 +151,12 @@ def main(argv: list[str]) -> int:
             limits=LIMITS,
         )
         out = {"packs_deleted": len(report.packs_deleted), "freed": report.bytes_freed}
+    elif command == "forget":
+        forgot = forget(Repository.open(store), ForgetPolicy(keep_last=int(argv[2])))
+        out = {"forgotten": len(forgot.forgotten)}
+    elif command == "repair":
+        fixed = repair(Repository.open(store), sources=[Path(argv[2])], limits=LIMITS)
+        out = {"ok": fixed.ok, "chunks_repaired": fixed.chunks_repaired}
     else:
         raise SystemExit(f"unknown command {command}")
     out["ops"] = killing.ops

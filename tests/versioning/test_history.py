@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -255,23 +260,62 @@ def test_combined_overwrite_rolls_back_moved_tags(history: History) -> None:
 def test_combined_tag_rolls_back_on_an_injected_failure(
     history: History, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Fault injection at the seam between the two tag creations, for any error type."""
+    """Fault injection right after the tag transaction, for any error type."""
     _record_both(history, 1)
     before = _state(history.repo)
-    real_create = GitRepo.create_tag
-    calls: list[str] = []
+    real_create = GitRepo.create_tags
+    calls: list[list[str]] = []
 
-    def failing_second(self: GitRepo, name: str, **kwargs: object) -> str:
-        calls.append(name)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # even an interrupt must not leave half a version
-        return real_create(self, name, **kwargs)  # type: ignore[arg-type]
+    def interrupted(self: GitRepo, tags: Any, **kwargs: Any) -> dict[str, str]:
+        calls.append([t[0] for t in tags])
+        real_create(self, tags, **kwargs)
+        raise KeyboardInterrupt  # even an interrupt must not leave half a version
 
-    monkeypatch.setattr(GitRepo, "create_tag", failing_second)
+    monkeypatch.setattr(GitRepo, "create_tags", interrupted)
     with pytest.raises(KeyboardInterrupt):
         history.create_combined_tag()
-    assert calls == ["v0.1", "data-v0.1"]
+    assert calls == [["v0.1", "data-v0.1"]]  # one transaction for both tags
     assert _state(history.repo) == before
+
+
+_TAG_LOOP = """
+import sys
+from cpv.versioning.gitrepo import GitRepo
+from cpv.versioning.history import History
+with GitRepo.open(sys.argv[1]) as repo:
+    history = History(repo)
+    while True:
+        history.create_combined_tag()
+"""
+
+
+@pytest.mark.slow
+def test_combined_tag_killed_at_any_instant_leaves_both_tags_or_neither(
+    history: History,
+) -> None:
+    """kill -9 a process creating combined tags, at random instants, many times."""
+    _record_both(history, 1)
+    root = history.repo.root
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(12):
+        proc = subprocess.Popen([sys.executable, "-c", _TAG_LOOP, str(root)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(rng.uniform(0.4, 1.2))
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        _, err = proc.communicate()
+        assert proc.returncode == -9, err.decode()[-2000:]
+        # A killed git leaves its lock files, as after any crash; remove them as a user would.
+        for lock in (root / ".git").rglob("*.lock"):
+            lock.unlink()
+        tags = set(history.repo.tag_targets())
+        models = {t for t in tags if t.startswith("v")}
+        datas = {t[len("data-"):] for t in tags if t.startswith("data-")}
+        assert models == datas, f"half a combined tag after kill {kills}: {models ^ datas}"
+    assert kills == 12 and len(models) > 0
+    print(f"combined tag survived {kills} kills; {len(models)} complete versions")
 
 
 # -- listing and reading -------------------------------------------------------------------------

@@ -764,11 +764,12 @@ def verify(state: State, rev: str | None, all_snapshots: bool, deep: bool) -> No
 def gc(
     state: State, dry_run: bool, yes: bool, grace_hours: float | None, break_stale_lock: bool
 ) -> None:
-    """Delete store data that no version of this workspace needs.
+    """Delete store data that no version recorded in the store needs.
 
-    Live is every version any commit of any branch or tag names (tagged or
-    not), the working tree, and every snapshot another workspace pushed to the
-    same store; anything younger than the grace period is kept too.
+    The store records every push and every tag itself; gc keeps all of them
+    (whatever this clone's Git history holds: shallow, stale and merged clones
+    are safe). Versions leave only through cpv forget. Anything younger than
+    the grace period is kept too, which protects pushes running elsewhere.
     """
     grace = None if grace_hours is None else grace_hours * 3600.0
     if not dry_run and not yes and (state.json_mode or not sys.stdin.isatty()):
@@ -784,6 +785,130 @@ def gc(
         outcome = service.gc(dry_run=dry_run, grace_period_s=grace,
                              break_stale_lock=break_stale_lock)
     state.out.emit(render.gc_dict(outcome), lambda: render.gc_lines(outcome))
+
+
+# -- forget, migrate, repair ------------------------------------------------------------------
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(_ctx: click.Context, _p: click.Parameter, value: str | None) -> float | None:
+    """``30d``, ``12h``, ``90m`` -> seconds; a bad value is a usage error."""
+    if value is None:
+        return None
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise click.BadParameter(f"{value!r} is not a duration like 30d, 12h or 90m",
+                                 param_hint="--keep-within")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
+@click.command(epilog=epilog([
+    ("cpv forget --keep-last 5 --dry-run", "what would go, and why every other version stays"),
+    ("cpv forget --keep-last 5 --keep-within 30d", "untagged pushes: the last 5, and a month's"),
+    ("cpv forget --keep-best 3 --metric loss --lower-is-better", "the 3 best by loss"),
+], codes=(0, 1, 2, 10, 12)))
+@click.option("--keep-last", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Keep the newest N untagged pushes of each tracked path.")
+@click.option("--keep-within", callback=parse_duration, default=None, metavar="DURATION",
+              help="Keep pushes younger than this (30d, 12h, 90m).")
+@click.option("--keep-best", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Keep the K best versions by --metric.")
+@click.option("--metric", default=None, metavar="NAME", help="The metric --keep-best ranks by.")
+@click.option("--lower-is-better", is_flag=True, help="With --keep-best: lower values win.")
+@click.option("--dry-run", is_flag=True, help="List what would go and why the rest stays.")
+@common
+@click.pass_obj
+def forget(
+    state: State, keep_last: int | None, keep_within: float | None, keep_best: int | None,
+    metric: str | None, lower_is_better: bool, dry_run: bool,
+) -> None:
+    """Remove versions by a retention policy; every tagged version is kept.
+
+    Nothing is deleted yet: the versions are marked forgotten in the store, and
+    the next cpv gc (after its grace period) frees their data. Pushes made while
+    this runs are never forgotten.
+    """
+    from cpv.engine import ForgetPolicy
+
+    policy = ForgetPolicy(keep_last=keep_last, keep_within_s=keep_within, keep_best=keep_best,
+                          metric=metric, higher_is_better=not lower_is_better)
+    with state.service() as service:
+        report = service.forget(policy, dry_run=dry_run)
+    state.out.emit(render.forget_dict(report), lambda: render.forget_lines(report))
+
+
+@click.command(epilog=epilog([("cpv migrate", "once, on a store written before cpv 0.2")],
+                             codes=(0, 1, 10, 12)))
+@common
+@click.pass_obj
+def migrate(state: State) -> None:
+    """Record the versions of a store written before the store kept its own.
+
+    Every snapshot in the store becomes a kept version, with what this clone's
+    Git knows of it (kind, message, metrics, tags). Safe to re-run; needed once
+    before cpv gc or cpv forget on such a store.
+    """
+    with state.service() as service:
+        report = service.migrate()
+    state.out.emit({"adopted": len(report.adopted), "already_recorded": report.already_rooted,
+                    "tags_recorded": report.tags_recorded},
+                   [f"recorded {len(report.adopted)} version(s) and {report.tags_recorded} "
+                    f"tag(s) in the store ({report.already_rooted} were recorded already)"])
+
+
+@click.command(epilog=epilog([
+    ("cpv init lost-model --store s3://ml-checkpoints/whisper && cd lost-model && cpv rebuild",
+     "a lost Git repository: its versions come back from the store"),
+], codes=(0, 1, 10, 12)))
+@click.option("--workspace-id", default=None, metavar="ID",
+              help="Whose versions, when several workspaces share the store.")
+@common
+@click.pass_obj
+def rebuild(state: State, workspace_id: str | None) -> None:
+    """Rebuild manifests and tags in Git from the versions the store records.
+
+    For a lost or rewritten Git repository: every tagged version the store
+    records and Git lacks gets its manifest committed and its tag made, and each
+    folder's newest version becomes the current one. Tags Git has are kept.
+    """
+    with state.service() as service:
+        made = service.rebuild(workspace_id=workspace_id)
+    state.out.emit({"tags": made},
+                   [f"rebuilt {len(made)} tag(s) from the store"
+                    + (f": {', '.join(made)}" if made else "")])
+
+
+@click.command(epilog=epilog([("cpv repair", "after cpv verify reported damage")],
+                             codes=(0, 1, 4, 10, 12)))
+@common
+@click.pass_obj
+def repair(state: State) -> None:
+    """Heal a damaged store from what this machine still has.
+
+    Rebuilds damaged or missing index objects from the packs themselves, and
+    re-uploads damaged or missing chunks from the files in model/ and data/.
+    Exit 4 when some damage is left (the output names the versions' files).
+    """
+    from cpv.errors import IntegrityError
+
+    with state.service(progress=True) as service:
+        report = service.repair()
+    data = {"ok": report.ok, "summary": report.summary(),
+            "unrepaired": {sid: list(paths) for sid, paths in report.unrepaired.items()}}
+    lines = [report.summary()] + [f"  still damaged: snapshot {sid[:12]}: {len(paths)} file(s)"
+                                  for sid, paths in report.unrepaired.items()]
+    if report.ok:
+        state.out.emit(data, lines)
+        return
+    if not state.json_mode:
+        for line in lines:
+            click.echo(line)
+    state.result = data
+    raise IntegrityError(f"{len(report.unrepaired)} snapshot(s) could not be repaired from "
+                         "this machine's files",
+                         hint="run cpv repair on a machine that still has those files")
 
 
 # -- config, doctor ----------------------------------------------------------------------------
@@ -975,6 +1100,6 @@ def doctor(state: State) -> None:
 
 
 COMMANDS: tuple[click.Command, ...] = (
-    init, push, pull, ls, tag, versions, checkout, status, diff, metrics, verify, gc, config,
-    doctor,
+    init, push, pull, ls, tag, versions, checkout, status, diff, metrics, verify, repair, gc,
+    forget, migrate, rebuild, config, doctor,
 )

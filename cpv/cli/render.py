@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 if TYPE_CHECKING:
+    from cpv.engine import ForgetReport
     from cpv.service import (
         DoctorCheck,
         GCOutcome,
@@ -424,6 +425,31 @@ def gc_lines(o: GCOutcome) -> list[str]:
         lines.append(f"{len(r.sweep_deferred)} batch(es) of condemned packs wait for the grace "
                      "period or running pushes; a later 'cpv gc' deletes them")
     lines.extend(f"warning: {w}" for w in r.warnings)
+    return lines
+
+
+def forget_dict(r: ForgetReport) -> dict[str, object]:
+    def version(v: Any) -> dict[str, object]:
+        return {"snapshot_id": v.snapshot_id, "kind": v.kind, "name": v.name,
+                "tags": list(v.tags), "message": v.message, "created_at": v.created_at,
+                "metrics": dict(v.metrics)}
+
+    return {"dry_run": r.dry_run, "summary": r.summary(),
+            "forgotten": [{**version(v), "reason": why} for v, why in r.forgotten],
+            "kept": [{**version(v), "reasons": list(why)} for v, why in r.kept],
+            "requests": r.requests, "seconds": round(r.seconds, 3)}
+
+
+def forget_lines(r: ForgetReport) -> list[str]:
+    def label(v: Any) -> str:
+        name = ", ".join(v.tags) if v.tags else f"snapshot {short(v.snapshot_id)}"
+        return f"{v.kind or '?':<5}  {name}  {one_line(v.message, 30)}".rstrip()
+
+    verb = "would forget" if r.dry_run else "forget"
+    lines = [f"{verb}  {label(v)}: {why}" for v, why in r.forgotten]
+    lines += [f"keep    {label(v)}: {'; '.join(why)}" for v, why in r.kept]
+    lines.append(r.summary() + ("" if r.dry_run or not r.forgotten else
+                                "; cpv gc frees their data after its grace period"))
     return lines
 
 

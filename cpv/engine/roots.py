@@ -418,6 +418,8 @@ class ForgetPolicy:
         metric: the metric ``keep_best`` ranks by. higher_is_better: its direction.
         keep_adopted: versions a format-1 migration adopted (their tags are unknown to the
             store, so they are kept unless this is False).
+        keep_snapshots: snapshots the caller keeps on its own account (a clone's current
+            versions): a caller's view can only add protection, never remove any.
     """
 
     keep_last: int | None = None
@@ -426,6 +428,7 @@ class ForgetPolicy:
     metric: str | None = None
     higher_is_better: bool = True
     keep_adopted: bool = True
+    keep_snapshots: frozenset[str] = frozenset()
 
     def check(self) -> None:
         for name in ("keep_last", "keep_within_s", "keep_best"):
@@ -512,6 +515,8 @@ def forget(
             if id(v) in best:
                 reasons.append(f"best {policy.keep_best} by {policy.metric} (#{best[id(v)]}, "
                                f"{v.metrics[policy.metric or '']:g})")
+            if v.snapshot_id in policy.keep_snapshots:
+                reasons.append("the current version of the workspace running forget")
             if v.adopted and policy.keep_adopted:
                 reasons.append("adopted from a format-1 store (tags unknown to the store)")
             if reasons:
@@ -534,7 +539,7 @@ def forget(
 
 def _policy_doc(policy: ForgetPolicy) -> dict[str, Any]:
     return {k: getattr(policy, k) for k in ForgetPolicy.__slots__
-            if getattr(policy, k) is not None}
+            if getattr(policy, k) is not None and k != "keep_snapshots"}
 
 
 # -- migration ----------------------------------------------------------------------------

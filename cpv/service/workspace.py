@@ -13,7 +13,8 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,20 @@ from cpv.config import CPVConfig
 from cpv.engine import PullResult, PushResult, Snapshot, pull, push
 from cpv.engine import verify as engine_verify
 from cpv.engine.gc import DEFAULT_GRACE_S, collect_garbage
+from cpv.engine.repair import RepairReport, repair
+from cpv.engine.roots import (
+    AdoptReport,
+    ForgetPolicy,
+    ForgetReport,
+    RootInfo,
+    TagTarget,
+    adopt_snapshots,
+    forget,
+    list_roots,
+    live_for_gc,
+    record_tags,
+    record_untag,
+)
 from cpv.engine.snapshot import SNAPSHOT_PREFIX
 from cpv.errors import (
     ConfigError,
@@ -30,6 +45,7 @@ from cpv.errors import (
     GitRemoteError,
     IntegrityError,
     LocalIOError,
+    MigrationNeededError,
     NoStoreError,
     NotAWorkspaceError,
     ObjectNotFoundError,
@@ -67,7 +83,7 @@ from cpv.service.tree import (
 from cpv.versioning import Manifest, MetricDelta, VersionInfo, compare, manifest_for_files
 from cpv.versioning.metrics import merge_metrics, normalize_metrics, resolve_metrics
 from cpv.versioning.tags import KINDS, tag_name, try_parse_tag
-from cpv.workspace import DATA_SPLITS, TRACKED, Kind, Workspace
+from cpv.workspace import DATA_SPLITS, TRACKED, WORKSPACE_ID_FILE, Kind, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -367,12 +383,19 @@ class WorkspaceService:
                 hint=f"save the {kind} files there first; an empty folder records no version")
         current = ws.history.current_manifest(kind, TRACKED[kind])
         repo = ws.repository(create=not dry_run)
+        resolved = resolve_metrics(metrics) if metrics is not None else {}
+        # The store records the version itself (a root), so what is live never depends on one
+        # clone's Git history (docs/gc.md).
+        root = RootInfo(kind=kind, name=TRACKED[kind], message=message,
+                        author=ws.history.default_author(), metrics=resolved,
+                        workspace=ws.workspace_id or "",
+                        parents=(current.snapshot_id,) if current is not None else ())
         result: PushResult = push(
             repo, source, exclude=exclude_internal, progress=ws.progress, limits=ws.limits,
             dry_run=dry_run, rehash=force,
             meta={"workspace": ws.workspace_id} if ws.workspace_id else None,
+            record_root=root,
         )
-        resolved = resolve_metrics(metrics) if metrics is not None else {}
         files = [(f.path, f.size, f.blake3) for f in result.snapshot.files if not f.is_symlink]
         split_counts = _split_counts([f[0] for f in files]) if kind == "data" else {}
         outcome = partial(
@@ -488,17 +511,32 @@ class WorkspaceService:
                                    f"upload one first (upload_{kind}_checkpoint)"))
         if version is None and not force:
             self._refuse_if_tagged(ordered)
+        planned = self.planned_tags(ordered, version, force=force)
         if dry_run:
-            return self.planned_tags(ordered, version, force=force)
+            return planned
         remote = self.ws.remote if publish else None
-        if len(ordered) == 2:
-            combined = history.create_combined_tag(
-                version, message=message or "", metrics=metrics, overwrite=force, remote=remote)
-            tags = [combined.model.tag, combined.data.tag]
-        else:
-            record = history.create_tag(ordered[0], version, message=message or "",
-                                        metrics=metrics, overwrite=force, remote=remote)
-            tags = [record.tag]
+        # The store first (one record for a combined tag: all or nothing), then Git; if Git
+        # refuses, the store's record is retired again.
+        repo = self.ws.repository()
+        targets = []
+        for kind, name in zip(ordered, planned, strict=True):
+            manifest = history.current_manifest(kind, TRACKED[kind])
+            assert manifest is not None  # checked above
+            targets.append(TagTarget(name, manifest.snapshot_id, kind, TRACKED[kind]))
+        record_tags(repo, targets, message=message or "", move=force)
+        try:
+            if len(ordered) == 2:
+                combined = history.create_combined_tag(
+                    version, message=message or "", metrics=metrics, overwrite=force,
+                    remote=remote)
+                tags = [combined.model.tag, combined.data.tag]
+            else:
+                record = history.create_tag(ordered[0], version, message=message or "",
+                                            metrics=metrics, overwrite=force, remote=remote)
+                tags = [record.tag]
+        except BaseException:
+            record_untag(repo, planned, reason="the Git tag was not made")
+            raise
         self.notify(notify, {"event": "tag", "kind": "+".join(ordered), "tag": tags[0]})
         if publish:
             self.publish()  # what an earlier command left unpublished goes along
@@ -896,49 +934,145 @@ class WorkspaceService:
         grace_period_s: float | None = None,
         break_stale_lock: bool = False,
     ) -> GCOutcome:
-        """Delete store data that no version of this workspace needs (see ``cpv gc --help``).
+        """Delete store data that no version recorded in the store needs.
+
+        What is live comes from the store's roots, never from this clone's Git history (which
+        may be shallow, stale or merged): a version leaves only through :meth:`forget`.
 
         Raises:
+            MigrationNeededError: a store written before roots (run ``cpv migrate`` once).
             StoreLockedError: another gc runs (exit 11). StoreError: re-run to finish.
         """
+        repo = self.ws.repository()
+        with self._migration_hint():
+            report = collect_garbage(
+                repo, dry_run=dry_run,
+                grace_period_s=DEFAULT_GRACE_S if grace_period_s is None else grace_period_s,
+                break_stale_lock=break_stale_lock, progress=self.ws.progress,
+                limits=self.ws.limits)
+        roots = list_roots(repo)
+        return GCOutcome(report=report, live_versions=tuple(sorted(roots.tags)),
+                         live_snapshots=len(roots.live_snapshots))
+
+    def forget(self, policy: ForgetPolicy, *, dry_run: bool = False) -> ForgetReport:
+        """Retire the versions ``policy`` does not keep (every tagged version is kept); the
+        data goes at the next gc. Nothing is rewritten: one retire record in the store.
+
+        The versions this workspace's manifests name now are kept too (a clone's view may
+        add protection, never remove it).
+
+        Raises:
+            ForgetPolicyError: the policy keeps nothing. MigrationNeededError (see :meth:`gc`).
+        """
+        repo = self.ws.repository()
+        with self._migration_hint():
+            live_for_gc(repo)  # refuses on a store that needs migrating, before anything
+        current = frozenset(m.snapshot_id for m in self.ws.history.current_manifests())
+        return forget(repo, replace(policy, keep_snapshots=policy.keep_snapshots | current),
+                      dry_run=dry_run)
+
+    @contextlib.contextmanager
+    def _migration_hint(self) -> Iterator[None]:
+        try:
+            yield
+        except MigrationNeededError as exc:
+            raise MigrationNeededError(exc.message, hint=self._opt(
+                "record the store's versions once with 'cpv migrate', then run this again",
+                "call WorkspaceService.migrate() once, then again")) from exc
+
+    def migrate(self) -> AdoptReport:
+        """Record the versions of a store written before roots, once (safe to re-run).
+
+        Every snapshot in the store becomes a kept version; what this clone's Git knows of
+        them (kind, message, metrics, tags) is recorded with them.
+        """
         history = self.ws.history
-        live: dict[str, list[str]] = {}
+        known: dict[str, RootInfo] = {}
+        tags: list[TagTarget] = []
         for kind in KINDS:
             current = history.current_manifest(kind, TRACKED[kind])
-            if current is not None:
-                live.setdefault(current.snapshot_id, []).append(f"{kind} (working tree)")
+            manifests = [current] if current is not None else []
             for info in history.list_versions(kind):
-                if info.problem is not None:
-                    raise VersioningError(
-                        f"cannot read the manifests of {info.tag}: {info.problem}",
-                        hint="gc needs every version's snapshot ids; repair the tag first")
-                for m in info.manifests:
-                    live.setdefault(m.snapshot_id, []).append(info.tag)
-            head = self.ws.git.head_commit()
-            if head is not None:
-                for m in history.read_manifests(head, kind).values():
-                    live.setdefault(m.snapshot_id, []).append(f"{kind} (HEAD)")
-        for sid in history.snapshots_in_history():
-            live.setdefault(sid, []).append("history")
+                manifests += info.manifests
+                tags += [TagTarget(info.tag, m.snapshot_id, kind, m.path)
+                         for m in info.manifests]
+            for m in manifests:
+                known.setdefault(m.snapshot_id, RootInfo(
+                    kind=kind, name=m.path, message=m.message, author=m.author,
+                    metrics=dict(m.metrics), workspace=self.ws.workspace_id or ""))
+        return adopt_snapshots(self.ws.repository(), known=known, tags=tags)
+
+    def rebuild(self, *, workspace_id: str | None = None) -> list[str]:
+        """Write back into Git what the store records, for a lost or rewritten repository.
+
+        Every tagged version the store records and this repository lacks gets its manifest
+        committed and its tag made (oldest first); then each tracked path's newest version
+        becomes the current manifest. Tags Git already has are left as they are. Returns the
+        tags made. Versions come from one workspace's line (``workspace_id``; needed only when
+        several workspaces share the store).
+
+        Raises:
+            VersioningError: several workspaces share the store and none was chosen.
+        """
+        history = self.ws.history
         repo = self.ws.repository()
-        mine = self.ws.workspace_id
-        for obj in repo.store.list(SNAPSHOT_PREFIX):
-            sid = obj.key.rsplit("/", 1)[-1]
-            if sid in live:
+        roots = list_roots(repo)
+        lines = sorted({v.workspace for v in roots.versions if v.workspace})
+        if workspace_id is None and len(lines) > 1:
+            raise VersioningError(
+                f"the store holds the versions of {len(lines)} workspaces: "
+                f"{', '.join(lines)}; say which to rebuild",
+                hint=self._opt("cpv rebuild --workspace-id ID",
+                               "pass workspace_id=... to rebuild()"))
+        chosen = workspace_id or (lines[0] if lines else "")
+        mine = [v for v in roots.versions
+                if v.workspace in (chosen, "") and v.kind in KINDS
+                and v.name == TRACKED[v.kind]]
+        by_snapshot = {(v.kind, v.snapshot_id): v for v in mine}
+        existing = self.ws.git.tag_targets()
+        made: list[str] = []
+
+        def manifest_of(kind: Kind, sid: str) -> Manifest:
+            v = by_snapshot.get((kind, sid))
+            snapshot = repo.load_snapshot(sid)
+            files = [(f.path, f.size, f.blake3) for f in snapshot.files if not f.is_symlink]
+            counts = _split_counts([f[0] for f in files]) if kind == "data" else {}
+            return manifest_for_files(
+                kind=kind, path=TRACKED[kind], snapshot_id=sid, store_url=self.ws.store_url,
+                files=files, message=v.message if v else "", author=v.author if v else "",
+                metrics=v.metrics if v else {},
+                extra={f"samples.{k}": n for k, n in counts.items()})
+
+        tagged = sorted(
+            (parsed[1], tag, parsed[0], sid) for tag, sid in roots.tags.items()
+            if (parsed := try_parse_tag(tag)) is not None and (parsed[0], sid) in by_snapshot)
+        for _version, tag, kind, sid in tagged:
+            if tag in existing:
                 continue
-            try:
-                owner = repo.load_snapshot(sid).meta.get("workspace")
-            except CPVError:
-                live.setdefault(sid, []).append("unreadable")
-                continue
-            if mine is None or owner != mine:
-                live.setdefault(sid, []).append("other workspace")
-        report = collect_garbage(
-            repo, live_snapshots=list(live), dry_run=dry_run,
-            grace_period_s=DEFAULT_GRACE_S if grace_period_s is None else grace_period_s,
-            break_stale_lock=break_stale_lock, progress=self.ws.progress, limits=self.ws.limits)
-        labels = sorted({label for names in live.values() for label in names})
-        return GCOutcome(report=report, live_versions=tuple(labels), live_snapshots=len(live))
+            history.record_version(manifest_of(kind, sid),
+                                   message=f"cpv: rebuild {tag} from the store")
+            history.create_tag(kind, tag, message=f"{tag} (rebuilt from the store)")
+            made.append(tag)
+        for kind in KINDS:
+            newest = max((v for v in mine if v.kind == kind),
+                         key=lambda v: (v.stored_at, v.created_at), default=None)
+            current = history.current_manifest(kind, TRACKED[kind])
+            if newest is not None and (current is None
+                                       or current.snapshot_id != newest.snapshot_id):
+                history.record_version(manifest_of(kind, newest.snapshot_id),
+                                       message=f"cpv: rebuild the current {kind} from the store")
+        if chosen and self.ws.workspace_id != chosen:
+            (self.root / WORKSPACE_ID_FILE).write_text(chosen + "\n")
+            self.ws.git.commit_paths([WORKSPACE_ID_FILE], "cpv: continue the store's line")
+        self.publish()
+        return made
+
+    def repair(self) -> RepairReport:
+        """Heal the store: rebuild damaged index objects from pack footers and re-upload
+        damaged or missing chunks from the files in this workspace's tracked folders."""
+        sources = [self.ws.tracked_dir(k) for k in KINDS if self.ws.tracked_dir(k).exists()]
+        return repair(self.ws.repository(), sources=sources, limits=self.ws.limits,
+                      progress=self.ws.progress)
 
     # -- notifications -----------------------------------------------------------------------
 

@@ -473,6 +473,10 @@ class S3Store:
                 try:
                     page = next(pages, None)
                 except bexc.ClientError as exc:
+                    if _error_code(exc) == "NoSuchUpload":
+                        # rclone serve s3 (gofakes3) says so for a bucket that never had an
+                        # upload: there is nothing to list.
+                        return
                     # Only a refusal of this one request; wrong keys still raise.
                     if _error_code(exc) not in ("AccessDenied", *_UNSUPPORTED_CODES):
                         raise

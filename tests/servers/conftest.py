@@ -45,3 +45,7 @@ def juicefs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatS
 def s3rver_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CompatServer]:
     with _start("s3rver", tmp_path_factory) as server:
         yield server
+
+
+# The CLI fixtures (clean environment, `cpv` runner, bare Git remote) for the story test.
+from tests.cli.conftest import bare_remote, cpv, env, home  # noqa: E402, F401

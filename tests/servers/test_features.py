@@ -129,3 +129,16 @@ def test_multipart_upload_round_trip(server: Server, store: S3Store) -> None:
     upload.complete()
     assert store.stat("packs/aa/big").size == 5 * MiB + 100
     assert store.get_range("packs/aa/big", 5 * MiB - 2, 4) == b"aabb"
+
+
+def test_listing_uploads_in_a_bucket_that_never_had_one(rclone_server: CompatServer) -> None:
+    """rclone answers ListMultipartUploads with NoSuchUpload until the bucket's first upload,
+    which failed every first push ("the multipart upload does not exist")."""
+    client = rclone_server.client()
+    bucket = f"fresh-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    store = S3Store(client=client, bucket=bucket, prefix="p", owns_client=True)
+    assert list(store.list_multipart("packs/")) == []
+    repo = Repository.init(store)
+    assert repo.abort_stale_uploads(older_than_s=0) == 0
+    store.close()

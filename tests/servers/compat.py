@@ -43,7 +43,9 @@ if TYPE_CHECKING:
     import boto3
     from mypy_boto3_s3.client import S3Client
 
-__all__ = ["SERVERS", "CompatServer", "ServerUnavailableError", "start_server"]
+__all__ = [
+    "SERVERS", "CompatServer", "ServerUnavailableError", "start_moto_with_iam", "start_server",
+]
 
 SERVERS = ("moto", "rclone", "juicefs", "s3rver")
 S3RVER_VERSION = "3.7.1"
@@ -223,6 +225,32 @@ def _s3rver_entry(cache: Path) -> list[str]:
             raise ServerUnavailableError(f"npm install s3rver@{S3RVER_VERSION} failed: "
                                     f"{done.stderr.strip()[-500:]}")
     return [node, str(script)]
+
+
+def start_moto_with_iam(tmpdir: Path, *, free_requests: int) -> CompatServer:
+    """A moto server that enforces IAM after its first ``free_requests`` requests.
+
+    Readiness is checked on the TCP port, not with a request, since every request counts
+    towards ``INITIAL_NO_AUTH_ACTION_COUNT`` (the caller spends them on creating the bucket,
+    the users, their policies and keys). No bucket is created here.
+    """
+    data_dir = Path(tmpdir) / "moto-iam"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = _spawn("moto", [find_program("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                    data_dir, port=port, access_key="setup", secret_key="setup",
+                    env={"INITIAL_NO_AUTH_ACTION_COUNT": str(free_requests)})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise S3ServerError(f"moto exited while starting:\n{server.log_tail()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return server
+        except OSError:
+            time.sleep(0.05)
+    server.stop()
+    raise S3ServerError(f"moto did not listen on {port} within 60 s:\n{server.log_tail()}")
 
 
 def start_server(name: str, tmpdir: Path, *, env: Mapping[str, str] = {}) -> CompatServer:

@@ -10,11 +10,13 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from botocore.exceptions import ClientError
 
 from cpv.engine import Repository
+from cpv.errors import UnsupportedFeatureError
 from cpv.store import MiB
 from cpv.store.capabilities import FEATURES_KEY, ServerFeatures, store_features
-from cpv.store.s3 import S3Store
+from cpv.store.s3 import S3Store, translate_error
 from tests.s3server import S3Server
 from tests.servers.compat import CompatServer
 
@@ -141,4 +143,23 @@ def test_listing_uploads_in_a_bucket_that_never_had_one(rclone_server: CompatSer
     assert list(store.list_multipart("packs/")) == []
     repo = Repository.init(store)
     assert repo.abort_stale_uploads(older_than_s=0) == 0
+    store.close()
+
+
+def test_not_implemented_is_an_unsupported_feature_not_a_flaky_store(
+    s3rver_server: CompatServer,
+) -> None:
+    """s3rver: 405 on AbortMultipartUpload (was an untranslated botocore error) and 501 on
+    ListMultipartUploads (was "overloaded or flaky; re-run")."""
+    store = S3Store(client=s3rver_server.client(), bucket=s3rver_server.bucket,
+                    prefix=f"f-{uuid.uuid4().hex[:12]}", owns_client=True)
+    upload = store.start_multipart("packs/aa/x")
+    with pytest.raises(UnsupportedFeatureError, match="does not support abort") as info:
+        store.abort_multipart(upload.key, upload.upload_id)
+    assert "re-run" not in info.value.hint and "store-contract" in info.value.hint
+    with pytest.raises(ClientError) as raw:
+        store._client.list_multipart_uploads(Bucket=store.bucket)
+    err = translate_error(raw.value, action="list multipart uploads", bucket=store.bucket,
+                          key=None, endpoint=store.endpoint)
+    assert isinstance(err, UnsupportedFeatureError) and "NotImplemented" in str(err)
     store.close()

@@ -58,6 +58,8 @@ _CONSEQUENCE: Final[Mapping[str, str]] = {
     "ranged_get": "pull, verify and gc cannot read packs from this server",
 }
 
+_NO_FALLBACK: Final = ("ranged_get",)
+
 
 @dataclass(frozen=True, slots=True)
 class ServerFeatures:
@@ -86,6 +88,11 @@ class ServerFeatures:
     def supports(self, feature: str) -> bool | None:
         value: bool | None = getattr(self, feature)
         return value
+
+    def unusable(self) -> list[str]:
+        """Features seen missing that cpv has no way around (the doctor reports these as
+        problems; everything else missing is absorbed, see ``_CONSEQUENCE``)."""
+        return [FEATURE_NAMES[name] for name in _NO_FALLBACK if self.supports(name) is False]
 
     def lines(self) -> list[str]:
         """One line per feature for ``cpv doctor``: name, yes/no/unknown, what it means."""

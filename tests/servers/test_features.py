@@ -64,6 +64,7 @@ def test_probe_finds_what_each_server_really_does(server: Server, store: S3Store
     assert list(store.list_multipart()) == []
     lines = features.lines()
     assert len(lines) == 5
+    assert features.unusable() == []  # every server here is usable
     if not features.conditional_put:
         assert "conditional writes (PUT If-None-Match: *): NO" in lines[0]
 
@@ -94,6 +95,15 @@ def test_probe_is_remembered_per_store_and_repeated_on_request(
     assert store_features(third).conditional_put is False
     for made in (first, second, third):
         made.close()
+
+
+def test_a_server_without_ranged_reads_is_unusable() -> None:
+    broken = ServerFeatures(conditional_put=False, multipart_listing=False, abort_multipart=False,
+                            multi_delete=False, ranged_get=False,
+                            details={"ranged_get": "HTTP 200 with 64 bytes for a 10-byte range"})
+    assert broken.unusable() == ["ranged reads (GET Range)"]
+    assert "ranged reads (GET Range): NO (HTTP 200 with 64 bytes" in broken.lines()[4]
+    assert ServerFeatures.from_json(broken.to_json()) == broken
 
 
 def test_local_stores_support_everything_without_a_probe(local_store: object) -> None:

@@ -15,6 +15,7 @@ to one line and an exit code. Each error carries the fields a program needs (``k
     │   ├── StoreUnreachableError       endpoint does not answer
     │   ├── StoreLockedError            .holder
     │   ├── PreconditionFailedError     conditional write lost a race (.key)
+    │   ├── UnsupportedFeatureError     the S3-compatible server lacks a feature (.feature)
     │   └── TransientStoreError         retryable; raised once the retry budget is spent
     ├── NoStoreError                    no cpv store at this location (run init)
     ├── FormatError                     unknown format version, corrupt footer/index/snapshot
@@ -102,6 +103,17 @@ class PreconditionFailedError(StoreError):
     def __init__(self, key: str) -> None:
         super().__init__(f"object already exists: {key}")
         self.key = key
+
+
+class UnsupportedFeatureError(StoreError):
+    """The server behind the store does not implement (or silently ignores) a feature cpv needs
+    for this operation, and there is no safe way around it (``docs/store-contract.md``)."""
+
+    default_hint = "see the compatibility table in docs/store-contract.md"
+
+    def __init__(self, message: str, *, feature: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.feature = feature
 
 
 class TransientStoreError(StoreError):

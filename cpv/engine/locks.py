@@ -5,6 +5,8 @@ why it is safe)::
 
     locks/gc                   the exclusive gc lock; created with a conditional write
                                (S3 ``If-None-Match: *``), so at most one gc runs at a time
+    locks/gc-<lock id>         the same lock on a server that ignores conditional writes:
+                               a uniquely named file, then list and re-check (see GCLock)
     locks/push-<lease id>      one per running push (a shared lease); rewritten every
                                ``refresh_s`` so its mtime says the push is alive; deleted at the end
     gc/condemned/<record id>   packs a gc run decided to delete, and the push leases that were
@@ -38,6 +40,7 @@ from cpv.errors import (
     StoreError,
     StoreLockedError,
 )
+from cpv.store.capabilities import store_features
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -48,6 +51,9 @@ log = logging.getLogger(__name__)
 
 LOCKS_PREFIX: Final = "locks/"
 GC_LOCK_KEY: Final = "locks/gc"
+GC_LOCKFILE_PREFIX: Final = "locks/gc-"
+GC_LOCK_PREFIX: Final = "locks/gc"
+"""Lists the gc locks of both protocols: ``locks/gc`` and every ``locks/gc-<lock id>``."""
 LEASE_PREFIX: Final = "locks/push-"
 CLOCK_PREFIX: Final = "locks/clock-"
 CONDEMNED_PREFIX: Final = "gc/condemned/"
@@ -58,6 +64,8 @@ DEFAULT_LEASE_STALE_S: Final = 15 * 60.0
 """A push lease not rewritten for this long belongs to a dead process."""
 DEFAULT_LOCK_STALE_S: Final = 30 * 60.0
 """A gc lock not rewritten for this long may be broken (only with an explicit flag)."""
+DEFAULT_SETTLE_S: Final = 2.0
+"""How long the lock-file protocol waits between writing its lock and the re-check."""
 MAX_LOCK_OBJECT: Final = 64 * 1024
 MAX_RECORD_OBJECT: Final = 256 * 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
@@ -164,9 +172,15 @@ def list_leases(store: ObjectStore, *, now: float) -> list[LockInfo]:
 class _Refresher:
     """Rewrites one lock object every ``refresh_s`` on a daemon thread until stopped."""
 
-    def __init__(self, store: ObjectStore, key: str, body: bytes, refresh_s: float) -> None:
+    def __init__(
+        self, store: ObjectStore, key: str, body: bytes, refresh_s: float, *,
+        recreate: bool = True,
+    ) -> None:
         self._store = store
         self._key = key
+        # A uniquely named lock that someone deleted was broken: rewriting it would take the
+        # lock back behind the breaker's back, so such a refresher stops and reports ``lost``.
+        self._recreate = recreate
         self._body = body
         self._refresh_s = refresh_s
         self._stop = threading.Event()
@@ -187,6 +201,13 @@ class _Refresher:
         with self._lock:
             if self._stop.is_set():
                 return
+            if not self._recreate:
+                try:
+                    self._store.stat(self._key)
+                except ObjectNotFoundError:
+                    self.lost = True
+                    self._stop.set()
+                    return
             self._store.put(self._key, self._body)
             self.last_ok = time.monotonic()
 
@@ -260,7 +281,22 @@ class PushLease:
 
 
 class GCLock:
-    """The exclusive gc lock (``locks/gc``), taken with a conditional write.
+    """The exclusive gc lock: one gc at a time on every server, or a refusal.
+
+    Two protocols, chosen by what the server was probed to do
+    (:func:`cpv.store.capabilities.store_features`):
+
+    - **conditional write** (the server honours ``If-None-Match: *``): create ``locks/gc`` only
+      if absent. A second gc's create fails with 412.
+    - **lock file and re-check** (the server ignores conditional writes, as rclone ``serve s3``,
+      the JuiceFS/MinIO gateway and s3rver do; restic's model): write ``locks/gc-<lock id>``,
+      list ``locks/gc*``, back off (deleting ours) if any other gc lock is there, wait
+      ``settle_s``, and list again. Of two gcs that start together the later writer sees the
+      earlier one's file, because a listing after a write shows it (S3's read-after-write
+      consistency); at worst both back off. Never both hold.
+
+    Either protocol also backs off when it finds the other's lock, so clients that chose
+    differently (a probe through another endpoint) still exclude each other.
 
     Args:
         store: the store.
@@ -268,6 +304,8 @@ class GCLock:
         break_stale: delete an abandoned lock and take over; without it an abandoned lock is
             reported, never silently broken (restic#3219 shows why users want the choice).
         refresh_s: how often the lock is rewritten while held.
+        settle_s: how long the lock-file protocol waits before its re-check.
+        conditional_writes: force a protocol (tests); ``None`` asks the probe.
 
     Raises:
         StoreLockedError: another gc holds the lock (``.holder`` names it, the message its age).
@@ -280,20 +318,49 @@ class GCLock:
         stale_s: float = DEFAULT_LOCK_STALE_S,
         break_stale: bool = False,
         refresh_s: float = DEFAULT_REFRESH_S,
+        settle_s: float = DEFAULT_SETTLE_S,
+        conditional_writes: bool | None = None,
     ) -> None:
         self.lock_id = secrets.token_hex(16)
         self.refresh_s = refresh_s
         self._store = _raw_store(store)
         self._body = _lock_body("gc", self.lock_id, refresh_s)
+        if conditional_writes is None:
+            conditional_writes = store_features(self._store).conditional_put is True
+        self.conditional = conditional_writes
+        if conditional_writes:
+            self.key = GC_LOCK_KEY
+            self._take_conditional(stale_s, break_stale)
+            try:
+                self._contest(stale_s, break_stale=False)
+            except BaseException:
+                self._delete_own()
+                raise
+        else:
+            self.key = GC_LOCKFILE_PREFIX + self.lock_id
+            self._store.put(self.key, self._body)
+            try:
+                self._contest(stale_s, break_stale=break_stale)
+                time.sleep(settle_s)
+                self._contest(stale_s, break_stale=False)
+            except BaseException:
+                self._delete_own()
+                raise
+        self.acquired_at = self._store.stat(self.key).mtime
+        self._refresher = _Refresher(
+            self._store, self.key, self._body, refresh_s, recreate=conditional_writes
+        )
+
+    def _take_conditional(self, stale_s: float, break_stale: bool) -> None:
         for attempt in (1, 2):
             try:
                 self._store.put(GC_LOCK_KEY, self._body, if_absent=True)
-                break
+                return
             except PreconditionFailedError:
                 now = server_now(self._store)
                 held = read_lock(self._store, GC_LOCK_KEY, now=now)
                 if held is not None and held.holder_id == self.lock_id:
-                    break  # our first try landed but its answer was lost; the retry found it
+                    return  # our first try landed but its answer was lost; the retry found it
                 if held is None and attempt == 1:
                     continue  # released between our write and our read
                 if held is None:
@@ -305,17 +372,31 @@ class GCLock:
                     log.warning("breaking stale gc lock held by %s", held.describe())
                     self._store.delete(GC_LOCK_KEY)
                     continue
-                hint = (
-                    f"it looks abandoned (older than {stale_s:.0f} s): re-run with the "
-                    "break-stale-lock option if no gc is running"
-                    if held.age_s >= stale_s
-                    else "wait for that gc to finish"
-                )
-                raise StoreLockedError(
-                    f"store is locked by gc {held.describe()}", holder=held.holder, hint=hint
-                ) from None
-        self.acquired_at = self._store.stat(GC_LOCK_KEY).mtime
-        self._refresher = _Refresher(self._store, GC_LOCK_KEY, self._body, refresh_s)
+                raise _locked_by(held, stale_s) from None
+
+    def _contest(self, stale_s: float, *, break_stale: bool) -> None:
+        """Raise if any gc lock other than ours exists (breaking abandoned ones if asked)."""
+        now = server_now(self._store)
+        for obj in self._store.list(GC_LOCK_PREFIX):
+            if obj.key == self.key or not _is_gc_lock_key(obj.key):
+                continue
+            held = read_lock(self._store, obj.key, now=now)
+            if held is None or held.holder_id == self.lock_id:
+                continue  # gone meanwhile (a contender backed off), or our own
+            if held.age_s >= stale_s and break_stale:
+                log.warning("breaking stale gc lock held by %s", held.describe())
+                self._store.delete(obj.key)
+                continue
+            raise _locked_by(held, stale_s)
+
+    def _delete_own(self) -> None:
+        try:
+            held = read_lock(self._store, self.key, now=0.0)
+            if held is not None and held.holder_id == self.lock_id:
+                self._store.delete(self.key)
+        except CPVError as exc:
+            log.warning("could not remove gc lock %s (it goes stale on its own): %s",
+                        self.key, exc)
 
     def check_held(self) -> None:
         """Raise if someone broke our lock, or if our refreshes fell so far behind that waiting
@@ -328,8 +409,8 @@ class GCLock:
                 hint="re-run gc: what it did so far is safe",
             )
         now = server_now(self._store)
-        held = read_lock(self._store, GC_LOCK_KEY, now=now)
-        if held is None or held.holder_id != self.lock_id:
+        held = read_lock(self._store, self.key, now=now)
+        if self._refresher.lost or held is None or held.holder_id != self.lock_id:
             raise StoreLockedError(
                 "this gc lost its lock (it was broken by another process); stopping",
                 holder=held.holder if held else "",
@@ -338,13 +419,7 @@ class GCLock:
 
     def release(self) -> None:
         self._refresher.stop()
-        try:
-            now = server_now(self._store)
-            held = read_lock(self._store, GC_LOCK_KEY, now=now)
-            if held is not None and held.holder_id == self.lock_id:
-                self._store.delete(GC_LOCK_KEY)
-        except CPVError as exc:
-            log.warning("could not release the gc lock (it goes stale on its own): %s", exc)
+        self._delete_own()
 
     def __enter__(self) -> GCLock:
         return self
@@ -358,6 +433,36 @@ class GCLock:
         self.release()
 
 
+def _is_gc_lock_key(key: str) -> bool:
+    return key == GC_LOCK_KEY or key.startswith(GC_LOCKFILE_PREFIX)
+
+
+def _locked_by(held: LockInfo, stale_s: float) -> StoreLockedError:
+    hint = (
+        f"it looks abandoned (older than {stale_s:.0f} s): re-run with the "
+        "break-stale-lock option if no gc is running"
+        if held.age_s >= stale_s
+        else "wait for that gc to finish"
+    )
+    return StoreLockedError(
+        f"store is locked by gc {held.describe()}", holder=held.holder, hint=hint
+    )
+
+
+def live_gc_lock(store: ObjectStore) -> LockInfo | None:
+    """A gc lock whose holder is alive (of either protocol), or None."""
+    raw = _raw_store(store)
+    keys = [o.key for o in raw.list(GC_LOCK_PREFIX) if _is_gc_lock_key(o.key)]
+    if not keys:
+        return None
+    now = server_now(raw)
+    for key in keys:
+        held = read_lock(raw, key, now=now)
+        if held is not None and not held.dead:
+            return held
+    return None
+
+
 def wait_while_gc_runs(
     store: ObjectStore, *, timeout_s: float = DEFAULT_LOCK_STALE_S, poll_s: float = 1.0
 ) -> None:
@@ -368,15 +473,10 @@ def wait_while_gc_runs(
     (:meth:`GCLock.check_held`). So a crashed gc holds pushes up for minutes, not until someone
     breaks its lock.
     """
-    raw = _raw_store(store)
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            info = raw.stat(GC_LOCK_KEY)
-        except ObjectNotFoundError:
-            return
-        held = read_lock(raw, GC_LOCK_KEY, now=server_now(raw))
-        if held is None or held.dead:
+        held = live_gc_lock(store)
+        if held is None:
             return
         if time.monotonic() >= deadline:
             raise StoreLockedError(
@@ -384,7 +484,7 @@ def wait_while_gc_runs(
                 holder=held.holder,
                 hint="wait for the gc to finish, then re-run",
             )
-        log.info("waiting for gc %s to finish (lock mtime %s)", held.holder, info.mtime)
+        log.info("waiting for gc %s to finish", held.holder)
         time.sleep(poll_s)
 
 

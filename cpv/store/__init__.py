@@ -17,7 +17,10 @@ Contract every adapter meets (``tests/store/test_contract.py`` runs the same sui
 - Multipart: ``start_multipart(key)`` returns an upload whose ``upload_part`` may be called from
   several threads at once, with part numbers 1..N; all parts but the last are at least
   ``caps.min_part_size`` bytes. Nothing is visible under ``key`` until ``complete()``.
-  ``list_multipart``/``abort_multipart`` find and remove uploads a crashed process left behind.
+  ``list_multipart``/``abort_multipart`` find and remove uploads a crashed process left behind;
+  this is housekeeping, so a server that refuses the listing yields nothing rather than failing.
+- What an S3-compatible server really supports (conditional writes, multipart listing,
+  multi-object delete, ranged reads) is probed, not assumed: :mod:`cpv.store.capabilities`.
 - Foreign errors are translated to :mod:`cpv.errors` at the adapter; anything unexpected
   propagates unchanged.
 """
@@ -62,7 +65,9 @@ class StoreCaps:
 
     Attributes:
         max_connections: how many requests the adapter can usefully run at once.
-        conditional_put: ``put(if_absent=True)`` is enforced by the backend atomically.
+        conditional_put: the adapter sends ``put(if_absent=True)`` as an atomic create; whether
+            an S3-compatible server honours it is probed
+            (:func:`cpv.store.capabilities.store_features`).
         min_part_size: smallest allowed size of a multipart part other than the last.
         max_parts: most parts one multipart upload may have.
     """

@@ -29,11 +29,15 @@ not recognise propagates unchanged.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import logging
 import re
+import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, MutableSequence, Sequence
 from contextlib import contextmanager
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 from urllib.parse import urlsplit
@@ -52,8 +56,10 @@ from cpv.errors import (
     StoreError,
     StoreUnreachableError,
     TransientStoreError,
+    UnsupportedFeatureError,
 )
 from cpv.store import Buffer, MiB, ObjectInfo, PendingUpload, StoreCaps, check_key
+from cpv.store.capabilities import PROBE_PREFIX, ServerFeatures
 from cpv.store.memory import check_part_number, check_part_sequence, check_range
 
 if TYPE_CHECKING:
@@ -103,6 +109,13 @@ _TRANSIENT_CODES = frozenset(
         "InternalError",
         "ServiceUnavailable",
         "ConditionalRequestConflict",  # a concurrent conditional write; retrying settles it
+    }
+)
+_UNSUPPORTED_CODES = frozenset(
+    {
+        "NotImplemented",  # s3rver's ListMultipartUploads
+        "MethodNotAllowed",  # s3rver's AbortMultipartUpload (405)
+        "MissingContentMD5",  # a server that wants Content-MD5 where botocore sends a CRC
     }
 )
 _CREDENTIAL_ERRORS: tuple[type[Exception], ...] = (
@@ -251,6 +264,11 @@ class S3Store:
         self._client = client
         self._owns_client = owns_client
         self._key_prefix = f"{prefix}/" if prefix else ""
+        # What the server was probed to support (cpv.store.capabilities owns the answer).
+        self.probed: ServerFeatures | None = None
+        # Fallbacks switched on by the first refusal, so a missing feature costs one request.
+        self._list_uploads_refused = False
+        self._delete_one_by_one = False
         # A HEAD on a missing bucket answers a bare 404, like a missing key; one HeadBucket
         # per store tells the two apart (see stat()).
         self._bucket_seen = False
@@ -263,6 +281,11 @@ class S3Store:
         # registration per client when several stores share a client.
         client.meta.events.register(
             "before-sign.s3", _drop_expect_header, unique_id="cpv-drop-expect-100-continue"
+        )
+        # DeleteObjects must carry a body checksum; botocore sends a CRC32 only, and servers
+        # built on MinIO's gateway code (JuiceFS) refuse it without Content-MD5.
+        client.meta.events.register(
+            "before-call.s3.DeleteObjects", _add_content_md5, unique_id="cpv-delete-content-md5"
         )
 
     @classmethod
@@ -402,6 +425,10 @@ class S3Store:
                 return
             self._bucket_seen = True
             for obj in page.get("Contents", ()):
+                if obj["Key"].endswith("/"):
+                    # A folder marker (the JuiceFS gateway lists one for every folder that
+                    # held objects); cpv never writes such keys (check_key refuses them).
+                    continue
                 yield ObjectInfo(
                     key=obj["Key"][cut:], size=obj["Size"], mtime=obj["LastModified"].timestamp()
                 )
@@ -433,12 +460,29 @@ class S3Store:
         return _S3Upload(self, key, full, resp["UploadId"])
 
     def list_multipart(self, prefix: str = "") -> Iterator[PendingUpload]:
+        """Uploads left behind under ``prefix``. Housekeeping only, so it never blocks: when the
+        server refuses the listing (an IAM policy without ``s3:ListBucketMultipartUploads``, a
+        server that does not implement it) this yields nothing and says so at debug level."""
+        if self._list_uploads_refused:
+            return
         paginator = self._client.get_paginator("list_multipart_uploads")
         pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=self._key_prefix + prefix))
         cut = len(self._key_prefix)
         while True:
             with self._boundary("list multipart uploads", None):
-                page = next(pages, None)
+                try:
+                    page = next(pages, None)
+                except bexc.ClientError as exc:
+                    if _error_code(exc) == "NoSuchUpload":
+                        # rclone serve s3 (gofakes3) says so for a bucket that never had an
+                        # upload: there is nothing to list.
+                        return
+                    # Only a refusal of this one request; wrong keys still raise.
+                    if _error_code(exc) not in ("AccessDenied", *_UNSUPPORTED_CODES):
+                        raise
+                    self._list_uploads_refused = True
+                    logger.debug("not looking for abandoned uploads in %s: %s", self.url, exc)
+                    return
             if page is None:
                 return
             for up in page.get("Uploads", ()):
@@ -456,6 +500,151 @@ class S3Store:
     def close(self) -> None:
         if self._owns_client:
             self._client.close()
+
+    # -- feature probe -----------------------------------------------------------------------
+
+    def probe_features(self) -> ServerFeatures:
+        """Try each feature of :mod:`cpv.store.capabilities` on scratch objects under
+        ``probe/<random>/`` (removed afterwards): about a dozen small requests.
+
+        Use :func:`cpv.store.capabilities.store_features`, which remembers the answer. What the
+        credentials may not try is reported as ``None``; only a failure that is about the store
+        itself (unreachable, every request denied) raises.
+        """
+        base = f"{PROBE_PREFIX}{secrets.token_hex(8)}/"
+        flags: dict[str, bool | None] = dict.fromkeys(
+            ("conditional_put", "multipart_listing", "abort_multipart", "multi_delete",
+             "ranged_get"))
+        seen: dict[str, str] = {}
+        body = bytes(range(64))
+        made: MutableSequence[str] = []
+        try:
+            self._probe_conditional_put(base + "once", body, made, flags, seen)
+            self._probe_ranged_get(base + "once" if made else None, body, flags, seen)
+            if made:
+                self._probe_multipart(base + "upload", flags, seen)
+                self._probe_multi_delete(base, made, flags, seen)
+        finally:
+            for key in made:
+                try:
+                    self.delete(key)
+                except CPVError as exc:
+                    logger.debug("could not remove probe object %s: %s", key, exc)
+        return ServerFeatures(**flags, endpoint=self.endpoint, probed_at=time.time(),
+                              details=seen)
+
+    def _probe_conditional_put(
+        self, key: str, body: bytes, made: MutableSequence[str], flags: dict[str, bool | None],
+        seen: dict[str, str],
+    ) -> None:
+        try:
+            self.put(key, body, if_absent=True)
+        except StoreAccessError as exc:
+            seen["conditional_put"] = f"no permission to write: {exc}"
+            return
+        except UnsupportedFeatureError as exc:
+            flags["conditional_put"] = False
+            seen["conditional_put"] = str(exc)
+            self.put(key, body)
+            made.append(key)
+            return
+        made.append(key)
+        try:
+            self.put(key, body, if_absent=True)
+        except PreconditionFailedError:
+            flags["conditional_put"] = True
+        except UnsupportedFeatureError as exc:
+            flags["conditional_put"] = False
+            seen["conditional_put"] = str(exc)
+        else:
+            flags["conditional_put"] = False
+            seen["conditional_put"] = "a second create-if-absent overwrote the object (ignored)"
+
+    def _probe_ranged_get(
+        self, key: str | None, body: bytes, flags: dict[str, bool | None], seen: dict[str, str]
+    ) -> None:
+        if key is None:
+            # Read-only credentials: try the range on the store's own config object.
+            try:
+                key, body = "config", self.get("config")
+            except CPVError as exc:
+                seen["ranged_get"] = f"nothing to read: {exc}"
+                return
+            if len(body) < 20:
+                seen["ranged_get"] = "nothing long enough to read"
+                return
+        with self._boundary("read", key):
+            resp = self._client.get_object(Bucket=self.bucket, Key=self._full(key),
+                                           Range="bytes=10-19")
+            got = resp["Body"].read()
+        status = int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        if got == body[10:20]:
+            flags["ranged_get"] = True
+            if status != 206:
+                seen["ranged_get"] = f"HTTP {status} instead of 206, with just the range"
+        else:
+            flags["ranged_get"] = False
+            seen["ranged_get"] = f"HTTP {status} with {len(got)} bytes for a 10-byte range"
+
+    def _probe_multipart(
+        self, key: str, flags: dict[str, bool | None], seen: dict[str, str]
+    ) -> None:
+        full = self._full(key)
+        try:
+            with self._boundary("start a multipart upload of", key):
+                upload_id = self._client.create_multipart_upload(
+                    Bucket=self.bucket, Key=full, **self._sse_args)["UploadId"]
+        except (StoreAccessError, UnsupportedFeatureError) as exc:
+            seen["multipart_listing"] = seen["abort_multipart"] = f"cannot start one: {exc}"
+            return
+        try:
+            with self._boundary("list multipart uploads", None):
+                page = self._client.list_multipart_uploads(Bucket=self.bucket, Prefix=full)
+            found = any(u.get("UploadId") == upload_id for u in page.get("Uploads", ()))
+            flags["multipart_listing"] = found
+            if not found:
+                seen["multipart_listing"] = "the listing did not show a started upload"
+        except (StoreAccessError, UnsupportedFeatureError) as exc:
+            flags["multipart_listing"] = False
+            seen["multipart_listing"] = str(exc)
+        try:
+            with self._boundary("abort the multipart upload of", key):
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=full,
+                                                    UploadId=upload_id)
+            flags["abort_multipart"] = True
+        except (StoreAccessError, UnsupportedFeatureError) as exc:
+            flags["abort_multipart"] = False
+            seen["abort_multipart"] = str(exc)
+
+    def _probe_multi_delete(
+        self,
+        base: str,
+        made: MutableSequence[str],
+        flags: dict[str, bool | None],
+        seen: dict[str, str],
+    ) -> None:
+        keys = [base + "del-1", base + "del-2"]
+        for key in keys:
+            self.put(key, b"x")
+            made.append(key)
+        try:
+            with self._boundary("delete objects in", None):
+                resp = self._client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": self._full(k)} for k in keys], "Quiet": True},
+                )
+        except (StoreAccessError, UnsupportedFeatureError) as exc:
+            flags["multi_delete"] = False
+            seen["multi_delete"] = str(exc)
+            return
+        except bexc.ClientError as exc:
+            flags["multi_delete"] = False
+            seen["multi_delete"] = f"{_error_code(exc)}: {exc}"
+            return
+        left = [k for k in keys if self.exists(k)]
+        flags["multi_delete"] = not left and not resp.get("Errors")
+        if not flags["multi_delete"]:
+            seen["multi_delete"] = f"answered but left {len(left)} of 2 objects"
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -505,10 +694,11 @@ class S3Store:
             match = _CONTENT_RANGE.fullmatch(resp.get("ContentRange", ""))
             size = match.group(1) if match else "?"
             if got > length:
-                raise StoreError(
+                raise UnsupportedFeatureError(
                     f"{self.endpoint} ignored the Range header reading s3://{self.bucket}/"
-                    f"{self._full(key)} ({got} bytes for {length})",
-                    hint="this S3-compatible server does not support ranged GETs",
+                    f"{self._full(key)} ({got} bytes for {length}); cpv reads packs in ranges",
+                    feature="ranged_get",
+                    hint="use an S3 server that supports ranged GETs (docs/store-contract.md)",
                 )
             raise StoreError(
                 f"short read of {key}: asked bytes {start}..{start + length} of a "
@@ -544,11 +734,21 @@ class S3Store:
         ) from cause
 
     def _delete_batch(self, full_keys: Sequence[str]) -> None:
-        with self._boundary("delete objects in", None):
-            resp = self._client.delete_objects(
-                Bucket=self.bucket,
-                Delete={"Objects": [{"Key": k} for k in full_keys], "Quiet": True},
-            )
+        if self._delete_one_by_one:
+            for full in full_keys:
+                self.delete(full[len(self._key_prefix) :])
+            return
+        try:
+            with self._boundary("delete objects in", None):
+                resp = self._client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in full_keys], "Quiet": True},
+                )
+        except UnsupportedFeatureError as exc:
+            logger.debug("%s: deleting one by one instead: %s", self.url, exc)
+            self._delete_one_by_one = True
+            self._delete_batch(full_keys)
+            return
         errors = [e for e in resp.get("Errors", ()) if e.get("Code") != "NoSuchKey"]
         if not errors:
             return
@@ -659,6 +859,15 @@ def _request_body(data: Buffer) -> IO[bytes]:
     view = memoryview(data)
     reader = _ViewReader(view if view.format == "B" and view.ndim == 1 else view.cast("B"))
     return cast("IO[bytes]", reader)  # duck-typed: read/seek/tell are all botocore uses
+
+
+def _add_content_md5(params: dict[str, Any], **_: Any) -> None:
+    """Give a DeleteObjects request a Content-MD5 header (see S3Store.__init__ for why)."""
+    headers = params.setdefault("headers", {})
+    body = params.get("body")
+    if isinstance(body, (bytes, bytearray)) and "Content-MD5" not in headers:
+        digest = hashlib.md5(body, usedforsecurity=False).digest()
+        headers["Content-MD5"] = base64.b64encode(digest).decode()
 
 
 def _drop_expect_header(request: Any, **_: Any) -> None:
@@ -782,7 +991,15 @@ def translate_error(
         if code in _ACCESS_CODES or status == 403:
             return StoreAccessError(
                 f"access denied to {where}{at}: {code} ({action})",
-                hint="check AWS credentials / profile",
+                hint="check AWS credentials / profile, and that the IAM policy allows this "
+                "(docs/store-contract.md has one per role)",
+            )
+        if code in _UNSUPPORTED_CODES or status in (405, 501):
+            return UnsupportedFeatureError(
+                f"the server{at} does not support {action} {where}: {code or status}",
+                feature=action,
+                hint="this S3-compatible server lacks the feature; see the compatibility "
+                "table in docs/store-contract.md",
             )
         if code == "PreconditionFailed" or status == 412:
             return PreconditionFailedError(relative_key if relative_key is not None else where)

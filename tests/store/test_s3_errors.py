@@ -21,6 +21,7 @@ from cpv.errors import (
     StoreAccessError,
     StoreUnreachableError,
     TransientStoreError,
+    UnsupportedFeatureError,
 )
 from cpv.store import MiB, open_store
 from cpv.store.s3 import BODY_ATTEMPTS, S3Store, parse_s3_url
@@ -236,6 +237,8 @@ class FaultProxy:
     Attributes:
         cut_next: how many upcoming GET responses to cut after ``cut_after`` body bytes.
         slow_down: answer every request with ``503 SlowDown`` instead of forwarding it.
+        ignore_range: answer ranged GETs as a server that ignores ``Range`` does: status 200
+            and a body longer than the range (the range padded to look like a whole object).
         requests: ``(method, path, Range header)`` of every request seen.
     """
 
@@ -244,6 +247,7 @@ class FaultProxy:
         self.cut_next = 0
         self.cut_after = 100_000
         self.slow_down = False
+        self.ignore_range = False
         self.requests: list[tuple[str, str, str]] = []
         self._closing = False
         self._lock = threading.Lock()
@@ -308,7 +312,20 @@ class FaultProxy:
             if cut:
                 header_end = response.index(b"\r\n\r\n") + 4
                 response = response[: header_end + self.cut_after]
+            if self.ignore_range and method == "GET" and ranges:
+                response = _as_whole_object(response)
             conn.sendall(response)
+
+
+def _as_whole_object(response: bytes) -> bytes:
+    """A 206 response turned into what a server that ignores Range sends: 200, more bytes."""
+    head, body = response.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    kept = [line for line in lines[1:]
+            if not line.lower().startswith(("content-range:", "content-length:"))]
+    body += b"\0" * 1000
+    new_head = ["HTTP/1.1 200 OK", *kept, f"Content-Length: {len(body)}"]
+    return "\r\n".join(new_head).encode("latin-1") + b"\r\n\r\n" + body
 
 
 @pytest.fixture
@@ -366,3 +383,15 @@ def test_throttling_after_botocore_retries_is_transient(
         store.get("k")
     assert proxy.endpoint_url in str(info.value)
     assert len(proxy.requests) == 2  # botocore retried once, as configured
+
+
+def test_a_server_that_ignores_range_is_refused_naming_the_feature(
+    s3_store: S3Store, make_s3_store: S3StoreFactory, proxy: FaultProxy
+) -> None:
+    s3_store.put("pack", bytes(range(256)) * 64)
+    reader = make_s3_store(prefix=s3_store.prefix, endpoint_url=proxy.endpoint_url)
+    proxy.ignore_range = True
+    with pytest.raises(UnsupportedFeatureError, match="ignored the Range header") as info:
+        reader.get_range("pack", 10, 100)
+    assert info.value.feature == "ranged_get"
+    assert "\n" not in str(info.value) and "ranged GETs" in info.value.hint

@@ -122,21 +122,31 @@ class IntegrityError(CPVError):
     default_hint = "the store holds damaged data; run 'cpv verify' to see what is affected"
 
     def __init__(
-        self, message: str, *, object_id: str = "", expected: str = "", actual: str = ""
+        self,
+        message: str,
+        *,
+        object_id: str = "",
+        expected: str = "",
+        actual: str = "",
+        hint: str | None = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, hint=hint)
         self.object_id = object_id
         self.expected = expected
         self.actual = actual
 
 
 class UnsafePathError(CPVError, ValueError):
-    """A path from a manifest or snapshot would escape the workspace (invariant 7)."""
+    """A path breaks the path rule of :mod:`cpv.pathrules` (invariant 7).
+
+    From a manifest or snapshot it is malformed or hostile input; from the user's own tree (a
+    push) it is a name cpv cannot version, and the hint says what to do instead.
+    """
 
     default_hint = "the manifest or snapshot is malformed or hostile; it was not applied"
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"unsafe path {path!r}: {reason}")
+    def __init__(self, path: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"unsafe path {path!r}: {reason}", hint=hint)
         self.path = path
 
 

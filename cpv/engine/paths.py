@@ -47,6 +47,7 @@ class Placement:
         """
         check_relpath(relpath)
         parts = relpath.split("/")
+        target = self.root.joinpath(*parts)
         prefix = ""
         for part in parts[:-1]:
             prefix += part + "/"
@@ -54,22 +55,21 @@ class Placement:
                 continue
             folder = prefix[:-1]
             if folder in self._cleared:
-                break
+                return target
             try:
                 st = os.lstat(os.path.join(self.root, folder))
             except FileNotFoundError:
-                break
+                return target
             if stat.S_ISDIR(st.st_mode):
                 self._verified.add(prefix)
                 continue
             if folder in self.replace:
                 # The old version's file or link stands where the new one has a folder.
                 self._remove(folder)
-                break
+                return target
             if stat.S_ISLNK(st.st_mode):
                 raise UnsafePathError(relpath, f"parent {folder} is a symlink")
             raise _in_the_way(folder, relpath, "a file")
-        target = self.root.joinpath(*parts)
         try:
             st = os.lstat(target)
         except FileNotFoundError:

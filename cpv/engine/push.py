@@ -37,7 +37,7 @@ from cpv.errors import (
     TransferError,
     UnsafePathError,
 )
-from cpv.pathrules import is_git_segment, path_problem, resolve_in_tree
+from cpv.pathrules import check_symlink_target, is_git_segment, path_problem, resolve_in_tree
 from cpv.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
@@ -198,17 +198,21 @@ def _walk(scan: _Scan, folder: str, prefix: str) -> None:
 def _judge_links(scan: _Scan) -> None:
     """Keep the links that stay in the tree; refuse, skip or follow the ones that leave it.
 
-    Links are judged together, because one may climb out through another; following a link
-    into a folder may find more links, so this repeats until no link leaves the tree.
+    Links are judged together, because one may climb out through another. The links that
+    leave on their own (absolute, or climbing out) go first: ``python -> python3`` leaves only
+    through ``python3 -> /usr/bin/python3``, and once that one is skipped or followed it stays
+    in the tree. Following a link into a folder may find more links, so this repeats until no
+    link leaves the tree.
     """
     while True:
         inside = {rel: target for rel, (_, target) in scan.links.items()}
-        leaving: list[str] = []
-        for rel in sorted(inside):
-            try:
-                resolve_in_tree(rel, inside)
-            except UnsafePathError:
-                leaving.append(rel)
+        leaving = [rel for rel in sorted(inside) if _leaves_alone(rel, inside[rel])]
+        if not leaving:
+            for rel in sorted(inside):
+                try:
+                    resolve_in_tree(rel, inside)
+                except UnsafePathError:
+                    leaving.append(rel)
         if not leaving:
             return
         if scan.symlinks == "keep":
@@ -226,6 +230,14 @@ def _judge_links(scan: _Scan) -> None:
                 scan.skipped.append(rel)
             else:
                 _follow(scan, rel, path, target)
+
+
+def _leaves_alone(rel: str, target: str) -> bool:
+    try:
+        check_symlink_target(rel, target)
+    except UnsafePathError:
+        return True
+    return False
 
 
 def _follow(scan: _Scan, rel: str, path: str, target: str) -> None:

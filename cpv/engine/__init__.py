@@ -10,11 +10,12 @@ Knows nothing of Git. Entry points::
 
 from cpv.engine.chunking import DEFAULT_CHUNKER, ChunkerParams
 from cpv.engine.pull import PullResult, pull
-from cpv.engine.push import PushResult, push
+from cpv.engine.push import PushResult, SymlinkPolicy, push
 from cpv.engine.repository import Repository, SnapshotInfo
-from cpv.engine.snapshot import FileEntry, Snapshot
+from cpv.engine.snapshot import FileEntry, Snapshot, check_snapshot_matches
 from cpv.engine.transfer import TransferLimits
 from cpv.engine.verify import VerifyReport, verify
+from cpv.engine.worktree import local_changes, remove_replaced
 
 __all__ = [
     "DEFAULT_CHUNKER",
@@ -25,9 +26,13 @@ __all__ = [
     "Repository",
     "Snapshot",
     "SnapshotInfo",
+    "SymlinkPolicy",
     "TransferLimits",
     "VerifyReport",
+    "check_snapshot_matches",
+    "local_changes",
     "pull",
     "push",
+    "remove_replaced",
     "verify",
 ]

@@ -18,7 +18,7 @@ from cpv.engine.push import scan_tree
 from cpv.errors import LocalIOError, UnsafePathError
 from cpv.store.s3 import S3Store
 
-from .conftest import LIMITS, make_repo, tree_digest
+from .conftest import LIMITS, as_nobody, make_repo, tree_digest
 
 HOSTILE_HINT = "malformed or hostile"
 
@@ -146,41 +146,17 @@ def test_unreadable_file_and_folder_are_refused_before_upload() -> None:
         src.chmod(0o755)
         (src / "ok.bin").chmod(0o644)
         (src / "secret.bin").chmod(0o600)
-        first = _scan_as_nobody(src)
+        first = as_nobody(lambda: scan_tree(src))
         assert first.startswith("cannot read") and "secret.bin" in first, first
         assert "permission denied" in first and "exclude rule" in first
         (src / "secret.bin").chmod(0o644)
         (src / "locked").mkdir(mode=0o700)
-        second = _scan_as_nobody(src)
+        second = as_nobody(lambda: scan_tree(src))
         assert second.startswith("cannot list") and "locked" in second, second
         (src / "locked").chmod(0o755)
-        assert _scan_as_nobody(src) == "ok.bin secret.bin"
+        assert as_nobody(lambda: [s.relpath for s in scan_tree(src)]) == "['ok.bin', 'secret.bin']"
     finally:
         shutil.rmtree(base)
-
-
-def _scan_as_nobody(root: Path) -> str:
-    """Run scan_tree in a forked child whose effective user is nobody; its one-line outcome."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        try:
-            os.setegid(65534)
-            os.seteuid(65534)
-            try:
-                line = " ".join(s.relpath for s in scan_tree(root))
-            except LocalIOError as exc:
-                line = exc.one_line()
-            except BaseException as exc:
-                line = f"unexpected {exc!r}"
-            os.write(write_end, line.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as fh:
-        out = fh.read().decode()
-    os.waitpid(pid, 0)
-    return out
 
 
 def test_scan_tree_rejects_an_unknown_symlink_policy(tmp_path: Path) -> None:

@@ -452,11 +452,11 @@ def test_local_store_is_created_only_in_a_new_or_empty_folder(tmp_path: Path) ->
     busy.mkdir()
     (busy / "hostname").write_text("box\n")
     (busy / "ssh").mkdir()
-    for write in (lambda s: s.put("config", b"{}", if_absent=True),
-                  lambda s: s.start_multipart("packs/ab/1")):
-        with pytest.raises(StoreAccessError, match="not empty and is not a cpv store") as info:
-            write(LocalStore(busy))
-        assert "new or empty folder" in info.value.one_line()
+    with pytest.raises(StoreAccessError, match="not empty and is not a cpv store") as info:
+        LocalStore(busy).put("config", b"{}", if_absent=True)
+    assert "new or empty folder" in info.value.one_line()
+    with pytest.raises(StoreAccessError, match="not empty and is not a cpv store"):
+        LocalStore(busy).start_multipart("packs/ab/1")
     assert sorted(p.name for p in busy.iterdir()) == ["hostname", "ssh"]
     a_file = tmp_path / "file"
     a_file.write_text("x")

@@ -23,7 +23,7 @@ import stat
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ from cpv.engine.chunking import iter_file_chunks, new_read_buffer
 from cpv.engine.hashing import Hasher, chunk_id
 from cpv.engine.packs import pack_key
 from cpv.engine.paths import Placement
+from cpv.engine.snapshot import check_snapshot_matches
 from cpv.engine.statcache import FileStamp, cache_key
 from cpv.engine.transfer import BufferPool, TransferLimits
 from cpv.errors import CPVError, IntegrityError, LocalIOError, TransferError
@@ -148,6 +149,7 @@ def pull(
     fsync: bool = False,
     keep_special_bits: bool = False,
     replace: Collection[str] = (),
+    expected: Mapping[str, tuple[int, str]] | None = None,
 ) -> PullResult:
     """Write the files of snapshot ``snapshot_id`` under ``dest``.
 
@@ -168,6 +170,9 @@ def pull(
         replace: paths (relative to ``dest``) of the version being replaced, which the pull
             may delete where the new version needs a folder in place of a file or a file in
             place of a folder. Anything else in the way is the user's, and the pull refuses.
+        expected: what the manifest naming this snapshot lists (path -> (size, blake3));
+            a snapshot that holds anything else is refused before anything is written
+            (:func:`~cpv.engine.snapshot.check_snapshot_matches`).
 
     Every path and symlink of the snapshot has passed the shared path rule and the link graph
     check when it was loaded (:meth:`Snapshot.decode`), and every obstacle on the disk is
@@ -176,7 +181,8 @@ def pull(
     Raises:
         UnsafePathError: the snapshot names a path or symlink that would escape ``dest``, or a
             symlink of the user's redirects a write.
-        IntegrityError: the store returned bytes that do not match their id, or lacks a chunk.
+        IntegrityError: the store returned bytes that do not match their id, or lacks a chunk,
+            or the snapshot does not match ``expected``.
         LocalIOError: the destination cannot be written (disk full, permissions), or a file
             or folder of the user's own stands where the version needs to write.
         StoreError/TransferError: the store failed. Existing files are left as they were.
@@ -186,6 +192,8 @@ def pull(
     requests_before = repo.store.request_count
     down_before = repo.store.bytes_down
     snapshot = repo.load_snapshot(snapshot_id)
+    if expected is not None:
+        check_snapshot_matches(snapshot, expected, snapshot_id=snapshot_id)
     files = select_files(snapshot, paths)
     dest = Path(dest)
     try:

@@ -89,6 +89,13 @@ def test_snapshot_that_does_not_match_its_manifest_is_refused(
         check_snapshot_matches(snapshot, {**every, "tok/vocab.json": (2, "0" * 64)})
     with pytest.raises(IntegrityError, match="in the manifest but not in the snapshot"):
         check_snapshot_matches(snapshot, {**every, "tok/gone.bin": (1, "0" * 64)})
+    # pull(expected=...) runs the same check before anything is written.
+    out = tmp_path / "out"
+    with pytest.raises(IntegrityError, match="extra"):
+        pull(repo, push(repo, src, limits=LIMITS).snapshot_id, out, expected=one_file)
+    assert not out.exists()
+    pull(repo, push(repo, src, limits=LIMITS).snapshot_id, out, expected=every)
+    assert (out / "tok" / "extra.bin").read_bytes() == b"planted"
 
 
 def test_link_escaping_through_another_link_is_refused_on_pull_and_push(

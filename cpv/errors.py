@@ -20,6 +20,7 @@ to one line and an exit code. Each error carries the fields a program needs (``k
     ├── FormatError                     unknown format version, corrupt footer/index/snapshot
     ├── IntegrityError                  .object_id .expected .actual
     ├── UnsafePathError (ValueError)    .path: escapes the workspace (invariant 7)
+    │   └── UnsupportedPathError        .path: the user's own tree holds what cpv cannot push
     ├── SourceChangedError              a file changed while it was being pushed
     ├── LocalIOError                    a local file cannot be read or written (.path)
     ├── TransferError                   some objects could not be moved (.failures)
@@ -148,6 +149,20 @@ class UnsafePathError(CPVError, ValueError):
     def __init__(self, path: str, reason: str, *, hint: str | None = None) -> None:
         super().__init__(f"unsafe path {path!r}: {reason}", hint=hint)
         self.path = path
+
+
+class UnsupportedPathError(UnsafePathError):
+    """The tree being pushed holds a name, folder or link cpv cannot version.
+
+    Not hostile input but the user's own files (a nested Git repository, a name that is not
+    UTF-8, a symlink to outside the tree), so the message says so and the hint gives the way
+    out. Raised by the push scan, before anything is uploaded.
+    """
+
+    def __init__(self, path: str, reason: str, *, hint: str) -> None:
+        super().__init__(path, reason, hint=hint)
+        self.message = f"cannot push {path!r}: {reason}"
+        self.args = (self.message,)
 
 
 class SourceChangedError(CPVError):

@@ -36,6 +36,7 @@ from cpv.errors import (
     SourceChangedError,
     TransferError,
     UnsafePathError,
+    UnsupportedPathError,
 )
 from cpv.pathrules import check_symlink_target, is_git_segment, path_problem, resolve_in_tree
 from cpv.progress import NULL_PROGRESS, Progress
@@ -120,7 +121,7 @@ def scan_tree(
     ``"follow"``.
 
     Raises:
-        UnsafePathError: a name cpv cannot version, a nested Git repository, a link leaving
+        UnsupportedPathError: a name cpv cannot version, a nested Git repository, a link leaving
             the tree (with ``"keep"``); the hint says how to leave it out.
         LocalIOError: ``root`` is missing, or a file or folder cannot be read.
     """
@@ -170,13 +171,14 @@ def _walk(scan: _Scan, folder: str, prefix: str) -> None:
                 f"cannot stat {entry.path}: {exc.strerror}", path=entry.path
             ) from exc
         if is_git_segment(entry.name):
-            raise UnsafePathError(
+            raise UnsupportedPathError(
                 rel, "is a nested Git repository (cpv cannot version one inside a tracked folder)",
                 hint=f"move the repository out of the tracked folder, {_HINT_EXCLUDE}",
             )
         problem = path_problem(rel)
         if problem is not None:
-            raise UnsafePathError(rel, f"name {problem}", hint=f"rename it, {_HINT_EXCLUDE}")
+            hint = f"rename it, {_HINT_EXCLUDE}"
+            raise UnsupportedPathError(rel, f"its name {problem}", hint=hint)
         if stat.S_ISDIR(st.st_mode):
             _walk(scan, entry.path, rel + "/")
         elif stat.S_ISREG(st.st_mode):
@@ -217,7 +219,7 @@ def _judge_links(scan: _Scan) -> None:
             return
         if scan.symlinks == "keep":
             rel = leaving[0]
-            raise UnsafePathError(
+            raise UnsupportedPathError(
                 rel, f"symlink to {inside[rel]!r} points outside the pushed tree",
                 hint=_HINT_LINKS,
             )
@@ -255,7 +257,7 @@ def _follow(scan: _Scan, rel: str, path: str, target: str) -> None:
         scan.found.append(_Source(rel, real, st))
     elif stat.S_ISDIR(st.st_mode):
         if (st.st_dev, st.st_ino) in scan.followed:
-            raise UnsafePathError(
+            raise UnsupportedPathError(
                 rel, f"symlink to {target!r} leads back into a folder already pushed (a loop)",
                 hint="leave such links out (symlinks='skip')",
             )
@@ -353,7 +355,7 @@ def push(
 
     Raises:
         LocalIOError: a file cannot be read. SourceChangedError: a file changed while read.
-        UnsafePathError: a name cpv cannot version, a nested Git repository, or a symlink
+        UnsupportedPathError: a name cpv cannot version, a nested Git repository, or a symlink
             that leaves the tree (with ``symlinks="keep"``). StoreError/TransferError: the store
         failed; nothing referencing the failed uploads was written.
     """

@@ -15,7 +15,7 @@ import pytest
 
 from cpv.engine import pull, push
 from cpv.engine.push import scan_tree
-from cpv.errors import LocalIOError, UnsafePathError
+from cpv.errors import LocalIOError, UnsafePathError, UnsupportedPathError
 from cpv.store.s3 import S3Store
 
 from .conftest import LIMITS, as_nobody, make_repo, tree_digest
@@ -47,6 +47,8 @@ def test_nested_git_repository_is_refused_early_and_plainly(
     with pytest.raises(UnsafePathError, match=r"'tokenizer/\.git'.*nested Git repository") as info:
         push(repo, src, limits=LIMITS)
     assert "exclude rule" in info.value.hint and HOSTILE_HINT not in info.value.hint
+    assert isinstance(info.value, UnsupportedPathError)
+    assert str(info.value).startswith("cannot push 'tokenizer/.git': is a nested Git repository")
     assert _nothing_uploaded(s3_store)
     # The way out the hint offers: an exclude rule.
     result = push(repo, src, limits=LIMITS, exclude=lambda rel: rel == "tokenizer/.git")

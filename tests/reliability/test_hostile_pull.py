@@ -162,3 +162,29 @@ def test_setuid_and_setgid_bits_are_stripped_unless_asked_for(
     kept = tmp_path / "kept"
     pull(repo, sid, kept, limits=LIMITS, keep_special_bits=True)
     assert stat.S_IMODE((kept / "tool").stat().st_mode) == 0o6755
+
+
+def test_snapshot_breaking_the_path_rule_still_counts_for_gc_and_verify(
+    s3_store: S3Store, tmp_path: Path
+) -> None:
+    """An older cpv pushed nested .git folders into snapshots; their chunks are still live.
+
+    Pull refuses such a snapshot, but gc must keep (and verify must check) what it references:
+    a path problem is no reason to lose or ignore data.
+    """
+    from cpv.engine import verify
+    from cpv.engine.gc import collect_garbage
+
+    src = tmp_path / "src"
+    (src / "tok" / "dotgit").mkdir(parents=True)
+    (src / "tok" / "dotgit" / "config").write_bytes(FSMONITOR_CONFIG + b"x" * 70_000)
+    repo = make_repo(s3_store, tmp_path / "cache")
+    snapshot = _pushed(repo, src)
+    sid = _forge(repo, s3_store, snapshot, {"tok/dotgit/config": "tok/.git/config"})
+    assert verify(Repository.open(s3_store), deep=True).ok
+    assert sid in {s.snapshot_id for s in repo.list_snapshots()}
+    report = collect_garbage(repo, live_snapshots=[sid], grace_period_s=0, limits=LIMITS)
+    assert not report.packs_deleted
+    assert verify(Repository.open(s3_store), deep=True).ok
+    with pytest.raises(UnsafePathError):
+        pull(repo, sid, tmp_path / "out", limits=LIMITS)

@@ -37,6 +37,7 @@ class Placement:
         self.removals: list[str] = []
         self._verified: set[str] = set()
         self._cleared: set[str] = set()
+        self._subdirs: dict[str, frozenset[str]] = {}
 
     def target(self, relpath: str) -> Path:
         """The absolute path for ``relpath``; schedules the removal of old-version obstacles.
@@ -70,17 +71,29 @@ class Placement:
             if stat.S_ISLNK(st.st_mode):
                 raise UnsafePathError(relpath, f"parent {folder} is a symlink")
             raise _in_the_way(folder, relpath, "a file")
-        try:
-            st = os.lstat(target)
-        except FileNotFoundError:
-            return target
-        if stat.S_ISDIR(st.st_mode) and relpath not in self._cleared:
+        folder = relpath.rpartition("/")[0]
+        if parts[-1] in self._folders_in(folder) and relpath not in self._cleared:
             # The old version's folder stands where the new one has a file.
             blocking = _foreign_entries(self.root, relpath, self.replace)
             if blocking:
                 raise _in_the_way(relpath, relpath, f"a folder holding {blocking[0]}")
             self._remove(relpath)
         return target
+
+    def _folders_in(self, folder: str) -> frozenset[str]:
+        """Names of the real sub-folders of ``folder``: one listing per folder, not one
+        ``lstat`` per file (the file type comes with the listing on Linux and macOS)."""
+        names = self._subdirs.get(folder)
+        if names is None:
+            try:
+                with os.scandir(os.path.join(self.root, folder)) as it:
+                    names = frozenset(e.name for e in it if e.is_dir(follow_symlinks=False))
+            except OSError:
+                # Missing (created later) or unlistable: nothing known in the way. A folder
+                # there after all makes the rename fail (EISDIR), which loses nothing.
+                names = frozenset()
+            self._subdirs[folder] = names
+        return names
 
     def _remove(self, relpath: str) -> None:
         self.removals.append(relpath)

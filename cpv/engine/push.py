@@ -117,8 +117,8 @@ def scan_tree(
 
     Symlinks inside the tree are recorded as links. A link that leaves the tree (absolute, or
     climbing out, possibly through another link) is refused with ``symlinks="keep"``, left out
-    with ``"skip"`` (see :func:`skipped_links`), or replaced by what it points to with
-    ``"follow"``.
+    with ``"skip"`` (:attr:`PushResult.skipped_links` lists them), or replaced by what it
+    points to with ``"follow"``.
 
     Raises:
         UnsupportedPathError: a name cpv cannot version, a nested Git repository, a link leaving

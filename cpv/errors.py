@@ -23,6 +23,7 @@ to one line and an exit code. Each error carries the fields a program needs (``k
     ├── ForgetPolicyError (ValueError)  a forget policy that keeps nothing or is inconsistent
     ├── IntegrityError                  .object_id .expected .actual
     ├── UnsafePathError (ValueError)    .path: escapes the workspace (invariant 7)
+    │   └── UnsupportedPathError        .path: the user's own tree holds what cpv cannot push
     ├── SourceChangedError              a file changed while it was being pushed
     ├── LocalIOError                    a local file cannot be read or written (.path)
     ├── PathNotFoundError (FileNotFoundError)  .path: a version holds no such file
@@ -150,7 +151,12 @@ class IntegrityError(CPVError):
     default_hint = "the store holds damaged data; run 'cpv verify' to see what is affected"
 
     def __init__(
-        self, message: str, *, object_id: str = "", expected: str = "", actual: str = "",
+        self,
+        message: str,
+        *,
+        object_id: str = "",
+        expected: str = "",
+        actual: str = "",
         hint: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
@@ -160,13 +166,31 @@ class IntegrityError(CPVError):
 
 
 class UnsafePathError(CPVError, ValueError):
-    """A path from a manifest or snapshot would escape the workspace (invariant 7)."""
+    """A path breaks the path rule of :mod:`cpv.pathrules` (invariant 7).
+
+    From a manifest or snapshot it is malformed or hostile input; from the user's own tree (a
+    push) it is a name cpv cannot version, and the hint says what to do instead.
+    """
 
     default_hint = "the manifest or snapshot is malformed or hostile; it was not applied"
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"unsafe path {path!r}: {reason}")
+    def __init__(self, path: str, reason: str, *, hint: str | None = None) -> None:
+        super().__init__(f"unsafe path {path!r}: {reason}", hint=hint)
         self.path = path
+
+
+class UnsupportedPathError(UnsafePathError):
+    """The tree being pushed holds a name, folder or link cpv cannot version.
+
+    Not hostile input but the user's own files (a nested Git repository, a name that is not
+    UTF-8, a symlink to outside the tree), so the message says so and the hint gives the way
+    out. Raised by the push scan, before anything is uploaded.
+    """
+
+    def __init__(self, path: str, reason: str, *, hint: str) -> None:
+        super().__init__(path, reason, hint=hint)
+        self.message = f"cannot push {path!r}: {reason}"
+        self.args = (self.message,)
 
 
 class SourceChangedError(CPVError):

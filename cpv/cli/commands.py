@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
@@ -362,6 +362,10 @@ def init(
 @click.option("--force", is_flag=True,
               help="Re-hash every file (ignore the stat cache) and move an existing tag.")
 @click.option("--notify", is_flag=True, help="Post to notify.webhook_url (Slack/Teams).")
+@click.option("--symlinks", type=click.Choice(["keep", "skip", "follow"]), default="keep",
+              show_default=True,
+              help="Symlinks that point outside the folder: refuse the push (keep), leave "
+                   "them out (skip), or push what they point to (follow).")
 @click.option("--dry-run", is_flag=True, help="Show what would be uploaded; change nothing.")
 @common
 @click.pass_obj
@@ -374,6 +378,7 @@ def push(
     metric_pairs: dict[str, float],
     force: bool,
     notify: bool,
+    symlinks: Literal["keep", "skip", "follow"],
     dry_run: bool,
 ) -> None:
     """Upload model/ and data/ and record a new version.
@@ -392,7 +397,7 @@ def push(
         outcome = service.push(
             kinds, message=message, metrics=metrics, tag=tag is not None,
             version=None if tag in (None, AUTO_TAG) else tag, force=force, dry_run=dry_run,
-            notify=notify)
+            notify=notify, symlinks=symlinks)
     results, tags, pushed_to = outcome.results, list(outcome.tags), outcome.pushed_to
 
     def human() -> list[str]:

@@ -219,11 +219,18 @@ def upload_dict(r: UploadResult) -> dict[str, object]:
         "new_bytes": r.new_bytes, "reused_ratio": round(reused, 4),
         "chunks_new": r.chunks_new, "chunks_reused": r.chunks_reused,
         "seconds": round(r.seconds, 3), "changed": r.changed, "dry_run": r.dry_run,
-        "next_tag": r.next_tag, "pushed_to": r.pushed_to,
+        "next_tag": r.next_tag, "pushed_to": r.pushed_to, "skipped_links": list(r.skipped_links),
     }
 
 
 def upload_lines(r: UploadResult) -> list[str]:
+    skipped = ([f"       left out {len(r.skipped_links)} symlink(s) pointing outside the folder: "
+                + ", ".join(r.skipped_links[:5]) + (" ..." if len(r.skipped_links) > 5 else "")]
+               if r.skipped_links else [])
+    return _upload_summary(r) + skipped
+
+
+def _upload_summary(r: UploadResult) -> list[str]:
     reused = 1.0 - (r.new_bytes / r.total_bytes) if r.total_bytes else 1.0
     head = f"{r.kind:<5}  {r.files} file{'s' if r.files != 1 else ''}, {fmt_bytes(r.total_bytes)}"
     if r.dry_run:

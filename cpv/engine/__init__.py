@@ -12,13 +12,14 @@ Knows nothing of Git. Entry points::
 
 from cpv.engine.chunking import DEFAULT_CHUNKER, ChunkerParams
 from cpv.engine.pull import PullResult, pull
-from cpv.engine.push import PushResult, push
+from cpv.engine.push import PushResult, SymlinkPolicy, push
 from cpv.engine.repair import RepairReport, repair
 from cpv.engine.repository import Repository, SnapshotInfo
 from cpv.engine.roots import ForgetPolicy, ForgetReport, RootInfo, RootSet, forget, list_roots
-from cpv.engine.snapshot import FileEntry, Snapshot
+from cpv.engine.snapshot import FileEntry, Snapshot, check_snapshot_matches
 from cpv.engine.transfer import TransferLimits
 from cpv.engine.verify import VerifyReport, verify
+from cpv.engine.worktree import local_changes, remove_replaced
 
 __all__ = [
     "DEFAULT_CHUNKER",
@@ -34,12 +35,16 @@ __all__ = [
     "RootSet",
     "Snapshot",
     "SnapshotInfo",
+    "SymlinkPolicy",
     "TransferLimits",
     "VerifyReport",
+    "check_snapshot_matches",
     "forget",
     "list_roots",
+    "local_changes",
     "pull",
     "push",
+    "remove_replaced",
     "repair",
     "verify",
 ]

@@ -260,7 +260,7 @@ def _mark(
     survivors: dict[str, Snapshot] = {}
     for sid in sorted(listed.keys() - set(dead)):
         try:
-            survivors[sid] = repo.load_snapshot(sid)
+            survivors[sid] = repo.load_snapshot(sid, check_paths=False)
         except ObjectNotFoundError:
             continue  # deleted under us cannot happen under the lock; tolerate it anyway
         except FormatError as exc:
@@ -541,7 +541,7 @@ def _sweep(
     needed: set[bytes] = set()
     for obj in store.list(SNAPSHOT_PREFIX):
         try:
-            snap = repo.load_snapshot(obj.key[len(SNAPSHOT_PREFIX) :])
+            snap = repo.load_snapshot(obj.key[len(SNAPSHOT_PREFIX) :], check_paths=False)
         except (ObjectNotFoundError, FormatError) as exc:
             raise FormatError(f"gc sweep stopped: {exc}", hint="run 'cpv verify'") from exc
         for f in snap.files:

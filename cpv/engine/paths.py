@@ -1,80 +1,136 @@
-"""Workspace path safety (invariant 7).
+"""Placing files on the disk safely (invariant 7).
 
-Snapshots and manifests may come from someone else's repository. Before cpv writes a single
-byte for them, every path must be a plain relative POSIX path that stays inside the destination,
-and no existing symlink on the way may redirect the write elsewhere.
+Which paths a tree may hold is :mod:`cpv.pathrules`' business (shared with the manifests);
+this module adds what only the disk can tell: no existing symlink or file on the way may
+redirect a write elsewhere.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+from collections.abc import Collection
 from pathlib import Path
 
-from cpv.errors import UnsafePathError
-
-_WINDOWS_RESERVED = frozenset(':*?"<>|')
-
-
-def check_relpath(path: str) -> str:
-    """Return ``path`` if it is a safe relative POSIX path, else raise UnsafePathError."""
-    if not isinstance(path, str) or not path:
-        raise UnsafePathError(str(path), "empty path")
-    if "\x00" in path:
-        raise UnsafePathError(path, "contains a NUL byte")
-    if "\\" in path:
-        raise UnsafePathError(path, "contains a backslash")
-    if path.startswith("/") or (len(path) > 1 and path[1] == ":" and path[0].isalpha()):
-        raise UnsafePathError(path, "is absolute")
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise UnsafePathError(path, "has an empty, '.' or '..' component")
-        if len(part.encode("utf-8", "surrogateescape")) > 255:
-            raise UnsafePathError(path, "has a component longer than 255 bytes")
-    return path
+from cpv.errors import LocalIOError, UnsafePathError
+from cpv.pathrules import check_relpath
 
 
-def safe_target(root: Path, relpath: str, verified: set[str] | None = None) -> Path:
-    """The absolute path under ``root`` for ``relpath``, refusing symlinked parents.
+class Placement:
+    """Where one pull writes, decided (and every obstacle judged) before anything is written.
 
-    A parent directory that already exists as a symlink could point outside ``root`` (a classic
-    archive-extraction trick), so any symlink among the parents is refused outright.
-    ``verified`` memoises the parent folders already checked during one operation: without it
-    20,000 files in a few folders cost 40,000 ``lstat`` calls.
+    A version may turn a file into a folder (``a`` -> ``a/b``) or a folder into a file. The
+    obstacle is cleared only when it belongs to the version being replaced (``replace``: the
+    paths the service knows it wrote, relative to the destination); anything else in the way is
+    the user's and the pull is refused before a byte is written.
+
+    Any existing symlink among the parents could point outside ``root`` (a classic
+    archive-extraction trick) and is refused unless it is itself an old-version path. Checked
+    parent folders are memoised: without that 20,000 files in a few folders cost 40,000
+    ``lstat`` calls.
     """
-    check_relpath(relpath)
-    parts = relpath.split("/")
-    target = root.joinpath(*parts)
-    base = os.fspath(root)
-    prefix = ""
-    for part in parts[:-1]:
-        prefix += part + "/"
-        if verified is not None and prefix in verified:
-            continue
-        current = os.path.join(base, prefix[:-1])
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
-            break
-        if stat.S_ISLNK(st.st_mode):
-            raise UnsafePathError(relpath, f"parent {current} is a symlink")
-        if not stat.S_ISDIR(st.st_mode):
-            raise UnsafePathError(relpath, f"parent {current} is not a directory")
-        if verified is not None:
-            verified.add(prefix)
-    return target
+
+    def __init__(self, root: Path, replace: Collection[str] = ()) -> None:
+        self.root = root
+        self.replace = frozenset(replace)
+        self.removals: list[str] = []
+        self._verified: set[str] = set()
+        self._cleared: set[str] = set()
+        self._subdirs: dict[str, frozenset[str]] = {}
+
+    def target(self, relpath: str) -> Path:
+        """The absolute path for ``relpath``; schedules the removal of old-version obstacles.
+
+        Raises:
+            UnsafePathError: a symlink of the user's own redirects the write.
+            LocalIOError: a file or folder of the user's own is in the way.
+        """
+        check_relpath(relpath)
+        parts = relpath.split("/")
+        target = self.root.joinpath(*parts)
+        prefix = ""
+        for part in parts[:-1]:
+            prefix += part + "/"
+            if prefix in self._verified:
+                continue
+            folder = prefix[:-1]
+            if folder in self._cleared:
+                return target
+            try:
+                st = os.lstat(os.path.join(self.root, folder))
+            except FileNotFoundError:
+                return target
+            if stat.S_ISDIR(st.st_mode):
+                self._verified.add(prefix)
+                continue
+            if folder in self.replace:
+                # The old version's file or link stands where the new one has a folder.
+                self._remove(folder)
+                return target
+            if stat.S_ISLNK(st.st_mode):
+                raise UnsafePathError(relpath, f"parent {folder} is a symlink")
+            raise _in_the_way(folder, relpath, "a file")
+        folder = relpath.rpartition("/")[0]
+        if parts[-1] in self._folders_in(folder) and relpath not in self._cleared:
+            # The old version's folder stands where the new one has a file.
+            blocking = _foreign_entries(self.root, relpath, self.replace)
+            if blocking:
+                raise _in_the_way(relpath, relpath, f"a folder holding {blocking[0]}")
+            self._remove(relpath)
+        return target
+
+    def _folders_in(self, folder: str) -> frozenset[str]:
+        """Names of the real sub-folders of ``folder``: one listing per folder, not one
+        ``lstat`` per file (the file type comes with the listing on Linux and macOS)."""
+        names = self._subdirs.get(folder)
+        if names is None:
+            try:
+                with os.scandir(os.path.join(self.root, folder)) as it:
+                    names = frozenset(e.name for e in it if e.is_dir(follow_symlinks=False))
+            except OSError:
+                # Missing (created later) or unlistable: nothing known in the way. A folder
+                # there after all makes the rename fail (EISDIR), which loses nothing.
+                names = frozenset()
+            self._subdirs[folder] = names
+        return names
+
+    def _remove(self, relpath: str) -> None:
+        self.removals.append(relpath)
+        self._cleared.add(relpath)
+
+    def clear(self) -> None:
+        """Remove the obstacles :meth:`target` scheduled (only old-version files and folders)."""
+        for relpath in self.removals:
+            path = os.path.join(self.root, relpath)
+            try:
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise LocalIOError(
+                    f"cannot replace {path}: {exc.strerror}", path=path,
+                    hint="check the folder's permissions",
+                ) from exc
 
 
-def check_symlink_target(relpath: str, target: str) -> str:
-    """A stored symlink may only point, relatively, to somewhere inside the tree."""
-    if not target or target.startswith("/") or "\x00" in target or "\\" in target:
-        raise UnsafePathError(relpath, f"symlink target {target!r} is absolute or malformed")
-    depth = len(relpath.split("/")) - 1
-    for part in target.split("/"):
-        if part == "..":
-            depth -= 1
-        elif part not in ("", "."):
-            depth += 1
-        if depth < 0:
-            raise UnsafePathError(relpath, f"symlink target {target!r} escapes the tree")
-    return target
+def _foreign_entries(root: Path, relpath: str, replace: frozenset[str]) -> list[str]:
+    """Files under folder ``relpath`` that are not in ``replace`` (the user's own); sorted."""
+    foreign: list[str] = []
+    for folder, dirnames, filenames in os.walk(os.path.join(root, relpath)):
+        rel = os.path.relpath(folder, root).replace(os.sep, "/")
+        links = [d for d in dirnames if os.path.islink(os.path.join(folder, d))]
+        foreign.extend(p for name in filenames + links if (p := f"{rel}/{name}") not in replace)
+    return sorted(foreign)
+
+
+def _in_the_way(obstacle: str, relpath: str, what: str) -> LocalIOError:
+    return LocalIOError(
+        f"cannot write {relpath}: {obstacle} is {what} that is not part of the version being "
+        "replaced",
+        path=obstacle,
+        hint="move it out of the way (or pull into another folder), then re-run",
+    )

@@ -23,7 +23,7 @@ import stat
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from cpv.engine.chunking import iter_file_chunks, new_read_buffer
 from cpv.engine.hashing import Hasher, chunk_id
 from cpv.engine.packs import pack_key
-from cpv.engine.paths import safe_target
+from cpv.engine.paths import Placement
+from cpv.engine.snapshot import check_snapshot_matches
 from cpv.engine.statcache import FileStamp, cache_key
 from cpv.engine.transfer import BufferPool, TransferLimits
 from cpv.errors import CPVError, IntegrityError, LocalIOError, TransferError
@@ -69,6 +70,7 @@ class _Target:
     tmp: Path
     remaining: int
     dirs: _Dirs
+    mode: int
     lock: threading.Lock = field(default_factory=threading.Lock)
     created: bool = False
     done: bool = False
@@ -146,6 +148,9 @@ def pull(
     limits: TransferLimits | None = None,
     reuse_local: bool = True,
     fsync: bool = False,
+    keep_special_bits: bool = False,
+    replace: Collection[str] = (),
+    expected: Mapping[str, tuple[int, str]] | None = None,
 ) -> PullResult:
     """Write the files of snapshot ``snapshot_id`` under ``dest``.
 
@@ -161,11 +166,26 @@ def pull(
         fsync: flush each file to disk before renaming it into place. Off by default: the
             rename alone already guarantees a crash leaves the old or the new file, never a torn
             one, and a pulled file can always be pulled again; on for power-loss durability.
+        keep_special_bits: restore setuid, setgid and sticky bits as stored. Off by default:
+            a version from someone else must not make setuid files (as root, setuid-root ones).
+        replace: paths (relative to ``dest``) of the version being replaced, which the pull
+            may delete where the new version needs a folder in place of a file or a file in
+            place of a folder. Anything else in the way is the user's, and the pull refuses.
+        expected: what the manifest naming this snapshot lists (path -> (size, blake3));
+            a snapshot that holds anything else is refused before anything is written
+            (:func:`~cpv.engine.snapshot.check_snapshot_matches`).
+
+    Every path and symlink of the snapshot has passed the shared path rule and the link graph
+    check when it was loaded (:meth:`Snapshot.decode`), and every obstacle on the disk is
+    judged here, before a single byte is written (invariant 7).
 
     Raises:
-        UnsafePathError: the snapshot names a path that would escape ``dest``.
-        IntegrityError: the store returned bytes that do not match their id, or lacks a chunk.
-        LocalIOError: the destination cannot be written (disk full, permissions).
+        UnsafePathError: the snapshot names a path or symlink that would escape ``dest``, or a
+            symlink of the user's redirects a write.
+        IntegrityError: the store returned bytes that do not match their id, or lacks a chunk,
+            or the snapshot does not match ``expected``.
+        LocalIOError: the destination cannot be written (disk full, permissions), or a file
+            or folder of the user's own stands where the version needs to write.
         StoreError/TransferError: the store failed. Existing files are left as they were.
     """
     limits = limits or TransferLimits()
@@ -173,6 +193,8 @@ def pull(
     requests_before = repo.store.request_count
     down_before = repo.store.bytes_down
     snapshot = repo.load_snapshot(snapshot_id)
+    if expected is not None:
+        check_snapshot_matches(snapshot, expected, snapshot_id=snapshot_id)
     files = select_files(snapshot, paths)
     dest = Path(dest)
     try:
@@ -180,8 +202,10 @@ def pull(
     except OSError as exc:
         raise LocalIOError(f"cannot create {dest}: {exc.strerror}", path=str(dest)) from exc
     # Invariant 7: every target is checked before a single byte is written.
-    verified: set[str] = set()
-    planned = [(f, safe_target(dest, f.path, verified)) for f in files]
+    placement = Placement(dest, replace)
+    planned = [(f, placement.target(f.path)) for f in files]
+    placement.clear()
+    mode_mask = 0o7777 if keep_special_bits else 0o777
     cache = repo.stat_cache
 
     _remove_stale_temps({path.parent for _, path in planned})
@@ -198,7 +222,8 @@ def pull(
     for entry, path in planned:
         if entry.is_symlink:
             continue
-        if _already_there(path, entry, cache, cache_key(dest_key, entry.path)):
+        mode = entry.mode & mode_mask
+        if _already_there(path, entry, mode, cache, cache_key(dest_key, entry.path)):
             unchanged += 1
             continue
         if reuse_local and entry.size > repo.config.chunker.min_size and path.exists():
@@ -206,7 +231,8 @@ def pull(
             _index_local_chunks(path, repo, local_sources, scan_buf)
         tmp = path.with_name(f".{path.name}.{tmp_tag}.tmp")
         targets.append(
-            _Target(entry, path, tmp, remaining=len(entry.chunks), dirs=dirs, fsync=fsync)
+            _Target(entry, path, tmp, remaining=len(entry.chunks), dirs=dirs, mode=mode,
+                    fsync=fsync)
         )
 
     ranges, local_wants = _plan(repo, targets, local_sources, limits)
@@ -274,8 +300,10 @@ def _stamp_of_written(t: _Target) -> FileStamp | None:
     return FileStamp.of(st)
 
 
-def _already_there(path: Path, entry: FileEntry, cache: object, cache_key: str) -> bool:
-    """True if ``path`` is a regular file with exactly ``entry``'s content and mode."""
+def _already_there(
+    path: Path, entry: FileEntry, mode: int, cache: object, cache_key: str
+) -> bool:
+    """True if ``path`` is a regular file with exactly ``entry``'s content (and now ``mode``)."""
     try:
         st = os.stat(path, follow_symlinks=False)
     except OSError:
@@ -299,9 +327,9 @@ def _already_there(path: Path, entry: FileEntry, cache: object, cache_key: str) 
         digest = hasher.hexdigest()
     if digest != entry.blake3:
         return False
-    if stat.S_IMODE(st.st_mode) != entry.mode:
+    if stat.S_IMODE(st.st_mode) != mode:
         try:
-            os.chmod(path, entry.mode)
+            os.chmod(path, mode)
         except OSError:
             return False
     return True
@@ -556,7 +584,7 @@ def _write(t: _Target, offset: int, data: memoryview) -> None:
             t.remaining -= 1
             last = t.remaining == 0
         if last:
-            os.fchmod(fd, t.entry.mode)
+            os.fchmod(fd, t.mode)
             if t.fsync:
                 os.fdatasync(fd)
             t.written = os.fstat(fd)
@@ -577,7 +605,7 @@ def _finish_empty(t: _Target) -> None:
         fd = _open_tmp(t)
         try:
             try:
-                os.fchmod(fd, t.entry.mode)
+                os.fchmod(fd, t.mode)
                 t.written = os.fstat(fd)
             finally:
                 os.close(fd)

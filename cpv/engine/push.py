@@ -22,12 +22,11 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from cpv.engine.chunking import iter_file_chunks, new_read_buffer, read_small
 from cpv.engine.hashing import Hasher, chunk_id
 from cpv.engine.locks import PushLease, wait_while_gc_runs
-from cpv.engine.paths import check_relpath, check_symlink_target
 from cpv.engine.roots import RootInfo, record_push
 from cpv.engine.snapshot import FileEntry, Snapshot
 from cpv.engine.statcache import FileStamp, cache_key
@@ -38,7 +37,9 @@ from cpv.errors import (
     SourceChangedError,
     TransferError,
     UnsafePathError,
+    UnsupportedPathError,
 )
+from cpv.pathrules import check_symlink_target, is_git_segment, path_problem, resolve_in_tree
 from cpv.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Exclude = Callable[[str], bool]
+SymlinkPolicy = Literal["keep", "skip", "follow"]
+"""What a push does with a symlink that leaves the tree: refuse it, leave it out, follow it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,8 @@ class PushResult:
     seconds: float
     dry_run: bool
     root_id: str | None = None
+    skipped_links: tuple[str, ...] = ()
+    """Symlinks left out because they leave the tree (``symlinks="skip"``), sorted."""
 
     @property
     def dedup_ratio(self) -> float:
@@ -82,53 +87,216 @@ class _Source:
     st: os.stat_result
 
 
-def scan_tree(root: Path, *, exclude: Exclude | None = None) -> list[_Source]:
+_HINT_EXCLUDE = "or leave it out of the push with an exclude rule"
+_HINT_LINKS = (
+    "symlinks must stay inside the pushed tree; leave such links out (symlinks='skip') or push "
+    "what they point to (symlinks='follow')"
+)
+
+
+@dataclass(slots=True)
+class _Scan:
+    """One scan's state: what was found, the links to judge together, and the policy."""
+
+    exclude: Exclude | None
+    symlinks: SymlinkPolicy
+    found: list[_Source]
+    links: dict[str, tuple[str, str]]  # relpath -> (absolute path, target)
+    followed: set[tuple[int, int]]  # folders entered through a followed link (loop guard)
+    skipped: list[str]
+    readable: Callable[[os.stat_result], bool]
+
+
+def scan_tree(
+    root: Path, *, exclude: Exclude | None = None, symlinks: SymlinkPolicy = "keep"
+) -> list[_Source]:
     """Regular files and symlinks under ``root`` (or ``root`` itself if it is a file), sorted.
 
-    Symlinks are recorded as links, never followed, and must point inside the tree.
+    Everything cpv cannot version is decided here, before a byte is uploaded: a name that
+    breaks the path rule (not UTF-8, a backslash...), a nested Git repository, an unreadable
+    file or folder, a symlink that leaves the tree. ``root`` itself may be a symlink (a
+    ``model -> /mnt/ckpt`` layout): the user named it, so it is followed.
+
+    Symlinks inside the tree are recorded as links. A link that leaves the tree (absolute, or
+    climbing out, possibly through another link) is refused with ``symlinks="keep"``, left out
+    with ``"skip"`` (:attr:`PushResult.skipped_links` lists them), or replaced by what it
+    points to with ``"follow"``.
+
+    Raises:
+        UnsupportedPathError: a name cpv cannot version, a nested Git repository, a link leaving
+            the tree (with ``"keep"``); the hint says how to leave it out.
+        LocalIOError: ``root`` is missing, or a file or folder cannot be read.
     """
+    return _scan(root, exclude, symlinks).found
+
+
+def _scan(root: Path, exclude: Exclude | None, symlinks: SymlinkPolicy) -> _Scan:
+    if symlinks not in ("keep", "skip", "follow"):
+        raise ValueError(f"symlinks must be 'keep', 'skip' or 'follow', not {symlinks!r}")
+    scan = _Scan(exclude, symlinks, [], {}, set(), [], _read_permission())
     try:
-        st = os.lstat(root)
+        st = os.stat(root)
     except FileNotFoundError as exc:
         raise LocalIOError(f"nothing to push: {root} does not exist", path=str(root)) from exc
     except OSError as exc:
         raise LocalIOError(f"cannot read {root}: {exc.strerror}", path=str(root)) from exc
     if stat.S_ISREG(st.st_mode):
-        return [_Source(root.name, str(root), st)]
+        _check_readable(scan, str(root), st)
+        scan.found.append(_Source(root.name, os.path.realpath(root), st))
+        return scan
     if not stat.S_ISDIR(st.st_mode):
         raise LocalIOError(f"cannot push {root}: not a regular file or folder", path=str(root))
-    found: list[_Source] = []
-    _walk(root, "", exclude, found)
-    found.sort(key=lambda s: s.relpath)
-    return found
+    scan.followed.add((st.st_dev, st.st_ino))
+    _walk(scan, str(root), "")
+    _judge_links(scan)
+    scan.found.sort(key=lambda s: s.relpath)
+    return scan
 
 
-def _walk(folder: Path, prefix: str, exclude: Exclude | None, out: list[_Source]) -> None:
+def _walk(scan: _Scan, folder: str, prefix: str) -> None:
     try:
         entries = list(os.scandir(folder))
     except OSError as exc:
         raise LocalIOError(
             f"cannot list {folder}: {exc.strerror}",
-            path=str(folder),
-            hint="check the folder's permissions",
+            path=folder,
+            hint=f"check the folder's permissions, {_HINT_EXCLUDE}",
         ) from exc
     for entry in entries:
         rel = prefix + entry.name
-        if exclude is not None and exclude(rel):
+        if scan.exclude is not None and scan.exclude(rel):
             continue
         try:
-            check_relpath(rel)
             st = entry.stat(follow_symlinks=False)
         except OSError as exc:
             raise LocalIOError(
                 f"cannot stat {entry.path}: {exc.strerror}", path=entry.path
             ) from exc
+        if is_git_segment(entry.name):
+            raise UnsupportedPathError(
+                rel, "is a nested Git repository (cpv cannot version one inside a tracked folder)",
+                hint=f"move the repository out of the tracked folder, {_HINT_EXCLUDE}",
+            )
+        problem = path_problem(rel)
+        if problem is not None:
+            hint = f"rename it, {_HINT_EXCLUDE}"
+            raise UnsupportedPathError(rel, f"its name {problem}", hint=hint)
         if stat.S_ISDIR(st.st_mode):
-            _walk(Path(entry.path), rel + "/", exclude, out)
-        elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-            out.append(_Source(rel, entry.path, st))
+            _walk(scan, entry.path, rel + "/")
+        elif stat.S_ISREG(st.st_mode):
+            _check_readable(scan, entry.path, st)
+            scan.found.append(_Source(rel, entry.path, st))
+        elif stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(entry.path)
+            except OSError as exc:
+                raise LocalIOError(
+                    f"cannot read symlink {entry.path}: {exc.strerror}", path=entry.path
+                ) from exc
+            scan.links[rel] = (entry.path, target)
+            scan.found.append(_Source(rel, entry.path, st))
         else:
             log.warning("skipping %s: not a regular file, folder or symlink", entry.path)
+
+
+def _judge_links(scan: _Scan) -> None:
+    """Keep the links that stay in the tree; refuse, skip or follow the ones that leave it.
+
+    Links are judged together, because one may climb out through another. The links that
+    leave on their own (absolute, or climbing out) go first: ``python -> python3`` leaves only
+    through ``python3 -> /usr/bin/python3``, and once that one is skipped or followed it stays
+    in the tree. Following a link into a folder may find more links, so this repeats until no
+    link leaves the tree.
+    """
+    while True:
+        inside = {rel: target for rel, (_, target) in scan.links.items()}
+        leaving = [rel for rel in sorted(inside) if _leaves_alone(rel, inside[rel])]
+        if not leaving:
+            for rel in sorted(inside):
+                try:
+                    resolve_in_tree(rel, inside)
+                except UnsafePathError:
+                    leaving.append(rel)
+        if not leaving:
+            return
+        if scan.symlinks == "keep":
+            rel = leaving[0]
+            raise UnsupportedPathError(
+                rel, f"symlink to {inside[rel]!r} points outside the pushed tree",
+                hint=_HINT_LINKS,
+            )
+        gone = set(leaving)
+        scan.found = [s for s in scan.found if s.relpath not in gone]
+        for rel in leaving:
+            path, target = scan.links.pop(rel)
+            if scan.symlinks == "skip":
+                log.info("leaving out %s: symlink to %r points outside the tree", rel, target)
+                scan.skipped.append(rel)
+            else:
+                _follow(scan, rel, path, target)
+
+
+def _leaves_alone(rel: str, target: str) -> bool:
+    try:
+        check_symlink_target(rel, target)
+    except UnsafePathError:
+        return True
+    return False
+
+
+def _follow(scan: _Scan, rel: str, path: str, target: str) -> None:
+    """Push what the link at ``path`` points to, under the link's own name."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise LocalIOError(
+            f"cannot follow symlink {path} to {target!r}: {exc.strerror}", path=path,
+            hint="fix or remove the link, or leave such links out (symlinks='skip')",
+        ) from exc
+    real = os.path.realpath(path)
+    if stat.S_ISREG(st.st_mode):
+        _check_readable(scan, path, st)
+        scan.found.append(_Source(rel, real, st))
+    elif stat.S_ISDIR(st.st_mode):
+        if (st.st_dev, st.st_ino) in scan.followed:
+            raise UnsupportedPathError(
+                rel, f"symlink to {target!r} leads back into a folder already pushed (a loop)",
+                hint="leave such links out (symlinks='skip')",
+            )
+        scan.followed.add((st.st_dev, st.st_ino))
+        _walk(scan, real, rel + "/")
+    else:
+        log.warning("skipping %s: symlink to something that is not a file or folder", path)
+
+
+def _read_permission() -> Callable[[os.stat_result], bool]:
+    """Whether this process may read a file, from its stat alone (no syscall per file).
+
+    An unreadable file must be refused before the upload starts, and a data set of 100,000
+    files cannot afford an ``access()`` each. ACLs are not seen; a file they deny still fails
+    cleanly when read (:class:`~cpv.errors.LocalIOError`).
+    """
+    euid = os.geteuid() if hasattr(os, "geteuid") else 0
+    groups = set(os.getgroups()) | {os.getegid()} if hasattr(os, "getegid") else set()
+
+    def readable(st: os.stat_result) -> bool:
+        if euid == 0:
+            return True
+        if st.st_uid == euid:
+            return bool(st.st_mode & stat.S_IRUSR)
+        if st.st_gid in groups:
+            return bool(st.st_mode & stat.S_IRGRP)
+        return bool(st.st_mode & stat.S_IROTH)
+
+    return readable
+
+
+def _check_readable(scan: _Scan, path: str, st: os.stat_result) -> None:
+    if not scan.readable(st):
+        raise LocalIOError(
+            f"cannot read {path}: permission denied", path=path,
+            hint=f"check the file's permissions, {_HINT_EXCLUDE}",
+        )
 
 
 class _PushState:
@@ -168,6 +336,7 @@ def push(
     rehash: bool = False,
     meta: dict[str, str] | None = None,
     record_root: RootInfo | None = None,
+    symlinks: SymlinkPolicy = "keep",
 ) -> PushResult:
     """Push the tree at ``root`` (a folder or a single file) and return its snapshot.
 
@@ -184,10 +353,17 @@ def push(
         record_root: record the snapshot as a version of the store (a root, ``engine/roots.py``)
             once it is durable (one small object, even for an unchanged tree). Without it, gc
             keeps the snapshot only through its grace period.
+        symlinks: what to do with a symlink that leaves the tree: refuse the push ("keep"),
+            leave it out ("skip", listed in ``skipped_links``) or push what it points to
+            ("follow"). Links inside the tree are always kept as links.
+
+    Everything the tree holds that cpv cannot version is refused by the scan, before a byte
+    is uploaded (:func:`scan_tree`).
 
     Raises:
         LocalIOError: a file cannot be read. SourceChangedError: a file changed while read.
-        UnsafePathError: a symlink points outside the tree. StoreError/TransferError: the store
+        UnsupportedPathError: a name cpv cannot version, a nested Git repository, or a symlink
+            that leaves the tree (with ``symlinks="keep"``). StoreError/TransferError: the store
         failed; nothing referencing the failed uploads was written.
     """
     limits = limits or TransferLimits()
@@ -195,12 +371,15 @@ def push(
     requests_before = repo.store.request_count
     bytes_before = repo.store.bytes_up
     root = Path(root)
-    sources = scan_tree(root, exclude=exclude)
+    scan = _scan(root, exclude, symlinks)
+    sources = scan.found
+    skipped = tuple(sorted(scan.skipped))
     if dry_run:
         return _push(repo, root, sources, exclude=exclude, progress=progress, limits=limits,
                      dry_run=True, rehash=rehash, meta=meta, record_root=record_root,
                      started=started,
-                     requests_before=requests_before, bytes_before=bytes_before, lease=None)
+                     requests_before=requests_before, bytes_before=bytes_before, lease=None,
+                     skipped=skipped)
     # A shared lease tells a concurrent gc this push may rely on what the index names now
     # (invariant 6); the index is re-read *after* the lease exists so that a gc which did not
     # see the lease has already finished rewriting the index (docs/gc.md).
@@ -212,7 +391,8 @@ def push(
         return _push(repo, root, sources, exclude=exclude, progress=progress, limits=limits,
                      dry_run=False, rehash=rehash, meta=meta, record_root=record_root,
                      started=started,
-                     requests_before=requests_before, bytes_before=bytes_before, lease=lease)
+                     requests_before=requests_before, bytes_before=bytes_before, lease=lease,
+                     skipped=skipped)
 
 
 def _push(
@@ -231,6 +411,7 @@ def _push(
     requests_before: int,
     bytes_before: int,
     lease: PushLease | None,
+    skipped: tuple[str, ...] = (),
 ) -> PushResult:
     index = repo.index
     index_ids_at_start = set(index.index_ids)
@@ -329,6 +510,7 @@ def _push(
         seconds=time.monotonic() - started,
         dry_run=dry_run,
         root_id=root_id,
+        skipped_links=skipped,
     )
 
 
@@ -362,12 +544,6 @@ def _link_entry(src: _Source) -> FileEntry:
     except OSError as exc:
         raise LocalIOError(
             f"cannot read symlink {src.path}: {exc.strerror}", path=src.path
-        ) from exc
-    try:
-        check_symlink_target(src.relpath, target)
-    except UnsafePathError as exc:
-        raise UnsafePathError(
-            src.relpath, f"symlink to {target!r} points outside the pushed tree"
         ) from exc
     return FileEntry(src.relpath, 0, 0o777, Hasher(target.encode()).hexdigest(), (), link=target)
 

@@ -143,7 +143,12 @@ class Repository:
         self.index.index_ids.add(index_id)
         return index_id
 
-    def load_snapshot(self, snapshot_id: str) -> Snapshot:
+    def load_snapshot(self, snapshot_id: str, *, check_paths: bool = True) -> Snapshot:
+        """The snapshot, id and schema checked; ``check_paths=False`` only for chunk readers.
+
+        See :meth:`Snapshot.decode`: gc and verify must read a snapshot whose paths break the
+        path rule (its chunks are live all the same); pull must not.
+        """
         check_snapshot_id(snapshot_id)
         try:
             raw = self.store.get(snapshot_key(snapshot_id))
@@ -153,7 +158,7 @@ class Repository:
                 message=f"snapshot {snapshot_id} not found in store {self.url}",
                 hint="was it pushed to another store? check 'cpv config get store.url'",
             ) from exc
-        return Snapshot.decode(raw, snapshot_id=snapshot_id)
+        return Snapshot.decode(raw, snapshot_id=snapshot_id, check_paths=check_paths)
 
     def save_snapshot(self, snapshot: Snapshot) -> tuple[str, bool]:
         """Store ``snapshot`` unless an identical one exists; returns (id, written)."""
@@ -184,7 +189,7 @@ class Repository:
         for obj in self.store.list(SNAPSHOT_PREFIX):
             sid = obj.key[len(SNAPSHOT_PREFIX) :]
             try:
-                snap = self.load_snapshot(sid)
+                snap = self.load_snapshot(sid, check_paths=False)
             except (FormatError, ObjectNotFoundError) as exc:
                 log.warning("skipping unreadable snapshot %s: %s", sid, exc)
                 continue

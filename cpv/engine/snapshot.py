@@ -11,7 +11,8 @@ blake3 of the stored bytes, so a snapshot cannot be altered without changing its
 
 ``"c": null`` means the file is a single chunk whose id is its blake3 (or no chunk when empty),
 which keeps data sets of many small files compact. Paths are relative POSIX paths, sorted,
-unique, and checked on decode (invariant 7).
+unique, and checked on decode against the shared path rule (:mod:`cpv.pathrules`), symlinks
+against each other too (invariant 7).
 
 A snapshot holds no timestamp or host name: the same tree always encodes to the same bytes and
 so the same id, which is what makes pushing an unchanged tree upload nothing (invariant 3).
@@ -27,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cpv.engine.hashing import DIGEST_SIZE, chunk_id
-from cpv.engine.paths import check_relpath, check_symlink_target
-from cpv.errors import FormatError, UnsafePathError
+from cpv.errors import FormatError, IntegrityError, UnsafePathError
+from cpv.pathrules import check_link_graph, check_relpath, check_symlink_target
 
 SNAPSHOT_MAGIC = b"CPVSNAP1"
 SNAPSHOT_PREFIX = "snapshots/"
@@ -86,8 +87,16 @@ class Snapshot:
         return chunk_id(raw).hex(), raw
 
     @classmethod
-    def decode(cls, raw: bytes, *, snapshot_id: str | None = None) -> Snapshot:
-        """Parse stored bytes, checking the id, the schema and every path."""
+    def decode(
+        cls, raw: bytes, *, snapshot_id: str | None = None, check_paths: bool = True
+    ) -> Snapshot:
+        """Parse stored bytes, checking the id, the schema and (``check_paths``) every path.
+
+        ``check_paths=False`` is for readers that need the chunk lists only (gc, verify): a
+        snapshot that breaks the path rule (one an older cpv pushed with a nested ``.git``,
+        before the rule covered it) still holds live chunks, and must never stop gc or verify.
+        Nothing that writes files may skip the check.
+        """
         where = snapshot_id or "(snapshot)"
         if snapshot_id is not None and chunk_id(raw).hex() != snapshot_id:
             raise FormatError(f"snapshot {snapshot_id} does not match its id (damaged)")
@@ -110,12 +119,14 @@ class Snapshot:
                 hint="upgrade cpv",
             )
         try:
-            files = tuple(_decode_file(f) for f in doc["files"])
+            files = tuple(_decode_file(f, check_paths) for f in doc["files"])
             meta = {str(k): str(v) for k, v in dict(doc.get("meta", {})).items()}
         except UnsafePathError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"snapshot {where} is malformed: {exc!r}") from exc
+        if not check_paths:
+            return cls(files=files, meta=meta)
         seen: set[str] = set()
         dirs: set[str] = set()
         for f in files:
@@ -127,18 +138,24 @@ class Snapshot:
         clash = seen & dirs
         if clash:
             raise UnsafePathError(sorted(clash)[0], "is both a file and a directory")
+        # A link may climb out of the tree through another link (x/s -> .., l -> x/s/../..).
+        check_link_graph({f.path: f.link for f in files if f.link is not None})
         return cls(files=files, meta=meta)
 
 
-def _decode_file(doc: Mapping[str, Any]) -> FileEntry:
-    path = check_relpath(doc["p"])
+def _decode_file(doc: Mapping[str, Any], check_paths: bool) -> FileEntry:
+    path = doc["p"]
+    if not isinstance(path, str):
+        raise ValueError(f"path {path!r} is not a string")
+    if check_paths:
+        check_relpath(path)
     size, mode, digest = doc["s"], doc["m"], doc["h"]
     if not isinstance(size, int) or size < 0 or not isinstance(mode, int):
         raise ValueError(f"bad size or mode for {path!r}")
     if not isinstance(digest, str) or len(digest) != 2 * DIGEST_SIZE or not set(digest) <= _HEX:
         raise ValueError(f"bad blake3 for {path!r}")
     link = doc.get("l")
-    if link is not None:
+    if link is not None and check_paths:
         check_symlink_target(path, str(link))
     packed = doc.get("c")
     chunks: tuple[bytes, ...]
@@ -169,3 +186,46 @@ def check_snapshot_id(snapshot_id: str) -> str:
             f"invalid snapshot id {snapshot_id!r}", hint="a snapshot id is 64 lowercase hex digits"
         )
     return snapshot_id
+
+
+def check_snapshot_matches(
+    snapshot: Snapshot,
+    expected: Mapping[str, tuple[int, str]],
+    *,
+    snapshot_id: str = "",
+    unlisted_links: bool = True,
+) -> None:
+    """Refuse a snapshot that holds anything its (separately trusted) manifest does not list.
+
+    The manifest is what the user reviews in Git; the snapshot is what a pull writes. A
+    one-file manifest naming a snapshot that also holds ``tok/.git/config`` must never be
+    applied, so every regular file must appear in ``expected`` (path -> (size, blake3)) with
+    the same size and hash, and nothing listed may be missing. Symlinks listed in
+    ``expected`` must match (size 0, blake3 of the target); ``unlisted_links`` accepts symlinks
+    the manifest leaves out, as format-1 manifests written before symlinks were listed do
+    (those links have still passed the link graph check of :meth:`Snapshot.decode`).
+
+    Raises:
+        IntegrityError: naming the first difference; nothing has been written.
+    """
+    remaining = dict(expected)
+    for f in snapshot.files:
+        want = remaining.pop(f.path, None)
+        if want is None:
+            if f.is_symlink and unlisted_links:
+                continue
+            _mismatch(snapshot_id, f.path, "is in the snapshot but not in the manifest")
+        elif want != (f.size, f.blake3):
+            _mismatch(snapshot_id, f.path, "differs between the snapshot and the manifest")
+    if remaining:
+        _mismatch(snapshot_id, sorted(remaining)[0], "is in the manifest but not in the snapshot")
+
+
+def _mismatch(snapshot_id: str, path: str, reason: str) -> None:
+    where = f"snapshot {snapshot_id[:12]}" if snapshot_id else "the snapshot"
+    raise IntegrityError(
+        f"{where} does not match its manifest: {path!r} {reason}",
+        object_id=snapshot_id,
+        hint="the version was tampered with or its manifest names another snapshot; "
+        "nothing was written",
+    )

@@ -62,6 +62,7 @@ class UploadResult:
     changed: bool
     next_tag: str | None = None
     pushed_to: str | None = None
+    skipped_links: tuple[str, ...] = ()
 
     @property
     def size_mb(self) -> float:

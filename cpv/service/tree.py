@@ -13,7 +13,6 @@ wrote), then by hashing.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -23,7 +22,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cpv.engine import worktree
 from cpv.engine.hashing import hash_file
+from cpv.engine.snapshot import FileEntry
 from cpv.engine.statcache import FileStamp, StatCache, cache_key
 from cpv.errors import LocalIOError
 from cpv.workspace import exclude_internal
@@ -38,53 +39,61 @@ LOCAL_DIR = ".cpv/local"
 FileTable = dict[str, tuple[int, str]]
 
 
-def scan_files(folder: Path) -> dict[str, os.stat_result]:
-    """Regular files and symlinks under ``folder`` (relative POSIX path -> lstat), unsorted.
+IGNORE_FILE = ".cpvignore"
+#: Never worth versioning; a .cpvignore line '!pattern' brings one back.
+DEFAULT_IGNORES = ("__pycache__/", ".ipynb_checkpoints/", "*.pyc", "*.swp", "*~", ".DS_Store")
 
-    Unreadable sub-folders are an error, not "clean": a tree cpv cannot see is not known to be
-    unchanged.
 
-    Raises:
-        LocalIOError: a folder cannot be listed.
+class IgnoreRules:
+    """What a workspace does not version: cpv's own files, defaults, and ``.cpvignore``.
+
+    ``.cpvignore`` (gitignore syntax, matched by the maintained ``pathspec`` library) sits at
+    the workspace root; its patterns match workspace paths (``model/optimizer.pt``,
+    ``*.tmp``, ``data/**/cache/``). The one rule push, status, pull and checkout use, so a
+    checkout never deletes an ignored file and status never reports one.
     """
-    out: dict[str, os.stat_result] = {}
-    try:
-        st = os.lstat(folder)
-    except FileNotFoundError:
-        return out
-    except OSError as exc:
-        raise LocalIOError(f"cannot read {folder}: {exc.strerror}", path=str(folder)) from exc
-    if stat.S_ISREG(st.st_mode):
-        return {folder.name: st}
-    stack = [(str(folder), "")]
-    while stack:
-        here, prefix = stack.pop()
+
+    def __init__(self, workspace_root: Path) -> None:
+        import pathspec
+
+        lines = list(DEFAULT_IGNORES)
+        path = workspace_root / IGNORE_FILE
         try:
-            entries = list(os.scandir(here))
-        except OSError as exc:
-            raise LocalIOError(f"cannot list {here}: {exc.strerror}", path=here,
-                               hint="check the folder's permissions") from exc
-        for entry in entries:
-            rel = prefix + entry.name
-            if exclude_internal(rel):
-                continue
-            try:
-                est = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                raise LocalIOError(f"cannot stat {entry.path}: {exc.strerror}",
-                                   path=entry.path) from exc
-            if stat.S_ISDIR(est.st_mode):
-                stack.append((entry.path, rel + "/"))
-            elif stat.S_ISREG(est.st_mode) or stat.S_ISLNK(est.st_mode):
-                out[rel] = est
-    return out
+            lines += path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            pass
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LocalIOError(f"cannot read {path}: {exc}", path=str(path)) from exc
+        self._spec = pathspec.GitIgnoreSpec.from_lines(lines)
+
+    def for_folder(self, folder: str) -> Callable[[str], bool]:
+        """The exclude test for paths relative to the tracked folder ``folder``."""
+        match = self._spec.match_file
+
+        def excluded(rel: str) -> bool:
+            return exclude_internal(rel) or match(f"{folder}/{rel}") or match(
+                f"{folder}/{rel}/")
+
+        return excluded
 
 
-def has_files(folder: Path) -> bool:
-    """True if ``folder`` holds at least one file or symlink cpv would version."""
-    with contextlib.suppress(LocalIOError):
-        return bool(scan_files(folder))
-    return True  # unreadable: let the push say so
+def _entries(table: FileTable) -> list[FileEntry]:
+    """A baseline as the engine's file entries, so the engine's comparison serves both."""
+    return [FileEntry(p, size, 0, "" if digest.startswith("->") else digest, (),
+                      link=digest[2:] if digest.startswith("->") else None)
+            for p, (size, digest) in table.items()]
+
+
+def has_files(folder: Path, exclude: Callable[[str], bool] = exclude_internal) -> bool:
+    """True if ``folder`` holds at least one file or symlink cpv would version.
+
+    The engine's comparison against an empty version lists every such file without reading
+    any, so "what counts" is the one rule push and status use.
+    """
+    try:
+        return bool(worktree.local_changes(folder, [], exclude=exclude))
+    except LocalIOError:
+        return True  # unreadable: let the push say so
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +169,15 @@ class BaselineStore:
                                path=str(path)) from exc
 
 
-def file_digest(folder: Path, rel: str, st: os.stat_result, cache: StatCache | None) -> str:
-    """The blake3 (or ``->target`` of a symlink) of one file, from the stat cache if it can."""
+def file_digest(folder: Path, rel: str, cache: StatCache | None) -> str | None:
+    """The blake3 (or ``->target`` of a symlink) of one file now; None when it is gone."""
     full = folder / rel
+    try:
+        st = os.lstat(full)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LocalIOError(f"cannot read {full}: {exc.strerror}", path=str(full)) from exc
     if stat.S_ISLNK(st.st_mode):
         return "->" + os.readlink(full)
     if cache is not None:
@@ -177,29 +192,25 @@ def file_digest(folder: Path, rel: str, st: os.stat_result, cache: StatCache | N
 
 
 def local_changes(
-    folder: Path, baseline: FileTable, cache: StatCache | None
-) -> tuple[LocalChanges, dict[str, os.stat_result]]:
-    """Compare ``folder`` with its baseline; also return the scan for callers that go on."""
-    if cache is not None:
-        cache.load_folder(os.path.abspath(folder))
-    found = scan_files(folder)
-    edited, added = [], []
-    for rel, st in found.items():
-        base = baseline.get(rel)
-        if base is None:
-            added.append(rel)
-        elif (not stat.S_ISLNK(st.st_mode) and st.st_size != base[0]) or (
-                file_digest(folder, rel, st, cache) != base[1]):
-            edited.append(rel)
-    deleted = [p for p in baseline if p not in found]
-    return LocalChanges(tuple(sorted(edited)), tuple(sorted(added)), tuple(sorted(deleted))), found
+    folder: Path, baseline: FileTable, cache: StatCache | None,
+    exclude: Callable[[str], bool] = exclude_internal,
+) -> LocalChanges:
+    """How ``folder`` differs from its baseline (the engine compares; this sorts the result).
+
+    Raises:
+        LocalIOError: a file or folder cannot be read: never reported as unchanged.
+    """
+    changed = worktree.local_changes(folder, _entries(baseline), cache=cache, exclude=exclude)
+    edited = tuple(p for p in changed if p in baseline)
+    added = tuple(p for p in changed if p not in baseline)
+    deleted = tuple(sorted(p for p in baseline if not os.path.lexists(folder / p)))
+    return LocalChanges(edited, added, deleted)
 
 
 def conflicts(
     folder: Path,
     changes: LocalChanges,
     target: Mapping[str, tuple[int, str]],
-    found: Mapping[str, os.stat_result],
     cache: StatCache | None,
     *,
     scope: Iterable[str] | None = None,
@@ -216,12 +227,11 @@ def conflicts(
         if not inside(rel):
             continue
         want = target.get(rel)
-        if want is None or want[1] != file_digest(folder, rel, found[rel], cache):
+        if want is None or want[1] != file_digest(folder, rel, cache):
             out.append(rel)
     for rel in changes.added:
         want = target.get(rel)
-        if inside(rel) and want is not None and want[1] != file_digest(
-                folder, rel, found[rel], cache):
+        if inside(rel) and want is not None and want[1] != file_digest(folder, rel, cache):
             out.append(rel)
     return sorted(out)
 
@@ -232,30 +242,3 @@ def in_scope(scope: Iterable[str] | None) -> Callable[[str], bool]:
         return lambda _rel: True
     prefixes = [s.strip("/") for s in scope]
     return lambda rel: any(rel == p or rel.startswith(p + "/") for p in prefixes)
-
-
-def remove_files(folder: Path, paths: Iterable[str]) -> int:
-    """Delete files the new version no longer holds, and folders that this leaves empty.
-
-    Only the named files' parent folders are pruned, so the user's own empty folders elsewhere
-    stay.
-    """
-    removed = 0
-    parents: set[Path] = set()
-    for rel in paths:
-        path = folder / rel
-        try:
-            path.unlink()
-            removed += 1
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            raise LocalIOError(f"cannot remove {path}: {exc.strerror}", path=str(path)) from exc
-        parent = path.parent
-        while parent != folder and folder in parent.parents:
-            parents.add(parent)
-            parent = parent.parent
-    for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):
-            parent.rmdir()  # only when empty
-    return removed

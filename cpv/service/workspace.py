@@ -13,14 +13,22 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from cpv.config import CPVConfig
-from cpv.engine import PullResult, PushResult, Snapshot, pull, push
+from cpv.engine import (
+    PullResult,
+    PushResult,
+    Snapshot,
+    SymlinkPolicy,
+    check_snapshot_matches,
+    pull,
+    push,
+)
 from cpv.engine import verify as engine_verify
 from cpv.engine.gc import DEFAULT_GRACE_S, collect_garbage
 from cpv.engine.repair import RepairReport, repair
@@ -38,6 +46,8 @@ from cpv.engine.roots import (
     record_untag,
 )
 from cpv.engine.snapshot import SNAPSHOT_PREFIX
+from cpv.engine.statcache import StatCache
+from cpv.engine.worktree import remove_replaced
 from cpv.errors import (
     ConfigError,
     CPVError,
@@ -51,6 +61,7 @@ from cpv.errors import (
     ObjectNotFoundError,
     PathNotFoundError,
     TagNotFoundError,
+    UnsupportedPathError,
     VersioningError,
 )
 from cpv.notify import NotifyError, post_event
@@ -69,16 +80,16 @@ from cpv.service.results import (
     VersionDiff,
 )
 from cpv.service.tree import (
+    IGNORE_FILE,
     Baseline,
     BaselineStore,
     FileTable,
+    IgnoreRules,
     LocalChanges,
     conflicts,
-    exclude_internal,
     has_files,
     in_scope,
     local_changes,
-    remove_files,
 )
 from cpv.versioning import Manifest, MetricDelta, VersionInfo, compare, manifest_for_files
 from cpv.versioning.metrics import merge_metrics, normalize_metrics, resolve_metrics
@@ -149,6 +160,13 @@ class WorkspaceService:
         self.ws = ws
         self._interface = interface
         self._baselines = BaselineStore(ws.root)
+        self._ignore: IgnoreRules | None = None
+
+    def exclude(self, kind: Kind) -> Callable[[str], bool]:
+        """The one "not versioned" test for ``kind``'s files: cpv's own, defaults, .cpvignore."""
+        if self._ignore is None:
+            self._ignore = IgnoreRules(self.ws.root)
+        return self._ignore.for_folder(TRACKED[kind])
 
     @classmethod
     def open(
@@ -310,7 +328,7 @@ class WorkspaceService:
         Raises:
             LocalIOError: neither ``model/`` nor ``data/`` holds a file.
         """
-        found = [k for k in KINDS if has_files(self.ws.tracked_dir(k))]
+        found = [k for k in KINDS if has_files(self.ws.tracked_dir(k), self.exclude(k))]
         if not found:
             raise LocalIOError(
                 f"nothing to push: {self.root / 'model'} and {self.root / 'data'} hold no files",
@@ -320,24 +338,26 @@ class WorkspaceService:
 
     # -- what this machine has ---------------------------------------------------------------
 
-    def _baseline(self, kind: Kind | None, folder: Path) -> Baseline:
+    def _baseline(self, kind: Kind, folder: Path) -> Baseline:
         """What this machine last wrote to ``folder``; for a workspace folder cpv never wrote
         to (a workspace made before baselines existed), its current manifest."""
         found = self._baselines.load(folder)
         if found is not None:
             return found
-        if kind is not None and folder == self.ws.tracked_dir(kind):
+        if folder == self.ws.tracked_dir(kind):
             current = self.ws.history.current_manifest(kind, TRACKED[kind])
             if current is not None:
                 return Baseline(current.snapshot_id,
                                 {f.path: (f.size, f.blake3) for f in current.files})
         return Baseline(None, {})
 
-    def _changes(self, kind: Kind | None, folder: Path) -> tuple[LocalChanges, Baseline, Any]:
+    def _changes(
+        self, kind: Kind, folder: Path
+    ) -> tuple[LocalChanges, Baseline, StatCache | None]:
         baseline = self._baseline(kind, folder)
         cache = self.ws.repository().stat_cache if self._store_exists() else None
-        changes, found = local_changes(folder, baseline.files, cache)
-        return changes, baseline, (found, cache)
+        changes = local_changes(folder, baseline.files, cache, self.exclude(kind))
+        return changes, baseline, cache
 
     def _store_exists(self) -> bool:
         try:
@@ -364,6 +384,7 @@ class WorkspaceService:
         force: bool = False,
         extra: Mapping[str, Any] | None = None,
         publish: bool = True,
+        symlinks: SymlinkPolicy = "keep",
     ) -> UploadResult:
         """Push ``kind``'s folder (or ``path``) and record it as the current version.
 
@@ -377,7 +398,7 @@ class WorkspaceService:
             raise LocalIOError(
                 f"nothing to upload: {source} does not exist", path=str(source),
                 hint=f"put the {kind} files in {folder} or pass a path")
-        if not has_files(source):
+        if not has_files(source, self.exclude(kind)):
             raise LocalIOError(
                 f"nothing to upload: {source} holds no files", path=str(source),
                 hint=f"save the {kind} files there first; an empty folder records no version")
@@ -390,16 +411,20 @@ class WorkspaceService:
                         author=ws.history.default_author(), metrics=resolved,
                         workspace=ws.workspace_id or "",
                         parents=(current.snapshot_id,) if current is not None else ())
-        result: PushResult = push(
-            repo, source, exclude=exclude_internal, progress=ws.progress, limits=ws.limits,
-            dry_run=dry_run, rehash=force,
-            meta={"workspace": ws.workspace_id} if ws.workspace_id else None,
-            record_root=root,
-        )
+        try:
+            result: PushResult = push(
+                repo, source, exclude=self.exclude(kind), progress=ws.progress,
+                limits=ws.limits, dry_run=dry_run, rehash=force,
+                meta={"workspace": ws.workspace_id} if ws.workspace_id else None,
+                record_root=root, symlinks=symlinks)
+        except (UnsupportedPathError, LocalIOError) as exc:
+            exc.hint = self._push_hint(exc.hint, kind)
+            raise
         files = [(f.path, f.size, f.blake3) for f in result.snapshot.files if not f.is_symlink]
         split_counts = _split_counts([f[0] for f in files]) if kind == "data" else {}
         outcome = partial(
             UploadResult, kind=kind, snapshot_id=result.snapshot_id, files=result.files,
+            skipped_links=result.skipped_links,
             total_bytes=result.total_bytes, new_bytes=result.new_bytes,
             chunks_new=result.chunks_new, chunks_reused=result.chunks_reused,
             seconds=result.seconds)
@@ -441,6 +466,7 @@ class WorkspaceService:
         force: bool = False,
         dry_run: bool = False,
         notify: bool = False,
+        symlinks: SymlinkPolicy = "keep",
     ) -> PushOutcome:
         """``cpv push``: upload each kind (default: those holding files), then tag and publish.
 
@@ -454,7 +480,7 @@ class WorkspaceService:
         for kind in ordered:
             results.append(self.upload(
                 kind, metrics=metrics if kind == metrics_kind else None, message=message,
-                dry_run=dry_run, force=force, publish=False))
+                dry_run=dry_run, force=force, publish=False, symlinks=symlinks))
             if not dry_run:
                 self.notify(notify, {"event": "upload", "kind": kind,
                                      "snapshot_id": results[-1].snapshot_id,
@@ -542,6 +568,15 @@ class WorkspaceService:
             self.publish()  # what an earlier command left unpublished goes along
         return tags
 
+    def _push_hint(self, hint: str, kind: Kind) -> str:
+        """The engine's ways out of a refused push, in the words of this interface: its
+        exclude rule is a .cpvignore line here, its ``symlinks=`` a CLI option."""
+        hint = hint.replace("an exclude rule", f"a line in {IGNORE_FILE} (e.g. {TRACKED[kind]}/"
+                            "path/to/it/)")
+        if self._interface == "cli":
+            hint = re.sub(r"symlinks='(\w+)'", r"--symlinks \1", hint)
+        return hint
+
     def _refuse_if_tagged(self, kinds: Sequence[Kind]) -> None:
         history = self.ws.history
         names: list[str] = []
@@ -600,15 +635,11 @@ class WorkspaceService:
             snapshot = self.ws.repository().load_snapshot(manifest.snapshot_id)
         except (NoStoreError, ObjectNotFoundError) as exc:
             raise self._store_mismatch(exc, manifest, label) from exc
-        listed = {f.path: (f.size, f.blake3) for f in manifest.files}
-        stored = {f.path: (f.size, f.blake3) for f in snapshot.files if not f.is_symlink}
-        if listed != stored:
-            extra = sorted(set(stored) - set(listed)) or sorted(set(listed) ^ set(stored))
-            example = extra[0] if extra else next(p for p in listed if listed[p] != stored[p])
-            raise IntegrityError(
-                f"{label}: snapshot {manifest.snapshot_id[:12]} does not match its manifest "
-                f"(e.g. {example!r}); nothing was written",
-                hint="the version was tampered with or damaged; ask its author to push it again")
+        try:
+            check_snapshot_matches(snapshot, _expected(manifest),
+                                   snapshot_id=manifest.snapshot_id)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{label}: {exc.message}", hint=exc.hint) from exc
         return snapshot
 
     def _store_mismatch(
@@ -637,14 +668,15 @@ class WorkspaceService:
         subs: Sequence[str] | None,
         force: bool,
         action: str,
+        keep_special_bits: bool = False,
     ) -> tuple[PullResult, int]:
         """Bring ``target`` to ``manifest``'s files: refuse if that would lose local work,
         write what differs, remove what the version no longer holds, record the baseline."""
         snapshot = self._checked_snapshot(manifest, label)
         table = snapshot_table(snapshot)
         folder_kind: Kind | None = kind if target == self.ws.tracked_dir(kind) else None
-        changes, baseline, (found, cache) = self._changes(folder_kind, target)
-        lost = conflicts(target, changes, table, found, cache, scope=subs)
+        changes, baseline, cache = self._changes(kind, target)
+        lost = conflicts(target, changes, table, cache, scope=subs)
         if lost and not force:
             shown = [f"{TRACKED[kind]}/{p}" if folder_kind else str(target / p) for p in lost]
             raise DirtyWorkspaceError(
@@ -656,14 +688,19 @@ class WorkspaceService:
                     "model --to DIR), or pass --force to discard them",
                     "upload them first, use dest=..., or pass force=True to discard them"))
         inside = in_scope(subs)
+        # Files of the replaced version (what this machine put there) may be deleted, or
+        # turned into a folder, by this pull; the user's own files never.
+        replaced = [p for p in baseline.files if inside(p)
+                    and (force or (p not in changes.edited and p not in changes.added))]
         try:
             result = pull(self.ws.repository(), manifest.snapshot_id, target, paths=subs,
-                          progress=self.ws.progress, limits=self.ws.limits)
+                          progress=self.ws.progress, limits=self.ws.limits,
+                          keep_special_bits=keep_special_bits, replace=replaced,
+                          expected=_expected(manifest))
         except (NoStoreError, ObjectNotFoundError) as exc:
             raise self._store_mismatch(exc, manifest, label) from exc
-        gone = [p for p in baseline.files if p not in table and inside(p)
-                and (force or p not in changes.edited)]
-        removed = remove_files(target, gone)
+        removed = len([p for p in remove_replaced(target, replaced, table)
+                       if p in baseline.files])
         if subs is None:
             new = Baseline(manifest.snapshot_id, table)
         else:
@@ -724,8 +761,8 @@ class WorkspaceService:
     ) -> None:
         snapshot = self._checked_snapshot(manifest, label)
         folder_kind: Kind | None = kind if folder == self.ws.tracked_dir(kind) else None
-        changes, _, (found, cache) = self._changes(folder_kind, folder)
-        lost = conflicts(folder, changes, snapshot_table(snapshot), found, cache, scope=subs)
+        changes, _, cache = self._changes(kind, folder)
+        lost = conflicts(folder, changes, snapshot_table(snapshot), cache, scope=subs)
         if lost:
             shown = [f"{TRACKED[kind]}/{p}" if folder_kind else str(folder / p) for p in lost]
             raise DirtyWorkspaceError(
@@ -1104,6 +1141,11 @@ class WorkspaceService:
             "author": manifest.author, "timestamp": manifest.created_at.isoformat(),
             "extra": dict(manifest.extra),
         }
+
+
+def _expected(manifest: Manifest) -> dict[str, tuple[int, str]]:
+    """What a manifest lists, as the engine checks a snapshot against it."""
+    return {f.path: (f.size, f.blake3) for f in manifest.files}
 
 
 def _split_pull_paths(paths: Sequence[str]) -> dict[Kind, list[str]]:

@@ -3,6 +3,7 @@
 Layout under the root::
 
     <root>/
+    ├── .cpv-local-store             marker: this folder is a cpv store (never listed)
     ├── config                       keys map to files: "packs/ab/abcd…" -> packs/ab/abcd…
     ├── packs/ab/abcd…
     ├── …/.cpv-tmp-<pid>-<uuid>      a write in progress (never listed; safe to delete when stale)
@@ -19,6 +20,9 @@ Why it is shaped like this:
   which makes create-if-absent atomic between processes (and on NFSv3+, unlike ``O_EXCL``).
 - Multipart parts are separate files so threads never share a file offset; ``complete`` joins
   them in the kernel (``copy_file_range``, else ``sendfile``) into a temp file and renames it.
+- A store is created only in a new or empty folder, or one that already is a store (the
+  marker, or, for stores made before the marker, a ``config`` file and no other top-level
+  file). ``--store file:///etc`` once wrote ``/etc/config``; now the first write refuses.
 - ``OSError`` becomes a :mod:`cpv.errors` error here, once: a full disk is
   :class:`~cpv.errors.LocalIOError` ("free disk space"), permissions are
   :class:`~cpv.errors.StoreAccessError`, a missing file is
@@ -55,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 TMP_PREFIX = ".cpv-tmp-"
 MULTIPART_DIR = ".multipart"
+STORE_MARKER = ".cpv-local-store"
+"""Written when the store creates its folder; a folder holding it is a store."""
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 _COPY_BLOCK = 8 * 1024 * 1024
 
@@ -82,6 +88,7 @@ class LocalStore:
             max_connections=max_connections, conditional_put=True, min_part_size=0
         )
         self._multipart_root = self.root / MULTIPART_DIR
+        self._root_ok = False
 
     def __repr__(self) -> str:
         return f"LocalStore({self.url!r})"
@@ -90,6 +97,7 @@ class LocalStore:
 
     def put(self, key: str, data: Buffer, *, if_absent: bool = False) -> None:
         path = self._path(key)
+        self._claim_root()
         parent = os.path.dirname(path)
         try:
             tmp = _write_temp(parent, data, make_parent=True, fsync=True)
@@ -185,6 +193,7 @@ class LocalStore:
 
     def start_multipart(self, key: str) -> _LocalUpload:
         self._path(key)
+        self._claim_root()
         upload_id = uuid.uuid4().hex
         final = self._multipart_root / upload_id
         # Build the folder under a temp name and rename it, so list_multipart never sees an
@@ -247,10 +256,44 @@ class LocalStore:
         check_key(key)
         if _is_reserved(key):
             raise StoreError(
-                f"invalid object key {key!r}: {MULTIPART_DIR} and {TMP_PREFIX}* are reserved "
-                "by the local store"
+                f"invalid object key {key!r}: {MULTIPART_DIR}, {STORE_MARKER} and {TMP_PREFIX}* "
+                "are reserved by the local store"
             )
         return os.path.join(self.root, *key.split("/"))
+
+    def _claim_root(self) -> None:
+        """Before the first write: the folder must be new, empty, or already a store.
+
+        Raises:
+            StoreAccessError: the folder holds something else; nothing was written.
+        """
+        if self._root_ok:
+            return
+        root = str(self.root)
+        marker = os.path.join(root, STORE_MARKER)
+        try:
+            try:
+                names = os.listdir(root)
+            except FileNotFoundError:
+                names = None
+            if names and STORE_MARKER not in names and not _is_legacy_store(root, names):
+                raise StoreAccessError(
+                    f"{root} is not empty and is not a cpv store; a local store is created "
+                    "only in a new or empty folder",
+                    hint="choose a new or empty folder for the store (cpv init --store ...)",
+                )
+            if names is None or STORE_MARKER not in names:
+                os.makedirs(root, exist_ok=True)
+                with open(marker, "a", encoding="utf-8"):
+                    pass
+        except NotADirectoryError as exc:
+            raise StoreAccessError(
+                f"{root} is a file, not a folder; a local store needs a folder",
+                hint="choose a new or empty folder for the store (cpv init --store ...)",
+            ) from exc
+        except OSError as exc:
+            raise _translate(exc, path=root, action="create the store in") from exc
+        self._root_ok = True
 
     def _upload_dir(self, upload_id: str) -> Path:
         if not _UPLOAD_ID.fullmatch(upload_id):
@@ -277,7 +320,7 @@ class LocalStore:
                     for entry in it
                     if entry.name.startswith(name_prefix)
                     and not entry.name.startswith(TMP_PREFIX)
-                    and not (base == "" and entry.name == MULTIPART_DIR)
+                    and not (base == "" and entry.name in (MULTIPART_DIR, STORE_MARKER))
                 ]
         except OSError as exc:
             if exc.errno in _NOT_FOUND:
@@ -375,7 +418,25 @@ class _LocalUpload:
 
 def _is_reserved(key: str) -> bool:
     parts = key.split("/")
-    return parts[0] == MULTIPART_DIR or any(part.startswith(TMP_PREFIX) for part in parts)
+    return parts[0] in (MULTIPART_DIR, STORE_MARKER) or any(
+        part.startswith(TMP_PREFIX) for part in parts
+    )
+
+
+def _is_legacy_store(root: str, names: list[str]) -> bool:
+    """A store made before the marker: ``config`` and, beside it, only folders and temp files.
+
+    Judged by the layout alone (the store knows nothing of what ``config`` says): ``/etc`` or
+    a ``.git`` folder hold other top-level files and are refused.
+    """
+    if "config" not in names:
+        return False
+    for name in names:
+        if name == "config" or name.startswith(TMP_PREFIX):
+            continue
+        if not os.path.isdir(os.path.join(root, name)) or os.path.islink(os.path.join(root, name)):
+            return False
+    return True
 
 
 def _temp_name() -> str:

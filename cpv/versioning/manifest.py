@@ -12,9 +12,10 @@ shows exactly which files and metrics changed.
 
 Manifests may come from someone else's repository, so :meth:`Manifest.from_json` trusts nothing:
 malformed JSON, an unknown ``schema_version``, a missing or extra field, a wrong type or an
-inconsistent total is a :class:`~cpv.errors.FormatError`; a path that is absolute, contains
-``..``, ``.``, a backslash, a NUL, an empty segment, a ``.git`` segment, a duplicate or a
-file/folder clash is an :class:`~cpv.errors.UnsafePathError` (invariant 7). Any
+inconsistent total is a :class:`~cpv.errors.FormatError`; a path that breaks the path rule
+shared with the engine (:mod:`cpv.pathrules`: absolute, ``..``, ``.``, a backslash, a NUL, an
+empty segment, a ``.git`` segment, not UTF-8), a duplicate or a file/folder clash is an
+:class:`~cpv.errors.UnsafePathError` (invariant 7). Any
 :class:`Manifest` object that exists has passed those checks, because they run in
 ``__post_init__``.
 """
@@ -33,6 +34,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar, Final
 
 from cpv.errors import CPVError, FormatError, UnsafePathError
+from cpv.pathrules import check_relpath
 from cpv.versioning.metrics import normalize_metrics
 from cpv.versioning.tags import KINDS, Kind
 
@@ -47,7 +49,6 @@ ExtraValue = str | int | float | bool | None
 
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _NAME_RE: Final = re.compile(r"[a-z0-9_][a-z0-9._-]{0,127}")
-_DRIVE_RE: Final = re.compile(r"[A-Za-z]:")
 _RESERVED_TOP: Final = frozenset({".git", ".cpv"})
 _REQUIRED_KEYS: Final = frozenset({
     "schema_version", "kind", "path", "is_dir", "snapshot_id", "store_url", "files",
@@ -69,45 +70,11 @@ def _invalid(message: str) -> FormatError:
     return FormatError(message, hint=_HINT_FIELDS)
 
 
-def check_relative_path(path: str, *, what: str = "path") -> None:
-    """Refuse a path that could land outside the folder it is relative to (invariant 7).
-
-    Accepted: non-empty, '/'-separated, relative, every segment non-empty and neither ``.``
-    nor ``..`` nor ``.git`` (any case), no backslash, no NUL, no drive prefix (``C:``).
-
-    Raises:
-        UnsafePathError: naming the path and the rule it breaks.
-    """
-    if not isinstance(path, str):
-        raise _invalid(f"{what} must be a string, got {type(path).__name__}")
-    if not path:
-        raise UnsafePathError(path, f"empty {what}")
-    if "\x00" in path:
-        raise UnsafePathError(path, f"{what} contains a NUL byte")
-    if "\\" in path:
-        raise UnsafePathError(path, f"{what} contains a backslash; paths are '/'-separated")
-    if path.startswith("/"):
-        raise UnsafePathError(path, f"{what} is absolute")
-    if _DRIVE_RE.match(path):
-        raise UnsafePathError(path, f"{what} starts with a drive letter")
-    for segment in path.split("/"):
-        if segment == "":
-            raise UnsafePathError(path, f"{what} has an empty segment")
-        if segment in (".", ".."):
-            raise UnsafePathError(path, f"{what} has a {segment!r} segment")
-        if segment.lower() == ".git":
-            raise UnsafePathError(path, f"{what} has a '.git' segment (could plant Git config)")
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise FormatError(
-            f"{what} {path!r} is not valid UTF-8", hint="rename the file to a UTF-8 name"
-        ) from exc
-
-
 def check_tracked_path(path: str) -> None:
-    """Like :func:`check_relative_path`, and also refuse paths inside ``.git`` or ``.cpv``."""
-    check_relative_path(path, what="tracked path")
+    """The shared path rule (:mod:`cpv.pathrules`), and nothing inside ``.git`` or ``.cpv``."""
+    if not isinstance(path, str):
+        raise _invalid(f"tracked path must be a string, got {type(path).__name__}")
+    check_relpath(path, what="tracked path")
     if path.split("/", 1)[0].lower() in _RESERVED_TOP:
         raise UnsafePathError(path, "tracked path is inside .git or .cpv, which cpv owns")
 
@@ -181,7 +148,9 @@ class FileEntry:
     blake3: str
 
     def __post_init__(self) -> None:
-        check_relative_path(self.path, what="file path")
+        if not isinstance(self.path, str):
+            raise _invalid(f"file path must be a string, got {type(self.path).__name__}")
+        check_relpath(self.path, what="file path")
         if not _is_int(self.size) or self.size < 0:
             raise _invalid(f"file {self.path!r}: size must be a non-negative integer, "
                               f"got {self.size!r}")

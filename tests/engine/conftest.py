@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cpv.engine import ChunkerParams, Repository, TransferLimits
+from cpv.errors import CPVError
 from cpv.store import KiB, MiB
 
 # Small parameters keep tests fast while exercising multi-chunk files, multipart packs and
@@ -67,3 +68,32 @@ def tree_digest(root: Path) -> dict[str, tuple[str, int] | str]:
 @pytest.fixture
 def cache(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+def as_nobody(call: object) -> str:
+    """Run ``call`` in a forked child whose effective user is nobody; its one-line outcome.
+
+    Root reads everything, so permission errors are only seen as another user. The outcome is
+    ``repr`` of the result, or the one line of a LocalIOError.
+    """
+    assert callable(call)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.setegid(65534)
+            os.seteuid(65534)
+            try:
+                line = repr(call())
+            except CPVError as exc:
+                line = exc.one_line()
+            except BaseException as exc:
+                line = f"unexpected {exc!r}"
+            os.write(write_end, line.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        out = fh.read().decode()
+    os.waitpid(pid, 0)
+    return out

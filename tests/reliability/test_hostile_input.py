@@ -123,6 +123,13 @@ def test_fuzz_snapshot_mutations(changes: list[tuple[int, int]]) -> None:
           {"p": "a/b", "s": 0, "m": 420, "h": "0" * 64, "c": None}], UnsafePathError),
         ([{"p": "l", "s": 0, "m": 511, "h": "0" * 64, "c": None, "l": "../../etc"}], UnsafePathError),
         ([{"p": "l", "s": 0, "m": 511, "h": "0" * 64, "c": None, "l": "/etc/passwd"}], UnsafePathError),
+        # The one path rule (cpv/pathrules.py): .git in any spelling, in paths and link targets.
+        ([{"p": "tok/.git/config", "s": 1, "m": 420, "h": "0" * 64, "c": None}], UnsafePathError),
+        ([{"p": "tok/.GIT/hooks/x", "s": 1, "m": 420, "h": "0" * 64, "c": None}], UnsafePathError),
+        ([{"p": "l", "s": 0, "m": 511, "h": "0" * 64, "c": None, "l": "x/.git"}], UnsafePathError),
+        # Links escaping through other links, each fine alone.
+        ([{"p": "l", "s": 0, "m": 511, "h": "0" * 64, "c": None, "l": "x/s/../etc/hostname"},
+          {"p": "x/s", "s": 0, "m": 511, "h": "0" * 64, "c": None, "l": ".."}], UnsafePathError),
         ([{"p": "a", "s": -1, "m": 420, "h": "0" * 64, "c": None}], FormatError),
         ([{"p": "a", "s": 1, "m": 420, "h": "0" * 64, "c": "abc"}], FormatError),
     ],
@@ -279,6 +286,8 @@ def test_fuzz_manifest_mutations(changes: list[tuple[int, int]]) -> None:
         ("files", [{"path": "/abs", "size": 1, "blake3": "b" * 64}], UnsafePathError),
         ("files", [{"path": "a", "size": 1, "blake3": "b" * 64}] * 2, UnsafePathError),
         ("path", "../outside", UnsafePathError),
+        ("files", [{"path": "tok/.Git/config", "size": 1, "blake3": "b" * 64}], UnsafePathError),
+        ("files", [{"path": "a" * 256, "size": 1, "blake3": "b" * 64}], UnsafePathError),
         ("schema_version", 99, FormatError),
         ("total_size", 10**30, FormatError),
     ],

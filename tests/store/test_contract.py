@@ -440,10 +440,49 @@ def test_local_layout_and_no_leftovers(local_store: LocalStore) -> None:
     local_store.delete("packs")
 
 
-@pytest.mark.parametrize("key", [".multipart/x", "a/.cpv-tmp-1", ".cpv-tmp-x"])
+@pytest.mark.parametrize("key", [".multipart/x", "a/.cpv-tmp-1", ".cpv-tmp-x", ".cpv-local-store"])
 def test_local_reserved_keys_are_refused(local_store: LocalStore, key: str) -> None:
     with pytest.raises(StoreError, match="reserved"):
         local_store.put(key, b"x")
+
+
+def test_local_store_is_created_only_in_a_new_or_empty_folder(tmp_path: Path) -> None:
+    """``cpv init --store file:///etc`` wrote /etc/config: a busy folder is never made a store."""
+    busy = tmp_path / "etc"
+    busy.mkdir()
+    (busy / "hostname").write_text("box\n")
+    (busy / "ssh").mkdir()
+    with pytest.raises(StoreAccessError, match="not empty and is not a cpv store") as info:
+        LocalStore(busy).put("config", b"{}", if_absent=True)
+    assert "new or empty folder" in info.value.one_line()
+    with pytest.raises(StoreAccessError, match="not empty and is not a cpv store"):
+        LocalStore(busy).start_multipart("packs/ab/1")
+    assert sorted(p.name for p in busy.iterdir()) == ["hostname", "ssh"]
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(StoreAccessError, match="is a file"):
+        LocalStore(a_file).put("config", b"{}")
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    LocalStore(empty).put("config", b"{}")
+    LocalStore(tmp_path / "new" / "deep").put("config", b"{}")
+    # Once a store, always a store: more objects, a second client, user notes beside them.
+    (empty / "NOTES.txt").write_text("ours")
+    LocalStore(empty).put("packs/ab/1", b"data")
+    assert keys_of(LocalStore(empty)) == ["NOTES.txt", "config", "packs/ab/1"]
+    # A store made before the marker: config and folders only.
+    legacy = tmp_path / "legacy"
+    (legacy / "packs" / "ab").mkdir(parents=True)
+    (legacy / "config").write_bytes(b"{}")
+    LocalStore(legacy).put("packs/ab/2", b"data")
+    # A Git folder has a config too, but also other files: refused.
+    git_dir = tmp_path / "dotgit"
+    git_dir.mkdir()
+    (git_dir / "config").write_text("[core]\n")
+    (git_dir / "HEAD").write_text("ref: refs/heads/main\n")
+    with pytest.raises(StoreAccessError):
+        LocalStore(git_dir).put("packs/ab/1", b"x")
 
 
 def test_local_refuses_foreign_upload_ids(local_store: LocalStore) -> None:

@@ -1,0 +1,163 @@
+"""A pulled folder on the disk compared with, and tidied after, the snapshot it holds.
+
+The service asks two things of a tracked folder: which local files a checkout would lose
+(``status``, the dirty check), and which files of the version being replaced to delete after
+pulling another one. Both must treat the tree the way push and pull do: symlinks are links
+(compared by target, never followed), an unreadable file or folder is an error and never
+"clean", and nothing that is not part of the replaced version is deleted, empty folders
+included (empty folders are not versioned; cpv leaves the user's alone, docs/format.md).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from cpv.engine.hashing import Hasher
+from cpv.engine.snapshot import FileEntry
+from cpv.engine.statcache import FileStamp, StatCache, cache_key
+from cpv.errors import LocalIOError
+from cpv.pathrules import check_relpath
+
+_BLOCK = 8 * 1024 * 1024
+
+
+def local_changes(
+    root: Path,
+    files: Iterable[FileEntry],
+    *,
+    cache: StatCache | None = None,
+    exclude: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """Paths under ``root`` whose content is not what ``files`` (the version there) holds.
+
+    Reported: files and links that are new or differ (a link by its target, a file by size
+    and blake3, through the stat cache when it knows the file). Not reported: files of the
+    version that are missing locally (pulling again restores them, nothing is lost). A missing
+    ``root`` has no changes.
+
+    Raises:
+        LocalIOError: a file or folder under ``root`` cannot be read; naming it.
+    """
+    expected = {f.path: f for f in files}
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise _unreadable(str(root), exc) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise LocalIOError(f"{root} is not a folder", path=str(root))
+    tree_key = os.path.abspath(root)
+    if cache is not None:
+        cache.load_folder(tree_key)
+    changed: list[str] = []
+    _compare(str(root), "", expected, cache, tree_key, exclude, changed)
+    return sorted(changed)
+
+
+def _compare(
+    folder: str,
+    prefix: str,
+    expected: dict[str, FileEntry],
+    cache: StatCache | None,
+    tree_key: str,
+    exclude: Callable[[str], bool] | None,
+    changed: list[str],
+) -> None:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise _unreadable(folder, exc) from exc
+    for entry in entries:
+        rel = prefix + entry.name
+        if exclude is not None and exclude(rel):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            raise _unreadable(entry.path, exc) from exc
+        want = expected.get(rel)
+        if stat.S_ISDIR(st.st_mode):
+            _compare(entry.path, rel + "/", expected, cache, tree_key, exclude, changed)
+        elif stat.S_ISLNK(st.st_mode):
+            try:
+                target = os.readlink(entry.path)
+            except OSError as exc:
+                raise _unreadable(entry.path, exc) from exc
+            if want is None or want.link != target:
+                changed.append(rel)
+        elif stat.S_ISREG(st.st_mode):
+            same = (
+                want is not None
+                and not want.is_symlink
+                and want.size == st.st_size
+                and _digest(entry.path, st, cache, cache_key(tree_key, rel)) == want.blake3
+            )
+            if not same:
+                changed.append(rel)
+
+
+def _digest(path: str, st: os.stat_result, cache: StatCache | None, key: str) -> str:
+    hit = cache.lookup(key, FileStamp.of(st)) if cache is not None else None
+    if hit is not None:
+        return hit.blake3
+    hasher = Hasher()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(_BLOCK):
+                hasher.update(block)
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+    return hasher.hexdigest()
+
+
+def remove_replaced(root: Path, old: Iterable[str], new: Iterable[str]) -> list[str]:
+    """Delete the files and links of the replaced version that the new version does not have.
+
+    Only paths in ``old`` (what this machine last wrote, pulled or pushed there) are deleted,
+    and only the folders that deleting them emptied; the user's own files and empty folders
+    stay. Call it after the new version was pulled (``pull(..., replace=old)``).
+
+    Returns:
+        The deleted paths (files and folders), relative to ``root``, sorted.
+
+    Raises:
+        LocalIOError: a file cannot be deleted.
+    """
+    keep = set(new)
+    removed: list[str] = []
+    emptied: set[str] = set()
+    for rel in sorted(set(old) - keep):
+        check_relpath(rel)
+        path = root.joinpath(*rel.split("/"))
+        try:
+            if path.is_dir() and not path.is_symlink():
+                continue  # a folder now (the new version's, or the user's): not ours to delete
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise LocalIOError(
+                f"cannot delete {path}: {exc.strerror}", path=str(path),
+                hint="check the folder's permissions",
+            ) from exc
+        removed.append(rel)
+        parts = rel.split("/")
+        emptied.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    for folder in sorted(emptied, key=lambda f: -f.count("/")):
+        try:
+            root.joinpath(*folder.split("/")).rmdir()
+        except OSError:
+            continue  # not empty (the user's files, the new version's) or already gone
+        removed.append(folder)
+    return sorted(removed)
+
+
+def _unreadable(path: str, exc: OSError) -> LocalIOError:
+    return LocalIOError(
+        f"cannot read {path}: {exc.strerror}", path=path,
+        hint="check its permissions; cpv cannot tell whether it changed",
+    )

@@ -13,6 +13,7 @@ Commands never catch library errors themselves; :func:`exit_code_for` is used on
 11    store locked by another process
 12    credentials or access problem
 13    store unreachable (network, endpoint, TLS): retry when it answers
+14    the S3 server lacks a feature cpv needs (cpv doctor shows which)
 130   interrupted (Ctrl-C)
 ====  ==========================================================
 """
@@ -29,6 +30,7 @@ from cpv.errors import (
     StoreLockedError,
     StoreUnreachableError,
     TransferError,
+    UnsupportedFeatureError,
 )
 
 EXIT_OK = 0
@@ -40,6 +42,7 @@ EXIT_NO_STORE = 10
 EXIT_LOCKED = 11
 EXIT_ACCESS = 12
 EXIT_UNREACHABLE = 13
+EXIT_UNSUPPORTED = 14
 EXIT_INTERRUPTED = 130
 
 _TABLE: tuple[tuple[type[CPVError], int], ...] = (
@@ -50,6 +53,7 @@ _TABLE: tuple[tuple[type[CPVError], int], ...] = (
     (StoreLockedError, EXIT_LOCKED),
     (StoreAccessError, EXIT_ACCESS),
     (StoreUnreachableError, EXIT_UNREACHABLE),
+    (UnsupportedFeatureError, EXIT_UNSUPPORTED),
     (FormatError, EXIT_ERROR),
 )
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from cpv.config import CPVConfig
 from cpv.credentials import validate_credentials
-from cpv.errors import ConfigError
+from cpv.errors import ConfigError, CPVError
 from cpv.service.results import DoctorCheck
+from cpv.store import open_store
 
 MB = 1024 * 1024
 
@@ -108,6 +109,8 @@ def doctor_checks(
             elif not check.ok:
                 fix = "check the remote URL and your SSH key (cpv config wizard)"
             checks.append(DoctorCheck(check.name, check.ok, check.detail, fix))
+            if check.name == "store" and check.ok:
+                checks += _store_checks(cfg, store_url)
     if root is not None and not cfg.git.remote_url:
         checks.append(DoctorCheck("git remote", True,
                                   "none configured (versions stay on this machine)"))
@@ -126,3 +129,41 @@ def doctor_checks(
     return checks
 
 
+def _store_checks(cfg: CPVConfig, store_url: str) -> list[DoctorCheck]:
+    """What the server supports (probed, never assumed) and whether the store records its
+    versions (a store from before roots needs one migration before gc and forget)."""
+    from cpv.engine import Repository
+    from cpv.engine.roots import list_roots
+    from cpv.store.capabilities import store_features
+
+    out: list[DoctorCheck] = []
+    try:
+        store = open_store(store_url, profile=cfg.aws.profile, region=cfg.aws.region,
+                           endpoint_url=cfg.aws.endpoint_url)
+    except CPVError as exc:
+        return [DoctorCheck("server features", False, exc.one_line(), exc.hint)]
+    try:
+        features = store_features(store, refresh=True)
+        missing = features.unusable()
+        out.append(DoctorCheck(
+            "server features", not missing, "; ".join(features.lines()),
+            f"cpv cannot work without: {', '.join(missing)}; use an S3 server that supports "
+            "them" if missing else ""))
+        with Repository.open(store, cache_dir=cfg.cache_dir) as repo:
+            roots = list_roots(repo)
+            if roots.enabled:
+                out.append(DoctorCheck(
+                    "versions in the store", not roots.damaged and not roots.unknown,
+                    f"{len(roots.versions)} version(s), {len(roots.tags)} tag(s) recorded",
+                    "cpv verify --all, then cpv repair" if roots.damaged else
+                    "upgrade cpv (python -m pip install -U cpv-checkpoints)"
+                    if roots.unknown else ""))
+            else:
+                out.append(DoctorCheck("versions in the store", False,
+                                       "a store from before cpv recorded its versions",
+                                       "run cpv migrate once in a workspace of this store"))
+    except CPVError as exc:
+        out.append(DoctorCheck("server features", False, exc.one_line(), exc.hint))
+    finally:
+        store.close()
+    return out

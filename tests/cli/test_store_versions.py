@@ -152,3 +152,19 @@ def test_a_store_from_before_roots_needs_one_migration(cpv: Runner, tmp_path: Pa
     done = cpv("gc", "--yes", "--grace-hours", "0", "--json", cwd=ws).json()
     assert done["report"]["snapshots_deleted"] == []
     assert "v0.1" in done["live_versions"]
+
+
+@pytest.mark.integration
+def test_doctor_shows_what_the_server_supports_and_the_stores_versions(
+    cpv: Runner, tmp_path: Path, s3_env: dict[str, str], s3_url: str,
+) -> None:
+    ws = tmp_path / "ws"
+    cpv("init", str(ws), "--store", s3_url, "-q", env_extra=s3_env)
+    write_checkpoint(ws / "model", 100_000, seed=1)
+    cpv("push", "--tag", "-q", cwd=ws, env_extra=s3_env)
+    checks = {c["name"]: c for c in cpv("doctor", "--json", cwd=ws, env_extra=s3_env).json()}
+    features = checks["server features"]
+    assert features["ok"] and "conditional writes" in features["detail"]
+    assert "ranged" in features["detail"]
+    versions = checks["versions in the store"]
+    assert versions["ok"] and versions["detail"].startswith("1 version(s), 1 tag(s)")

@@ -645,8 +645,18 @@ class WorkspaceService:
     def _store_mismatch(
         self, exc: NoStoreError | ObjectNotFoundError, manifest: Manifest, what: str
     ) -> CPVError:
-        """Say where a version's bytes went when this workspace's store does not have them."""
+        """Say where a version's bytes went when this workspace's store does not have them,
+        and call data the version needs that its own store lost what it is: damage (exit 4)."""
         here = self.ws.store_url
+        if isinstance(exc, ObjectNotFoundError) and exc.key.startswith("packs/"):
+            # The snapshot was read from this store: the version is here, and damaged.
+            return IntegrityError(
+                f"{what}: the store lost data this version needs ({exc.key} is missing); "
+                "nothing was overwritten",
+                object_id=exc.key, hint=self._opt(
+                    "cpv verify --all lists every affected version; cpv repair re-uploads "
+                    "what this machine's files still hold",
+                    "verify(all_snapshots=True) lists what is affected; repair() heals it"))
         if manifest.store_url == here:
             return exc
         hint = ("point this workspace at that store: cpv config set store.url URL (an S3 URL "

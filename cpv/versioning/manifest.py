@@ -341,6 +341,11 @@ class Manifest:
                 text = text.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise FormatError("not UTF-8 text", hint=_HINT_DAMAGED) from exc
+        if text.startswith("<<<<<<< ") or "\n>>>>>>> " in text:
+            raise FormatError(
+                "unresolved merge conflict markers (two machines recorded a version at once)",
+                hint="keep one side with git checkout --theirs (or --ours) on the manifest file, "
+                     "git add it, commit, then cpv pull")
         try:
             data = json.loads(text, object_pairs_hook=_no_duplicate_keys,
                               parse_constant=_refuse_constant)

@@ -145,6 +145,18 @@ def test_missing_pack_is_found_by_shallow_verify(cpv: Runner, workspace: Path) -
     assert {d["label"] for d in doc["result"]["damaged"]} >= {"v0.1"}
 
 
+def test_a_pull_that_meets_a_missing_pack_exits_4_and_keeps_the_files(
+    cpv: Runner, workspace: Path, tmp_path: Path
+) -> None:
+    for pack in _packs(workspace):
+        pack.unlink()
+    target = tmp_path / "elsewhere"
+    r = cpv("pull", "v0.1", "model", "--to", str(target), cwd=workspace, expect=4)
+    assert_one_error(r.stderr, contains="lost data this version needs")
+    assert "cpv repair" in r.stderr
+    assert not any(p.is_file() for p in target.rglob("*")) if target.exists() else True
+
+
 @pytest.mark.integration
 def test_wrong_s3_credentials_exit_12(
     cpv: Runner, tmp_path: Path, s3_env: dict[str, str], s3_url: str
@@ -187,3 +199,14 @@ def test_json_error_is_the_only_stdout(cpv: Runner, workspace: Path) -> None:
     r = cpv("diff", "v0.1", "v7.0", "--json", cwd=workspace, expect=1)
     doc = json.loads(r.stdout)  # exactly one document
     assert set(doc) == {"error"} and doc["error"]["type"] == "TagNotFoundError"
+
+
+def test_status_with_a_conflicted_manifest_says_how_to_resolve_it(
+    cpv: Runner, workspace: Path
+) -> None:
+    manifest = workspace / ".cpv" / "manifests" / "model" / "model.json"
+    text = manifest.read_text()
+    manifest.write_text(f"<<<<<<< HEAD\n{text}=======\n{text}>>>>>>> other\n")
+    r = cpv("status", cwd=workspace, expect=1)  # the exit code docs/cli.md gives
+    assert_one_error(r.stderr, contains="merge conflict")
+    assert "git checkout --theirs" in r.stderr

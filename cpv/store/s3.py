@@ -698,7 +698,8 @@ class S3Store:
                     f"{self.endpoint} ignored the Range header reading s3://{self.bucket}/"
                     f"{self._full(key)} ({got} bytes for {length}); cpv reads packs in ranges",
                     feature="ranged_get",
-                    hint="use an S3 server that supports ranged GETs (docs/store-contract.md)",
+                    hint="use an S3 server that supports ranged GETs (cpv doctor shows what it "
+                    "supports)",
                 )
             raise StoreError(
                 f"short read of {key}: asked bytes {start}..{start + length} of a "
@@ -992,14 +993,14 @@ def translate_error(
             return StoreAccessError(
                 f"access denied to {where}{at}: {code} ({action})",
                 hint="check AWS credentials / profile, and that the IAM policy allows this "
-                "(docs/store-contract.md has one per role)",
+                f"({action}) on the store's prefix",
             )
         if code in _UNSUPPORTED_CODES or status in (405, 501):
             return UnsupportedFeatureError(
                 f"the server{at} does not support {action} {where}: {code or status}",
                 feature=action,
-                hint="this S3-compatible server lacks the feature; see the compatibility "
-                "table in docs/store-contract.md",
+                hint="this S3-compatible server lacks the feature; cpv doctor shows what it "
+                "supports (the project's store-contract page lists tested servers)",
             )
         if code == "PreconditionFailed" or status == 412:
             return PreconditionFailedError(relative_key if relative_key is not None else where)

@@ -206,12 +206,16 @@ def test_gc_keeps_every_version_and_collects_an_unreferenced_push(
     cpv("push", "-m", "v1", "--tag", "-q", cwd=ws)
     write_checkpoint(ws / "model", 200_000, seed=2)
     cpv("push", "-m", "experiment, never tagged", "-q", cwd=ws)
-    # An untagged commit still protects its snapshot; dropping it from history does not.
+    # Dropping the commit from Git history does not drop the version: the store records it.
     subprocess.run(["git", "-C", str(ws), "reset", "-q", "--hard", "HEAD~1"], check=True)
     write_checkpoint(ws / "model", 200_000, seed=3)
     cpv("push", "-m", "v2", "--tag", "-q", cwd=ws)
     # Refuses to delete without --yes when it cannot ask.
     assert "--yes" in cpv("gc", cwd=ws, expect=2).stderr
+    keeps = cpv("gc", "--dry-run", "--grace-hours", "0", "--json", cwd=ws).json()
+    assert keeps["report"]["snapshots_deleted"] == []
+    # Versions leave through forget: the untagged experiment goes, the tagged ones stay.
+    cpv("forget", "--keep-last", "0", "-q", cwd=ws)
     dry = cpv("gc", "--dry-run", "--grace-hours", "0", "--json", cwd=ws).json()
     assert dry["report"]["dry_run"] is True and len(dry["report"]["snapshots_deleted"]) == 1
     assert {"v0.1", "v0.2"} <= set(dry["live_versions"])

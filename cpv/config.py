@@ -109,6 +109,12 @@ _NO_CREDENTIALS_HINT = (
     "record only the profile name; for Git use an SSH key and record only its path"
 )
 
+_URL_CREDENTIAL_HINT = (
+    "cpv never stores credentials: give the URL without its password or token; for Git use an "
+    "SSH remote (git@host:team/repo.git), or set up git's own access to the HTTPS remote "
+    "outside cpv"
+)
+
 
 # --------------------------------------------------------------------------------------------
 # Value checks shared by the sections. They raise PydanticCustomError so that the hint travels
@@ -122,7 +128,8 @@ def _invalid(message: str, hint: str = "") -> PydanticCustomError:
 def _refuse_secret(value: str) -> str:
     what = find_secret(value)
     if what:
-        raise _invalid(f"looks like {what}; refusing to store it", _NO_CREDENTIALS_HINT)
+        hint = _URL_CREDENTIAL_HINT if url_credential(value) else _NO_CREDENTIALS_HINT
+        raise _invalid(f"looks like {what}; refusing to store it", hint)
     return value
 
 
@@ -132,10 +139,10 @@ def _refuse_credential(value: str) -> str:
     The webhook itself is allowed; where it may be written is decided by
     :data:`SECRET_SETTINGS`, not here.
     """
-    what = find_token(value) or (f"a URL with {url_credential(value)}"
-                                 if url_credential(value) else None)
+    credential = url_credential(value)
+    what = f"a URL with {credential}" if credential else find_token(value)
     if what:
-        raise _invalid(f"looks like {what}; refusing to store it", _NO_CREDENTIALS_HINT)
+        raise _invalid(f"looks like {what}; refusing to store it", _URL_CREDENTIAL_HINT)
     return value
 
 
@@ -1064,7 +1071,7 @@ def _refuse_committed_secrets(doc: Mapping[str, Any], path: Path) -> None:
             raise ConfigError(
                 f"{path} holds {key}, a secret, in a file committed to Git",
                 hint=f"run cpv config unset {key}, then cpv config set --global {key} URL{alt}; "
-                     "it is in the Git history, so also replace the webhook",
+                     "if that file was ever committed, replace the webhook too",
             )
 
 

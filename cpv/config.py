@@ -1035,8 +1035,9 @@ def unset_setting(
                 del doc[section]
         else:
             del doc[section]
-        CPVConfig._build(doc, origins={}, environment=environment, sources=[str(target)]).save(
-            target)
+        merged, origins = _merge_layers([(str(target), doc)])
+        CPVConfig._build(merged, origins=origins, environment=environment,
+                         sources=[str(target)]).save(target)
     return SettingChange(key, None, target, scope, changed, moved)
 
 

@@ -39,6 +39,7 @@ from cpv.errors import (
 )
 from cpv.notify import NotifyError, post_event
 from cpv.progress import NULL_PROGRESS, Progress
+from cpv.secrets import redact
 from cpv.service.results import (
     DamagedVersion,
     FileChange,
@@ -795,9 +796,11 @@ class WorkspaceService:
                 commits, tags = history.unpublished(remote)
             except GitRemoteError as exc:
                 problem = exc.message
+        # A URL the user gave git directly may carry a token: status shows it redacted.
+        url = self.ws.git.remote_url(remote) if remote else None
         return StatusReport(
             root=self.root, branch=state.branch, head=state.head,
-            remote=self.ws.git.remote_url(remote) if remote else None,
+            remote=redact(url) if url else None,
             store_url=self.ws.store_url, kinds=tuple(kinds), manifest_changes=state.changes,
             unpublished_commits=commits, unpublished_tags=tuple(tags), remote_problem=problem)
 

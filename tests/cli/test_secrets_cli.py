@@ -176,3 +176,19 @@ def test_an_https_remote_that_wants_a_login_never_prompts(
     assert "terminal prompts disabled" in done.stderr
     assert "SSH remote" in done.stderr and "outside cpv" in done.stderr
     assert "credential" not in done.stderr.lower()
+
+
+def test_a_token_remote_set_with_git_itself_is_never_printed(
+    cpv: Runner, tmp_path: Path, env: dict[str, str]
+) -> None:
+    run = _Recorder(cpv)
+    ws = tmp_path / "ws"
+    run("init", str(ws), "--store", str(tmp_path / "store"), "-q")
+    # Nobody listens on port 9 (discard) here, so git fails to connect, and says where.
+    git(ws, "remote", "add", "origin", f"https://{TOKEN}@127.0.0.1:9/team/model.git", env=env)
+    shown = run("status", "--json", cwd=ws).json()
+    assert shown["remote"] == "https://***@127.0.0.1:9/team/model.git"
+    run("status", cwd=ws)
+    write_checkpoint(ws / "model", 20_000, seed=3)
+    run("push", "--tag", cwd=ws, expect=EXIT_ERROR)
+    run.never_printed(TOKEN)

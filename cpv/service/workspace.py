@@ -546,9 +546,9 @@ class WorkspaceService:
             raise GitRemoteError(
                 f"the version is recorded here, but publishing it to the Git remote failed: "
                 f"{exc.message}",
-                hint="nothing is lost: the next cpv command publishes it once the remote "
-                     "answers ('cpv status' shows what is unpublished); if the remote moved on, "
-                     "run 'git pull --rebase' first") from exc
+                # The remote's own hint first: it says what to fix (ssh key, host key, login).
+                hint=f"{exc.hint}; nothing is lost: the next cpv command publishes it once the "
+                     "remote answers ('cpv status' shows what is unpublished)") from exc
         return remote if commits or tags else None
 
     # -- pull, checkout ----------------------------------------------------------------------

@@ -123,7 +123,7 @@ def test_a_token_remote_is_refused_everywhere_and_never_printed(
 
 
 def test_an_ssh_failure_reaches_the_user_with_sshs_words(
-    cpv: Runner, tmp_path: Path
+    cpv: Runner, tmp_path: Path, env: dict[str, str]
 ) -> None:
     fake = tmp_path / "bin" / "ssh"
     fake.parent.mkdir()
@@ -136,6 +136,15 @@ def test_an_ssh_failure_reaches_the_user_with_sshs_words(
     assert said in r.stderr
     assert "ssh -T git@git.example.test" in r.stderr
     assert "Could not read from remote repository" not in r.stderr
+    # A push to that remote keeps the version, and still says what ssh said and what to do.
+    ws = tmp_path / "ws2"
+    cpv("init", str(ws), "--store", str(tmp_path / "store2"), "-q")
+    git(ws, "remote", "add", "origin", "git@git.example.test:team/model.git", env=env)
+    write_checkpoint(ws / "model", 20_000, seed=4)
+    pushed = cpv("push", "--tag", cwd=ws, env_extra={"GIT_SSH_COMMAND": str(fake)},
+                 expect=EXIT_ERROR)
+    assert said in pushed.stderr and "nothing is lost" in pushed.stderr
+    assert "ssh -T git@git.example.test" in pushed.stderr
 
 
 class _LoginWall(http.server.BaseHTTPRequestHandler):

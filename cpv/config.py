@@ -56,6 +56,7 @@ from cpv.provision import (
     write_private_file,
     write_ssh_host_block,
 )
+from cpv.secrets import find_secret, find_token, redact, redact_url, url_credential
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,10 @@ ENV_OVERRIDES: Final[Mapping[str, str]] = {
     "CPV_TEAM": "team",
     "CPV_MODEL": "model",
 }
+#: Settings whose value is itself a secret (a webhook URL is its own token). They live only in
+#: the user's private file (``~/.cpv/config.json``, 0600) or the environment, never in a
+#: workspace's ``.cpv/config.json``, which is committed to Git and pushed.
+SECRET_SETTINGS: Final[frozenset[str]] = frozenset({"notify.webhook_url"})
 #: ``CPV_*`` variables that are meaningful but are not settings (so they are not "unknown").
 ENV_OTHER: Final[frozenset[str]] = frozenset({"CPV_CONFIG", "CPV_DEBUG"})
 
@@ -99,15 +104,15 @@ _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _SECRET_KEY_RE = re.compile(
     r"secret|passw|token|credential|private_?key|access_?key|api_?key|session", re.IGNORECASE
 )
-_SECRET_VALUE_PATTERNS: Final = (
-    ("an AWS access key id", re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])")),
-    ("a private key", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")),
-    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
-    ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}")),
-)
 _NO_CREDENTIALS_HINT = (
     "cpv never stores credentials: keep AWS keys in ~/.aws (aws configure --profile NAME) and "
     "record only the profile name; for Git use an SSH key and record only its path"
+)
+
+_URL_CREDENTIAL_HINT = (
+    "cpv never stores credentials: give the URL without its password or token; for Git use an "
+    "SSH remote (git@host:team/repo.git), or set up git's own access to the HTTPS remote "
+    "outside cpv"
 )
 
 
@@ -121,16 +126,23 @@ def _invalid(message: str, hint: str = "") -> PydanticCustomError:
 
 
 def _refuse_secret(value: str) -> str:
-    for what, pattern in _SECRET_VALUE_PATTERNS:
-        if pattern.search(value):
-            raise _invalid(f"looks like {what}; refusing to store it", _NO_CREDENTIALS_HINT)
-    if "://" in value:
-        try:
-            password = urlsplit(value).password
-        except ValueError:
-            password = None
-        if password:
-            raise _invalid("URL contains a password; refusing to store it", _NO_CREDENTIALS_HINT)
+    what = find_secret(value)
+    if what:
+        hint = _URL_CREDENTIAL_HINT if url_credential(value) else _NO_CREDENTIALS_HINT
+        raise _invalid(f"looks like {what}; refusing to store it", hint)
+    return value
+
+
+def _refuse_credential(value: str) -> str:
+    """For settings that are secret by nature (a webhook URL): no token or password in them.
+
+    The webhook itself is allowed; where it may be written is decided by
+    :data:`SECRET_SETTINGS`, not here.
+    """
+    credential = url_credential(value)
+    what = f"a URL with {credential}" if credential else find_token(value)
+    if what:
+        raise _invalid(f"looks like {what}; refusing to store it", _URL_CREDENTIAL_HINT)
     return value
 
 
@@ -190,9 +202,9 @@ def _check_http_url(value: str) -> str:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise _invalid(f"{value!r} is not a URL: {exc}") from exc
+        raise _invalid(f"{redact(value)!r} is not a URL: {exc}") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _invalid(f"{value!r} is not an http(s) URL", "use e.g. https://host:port")
+        raise _invalid(f"{redact(value)!r} is not an http(s) URL", "use e.g. https://host:port")
     return value
 
 
@@ -258,6 +270,7 @@ Prefix = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_normaliz
 ProfileName = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_profile)]
 RegionName = Annotated[str, AfterValidator(_check_region)]
 HttpUrl = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_http_url)]
+WebhookUrl = Annotated[str, AfterValidator(_refuse_credential), AfterValidator(_check_http_url)]
 AbsPath = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_abs_or_home_path)]
 KeyPath = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_key_path)]
 StoreUrl = Annotated[str, AfterValidator(_refuse_secret), AfterValidator(_check_store_url)]
@@ -361,7 +374,7 @@ class TransferSection(_Model):
 class NotifySection(_Model):
     """Where to announce new versions (Slack/Teams incoming webhook). Redacted in displays."""
 
-    webhook_url: HttpUrl | None = None
+    webhook_url: WebhookUrl | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,24 +448,6 @@ def _parse_store_url(url: str) -> StoreLocation | str:
         f"store URL {url!r} has unsupported scheme {parts.scheme!r}",
         "use s3://bucket/prefix, file:///abs/path or a folder path",
     )
-
-
-def redact_url(url: str) -> str:
-    """``scheme://host[:port]/…``: enough to recognise a URL without revealing its secret path.
-
-    Webhook URLs (Slack, Teams) carry their token in the path, so they are shown like this in
-    displays, logs and error messages.
-    """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<invalid URL>"
-    if not parts.scheme or not host:
-        return "<redacted>"
-    tail = "/…" if parts.path not in ("", "/") or parts.query else ""
-    return f"{parts.scheme}://{host}{port}{tail}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -543,6 +538,7 @@ class CPVConfig(_Model):
             # Committed to Git (no secrets by construction), so its mode after a clone is 0644.
             ws_doc = _read_config_file(ws_path, warn_if_shared=False)
             if ws_doc is not None:
+                _refuse_committed_secrets(ws_doc, ws_path)
                 layers.append((str(ws_path), ws_doc))
         layers.extend(_env_layers(environ))
         merged, origins = _merge_layers(layers)
@@ -962,6 +958,124 @@ def _update_config_file(
     return cfg
 
 
+@dataclass(frozen=True, slots=True)
+class SettingChange:
+    """What :func:`set_setting` / :func:`unset_setting` did, in words safe to print.
+
+    ``shown`` is the value as it may be displayed (a secret is redacted); ``moved`` is True when a
+    secret setting asked for the workspace went to the user's private file instead.
+    """
+
+    key: str
+    shown: str | None
+    path: Path
+    scope: Literal["workspace", "user"]
+    changed: bool
+    moved: bool
+
+
+def is_secret_setting(key: str) -> bool:
+    """True if the dotted ``key`` holds a secret and so never goes into a workspace file."""
+    return key in SECRET_SETTINGS
+
+
+def set_setting(
+    key: str,
+    value: str,
+    *,
+    workspace: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None = None,
+) -> SettingChange:
+    """Set the dotted ``key`` in the workspace's file (or the user's, if ``workspace`` is None).
+
+    A secret setting (:data:`SECRET_SETTINGS`) asked for a workspace is written to the user's
+    private file instead, because the workspace file is committed and pushed; the returned
+    ``moved`` says so, so the caller can tell the user.
+
+    Raises:
+        ConfigError: an unknown key, an invalid value, a credential, or an unwritable file.
+    """
+    environment = _Environment.capture(os.environ if env is None else env)
+    path, scope, moved = _setting_file(key, workspace, env)
+    section, _, sub = key.partition(".")
+    change: dict[str, Any] = {section: {sub: value}} if sub else {section: value}
+    _update_config_file(path, change, environment)
+    return SettingChange(key, _shown(key, value), path, scope, True, moved)
+
+
+def unset_setting(
+    key: str,
+    *,
+    workspace: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None = None,
+) -> SettingChange:
+    """Remove the dotted ``key`` from the workspace's (or user's) file; the default applies again.
+
+    For a secret setting inside a workspace, a copy left in the workspace file (written by an
+    older cpv, or by hand) is removed first: that is the fix :meth:`CPVConfig.load` asks for.
+    Otherwise the user's private file, where :func:`set_setting` put it, is the one changed.
+
+    Raises:
+        ConfigError: the file is not valid JSON, or cannot be written.
+    """
+    environment = _Environment.capture(os.environ if env is None else env)
+    path, scope, moved = _setting_file(key, workspace, env)
+    if moved and workspace is not None:
+        ws_path = workspace_config_path(workspace)
+        if _holds(_read_config_file(ws_path, warn_if_shared=False) or {}, key):
+            path, scope, moved = ws_path, "workspace", False
+    target = environment.expand(path)
+    doc = _read_config_file(target, warn_if_shared=False) or {}
+    changed = _holds(doc, key)
+    if changed:
+        section, _, sub = key.partition(".")
+        if sub:
+            del doc[section][sub]
+            if not doc[section]:
+                del doc[section]
+        else:
+            del doc[section]
+        merged, origins = _merge_layers([(str(target), doc)])
+        CPVConfig._build(merged, origins=origins, environment=environment,
+                         sources=[str(target)]).save(target)
+    return SettingChange(key, None, target, scope, changed, moved)
+
+
+def _setting_file(
+    key: str, workspace: str | os.PathLike[str] | None, env: Mapping[str, str] | None
+) -> tuple[Path, Literal["workspace", "user"], bool]:
+    if workspace is None:
+        return default_config_path(env=env), "user", False
+    if is_secret_setting(key):
+        return default_config_path(env=env), "user", True
+    return workspace_config_path(workspace), "workspace", False
+
+
+def _holds(doc: Mapping[str, Any], key: str) -> bool:
+    section, _, sub = key.partition(".")
+    if not sub:
+        return doc.get(section) is not None
+    holder = doc.get(section)
+    return isinstance(holder, Mapping) and holder.get(sub) is not None
+
+
+def _shown(key: str, value: str) -> str:
+    return redact_url(value) if is_secret_setting(key) else redact(value)
+
+
+def _refuse_committed_secrets(doc: Mapping[str, Any], path: Path) -> None:
+    """A workspace file is committed and pushed: a secret in it is already on its way out."""
+    for key in sorted(SECRET_SETTINGS):
+        if _holds(doc, key):
+            variable = next((v for v, k in ENV_OVERRIDES.items() if k == key), None)
+            alt = f" (or set {variable})" if variable else ""
+            raise ConfigError(
+                f"{path} holds {key}, a secret, in a file committed to Git",
+                hint=f"run cpv config unset {key}, then cpv config set --global {key} URL{alt}; "
+                     "if that file was ever committed, replace the webhook too",
+            )
+
+
 # --------------------------------------------------------------------------------------------
 # Files, layers and error translation
 
@@ -1111,6 +1225,8 @@ def _config_error(
             hint=str(ctx.get("hint", "")),
         )
     shown = first.get("input")
+    if isinstance(shown, str):
+        shown = redact(shown)
     got = f" (got {shown!r})" if isinstance(shown, (str, int, float, bool)) else ""
     if isinstance(shown, str) and len(shown) > 60:
         got = ""
@@ -1145,17 +1261,22 @@ def _to_json(doc: Any) -> bytes:
 
 __all__ = [
     "ENV_OVERRIDES",
+    "SECRET_SETTINGS",
     "AwsSection",
     "CPVConfig",
     "CacheSection",
     "GitSection",
     "NotifySection",
+    "SettingChange",
     "SshSetup",
     "StoreLocation",
     "StoreSection",
     "TransferSection",
     "default_config_path",
+    "is_secret_setting",
     "redact_url",
+    "set_setting",
+    "unset_setting",
     "update_config_file",
     "validate_model_name",
     "validate_team_name",

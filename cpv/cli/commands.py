@@ -8,7 +8,6 @@ which maps them to a message, a hint and an exit code. Commands that must report
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -919,19 +918,6 @@ def repair(state: State) -> None:
 # -- config, doctor ----------------------------------------------------------------------------
 
 
-def _config_target(global_: bool) -> tuple[Path, str]:
-    from cpv.config import default_config_path, workspace_config_path
-    from cpv.errors import NotAWorkspaceError
-    from cpv.service import find_workspace
-
-    if not global_:
-        try:
-            return workspace_config_path(find_workspace(Path.cwd())), "workspace"
-        except NotAWorkspaceError:
-            pass
-    return default_config_path(), "user"
-
-
 def _try_root(start: Path | None = None) -> Path | None:
     from cpv.errors import NotAWorkspaceError
     from cpv.service import find_workspace
@@ -1018,40 +1004,28 @@ def config_set(state: State, key: str, value: str, global_: bool) -> None:
 @click.pass_obj
 def config_unset(state: State, key: str, global_: bool) -> None:
     """Remove one setting from the config file (the default applies again)."""
-    from cpv.config import CPVConfig
-    from cpv.errors import ConfigError
+    from cpv.config import unset_setting
 
-    section, sub = _dotted(key)
-    path, scope = _config_target(global_)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}",
-                          hint="fix or remove the file (cpv config show lists the settings)",
-                          ) from exc
-    holder = doc.get(section) if sub else doc
-    name = sub or section
-    removed = isinstance(holder, dict) and holder.pop(name, None) is not None
-    if sub and isinstance(doc.get(section), dict) and not doc[section]:
-        del doc[section]
-    if removed:
-        CPVConfig.from_dict(doc, source=str(path)).save(path)
-    state.out.emit({"key": key, "removed": removed, "file": str(path), "scope": scope},
-                   [f"{'unset' if removed else 'was not set:'} {key} in {path}"])
+    _dotted(key)
+    done = unset_setting(key, workspace=None if global_ else _try_root())
+    state.out.emit({"key": key, "removed": done.changed, "file": str(done.path),
+                    "scope": done.scope},
+                   [f"{'unset' if done.changed else 'was not set:'} {key} in {done.path}"])
 
 
 def _write_setting(state: State, key: str, value: str, global_: bool) -> None:
-    from cpv.config import update_config_file
+    from cpv.config import set_setting
 
-    section, sub = _dotted(key)
-    path, scope = _config_target(global_)
-    change: dict[str, Any] = {section: {sub: value}} if sub else {section: value}
-    update_config_file(path, change)
+    _dotted(key)
+    done = set_setting(key, value, workspace=None if global_ else _try_root())
     note = ""
-    if scope == "workspace":
+    if done.moved:
+        note = (f"{key} is a secret: it is kept in your private {done.path} (mode 0600), "
+                "never in the workspace's committed .cpv/config.json")
+    elif done.scope == "workspace":
         note = "commit .cpv/config.json to share it (git commit .cpv/config.json -m ...)"
-    state.out.emit({"key": key, "value": value, "file": str(path), "scope": scope},
-                   [f"set {key} in {path}"]
+    state.out.emit({"key": key, "value": done.shown, "file": str(done.path), "scope": done.scope},
+                   [f"set {key} in {done.path}"]
                    + ([note] if note else []))
 
 

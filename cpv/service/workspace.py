@@ -66,6 +66,7 @@ from cpv.errors import (
 )
 from cpv.notify import NotifyError, post_event
 from cpv.progress import NULL_PROGRESS, Progress
+from cpv.secrets import redact
 from cpv.service.results import (
     DamagedVersion,
     FileChange,
@@ -618,9 +619,9 @@ class WorkspaceService:
             raise GitRemoteError(
                 f"the version is recorded here, but publishing it to the Git remote failed: "
                 f"{exc.message}",
-                hint="nothing is lost: the next cpv command publishes it once the remote "
-                     "answers ('cpv status' shows what is unpublished); if the remote moved on, "
-                     "run 'git pull --rebase' first") from exc
+                # The remote's own hint first: it says what to fix (ssh key, host key, login).
+                hint=f"{exc.hint}; nothing is lost: the next cpv command publishes it once the "
+                     "remote answers ('cpv status' shows what is unpublished)") from exc
         return remote if commits or tags else None
 
     # -- pull, checkout ----------------------------------------------------------------------
@@ -880,9 +881,11 @@ class WorkspaceService:
                 commits, tags = history.unpublished(remote)
             except GitRemoteError as exc:
                 problem = exc.message
+        # A URL the user gave git directly may carry a token: status shows it redacted.
+        url = self.ws.git.remote_url(remote) if remote else None
         return StatusReport(
             root=self.root, branch=state.branch, head=state.head,
-            remote=self.ws.git.remote_url(remote) if remote else None,
+            remote=redact(url) if url else None,
             store_url=self.ws.store_url, kinds=tuple(kinds), manifest_changes=state.changes,
             unpublished_commits=commits, unpublished_tags=tuple(tags), remote_problem=problem)
 

@@ -47,6 +47,7 @@ from cpv.errors import (
     TagNotFoundError,
     VersioningError,
 )
+from cpv.secrets import redact, url_credential
 
 log = logging.getLogger(__name__)
 
@@ -104,38 +105,58 @@ class _Result:
     stderr: str
 
 
-def url_has_password(url: str) -> bool:
-    """True if ``url`` embeds a password (``https://user:token@host``), which cpv won't store."""
-    if "://" not in url:
-        return False
-    try:
-        return urlsplit(url).password is not None
-    except ValueError:
-        return False
-
-
-def redact_url_credentials(text: str) -> str:
-    """Replace ``user:secret@`` in URLs inside ``text`` by ``user:***@`` (for error messages)."""
-    return re.sub(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@", r"\1:***@", text)
+# ssh's own reasons for failing, which git prints before its generic "Could not read from remote
+# repository": they say what to fix, so they are kept in the message (in this order of weight).
+_SSH_REASONS: Final = (
+    "REMOTE HOST IDENTIFICATION HAS CHANGED",
+    "Host key verification failed",
+    "Permission denied (",
+    "Could not resolve hostname",
+    "Connection refused",
+    "Connection timed out",
+    "Operation timed out",
+    "No route to host",
+    "Network is unreachable",
+    "Connection reset",
+    "Connection closed by",
+    "bad permissions",
+    "no such identity",
+)
+_GENERIC_SSH: Final = ("Could not read from remote repository", "Please make sure you have",
+                       "and the repository exists")
 
 
 def _one_line(*outputs: str) -> str:
-    """Squeeze git's multi-line stderr/stdout into the lines that say what happened."""
+    """Squeeze git's multi-line stderr/stdout into the lines that say what happened.
+
+    ssh's own line (host key, permission denied, unknown host, refused, timed out) comes first
+    and git's generic "Could not read from remote repository" is dropped: it adds nothing.
+    """
     lines = [ln.strip() for out in outputs for ln in out.splitlines() if ln.strip()]
+    ssh = [ln for ln in lines if any(reason in ln for reason in _SSH_REASONS)]
+    ssh = [ln.strip("@ ") for ln in ssh]
     useful = [
         ln for ln in lines
         if ln.startswith(("remote:", "!", "fatal:", "error:", "ERROR:"))
         and not ln.startswith("error: failed to push some refs")
         and ln not in ("remote:",)
     ]
+    if ssh:
+        useful = ssh + [ln for ln in useful if not any(g in ln for g in _GENERIC_SSH)]
     picked = useful or [ln for ln in lines if not ln.startswith(("hint:", "To ", "Done"))] or lines
     text = "; ".join(dict.fromkeys(picked))
-    text = redact_url_credentials(text).replace("\t", " ")
+    text = redact(text).replace("\t", " ")
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
-def _remote_hint(text: str) -> str:
+def _remote_hint(text: str, url: str | None = None) -> str:
+    """One thing to do next for a failed push/fetch/clone, from git's (and ssh's) message.
+
+    Credential helpers are not suggested: cpv never prompts and never handles a secret, so an
+    HTTPS login is for the user to set up for git itself, or to avoid with an SSH remote.
+    """
     lowered = text.lower()
+    host = _remote_host(url) or "the host"
     if "non-fast-forward" in lowered or "fetch first" in lowered:
         return "the remote has commits you do not have: fetch, merge them, then push again"
     if "already exists" in lowered or "would clobber" in lowered:
@@ -143,11 +164,54 @@ def _remote_hint(text: str) -> str:
                 "or overwrite on purpose")
     if "hook declined" in lowered or "remote rejected" in lowered:
         return "the remote's hooks refused the push; see the remote's message above"
-    if ("could not read from remote" in lowered or "permission denied" in lowered
-            or "authentication" in lowered or "does not appear to be a git repository" in lowered
-            or "not found" in lowered or "could not resolve host" in lowered):
-        return "check the remote URL, your network and your SSH key / credentials"
+    if "remote host identification has changed" in lowered:
+        return (f"{host}'s SSH host key changed: confirm the new key with its admin, then run "
+                f"ssh-keygen -R {host} and connect once with ssh to accept it")
+    if "host key verification failed" in lowered:
+        return (f"ssh does not know {host}'s host key: check its fingerprint, then add it with "
+                f"ssh-keyscan {host} >> ~/.ssh/known_hosts")
+    if "permission denied (" in lowered:
+        return (f"{host} refused your SSH key: add the public key to your account there (or set "
+                f"git.ssh_key_path to the right key), then test with ssh -T git@{host}")
+    if "bad permissions" in lowered or "no such identity" in lowered:
+        return "ssh cannot use the key file: check git.ssh_key_path, and chmod 600 the key"
+    if "could not resolve hostname" in lowered or "could not resolve host:" in lowered:
+        return (f"the host name {host} is not known: check it in the remote URL (or the Host "
+                f"alias in ~/.ssh/config) and your DNS / VPN")
+    if "connection refused" in lowered or "couldn't connect" in lowered \
+            or "failed to connect" in lowered:
+        return (f"{host} refused the connection: check the host and port in the remote URL, "
+                f"and that a firewall does not block it")
+    if ("timed out" in lowered or "no route to host" in lowered
+            or "network is unreachable" in lowered or "connection reset" in lowered
+            or "connection closed by" in lowered):
+        return f"{host} did not answer: check your network (VPN, proxy, firewall) and retry"
+    if ("could not read username" in lowered or "could not read password" in lowered
+            or "authentication failed" in lowered or "terminal prompts disabled" in lowered
+            or "access denied" in lowered or "http basic" in lowered
+            or re.search(r"returned error: 40[13]\b", lowered)):
+        return ("the HTTPS remote wants a login and cpv never asks for one: use an SSH remote "
+                "(git@host:team/repo.git), or set up git's own access to it outside cpv so that "
+                "git fetch works without asking")
+    if ("does not appear to be a git repository" in lowered or "not found" in lowered
+            or "repository access denied" in lowered):
+        return "check the remote URL: the repository does not exist or you cannot see it"
+    if "could not read from remote" in lowered:
+        return "check the remote URL, your network and your SSH key"
     return "check the remote URL and try again"
+
+
+def _remote_host(url: str | None) -> str | None:
+    """The host of an SSH/HTTPS remote URL (``git@host:x``, ``ssh://u@host:22/x``), or None."""
+    if not url:
+        return None
+    if "://" in url:
+        try:
+            return urlsplit(url).hostname
+        except ValueError:
+            return None
+    match = re.fullmatch(r"(?:[^@/:]+@)?([A-Za-z0-9._-]+):(?!/).*", url)
+    return match.group(1) if match else None
 
 
 def _check_remote_name(name: str) -> str:
@@ -282,8 +346,8 @@ class GitRepo:
         status, stdout, stderr = result
         if status != 0:
             text = _one_line(str(stderr), str(stdout))
-            raise GitRemoteError(f"cannot clone {redact_url_credentials(url)}: {text}",
-                                 hint=_remote_hint(text))
+            raise GitRemoteError(f"cannot clone {redact(url)}: {text}",
+                                 hint=_remote_hint(text, url))
         return cls.open(folder, ssh_command=ssh_command)
 
     @staticmethod
@@ -303,8 +367,8 @@ class GitRepo:
             raise _no_git(exc) from exc
         if status != 0:
             text = _one_line(str(stderr), str(stdout))
-            raise GitRemoteError(f"cannot read Git remote {redact_url_credentials(url)}: {text}",
-                                 hint=_remote_hint(text))
+            raise GitRemoteError(f"cannot read Git remote {redact(url)}: {text}",
+                                 hint=_remote_hint(text, url))
 
     def close(self) -> None:
         """Stop GitPython's persistent helper processes."""
@@ -707,7 +771,7 @@ class GitRepo:
         """Add remote ``name`` or change its URL.
 
         Raises:
-            VersioningError: the URL embeds a password (invariant 8: cpv writes no secrets).
+            VersioningError: the URL carries a password or token (invariant 8: no secrets).
         """
         _check_url(url)
         _check_remote_name(name)
@@ -851,8 +915,8 @@ class GitRepo:
     def _remote_error(self, verb: str, remote: str, result: _Result) -> GitRemoteError:
         text = _one_line(result.stderr, result.stdout)
         url = self.remote_url(remote) if _REMOTE_NAME_RE.fullmatch(remote) else None
-        where = f"{remote} ({redact_url_credentials(url)})" if url else remote
-        return GitRemoteError(f"{verb} {where} failed: {text}", hint=_remote_hint(text))
+        where = f"{remote} ({redact(url)})" if url else remote
+        return GitRemoteError(f"{verb} {where} failed: {text}", hint=_remote_hint(text, url))
 
 
 def _enclosing_work_tree(folder: Path) -> str | None:
@@ -872,8 +936,9 @@ def _parse_git_date(text: str) -> datetime:
 
 
 def _remote_env(ssh_command: str | None) -> dict[str, str]:
-    # Never hang on a password prompt: fail and say so.
-    env = {"GIT_TERMINAL_PROMPT": "0"}
+    # Never hang on a login prompt, on the terminal or in a Git Credential Manager window: fail,
+    # and let the hint say what to do.
+    env = {"GIT_TERMINAL_PROMPT": "0", "GCM_INTERACTIVE": "never"}
     if ssh_command:
         env["GIT_SSH_COMMAND"] = ssh_command
     return env
@@ -883,10 +948,12 @@ def _check_url(url: str) -> None:
     if not isinstance(url, str) or not url.strip() or url.startswith("-") or "\0" in url:
         raise VersioningError(f"invalid Git remote URL {url!r}",
                               hint="use an SSH or HTTPS URL, or a path to a repository")
-    if url_has_password(url):
+    credential = url_credential(url)
+    if credential:
         raise VersioningError(
-            f"remote URL {redact_url_credentials(url)} embeds a password",
-            hint="cpv never stores secrets: use an SSH URL with a key, or a git credential helper",
+            f"remote URL {redact(url)} carries {credential}; cpv never stores secrets",
+            hint="use an SSH remote (git@host:team/repo.git), or the HTTPS URL without the "
+                 "token and set up git's own access to it outside cpv",
         )
 
 

@@ -13,7 +13,8 @@ from cpv.errors import (
     TagNotFoundError,
     VersioningError,
 )
-from cpv.versioning.gitrepo import GitRepo, redact_url_credentials, url_has_password
+from cpv.secrets import redact, url_credential
+from cpv.versioning.gitrepo import GitRepo
 from tests.versioning.conftest import AUTHOR, AUTHOR_EMAIL, git
 
 
@@ -157,11 +158,11 @@ def test_tags_create_list_delete_restore(repo: GitRepo) -> None:
 
 
 def test_remote_urls_with_passwords_are_refused(repo: GitRepo) -> None:
-    assert url_has_password("https://user:s3cret@example.com/r.git")
-    assert not url_has_password("git@bitbucket.org:team/model.git")
-    assert not url_has_password("https://user@example.com/r.git")
-    assert redact_url_credentials("fatal: https://u:s3cret@h/x") == "fatal: https://u:***@h/x"
-    with pytest.raises(VersioningError, match="embeds a password") as info:
+    assert url_credential("https://user:s3cret@example.com/r.git") == "a password"
+    assert url_credential("git@bitbucket.org:team/model.git") is None
+    assert url_credential("https://user@example.com/r.git") is None
+    assert redact("fatal: https://u:s3cret@h/x") == "fatal: https://u:***@h/x"
+    with pytest.raises(VersioningError, match="carries a password") as info:
         repo.set_remote("origin", "https://user:s3cret@example.com/r.git")
     assert "s3cret" not in str(info.value)
     assert repo.remote_url("origin") is None

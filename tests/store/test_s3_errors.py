@@ -61,6 +61,7 @@ def closed_port() -> int:
     [{"secret_key": "not-the-secret"}, {"access_key": "nobody", "secret_key": "nothing"}],
     ids=["wrong-secret", "unknown-key"],
 )
+@pytest.mark.usefixtures("s3_checks_credentials")
 def test_wrong_credentials_are_store_access_errors(
     make_s3_store: S3StoreFactory, s3_server: S3Server, credentials: dict[str, str]
 ) -> None:
@@ -212,6 +213,7 @@ def test_unknown_profile_is_a_store_access_error(aws_env: Path) -> None:
     assert "profile" in info.value.hint
 
 
+@pytest.mark.usefixtures("s3_checks_credentials")
 def test_no_credentials_is_a_store_access_error(aws_env: Path, s3_server: S3Server) -> None:
     store = S3Store.from_url(
         f"s3://{s3_server.bucket}/anon", endpoint_url=s3_server.endpoint_url

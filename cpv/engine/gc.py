@@ -51,7 +51,7 @@ from cpv.engine.locks import (
 from cpv.engine.packs import PackEntry, pack_id_from_key, pack_key
 from cpv.engine.repository import SNAPSHOT_TOUCH_AGE_S
 from cpv.engine.snapshot import SNAPSHOT_PREFIX, Snapshot, check_snapshot_id, snapshot_key
-from cpv.engine.transfer import PackUploader, TransferLimits
+from cpv.engine.transfer import PackUploader, TaskPool, TransferLimits
 from cpv.errors import FormatError, IntegrityError, ObjectNotFoundError
 from cpv.progress import NULL_PROGRESS, Progress
 
@@ -414,8 +414,8 @@ def _repack(
     """Copy each pack's live chunks, checked against their ids, into new packs."""
     store = repo.store
     failed: list[_Pack] = []
-    with PackUploader(
-        store, pack_size=repo.config.pack_size, limits=limits, progress=progress
+    with TaskPool(1, name="repack", serial=limits.serial) as pool, PackUploader(
+        store, pool=pool, pack_size=repo.config.pack_size, limits=limits, progress=progress
     ) as uploader:
         for pack in packs:
             entries = sorted(chosen[pack.pack_id], key=lambda e: e.offset)

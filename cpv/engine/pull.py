@@ -77,6 +77,7 @@ class _Target:
     lock: threading.Lock = field(default_factory=threading.Lock)
     created: bool = False
     done: bool = False
+    discarded: bool = False  # the pull failed: a straggling worker must not re-create ``tmp``
     fsync: bool = False
 
 
@@ -433,7 +434,7 @@ def _write(t: _Target, offset: int, data: memoryview, *, chunks: int = 1) -> Non
     in flight, and an open/close is negligible next to a megabyte-sized chunk.
     """
     with t.lock:
-        if t.done:
+        if t.done or t.discarded:
             return
         fd = _open_tmp(t)
     try:
@@ -524,6 +525,7 @@ def _pid_alive(pid: int) -> bool:
 
 def _discard(t: _Target) -> None:
     with t.lock:
+        t.discarded = True
         if not t.done:
             try:
                 os.unlink(t.tmp)

@@ -25,10 +25,11 @@ import logging
 import mmap
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar
 
 from cpv.engine.hashing import chunk_id
 from cpv.engine.index import PackRecord
@@ -108,6 +109,73 @@ class BufferPool:
                 log.debug("buffer still referenced at close; left to the GC")
 
 
+INTERRUPT_GRACE_S: Final = 0.5
+"""How long an interrupted operation waits for requests already on the wire before leaving
+them to finish on their own: Ctrl-C must end a transfer within 2 s even when a slow server takes
+seconds to answer the parts in flight."""
+
+
+class _Workers:
+    """Daemon worker threads fed from a queue: like ``ThreadPoolExecutor``, but abandonable.
+
+    ``ThreadPoolExecutor`` threads are joined at interpreter exit, so a Ctrl-C could not end the
+    process before every request in flight was answered. These are daemon threads: an interrupted
+    operation waits :data:`INTERRUPT_GRACE_S` for them and then leaves; each finishes its one
+    request, sees the cancellation and stops (or dies with the process).
+    """
+
+    def __init__(self, count: int, name: str) -> None:
+        self._count = count
+        self._name = name
+        self._queue: queue.SimpleQueue[
+            tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None
+        ] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        fut: Future[T] = Future()
+        with self._lock:
+            if len(self._threads) < self._count:
+                t = threading.Thread(
+                    target=self._run, name=f"cpv-{self._name}-{len(self._threads)}", daemon=True
+                )
+                t.start()
+                self._threads.append(t)
+        self._queue.put((fut, fn, args, kwargs))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fut, fn, args, kwargs = item
+            del item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the future, as an executor does
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+            del fut, fn, args, kwargs
+
+    def shutdown(self, *, deadline: float | None) -> None:
+        """Stop the threads once idle; wait for them until ``deadline`` (monotonic), or forever."""
+        with self._lock:
+            threads = list(self._threads)
+            self._threads.clear()
+            self._count = 0  # no new threads after shutdown
+        for _ in threads:
+            self._queue.put(None)
+        for t in threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                log.debug("%s still busy after the interrupt; left to finish on its own", t.name)
+
+
 class _CancelledError(TransferError):
     """Raised inside an operation whose pool was cancelled; the pool reports the real cause."""
 
@@ -140,9 +208,7 @@ class TaskPool:
         self.workers = workers
         self.serial = serial
         self._root = _root or self
-        self._executor = (
-            None if serial else ThreadPoolExecutor(workers, thread_name_prefix=f"cpv-{name}")
-        )
+        self._executor = None if serial else _Workers(workers, name)
         # Queued + running tasks; submit blocks beyond it (bounded memory for queued work).
         self._slots = threading.Semaphore(workers + (workers if backlog is None else backlog))
         self._outstanding: set[Future[object]] = set()
@@ -151,6 +217,7 @@ class TaskPool:
             self._cancel_event = threading.Event()
             self._failure: BaseException | None = None
             self._lanes: list[TaskPool] = []
+            self._deadline: float | None = None
 
     def lane(self, workers: int, *, name: str, backlog: int | None = None) -> TaskPool:
         """Another group of workers in this operation, cancelled with it; closed by the root."""
@@ -213,14 +280,28 @@ class TaskPool:
         for f in pending:
             f.cancel()
 
-    def close(self, *, cancel: bool) -> None:
-        """Shut the workers down (the root: every lane too), after cancelling if asked."""
-        if cancel:
+    def close(self, *, cancel: bool, interrupted: bool = False) -> None:
+        """Shut the workers down (the root: every lane too), after cancelling if asked.
+
+        After a failure, running tasks are waited for, so nothing is still writing when the
+        error reaches the caller. After an interrupt (Ctrl-C), they get
+        :data:`INTERRUPT_GRACE_S` in all and are then left behind.
+        """
+        if cancel or interrupted:
             self.cancel()
+        deadline = self.interrupt_deadline() if interrupted else None
         lanes = list(reversed(self._root._lanes)) if self is self._root else []
         for pool in (*lanes, self):
             if pool._executor is not None:
-                pool._executor.shutdown(wait=True, cancel_futures=cancel)
+                pool._executor.shutdown(deadline=deadline)
+
+    def interrupt_deadline(self) -> float:
+        """When an interrupted operation stops waiting: one grace period for all its lanes."""
+        root = self._root
+        with root._cond:
+            if root._deadline is None:
+                root._deadline = time.monotonic() + INTERRUPT_GRACE_S
+            return root._deadline
 
     def _task_done(self, fut: Future[object]) -> None:
         self._slots.release()
@@ -253,7 +334,7 @@ class TaskPool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close(cancel=exc_type is not None)
+        self.close(cancel=exc_type is not None, interrupted=_is_interrupt(exc))
         # A producer stopped by the cancellation reports it; the cause is the first failure.
         if isinstance(exc, _CancelledError) and self._root._failure is not None:
             raise self._root._failure from None
@@ -489,20 +570,29 @@ class PackUploader:
         with self._state_lock:
             self._open_uploads.pop(pack.pack_id, None)
 
-    def close(self, *, cancel: bool) -> None:
-        if cancel:
+    def close(self, *, cancel: bool, interrupted: bool = False) -> None:
+        if cancel or interrupted:
             # No lock: a producer may hold _lock while it waits for a buffer, and this flag
             # is what makes it give up.
             self._closed = True
-        self._pool.close(cancel=cancel)
-        self._finisher.close(cancel=cancel)
-        with self._state_lock:
-            pending = list(self._open_uploads.values())
-        for upload in pending:
-            try:
-                upload.abort()
-            except CPVError as exc:
-                log.warning("could not abort upload of %s: %s", upload.key, exc)
+        if interrupted:
+            # The user pressed Ctrl-C: parts in flight get the grace period to land, then every
+            # open upload is aborted at once, with one more grace period for the answers. A
+            # part still on the wire may outlive its abort on some servers: such an upload is
+            # invisible garbage (nothing references it) that 'cpv gc' removes.
+            self._pool.close(cancel=cancel, interrupted=True)
+            self._finisher.close(cancel=cancel, interrupted=True)
+            with self._state_lock:
+                pending = list(self._open_uploads.values())
+            aborts = _start_aborts(pending)
+            _wait_aborts(aborts, deadline=self._tasks.interrupt_deadline() + INTERRUPT_GRACE_S)
+        else:
+            self._pool.close(cancel=cancel)
+            self._finisher.close(cancel=cancel)
+            with self._state_lock:
+                pending = list(self._open_uploads.values())
+            for upload in pending:
+                _abort_one(upload)
         self._open_uploads.clear()
         if self._buffers is not None:
             self._buffers.close()
@@ -516,7 +606,36 @@ class PackUploader:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close(cancel=exc_type is not None)
+        self.close(cancel=exc_type is not None, interrupted=_is_interrupt(exc))
+
+
+def _abort_one(upload: MultipartUpload) -> None:
+    try:
+        upload.abort()
+    except CPVError as exc:
+        log.warning("could not abort upload of %s (%s); 'cpv gc' removes it later", upload.key, exc)
+
+
+def _start_aborts(uploads: list[MultipartUpload]) -> list[tuple[threading.Thread, str]]:
+    """Abort ``uploads`` at once, each on a daemon thread (a busy server answers slowly)."""
+    started = []
+    for u in uploads:
+        t = threading.Thread(target=_abort_one, args=(u,), name="cpv-abort", daemon=True)
+        t.start()
+        started.append((t, u.key))
+    return started
+
+
+def _wait_aborts(aborts: list[tuple[threading.Thread, str]], *, deadline: float) -> None:
+    for t, key in aborts:
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            log.info("upload of %s is still being aborted; 'cpv gc' removes it if not", key)
+
+
+def _is_interrupt(exc: BaseException | None) -> bool:
+    """Ctrl-C or an exit request: the user waits, so running requests are not waited for."""
+    return exc is not None and not isinstance(exc, Exception)
 
 
 @dataclass(frozen=True, slots=True)

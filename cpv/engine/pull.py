@@ -425,6 +425,12 @@ def _open_tmp(t: _Target) -> int:
         raise _local_error(exc, t.tmp) from exc
 
 
+# Writes into one file from several threads serialise on the file's lock in the kernel, and a
+# thread waiting for it spins: one 16 MiB pwrite per range cost 1-2 more CPU-s per GiB (system
+# time) than writes of about a chunk, which let the writers interleave.
+_WRITE_SLICE = 1024 * 1024
+
+
 def _write(t: _Target, offset: int, data: memoryview, *, chunks: int = 1) -> None:
     """Write ``chunks`` consecutive chunks of ``t``; the writer of its last renames it into place.
 
@@ -440,7 +446,8 @@ def _write(t: _Target, offset: int, data: memoryview, *, chunks: int = 1) -> Non
     try:
         written = 0
         while written < len(data):
-            written += os.pwrite(fd, data[written:], offset + written)
+            piece = data[written : written + _WRITE_SLICE]
+            written += os.pwrite(fd, piece, offset + written)
         with t.lock:
             t.remaining -= chunks
             last = t.remaining == 0

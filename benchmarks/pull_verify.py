@@ -29,12 +29,13 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for p in (str(HERE), str(ROOT)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
 
-from benchmarks.server import BenchServer  # noqa: E402
-from benchmarks.tools import PEERS  # noqa: E402
-from benchmarks.workloads import evict, plan_checkpoint, write_checkpoint  # noqa: E402
+from server import BenchServer  # noqa: E402
+from tools import PEERS  # noqa: E402
+from workloads import evict, plan_checkpoint, write_checkpoint  # noqa: E402
 
 GIB = 1024**3
 

@@ -6,19 +6,21 @@ where the assertion is "this did not happen within a while".
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from cpv.engine import Repository, push, verify
+from cpv.engine import Repository, pull, push, verify
 from cpv.engine.transfer import INTERRUPT_GRACE_S, TaskPool
 from cpv.errors import TransferError
 from cpv.store import MiB
+from cpv.store.memory import MemoryStore
 from cpv.store.s3 import S3Store
 
-from .conftest import LIMITS, make_repo, make_tree
+from .conftest import LIMITS, make_repo, make_tree, tree_digest
 
 
 def test_submit_blocks_while_workers_and_backlog_are_busy() -> None:
@@ -170,3 +172,17 @@ def test_deep_verify_reads_coalesced_ranges_not_one_get_per_chunk(
     # LIMITS.max_range is 1 MiB: a few ranges per pack, not one GET per chunk.
     assert data_gets <= deep.bytes_read // LIMITS.max_range + 2 * len(list(s3_store.list("packs/")))
     assert data_gets * 5 < chunks
+
+
+def test_serial_mode_pushes_pulls_and_verifies_on_one_thread(
+    memory_store: MemoryStore, tmp_path: Path
+) -> None:
+    serial = dataclasses.replace(LIMITS, serial=True)
+    src = make_tree(tmp_path / "src")
+    repo = make_repo(memory_store, tmp_path / "c")
+    before = threading.active_count()
+    sid = push(repo, src, limits=serial).snapshot_id
+    pull(repo, sid, tmp_path / "out", limits=serial)
+    assert verify(repo, deep=True, limits=serial).ok
+    assert threading.active_count() == before  # no worker thread was started
+    assert tree_digest(tmp_path / "out") == tree_digest(src)

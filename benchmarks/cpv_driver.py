@@ -7,6 +7,8 @@ are part of cpv's time, as they are part of ``aws``'s or ``dvc``'s.
     python benchmarks/cpv_driver.py push --endpoint URL --bucket B --prefix P --cache-dir C SRC
     python benchmarks/cpv_driver.py pull --endpoint URL --bucket B --prefix P --cache-dir C \
         --snapshot ID DEST
+    python benchmarks/cpv_driver.py verify --endpoint URL --bucket B --prefix P --cache-dir C \
+        --snapshot ID .          # deep verify of one snapshot (the path is ignored)
 
 Credentials come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_DEFAULT_REGION), as for any user of ``cpv``.
@@ -24,13 +26,13 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from cpv.engine import Repository, pull, push  # noqa: E402
+from cpv.engine import Repository, pull, push, verify  # noqa: E402
 from cpv.store import open_store  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("op", choices=("push", "pull"))
+    parser.add_argument("op", choices=("push", "pull", "verify"))
     parser.add_argument("path", type=Path, help="tree to push, or folder to pull into")
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--bucket", required=True)
@@ -59,6 +61,20 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": r.seconds,
                 "dedup_ratio": r.dedup_ratio,
             }
+        elif args.op == "verify":
+            if not args.snapshot:
+                parser.error("verify needs --snapshot")
+            v = verify(repo, snapshot_ids=[args.snapshot], deep=True)
+            out = {
+                "ok": v.ok,
+                "chunks_checked": v.chunks_checked,
+                "bytes_read": v.bytes_read,
+                "requests": repo.store.request_count,
+                "seconds": v.seconds,
+            }
+            if not v.ok:
+                sys.stderr.write(v.summary() + "\n")
+                return 1
         else:
             if not args.snapshot:
                 parser.error("pull needs --snapshot")

@@ -59,8 +59,16 @@ from cpv.engine.packs import PackEntry, pack_id_from_key, pack_key
 from cpv.engine.repository import SNAPSHOT_TOUCH_AGE_S
 from cpv.engine.roots import live_for_gc
 from cpv.engine.snapshot import SNAPSHOT_PREFIX, Snapshot, check_snapshot_id, snapshot_key
-from cpv.engine.transfer import PackUploader, TransferLimits
-from cpv.errors import FormatError, IntegrityError, ObjectNotFoundError
+from cpv.engine.transfer import (
+    ChunkWant,
+    PackRange,
+    PackUploader,
+    TaskPool,
+    TransferLimits,
+    fetch_ranges,
+    plan_ranges,
+)
+from cpv.errors import FormatError, ObjectNotFoundError, StoreError
 from cpv.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
@@ -453,29 +461,46 @@ def _repack(
     limits: TransferLimits,
     progress: Progress,
 ) -> tuple[list[PackRecord], list[_Pack]]:
-    """Copy each pack's live chunks, checked against their ids, into new packs."""
+    """Copy each pack's live chunks, checked against their ids, into new packs.
+
+    A pack is read the way pull reads (``fetch_ranges``: coalesced ranges, in parallel), one
+    pack at a time, so memory stays at one pack's live bytes plus the range buffers. A pack
+    that is gone or holds a damaged chunk is left as it is (reported, not repacked).
+    """
     store = repo.store
     failed: list[_Pack] = []
-    with PackUploader(
-        store, pack_size=repo.config.pack_size, limits=limits, progress=progress
+    with TaskPool(limits.workers, name="repack", serial=limits.serial) as pool, PackUploader(
+        store, pool=pool, pack_size=repo.config.pack_size, limits=limits, progress=progress
     ) as uploader:
         for pack in packs:
-            entries = sorted(chosen[pack.pack_id], key=lambda e: e.offset)
-            try:
-                blobs = []
-                for e in entries:
-                    data = store.get_range(pack_key(pack.pack_id), e.offset, e.length)
-                    if chunk_id(data) != e.chunk_id:
-                        raise IntegrityError(
-                            f"chunk {e.chunk_id.hex()[:16]}… in pack {pack.pack_id} is damaged",
-                            object_id=pack.pack_id,
-                        )
-                    blobs.append((e.chunk_id, data))
-            except (IntegrityError, ObjectNotFoundError) as exc:
-                log.warning("not repacking %s: %s", pack.pack_id, exc)
+            wants = [ChunkWant(e.chunk_id, e.offset, e.length, None) for e in chosen[pack.pack_id]]
+            blobs: dict[int, tuple[bytes, bytes]] = {}
+            problems: list[str] = []
+
+            def keep(r: PackRange[None], view: memoryview, blobs: dict[int, tuple[bytes, bytes]]
+                     = blobs) -> None:
+                for w in r.wants:
+                    at = w.offset - r.start
+                    blobs[w.offset] = (w.chunk_id, bytes(view[at : at + w.length]))
+
+            def damaged(w: ChunkWant[None], r: PackRange[None], _actual: bytes,
+                        problems: list[str] = problems) -> None:
+                problems.append(f"chunk {w.chunk_id.hex()[:16]}… in pack {r.pack_id} is damaged")
+
+            def unreadable(r: PackRange[None], exc: StoreError,
+                           problems: list[str] = problems) -> None:
+                if not isinstance(exc, ObjectNotFoundError):
+                    raise exc
+                problems.append(str(exc))
+
+            fetch_ranges(store, plan_ranges({pack.pack_id: wants}, limits), pool=pool,
+                         deliver=keep, on_damaged=damaged, on_unreadable=unreadable)
+            if problems:
+                log.warning("not repacking %s: %s", pack.pack_id, problems[0])
                 failed.append(pack)
                 continue
-            for cid, data in blobs:
+            for offset in sorted(blobs):
+                cid, data = blobs[offset]
                 uploader.add(cid, memoryview(data))
         records = uploader.finish()
     return records, failed

@@ -19,7 +19,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -30,7 +29,7 @@ from cpv.engine.locks import PushLease, wait_while_gc_runs
 from cpv.engine.roots import RootInfo, record_push
 from cpv.engine.snapshot import FileEntry, Snapshot
 from cpv.engine.statcache import FileStamp, cache_key
-from cpv.engine.transfer import PackUploader, TransferLimits
+from cpv.engine.transfer import PackUploader, TaskPool, TransferLimits
 from cpv.errors import (
     IntegrityError,
     LocalIOError,
@@ -302,9 +301,12 @@ def _check_readable(scan: _Scan, path: str, st: os.stat_result) -> None:
 class _PushState:
     """Shared by the hash workers: which chunks are known, counters, the uploader."""
 
-    def __init__(self, repo: Repository, uploader: PackUploader, progress: Progress) -> None:
+    def __init__(
+        self, repo: Repository, uploader: PackUploader, pool: TaskPool, progress: Progress
+    ) -> None:
         self.index = repo.index
         self.uploader = uploader
+        self.pool = pool
         self.progress = progress
         self.lock = threading.Lock()
         self.pending: set[bytes] = set()
@@ -444,25 +446,21 @@ def _push(
 
     progress.begin("hash", total=sum(s.st.st_size for s in to_read), unit="B")
     progress.begin("upload", total=None, unit="B")
-    with PackUploader(
+    # One pool for the whole push: the hash workers here, upload and completion lanes in the
+    # uploader. An error or Ctrl-C cancels all of them at once.
+    with TaskPool(limits.hash_workers, name="hash", serial=limits.serial) as pool, PackUploader(
         repo.store,
+        pool=pool,
         pack_size=repo.config.pack_size,
         limits=limits,
         progress=progress,
         dry_run=dry_run,
     ) as uploader:
-        state = _PushState(repo, uploader, progress)
+        state = _PushState(repo, uploader, pool, progress)
         # Biggest first, so one huge file does not start last and run alone at the end.
         to_read.sort(key=lambda s: -s.st.st_size)
-        with ThreadPoolExecutor(limits.hash_workers, thread_name_prefix="cpv-hash") as hashers:
-            futures = [hashers.submit(_ingest, state, src, params) for src in to_read]
-            _, not_done = wait(futures, return_when=FIRST_EXCEPTION)
-            if not_done:
-                for f in not_done:
-                    f.cancel()
-            for f in futures:
-                if f.done() and not f.cancelled() and f.exception() is not None:
-                    raise f.exception()  # type: ignore[misc]
+        futures = [pool.submit(_ingest, state, src, params) for src in to_read]
+        pool.join()
         for src, f in zip(to_read, futures, strict=True):
             entry, stamp = f.result()
             entries[entry.path] = entry
@@ -578,6 +576,7 @@ def _ingest(state: _PushState, src: _Source, params: ChunkerParams) -> tuple[Fil
         else:
             pieces = iter_file_chunks(fd, params, buffer=buf)
         for _offset, data in pieces:
+            state.pool.check()  # Ctrl-C or a failure elsewhere stops a multi-GB file here
             cid = chunk_id(data)
             chunks.append(cid)
             if hasher is not None:

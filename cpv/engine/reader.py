@@ -4,8 +4,8 @@ A pull writes a whole tree; a reader instead answers "bytes ``a..b`` of ``model/
 by mapping the range to the file's chunks (their lengths come from the index), fetching only the
 chunks it does not hold yet, and checking each against its blake3 id before a byte is returned
 (invariant 2). Fetches reuse the pull's planning: chunks of one pack are coalesced into ranged GETs
-(:func:`cpv.engine.pull.coalesce`) and verified with one re-fetch on a mismatch
-(:func:`cpv.engine.pull.fetch_verified`).
+(:func:`cpv.engine.transfer.plan_ranges`) and verified with one re-fetch on a mismatch
+(:func:`cpv.engine.transfer.fetch_ranges`).
 
 Verified chunks are kept in two places:
 
@@ -31,14 +31,19 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from cpv.engine.hashing import Buffer, chunk_id
-from cpv.engine.pull import coalesce, fetch_verified
-from cpv.engine.transfer import TransferLimits
+from cpv.engine.transfer import (
+    ChunkWant,
+    PackRange,
+    TaskPool,
+    TransferLimits,
+    fetch_ranges,
+    plan_ranges,
+)
 from cpv.errors import IntegrityError, NotAFileError, PathNotFoundError, UnsafePathError
 from cpv.store import GiB, MiB
 
@@ -187,15 +192,6 @@ class ChunkCache:
         except OSError:
             return False
         return True
-
-
-@dataclass(frozen=True, slots=True)
-class _Piece:
-    """One chunk to fetch from a pack (the shape :func:`coalesce` groups)."""
-
-    chunk_id: bytes
-    offset: int
-    length: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,7 +456,7 @@ class SnapshotReader:
 
     def _fetch(self, ids: list[bytes], path: str) -> dict[bytes, bytes]:
         index = self.repo.index
-        by_pack: dict[str, list[_Piece]] = {}
+        by_pack: dict[str, list[ChunkWant[None]]] = {}
         for cid in ids:
             loc = index.get(cid)
             if loc is None:
@@ -468,29 +464,28 @@ class SnapshotReader:
                     f"{path}: chunk {cid.hex()[:16]}… is missing from the store",
                     object_id=cid.hex(),
                 )
-            by_pack.setdefault(loc.pack_id, []).append(_Piece(cid, loc.offset, loc.length))
-        ranges = [
-            (pack_id, start, length, group)
-            for pack_id, pieces in by_pack.items()
-            for start, length, group in coalesce(pieces, self.limits)
-        ]
-
-        def fetch(r: tuple[str, int, int, tuple[_Piece, ...]]) -> dict[bytes, bytes]:
-            pack_id, start, length, group = r
-            buf = bytearray(length)
-            fetch_verified(self.repo, pack_id, start, memoryview(buf), group,
-                           needed_by=lambda _: path)
-            return {p.chunk_id: bytes(buf[p.offset - start : p.offset - start + p.length])
-                    for p in group}
-
+            by_pack.setdefault(loc.pack_id, []).append(ChunkWant(cid, loc.offset, loc.length,
+                                                                 None))
+        ranges = plan_ranges(by_pack, self.limits)
         result: dict[bytes, bytes] = {}
-        if len(ranges) == 1:
-            result.update(fetch(ranges[0]))
-            return result
-        workers = min(self.limits.workers, len(ranges))
-        with ThreadPoolExecutor(workers, thread_name_prefix="cpv-read") as pool:
-            for part in pool.map(fetch, ranges):
+        lock = threading.Lock()
+
+        def deliver(r: PackRange[None], view: memoryview) -> None:
+            part = {w.chunk_id: bytes(view[w.offset - r.start : w.offset - r.start + w.length])
+                    for w in r.wants}
+            with lock:
                 result.update(part)
+
+        def damaged(w: ChunkWant[None], r: PackRange[None], actual: bytes) -> None:
+            raise IntegrityError(
+                f"pack {r.pack_id} holds damaged data for chunk {w.chunk_id.hex()[:16]}… "
+                f"(needed by {path})",
+                object_id=r.pack_id, expected=w.chunk_id.hex(), actual=actual.hex())
+
+        # The pull's own range planner and fetcher: one owner of coalescing and verifying.
+        workers = max(1, min(self.limits.workers, len(ranges)))
+        with TaskPool(workers, name="read", serial=self.limits.serial) as pool:
+            fetch_ranges(self.repo.store, ranges, pool=pool, deliver=deliver, on_damaged=damaged)
         return result
 
     def _remember(self, cid: bytes, data: bytes) -> None:

@@ -30,7 +30,7 @@ from cpv.engine.hashing import chunk_id
 from cpv.engine.index import INDEX_PREFIX, PackRecord, decode_index, record_damage
 from cpv.engine.locks import PushLease, condemned_pack_ids
 from cpv.engine.packs import pack_id_from_key
-from cpv.engine.transfer import PackUploader, TransferLimits
+from cpv.engine.transfer import PackUploader, TaskPool, TransferLimits
 from cpv.engine.verify import VerifyReport, verify
 from cpv.errors import CPVError, FormatError, ObjectNotFoundError
 from cpv.progress import NULL_PROGRESS, Progress
@@ -178,8 +178,9 @@ def _upload_from_sources(
     params = repo.config.chunker
     buf = new_read_buffer(params)
     left = set(wanted)
-    with PackUploader(repo.store, pack_size=repo.config.pack_size, limits=limits,
-                      progress=progress) as uploader:
+    with TaskPool(limits.workers, name="repair", serial=limits.serial) as pool, PackUploader(
+            repo.store, pool=pool, pack_size=repo.config.pack_size, limits=limits,
+            progress=progress) as uploader:
         for path in _files(sources):
             if not left:
                 break

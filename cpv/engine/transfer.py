@@ -1,12 +1,22 @@
-"""Moving bytes in parallel with bounded memory: the pack uploader and its helpers.
+"""Moving bytes in parallel with bounded memory: the one task pool, the uploader, the range fetcher.
 
-One :class:`PackUploader` per push owns every upload thread (STYLE rule 6). Producers (the
-threads that chunk and hash files) hand it new chunks; it copies them into fixed-size part
-buffers taken from a :class:`BufferPool` and ships each full part as one part of a multipart
-upload while the producers go on chunking. Memory is bounded by the pool: when every buffer is
-in flight, ``add`` blocks, which is the backpressure that keeps a 1 TB push inside a few hundred
-MiB (invariant 4). The first failure stops everything: producers get the error at their next
-``add``, open multipart uploads are aborted, and no index or snapshot is written (invariant 1).
+:class:`TaskPool` is the only way the engine runs work on threads (STYLE rule 6). Each operation
+(push, pull, verify, gc) opens one, as a context manager; parts that must not wait on each other
+(hashing, part uploads, pack completion) get lanes of it. Submission blocks while a lane's
+workers and backlog are busy, the first failure cancels everything queued, and running tasks see
+the cancellation at their next :meth:`TaskPool.check` or buffer wait, so Ctrl-C or an error stops
+a multi-GB transfer within a fraction of a second instead of after every queued job ran.
+
+:class:`PackUploader` (push, gc) copies new chunks into fixed-size part buffers taken from a
+:class:`BufferPool` and ships each full part as one part of a multipart upload while producers go
+on chunking. Memory is bounded by the pool: when every buffer is in flight, ``add`` blocks, which
+is the backpressure that keeps a 1 TB push inside a few hundred MiB (invariant 4). The first
+failure stops everything: producers get the error at their next ``add``, open multipart uploads
+are aborted, and no index or snapshot is written (invariant 1).
+
+:func:`plan_ranges` and :func:`fetch_ranges` (pull, deep verify) coalesce wanted chunks into
+ranged GETs, fetch them in parallel into reused buffers and check every chunk against its blake3
+id before anyone sees it (invariant 2).
 """
 
 from __future__ import annotations
@@ -15,15 +25,17 @@ import logging
 import mmap
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar
 
+from cpv.engine.hashing import chunk_id
 from cpv.engine.index import PackRecord
 from cpv.engine.packs import PackEntry, encode_footer, new_pack_id, pack_key
-from cpv.errors import CPVError, TransferError
-from cpv.progress import NULL_PROGRESS, Progress
+from cpv.errors import CPVError, StoreError, TransferError
+from cpv.progress import NULL_PROGRESS, Phase, Progress
 from cpv.store import MiB
 
 if TYPE_CHECKING:
@@ -32,6 +44,9 @@ if TYPE_CHECKING:
     from cpv.store import Buffer, MultipartUpload, ObjectInfo, ObjectStore, PendingUpload
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
 #: The bounds of the transfer knobs, declared once: the configuration validates against them.
@@ -52,6 +67,8 @@ class TransferLimits:
     part_size: int = 16 * MiB
     max_range: int = 16 * MiB
     range_gap: int = 1 * MiB
+    serial: bool = False
+    """Run every task inline on the submitting thread: deterministic, for tests and debugging."""
 
     def __post_init__(self) -> None:
         if not WORKERS_RANGE[0] <= self.workers <= WORKERS_RANGE[1] or not (
@@ -96,6 +113,237 @@ class BufferPool:
             except BufferError:
                 # A worker that was cancelled mid-request may still hold a view.
                 log.debug("buffer still referenced at close; left to the GC")
+
+
+INTERRUPT_GRACE_S: Final = 0.5
+"""How long an interrupted operation waits for requests already on the wire before leaving
+them to finish on their own: Ctrl-C must end a transfer within 2 s even when a slow server takes
+seconds to answer the parts in flight."""
+
+
+class _Workers:
+    """Daemon worker threads fed from a queue: like ``ThreadPoolExecutor``, but abandonable.
+
+    ``ThreadPoolExecutor`` threads are joined at interpreter exit, so a Ctrl-C could not end the
+    process before every request in flight was answered. These are daemon threads: an interrupted
+    operation waits :data:`INTERRUPT_GRACE_S` for them and then leaves; each finishes its one
+    request, sees the cancellation and stops (or dies with the process).
+    """
+
+    def __init__(self, count: int, name: str) -> None:
+        self._count = count
+        self._name = name
+        self._queue: queue.SimpleQueue[
+            tuple[Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None
+        ] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        fut: Future[T] = Future()
+        with self._lock:
+            if len(self._threads) < self._count:
+                t = threading.Thread(
+                    target=self._run, name=f"cpv-{self._name}-{len(self._threads)}", daemon=True
+                )
+                t.start()
+                self._threads.append(t)
+        self._queue.put((fut, fn, args, kwargs))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            fut, fn, args, kwargs = item
+            del item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed to the future, as an executor does
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+            del fut, fn, args, kwargs
+
+    def shutdown(self, *, deadline: float | None) -> None:
+        """Stop the threads once idle; wait for them until ``deadline`` (monotonic), or forever."""
+        with self._lock:
+            threads = list(self._threads)
+            self._threads.clear()
+            self._count = 0  # no new threads after shutdown
+        for _ in threads:
+            self._queue.put(None)
+        for t in threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                log.debug("%s still busy after the interrupt; left to finish on its own", t.name)
+
+
+class _CancelledError(TransferError):
+    """Raised inside an operation whose pool was cancelled; the pool reports the real cause."""
+
+    def __init__(self) -> None:
+        super().__init__("transfer cancelled")
+
+
+class TaskPool:
+    """One operation's worker threads: bounded submission, cancel on first failure, serial mode.
+
+    The root pool is the operation; :meth:`lane` adds a separately sized group of workers that
+    shares its cancellation (a part upload must never wait behind the hashing that feeds it).
+    Leaving the root's ``with`` block with an exception (a failure, or ``KeyboardInterrupt`` on
+    the main thread) cancels every queued task at once and waits only for the tasks already
+    running, which poll :attr:`cancelled` between steps.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        *,
+        name: str,
+        serial: bool = False,
+        backlog: int | None = None,
+        _root: TaskPool | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("a task pool needs at least one worker")
+        self.name = name
+        self.workers = workers
+        self.serial = serial
+        self._root = _root or self
+        self._executor = None if serial else _Workers(workers, name)
+        # Queued + running tasks; submit blocks beyond it (bounded memory for queued work).
+        self._slots = threading.Semaphore(workers + (workers if backlog is None else backlog))
+        self._outstanding: set[Future[object]] = set()
+        if _root is None:
+            self._cond = threading.Condition()
+            self._cancel_event = threading.Event()
+            self._failure: BaseException | None = None
+            self._lanes: list[TaskPool] = []
+            self._deadline: float | None = None
+
+    def lane(self, workers: int, *, name: str, backlog: int | None = None) -> TaskPool:
+        """Another group of workers in this operation, cancelled with it; closed by the root."""
+        root = self._root
+        lane = TaskPool(workers, name=name, serial=self.serial, backlog=backlog, _root=root)
+        root._lanes.append(lane)
+        return lane
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the operation failed or was cancelled: running tasks should stop."""
+        return self._root._cancel_event.is_set()
+
+    def check(self) -> None:
+        """Raise if the operation was cancelled; long tasks call it between steps."""
+        if self._root._cancel_event.is_set():
+            raise _CancelledError()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Run ``fn`` on a worker; blocks while the lane's workers and backlog are all taken."""
+        while not self._slots.acquire(timeout=0.1):
+            self.check()
+        if self._root._cancel_event.is_set():
+            self._slots.release()
+            raise _CancelledError()
+        if self._executor is None:
+            fut: Future[T] = Future()
+            try:
+                fut.set_result(fn(*args, **kwargs))
+            except Exception as exc:  # noqa: BLE001 - handed to the future, as an executor does
+                fut.set_exception(exc)
+            finally:
+                self._slots.release()
+            self._record(fut)
+            return fut
+        fut = self._executor.submit(fn, *args, **kwargs)
+        with self._root._cond:
+            self._outstanding.add(fut)  # type: ignore[arg-type]
+        fut.add_done_callback(self._task_done)  # type: ignore[arg-type]
+        return fut
+
+    def join(self) -> None:
+        """Wait for every task submitted to this lane; raise the operation's first failure.
+
+        The wait wakes up regularly, so ``KeyboardInterrupt`` reaches the main thread at once.
+        """
+        root = self._root
+        with root._cond:
+            while self._outstanding and not root._cancel_event.is_set():
+                root._cond.wait(0.25)
+        self._raise_failure()
+
+    def cancel(self) -> None:
+        """Stop the operation: drop queued tasks of every lane; running ones see ``cancelled``."""
+        root = self._root
+        root._cancel_event.set()
+        with root._cond:
+            pending = [f for p in (root, *root._lanes) for f in p._outstanding]
+            root._cond.notify_all()
+        for f in pending:
+            f.cancel()
+
+    def close(self, *, cancel: bool, interrupted: bool = False) -> None:
+        """Shut the workers down (the root: every lane too), after cancelling if asked.
+
+        After a failure, running tasks are waited for, so nothing is still writing when the
+        error reaches the caller. After an interrupt (Ctrl-C), they get
+        :data:`INTERRUPT_GRACE_S` in all and are then left behind.
+        """
+        if cancel or interrupted:
+            self.cancel()
+        deadline = self.interrupt_deadline() if interrupted else None
+        lanes = list(reversed(self._root._lanes)) if self is self._root else []
+        for pool in (*lanes, self):
+            if pool._executor is not None:
+                pool._executor.shutdown(deadline=deadline)
+
+    def interrupt_deadline(self) -> float:
+        """When an interrupted operation stops waiting: one grace period for all its lanes."""
+        root = self._root
+        with root._cond:
+            if root._deadline is None:
+                root._deadline = time.monotonic() + INTERRUPT_GRACE_S
+            return root._deadline
+
+    def _task_done(self, fut: Future[object]) -> None:
+        self._slots.release()
+        self._record(fut)
+
+    def _record(self, fut: Future[T]) -> None:
+        root = self._root
+        exc = None if fut.cancelled() else fut.exception()
+        with root._cond:
+            self._outstanding.discard(fut)
+            if exc is not None and root._failure is None and not root._cancel_event.is_set():
+                root._failure = exc
+            root._cond.notify_all()
+        if exc is not None:
+            self.cancel()
+
+    def _raise_failure(self) -> None:
+        root = self._root
+        if root._failure is not None:
+            raise root._failure
+        if root._cancel_event.is_set():
+            raise _CancelledError()
+
+    def __enter__(self) -> TaskPool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close(cancel=exc_type is not None, interrupted=_is_interrupt(exc))
+        # A producer stopped by the cancellation reports it; the cause is the first failure.
+        if isinstance(exc, _CancelledError) and self._root._failure is not None:
+            raise self._root._failure from None
 
 
 @dataclass
@@ -146,6 +394,7 @@ class PackUploader:
         self,
         store: ObjectStore,
         *,
+        pool: TaskPool,
         pack_size: int,
         limits: TransferLimits,
         progress: Progress = NULL_PROGRESS,
@@ -160,10 +409,12 @@ class PackUploader:
         # never take it. _state_lock guards what workers share: failures, uploads, records.
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="cpv-upload")
-        # Completion waits on part futures of the main pool, so it runs on its own threads:
-        # waiting inside the main pool could deadlock once every worker is a waiter.
-        self._finisher = ThreadPoolExecutor(2, thread_name_prefix="cpv-complete")
+        self._tasks = pool
+        # Buffers already bound the parts in flight; the backlog only lets producers run ahead.
+        self._pool = pool.lane(limits.workers, name="upload", backlog=2)
+        # Completion waits on part futures of the upload lane, so it has its own lane: waiting
+        # inside the upload lane could deadlock once every worker is a waiter.
+        self._finisher = pool.lane(2, name="complete", backlog=limits.workers)
         self._buffers = BufferPool(limits.workers + 2, limits.part_size) if not dry_run else None
         self._current: _OpenPack | None = None
         self._open_uploads: dict[str, MultipartUpload] = {}
@@ -227,16 +478,23 @@ class PackUploader:
     # -- internals -----------------------------------------------------------------------
 
     def _has_failed(self) -> bool:
-        return bool(self._failures) or self._closed
+        return bool(self._failures) or self._closed or self._tasks.cancelled
 
     def _raise_if_failed(self) -> None:
         if self._failures:
-            key, exc = self._failures[0]
-            if isinstance(exc, CPVError):
-                raise exc
-            raise TransferError(f"upload of {key} failed: {exc}", failures=self._failures) from exc
+            raise self._error()
         if self._closed:
             raise TransferError("transfer cancelled")
+        self._tasks.check()
+
+    def _error(self) -> CPVError:
+        """What the push reports: the first failure, as a CPVError."""
+        key, exc = self._failures[0]
+        if isinstance(exc, CPVError):
+            return exc
+        err = TransferError(f"upload of {key} failed: {exc}", failures=self._failures)
+        err.__cause__ = exc
+        return err
 
     def _fail(self, key: str, exc: BaseException) -> None:
         with self._state_lock:
@@ -261,9 +519,10 @@ class PackUploader:
                 return
             upload.get().upload_part(number, buf[:fill])
             self._progress.advance("upload", fill)
-        except BaseException as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded, then re-raised as the push's error
             self._fail(upload.key, exc)
-            raise
+            # The same error the producers raise, whichever reaches the operation's pool first.
+            raise self._error()  # noqa: B904 - the recorded failure, chained as recorded
         finally:
             self._buffers.release(buf)
 
@@ -286,7 +545,8 @@ class PackUploader:
                 self._store.put(key, tail)
             else:
                 done, _ = wait(pack.parts)
-                if any(f.exception() is not None for f in done) or self._has_failed():
+                broken = any(f.cancelled() or f.exception() is not None for f in done)
+                if broken or self._has_failed():
                     raise TransferError(f"parts of {key} failed")
                 upload = pack.upload.get()
                 upload.upload_part(pack.part_number + 1, tail)
@@ -300,6 +560,8 @@ class PackUploader:
             if not isinstance(exc, TransferError):
                 self._fail(key, exc)
             self._abort_upload(pack)
+            if self._failures and isinstance(exc, Exception):
+                raise self._error()  # noqa: B904 - the recorded failure, chained as recorded
             raise
 
     def _abort_upload(self, pack: _OpenPack) -> None:
@@ -314,20 +576,29 @@ class PackUploader:
         with self._state_lock:
             self._open_uploads.pop(pack.pack_id, None)
 
-    def close(self, *, cancel: bool) -> None:
-        if cancel:
+    def close(self, *, cancel: bool, interrupted: bool = False) -> None:
+        if cancel or interrupted:
             # No lock: a producer may hold _lock while it waits for a buffer, and this flag
             # is what makes it give up.
             self._closed = True
-        self._pool.shutdown(wait=True, cancel_futures=cancel)
-        self._finisher.shutdown(wait=True, cancel_futures=cancel)
-        with self._state_lock:
-            pending = list(self._open_uploads.values())
-        for upload in pending:
-            try:
-                upload.abort()
-            except CPVError as exc:
-                log.warning("could not abort upload of %s: %s", upload.key, exc)
+        if interrupted:
+            # The user pressed Ctrl-C: parts in flight get the grace period to land, then every
+            # open upload is aborted at once, with one more grace period for the answers. A
+            # part still on the wire may outlive its abort on some servers: such an upload is
+            # invisible garbage (nothing references it) that 'cpv gc' removes.
+            self._pool.close(cancel=cancel, interrupted=True)
+            self._finisher.close(cancel=cancel, interrupted=True)
+            with self._state_lock:
+                pending = list(self._open_uploads.values())
+            aborts = _start_aborts(pending)
+            _wait_aborts(aborts, deadline=self._tasks.interrupt_deadline() + INTERRUPT_GRACE_S)
+        else:
+            self._pool.close(cancel=cancel)
+            self._finisher.close(cancel=cancel)
+            with self._state_lock:
+                pending = list(self._open_uploads.values())
+            for upload in pending:
+                _abort_one(upload)
         self._open_uploads.clear()
         if self._buffers is not None:
             self._buffers.close()
@@ -341,7 +612,165 @@ class PackUploader:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close(cancel=exc_type is not None)
+        self.close(cancel=exc_type is not None, interrupted=_is_interrupt(exc))
+
+
+def _abort_one(upload: MultipartUpload) -> None:
+    try:
+        upload.abort()
+    except CPVError as exc:
+        log.warning("could not abort upload of %s (%s); 'cpv gc' removes it later", upload.key, exc)
+
+
+def _start_aborts(uploads: list[MultipartUpload]) -> list[tuple[threading.Thread, str]]:
+    """Abort ``uploads`` at once, each on a daemon thread (a busy server answers slowly)."""
+    started = []
+    for u in uploads:
+        t = threading.Thread(target=_abort_one, args=(u,), name="cpv-abort", daemon=True)
+        t.start()
+        started.append((t, u.key))
+    return started
+
+
+def _wait_aborts(aborts: list[tuple[threading.Thread, str]], *, deadline: float) -> None:
+    for t, key in aborts:
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            log.info("upload of %s is still being aborted; 'cpv gc' removes it if not", key)
+
+
+def _is_interrupt(exc: BaseException | None) -> bool:
+    """Ctrl-C or an exit request: the user waits, so running requests are not waited for."""
+    return exc is not None and not isinstance(exc, Exception)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkWant(Generic[T]):
+    """One chunk to read from a pack, and what the caller needs to know about it (``ref``)."""
+
+    chunk_id: bytes
+    offset: int
+    length: int
+    ref: T
+
+
+@dataclass(frozen=True, slots=True)
+class PackRange(Generic[T]):
+    """One ranged GET: ``length`` bytes of a pack from ``start``, holding ``wants`` in order."""
+
+    pack_id: str
+    start: int
+    length: int
+    wants: tuple[ChunkWant[T], ...]
+
+
+def plan_ranges(
+    by_pack: Mapping[str, Iterable[ChunkWant[T]]], limits: TransferLimits
+) -> list[PackRange[T]]:
+    """Coalesce each pack's wanted chunks into ranges of at most ``limits.max_range`` bytes.
+
+    Neighbours closer than ``limits.range_gap`` share a request (the gap is read and dropped):
+    a round trip costs more than a few hundred KiB of unwanted bytes.
+    """
+    ranges: list[PackRange[T]] = []
+    for pack_id, wanted in by_pack.items():
+        group: list[ChunkWant[T]] = []
+        end = 0
+        for w in sorted(wanted, key=lambda w: w.offset):
+            if group and (
+                w.offset - end > limits.range_gap
+                or w.offset + w.length - group[0].offset > limits.max_range
+            ):
+                ranges.append(PackRange(pack_id, group[0].offset, end - group[0].offset,
+                                        tuple(group)))
+                group = []
+            if not group:
+                end = 0
+            group.append(w)
+            end = max(end, w.offset + w.length)
+        if group:
+            ranges.append(PackRange(pack_id, group[0].offset, end - group[0].offset, tuple(group)))
+    return ranges
+
+
+def fetch_ranges(
+    store: CountingStore | ObjectStore,
+    ranges: Sequence[PackRange[T]],
+    *,
+    pool: TaskPool,
+    deliver: Callable[[PackRange[T], memoryview], None],
+    on_damaged: Callable[[ChunkWant[T], PackRange[T], bytes], None],
+    on_unreadable: Callable[[PackRange[T], StoreError], None] | None = None,
+    progress: Progress = NULL_PROGRESS,
+    phase: Phase = "download",
+) -> None:
+    """Fetch ``ranges`` on ``pool``'s workers, check every chunk, hand each range to ``deliver``.
+
+    ``deliver`` gets the range's bytes (a view into a reused buffer, valid only during the
+    call) once every chunk in it matched its id. A chunk that does not match is fetched once
+    more on its own (a flipped bit in transit should not fail a multi-GB pull); if it still does
+    not match, ``on_damaged(want, range, actual_id)`` decides: raise to fail, return to go on
+    (``deliver`` then still gets the range). A store error on a range goes to ``on_unreadable``
+    if given (the range is then skipped), else fails the operation. Returns when all ranges are
+    done; raises the first failure.
+    """
+    if not ranges:
+        return
+    biggest = max(r.length for r in ranges)
+    buffers = BufferPool(min(pool.workers + 2, len(ranges) + 1), biggest)
+    try:
+        for r in ranges:
+            pool.submit(_fetch_range, store, r, buffers, pool, deliver, on_damaged,
+                        on_unreadable, progress, phase)
+        pool.join()
+    finally:
+        buffers.close()
+
+
+def _fetch_range(
+    store: CountingStore | ObjectStore,
+    r: PackRange[T],
+    buffers: BufferPool,
+    pool: TaskPool,
+    deliver: Callable[[PackRange[T], memoryview], None],
+    on_damaged: Callable[[ChunkWant[T], PackRange[T], bytes], None],
+    on_unreadable: Callable[[PackRange[T], StoreError], None] | None,
+    progress: Progress,
+    phase: Phase,
+) -> None:
+    buf = buffers.acquire(lambda: pool.cancelled)
+    try:
+        view = buf[: r.length]
+        key = pack_key(r.pack_id)
+        try:
+            store.get_range_into(key, r.start, view)
+        except StoreError as exc:
+            if on_unreadable is None:
+                raise
+            on_unreadable(r, exc)
+            return
+        for w in r.wants:
+            data = view[w.offset - r.start : w.offset - r.start + w.length]
+            if chunk_id(data) == w.chunk_id:
+                continue
+            log.debug("chunk %s of pack %s failed verification; fetching again",
+                      w.chunk_id.hex(), r.pack_id)
+            pool.check()
+            try:
+                store.get_range_into(key, w.offset, data)
+            except StoreError as exc:
+                if on_unreadable is None:
+                    raise
+                on_unreadable(r, exc)
+                return
+            actual = chunk_id(data)
+            if actual != w.chunk_id:
+                on_damaged(w, r, actual)
+        pool.check()
+        deliver(r, view)
+        progress.advance(phase, r.length)
+    finally:
+        buffers.release(buf)
 
 
 class CountingStore:

@@ -2,8 +2,11 @@
 
 Shallow (default): every chunk of every checked snapshot is in the index, and every pack the
 index points to exists with a plausible size. Deep: additionally read every needed chunk back and
-check its blake3. The report names what is damaged and which snapshots and files it affects, so
-a user knows which versions are safe, in the spirit of pip's aggregated hash errors.
+check its blake3, reading exactly as a pull does (:func:`~cpv.engine.transfer.plan_ranges` and
+:func:`~cpv.engine.transfer.fetch_ranges`: coalesced ranged GETs in parallel, into reused
+buffers), so checking a store costs about what restoring it would. The report names what is
+damaged and which snapshots and files it affects, so a user knows which versions are safe, in the
+spirit of pip's aggregated hash errors.
 """
 
 from __future__ import annotations
@@ -12,19 +15,23 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from cpv.engine.hashing import chunk_id
-from cpv.engine.packs import pack_id_from_key, pack_key
+from cpv.engine.packs import pack_id_from_key
 from cpv.engine.snapshot import SNAPSHOT_PREFIX
-from cpv.engine.transfer import TransferLimits
+from cpv.engine.transfer import (
+    ChunkWant,
+    PackRange,
+    TaskPool,
+    TransferLimits,
+    fetch_ranges,
+    plan_ranges,
+)
 from cpv.errors import FormatError, ObjectNotFoundError, StoreError
 from cpv.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
-    from cpv.engine.index import Location
     from cpv.engine.repository import Repository
 
 
@@ -105,7 +112,7 @@ def verify(
             for cid in f.chunks:
                 users[cid].append((sid, f.path))
 
-    needed: dict[str, list[tuple[bytes, Location]]] = defaultdict(list)
+    needed: dict[str, list[ChunkWant[None]]] = defaultdict(list)
     bad: set[bytes] = set()
     for cid in users:
         loc = index.get(cid)
@@ -120,37 +127,35 @@ def verify(
             report.damaged_chunks.add(cid.hex())  # a damage record says so; no good copy
             bad.add(cid)
         else:
-            needed[loc.pack_id].append((cid, loc))
+            needed[loc.pack_id].append(ChunkWant(cid, loc.offset, loc.length, None))
 
     if deep:
-        total = sum(loc.length for items in needed.values() for _, loc in items)
-        progress.begin("verify", total=total, unit="B")
+        ranges = plan_ranges(needed, limits)
+        progress.begin("verify", total=sum(r.length for r in ranges), unit="B")
         lock = threading.Lock()
 
-        def check_pack(pack_id: str) -> None:
-            items = sorted(needed[pack_id], key=lambda it: it[1].offset)
-            for cid, loc in items:
-                try:
-                    data = repo.store.get_range(pack_key(pack_id), loc.offset, loc.length)
-                    damaged = chunk_id(data) != cid
-                except ObjectNotFoundError:
-                    with lock:
-                        report.missing_packs.add(pack_id)
-                        bad.update(c for c, _ in items)
-                    return
-                except StoreError:
-                    damaged = True
-                with lock:
-                    report.bytes_read += loc.length
-                    if damaged:
-                        report.damaged_chunks.add(cid.hex())
-                        report.damaged_at.setdefault(pack_id, set()).add(cid.hex())
-                        bad.add(cid)
-                progress.advance("verify", loc.length)
+        def checked(r: PackRange[None], _data: memoryview) -> None:
+            with lock:
+                report.bytes_read += sum(w.length for w in r.wants)
 
-        with ThreadPoolExecutor(min(limits.workers, 8), thread_name_prefix="cpv-verify") as ex:
-            for fut in [ex.submit(check_pack, pid) for pid in needed]:
-                fut.result()
+        def damaged(w: ChunkWant[None], r: PackRange[None], _actual: bytes) -> None:
+            with lock:
+                report.damaged_chunks.add(w.chunk_id.hex())
+                report.damaged_at.setdefault(r.pack_id, set()).add(w.chunk_id.hex())
+                bad.add(w.chunk_id)
+
+        def unreadable(r: PackRange[None], exc: StoreError) -> None:
+            with lock:
+                if isinstance(exc, ObjectNotFoundError):
+                    report.missing_packs.add(r.pack_id)
+                else:
+                    report.damaged_chunks.update(w.chunk_id.hex() for w in r.wants)
+                bad.update(w.chunk_id for w in r.wants)
+            progress.advance("verify", r.length)
+
+        with TaskPool(limits.workers, name="verify", serial=limits.serial) as pool:
+            fetch_ranges(repo.store, ranges, pool=pool, deliver=checked, on_damaged=damaged,
+                         on_unreadable=unreadable, progress=progress, phase="verify")
         progress.end("verify")
 
     for cid in bad:

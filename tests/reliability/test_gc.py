@@ -280,3 +280,31 @@ def test_lock_objects_hold_no_secrets_and_name_their_holder(memory_store: Any) -
     assert set(doc) == {"kind", "id", "refresh_s", "host", "pid", "created"}
     assert doc["kind"] == "push" and doc["pid"] == os.getpid()
     assert not memory_store.exists(lease.key)
+
+
+def test_pack_with_damaged_live_data_is_kept_not_repacked(
+    local_store: Any, tmp_path: Path
+) -> None:
+    big, small = rand_bytes(1500 * KiB, 21), rand_bytes(100 * KiB, 22)
+    repo = make_repo(local_store, tmp_path / "cache")
+    push(repo, _tree(tmp_path / "v1", {"big.bin": big, "small.bin": small}), limits=LIMITS)
+    sid = push(repo, _tree(tmp_path / "v2", {"small.bin": small}), limits=LIMITS).snapshot_id
+    old_pack = next(iter(_packs(local_store)))
+    # Flip a byte inside a live chunk (one of small.bin's) of the mostly-dead pack.
+    live = repo.load_snapshot(sid).files[0].chunks[0]
+    loc = repo.index.get(live)
+    assert loc is not None and loc.pack_id == old_pack
+    path = Path(local_store.url) / next(
+        o.key for o in local_store.list("packs/") if pack_id_from_key(o.key) == old_pack
+    )
+    data = bytearray(path.read_bytes())
+    data[loc.offset + 10] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+    report = collect_garbage(
+        repo, live_snapshots=[sid], grace_period_s=0, repack_threshold=0.5, limits=LIMITS
+    )
+
+    assert report.packs_repacked == [] and old_pack not in report.packs_deleted
+    assert any("damaged live data" in w for w in report.warnings)
+    assert old_pack in _packs(local_store)

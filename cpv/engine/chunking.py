@@ -28,7 +28,6 @@ the page cache dropped behind the reader it was the fastest on cold files (``doc
 
 from __future__ import annotations
 
-import io
 import logging
 import mmap
 import os
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Final, Protocol, Union
 
 from pyfastcdc import FastCDC
 
+from cpv import osio
 from cpv.errors import ConfigError, FormatError, LocalIOError
 from cpv.store import KiB, MiB
 
@@ -245,17 +245,6 @@ def new_read_buffer(params: ChunkerParams, *, size: int | None = None) -> memory
     return memoryview(mmap.mmap(-1, size))
 
 
-if hasattr(os, "preadv"):
-
-    def _pread_into(fd: int, buf: memoryview, offset: int) -> int:
-        return os.preadv(fd, (buf,), offset)
-
-else:  # pragma: no cover - Windows; Linux and macOS have preadv
-
-    def _pread_into(fd: int, buf: memoryview, offset: int) -> int:
-        os.lseek(fd, offset, os.SEEK_SET)
-        with io.FileIO(fd, "rb", closefd=False) as f:
-            return f.readinto(buf) or 0
 
 
 def read_small(fd: int, view: memoryview, expected: int) -> int:
@@ -269,7 +258,7 @@ def read_small(fd: int, view: memoryview, expected: int) -> int:
     limit = min(expected + 1, len(view))
     got = 0
     while got < limit:
-        n = _pread_into(fd, view[got:limit], got)
+        n = osio.pread_into(fd, view[got:limit], got)
         if n == 0:
             break
         got += n
@@ -343,7 +332,7 @@ def _iter_file_chunks(
     close_fd = isinstance(source, (str, os.PathLike))
     try:
         if isinstance(source, (str, os.PathLike)):
-            fd = os.open(source, os.O_RDONLY | getattr(os, "O_BINARY", 0) | os.O_CLOEXEC)
+            fd = os.open(source, os.O_RDONLY | osio.O_BINARY | osio.O_CLOEXEC)
         elif isinstance(source, int):
             fd = source
         else:
@@ -387,7 +376,7 @@ def _cut_fd(
             start, end = head - tail, head
             while end < capacity:
                 try:
-                    n = _pread_into(fd, view[end:], file_offset)
+                    n = osio.pread_into(fd, view[end:], file_offset)
                 except OSError as exc:
                     raise LocalIOError(
                         f"cannot read {_describe(source)}: {exc.strerror or exc}",

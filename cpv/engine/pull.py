@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cpv import osio
 from cpv.engine.chunking import iter_file_chunks, new_read_buffer
 from cpv.engine.hashing import Hasher, chunk_id
 from cpv.engine.paths import Placement
@@ -396,12 +397,12 @@ def _copy_local(local: dict[Path, list[tuple[bytes, int, int, list[tuple[_Target
     try:
         for src in local:
             try:
-                fds[src] = os.open(src, os.O_RDONLY)
+                fds[src] = os.open(src, os.O_RDONLY | osio.O_BINARY | osio.O_CLOEXEC)
             except OSError as exc:
                 raise _local_error(exc, src) from exc
         for src, wants in local.items():
             for cid, offset, length, dests in sorted(wants, key=lambda w: w[1]):
-                data = os.pread(fds[src], length, offset)
+                data = osio.pread(fds[src], length, offset)
                 if len(data) != length or chunk_id(data) != cid:
                     raise IntegrityError(
                         f"{src} changed while cpv was reusing its chunks; re-run the pull"
@@ -497,14 +498,14 @@ def _write(t: _Target, offset: int, data: memoryview, *, chunks: int = 1) -> Non
         written = 0
         while written < len(data):
             piece = data[written : written + _WRITE_SLICE]
-            written += os.pwrite(fd, piece, offset + written)
+            written += osio.pwrite(fd, piece, offset + written)
         with t.lock:
             t.remaining -= chunks
             last = t.remaining == 0
         if last:
-            os.fchmod(fd, t.mode)
+            osio.fchmod(fd, t.mode, t.tmp)
             if t.fsync:
-                os.fdatasync(fd)
+                osio.fdatasync(fd)
             t.written = os.fstat(fd)
             os.close(fd)
             fd = -1
@@ -523,7 +524,7 @@ def _finish_empty(t: _Target) -> None:
         fd = _open_tmp(t)
         try:
             try:
-                os.fchmod(fd, t.mode)
+                osio.fchmod(fd, t.mode, t.tmp)
                 t.written = os.fstat(fd)
             finally:
                 os.close(fd)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from cpv import osio
 from cpv.engine.chunking import iter_file_chunks, new_read_buffer, read_small
 from cpv.engine.hashing import Hasher, chunk_id
 from cpv.engine.locks import PushLease, wait_while_gc_runs
@@ -552,7 +553,7 @@ def _ingest(state: _PushState, src: _Source, params: ChunkerParams) -> tuple[Fil
     if buf is None:
         buf = state.local.buf = new_read_buffer(params)
     try:
-        fd = os.open(src.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(src.path, os.O_RDONLY | osio.O_BINARY | osio.O_NOFOLLOW | osio.O_CLOEXEC)
     except OSError as exc:
         raise LocalIOError(
             f"cannot read {src.path}: {exc.strerror}",

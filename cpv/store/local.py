@@ -42,6 +42,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from cpv import osio
 from cpv.errors import (
     CPVError,
     LocalIOError,
@@ -384,7 +385,7 @@ class _LocalUpload:
         try:
             os.makedirs(parent, exist_ok=True)
             tmp = os.path.join(parent, _temp_name())
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | osio.O_CLOEXEC, 0o666)
             try:
                 for _, name in parts:
                     with open(self._folder / name, "rb", buffering=0) as src:
@@ -449,7 +450,7 @@ def _write_temp(folder: str, data: Buffer, *, make_parent: bool, fsync: bool) ->
     if make_parent:
         os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, _temp_name())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | osio.O_CLOEXEC, 0o666)
     try:
         view = memoryview(data)
         if view.format != "B" or view.ndim != 1:
@@ -469,10 +470,7 @@ def _write_temp(folder: str, data: Buffer, *, make_parent: bool, fsync: bool) ->
 
 def _pread_into(f: io.FileIO, view: memoryview, offset: int) -> int:
     """Read at ``offset`` straight into ``view``: no intermediate bytes object."""
-    if hasattr(os, "preadv"):
-        return os.preadv(f.fileno(), [view], offset)
-    f.seek(offset)
-    return f.readinto(view)
+    return osio.pread_into(f.fileno(), view, offset)
 
 
 def _copy_all(src: int, dst: int, size: int) -> None:

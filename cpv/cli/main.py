@@ -127,6 +127,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = EXIT_ERROR
+    if code == EXIT_INTERRUPTED:
+        # Ctrl-C: the engine has cleaned up (temp files gone, uploads aborted, nothing
+        # published); a normal interpreter shutdown of botocore's objects can take seconds
+        # more, and the user is waiting.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
     sys.exit(code)
 
 

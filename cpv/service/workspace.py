@@ -683,21 +683,9 @@ class WorkspaceService:
     ) -> tuple[PullResult, int]:
         """Bring ``target`` to ``manifest``'s files: refuse if that would lose local work,
         write what differs, remove what the version no longer holds, record the baseline."""
-        snapshot = self._checked_snapshot(manifest, label)
+        snapshot, changes, baseline = self._prepare_write(
+            kind, manifest, label, target, subs, action, force=force)
         table = snapshot_table(snapshot)
-        folder_kind: Kind | None = kind if target == self.ws.tracked_dir(kind) else None
-        changes, baseline, cache = self._changes(kind, target)
-        lost = conflicts(target, changes, table, cache, scope=subs)
-        if lost and not force:
-            shown = [f"{TRACKED[kind]}/{p}" if folder_kind else str(target / p) for p in lost]
-            raise DirtyWorkspaceError(
-                f"cannot {action}: {len(lost)} file(s) have local changes that were not "
-                f"pushed ({_listed(shown)}); it would overwrite or remove them",
-                paths=shown,
-                hint=self._opt(
-                    "push them first (cpv push), pull into another folder (cpv pull REV "
-                    "model --to DIR), or pass --force to discard them",
-                    "upload them first, use dest=..., or pass force=True to discard them"))
         inside = in_scope(subs)
         # Files of the replaced version (what this machine put there) may be deleted, or
         # turned into a folder, by this pull; the user's own files never.
@@ -753,7 +741,7 @@ class WorkspaceService:
             plans.append((kind, manifest, label, folder, restrict.get(kind) or None))
         if not force:
             for kind, manifest, label, folder, subs in plans:
-                self._check_writable(kind, manifest, label, folder, subs, f"pull {label}")
+                self._prepare_write(kind, manifest, label, folder, subs, f"pull {label}")
         out = []
         for kind, manifest, label, folder, subs in plans:
             result, removed = self._write_version(kind, manifest, label, folder, subs=subs,
@@ -766,16 +754,18 @@ class WorkspaceService:
                 seconds=result.seconds, files_removed=removed))
         return out
 
-    def _check_writable(
+    def _prepare_write(
         self, kind: Kind, manifest: Manifest, label: str, folder: Path,
-        subs: Sequence[str] | None, action: str,
-    ) -> None:
+        subs: Sequence[str] | None, action: str, *, force: bool = False,
+    ) -> tuple[Snapshot, LocalChanges, Baseline]:
+        """The checked snapshot and the folder's state; refuses (unless ``force``) when
+        writing the version would overwrite or remove a local change."""
         snapshot = self._checked_snapshot(manifest, label)
-        folder_kind: Kind | None = kind if folder == self.ws.tracked_dir(kind) else None
-        changes, _, cache = self._changes(kind, folder)
+        changes, baseline, cache = self._changes(kind, folder)
         lost = conflicts(folder, changes, snapshot_table(snapshot), cache, scope=subs)
-        if lost:
-            shown = [f"{TRACKED[kind]}/{p}" if folder_kind else str(folder / p) for p in lost]
+        if lost and not force:
+            in_workspace = folder == self.ws.tracked_dir(kind)
+            shown = [f"{TRACKED[kind]}/{p}" if in_workspace else str(folder / p) for p in lost]
             raise DirtyWorkspaceError(
                 f"cannot {action}: {len(lost)} file(s) have local changes that were not "
                 f"pushed ({_listed(shown)}); it would overwrite or remove them",
@@ -784,6 +774,7 @@ class WorkspaceService:
                     "push them first (cpv push), pull into another folder (cpv pull REV "
                     "model --to DIR), or pass --force to discard them",
                     "upload them first, use dest=..., or pass force=True to discard them"))
+        return snapshot, changes, baseline
 
     def download(
         self,
@@ -814,8 +805,8 @@ class WorkspaceService:
             plans.append((kind, manifest, label))
         if not force:
             for kind, manifest, label in plans:
-                self._check_writable(kind, manifest, label, self.ws.tracked_dir(kind), None,
-                                     f"check out {label}")
+                self._prepare_write(kind, manifest, label, self.ws.tracked_dir(kind), None,
+                                    f"check out {label}")
         if dry_run:
             return [RevertResult(label, (kind,), None, 0, 0) for kind, _, label in plans]
         results = []

@@ -21,6 +21,7 @@ to one line and an exit code. Each error carries the fields a program needs (``k
     ├── FormatError                     unknown format version, corrupt footer/index/snapshot
     ├── MigrationNeededError            the store predates roots; gc waits for a migration
     ├── ForgetPolicyError (ValueError)  a forget policy that keeps nothing or is inconsistent
+    ├── NothingMatchedError (ValueError)  a path pattern selects no file (a usage error)
     ├── IntegrityError                  .object_id .expected .actual
     ├── UnsafePathError (ValueError)    .path: escapes the workspace (invariant 7)
     │   └── UnsupportedPathError        .path: the user's own tree holds what cpv cannot push
@@ -143,6 +144,10 @@ class ForgetPolicyError(CPVError, ValueError):
     """A forget policy keeps nothing or contradicts itself; nothing was forgotten."""
 
     default_hint = "give at least one keep rule (keep last N, keep within D days, keep best K)"
+
+
+class NothingMatchedError(CPVError, ValueError):
+    """A path pattern selects no file of the version; nothing was changed (exit 2, usage)."""
 
 
 class IntegrityError(CPVError):

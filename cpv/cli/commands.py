@@ -419,18 +419,27 @@ def push(
 # -- pull --------------------------------------------------------------------------------------
 
 
+_GLOB_CHARS = frozenset("*?[")
+
+
 def _split_rev_and_paths(args: Sequence[str], root: Path) -> tuple[str | None, list[str]]:
-    """``[REV] [PATH...]``: the first word is a path when it starts with model/ or data/."""
+    """``[REV] [PATH|PATTERN...]``: the first word is a path when it starts with model/ or
+    data/, or is a pattern (``'*fp16*'``); patterns are passed on as typed."""
     if not args:
         return None, []
-    words = [_relative_to_root(a, root) if ("/" in a or a in TRACKED_NAMES or a == ".") else a
-             for a in args]
-    first_head = words[0].split("/", 1)[0]
-    if first_head in TRACKED_NAMES:
+
+    def word(a: str) -> str:
+        if _GLOB_CHARS & set(a):
+            return a
+        return _relative_to_root(a, root) if ("/" in a or a in TRACKED_NAMES or a == ".") else a
+
+    words = [word(a) for a in args]
+    first = words[0]
+    if first.split("/", 1)[0] in TRACKED_NAMES or _GLOB_CHARS & set(first):
         return None, words
     rev, paths = args[0], words[1:]
     for p in paths:
-        if p.split("/", 1)[0] not in TRACKED_NAMES:
+        if p.split("/", 1)[0] not in TRACKED_NAMES and not _GLOB_CHARS & set(p):
             raise click.BadParameter(f"{p!r} is not under model/ or data/", param_hint="PATH")
     return rev, paths
 
@@ -441,6 +450,7 @@ def _split_rev_and_paths(args: Sequence[str], root: Path) -> tuple[str | None, l
     ("cpv pull v0.2 model", "only the model"),
     ("cpv pull data-v0.3 data/validation", "only one data split"),
     ("cpv pull v0.1 model --to /tmp/v0.1", "somewhere else, leaving model/ alone"),
+    ("cpv pull v0.3 'model/*.safetensors'", "only files a pattern matches (gitignore syntax)"),
 ], codes=(0, 1, 2, 3, 4, 10, 12)))
 @click.argument("args", nargs=-1, metavar="[REV] [PATH]...")
 @click.option("--to", "dest", type=click.Path(file_okay=False),

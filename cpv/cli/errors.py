@@ -26,6 +26,7 @@ from cpv.errors import (
     IntegrityError,
     NoStoreError,
     NotAWorkspaceError,
+    NothingMatchedError,
     StoreAccessError,
     StoreLockedError,
     StoreUnreachableError,
@@ -54,6 +55,7 @@ _TABLE: tuple[tuple[type[CPVError], int], ...] = (
     (StoreAccessError, EXIT_ACCESS),
     (StoreUnreachableError, EXIT_UNREACHABLE),
     (UnsupportedFeatureError, EXIT_UNSUPPORTED),
+    (NothingMatchedError, EXIT_USAGE),
     (FormatError, EXIT_ERROR),
 )
 

@@ -58,6 +58,7 @@ from cpv.errors import (
     MigrationNeededError,
     NoStoreError,
     NotAWorkspaceError,
+    NothingMatchedError,
     ObjectNotFoundError,
     PathNotFoundError,
     TagNotFoundError,
@@ -728,17 +729,20 @@ class WorkspaceService:
             DirtyWorkspaceError: local changes would be overwritten (unless ``force``);
             IntegrityError (a snapshot that does not match its manifest), NoStoreError, ...
         """
-        restrict = _split_pull_paths(paths) if paths else {}
-        if dest is not None and len(restrict) != 1:
+        selection = Selection(paths)
+        if dest is not None and len(selection.kinds or KINDS) != 1:
             raise ConfigError("--to needs exactly one of 'model' or 'data'",
                               hint="e.g. cpv pull v0.1 model --to /tmp/v0.1")
-        targets = self.resolve(rev, list(restrict) or None, data_at_commit=True)
+        targets = self.resolve(rev, selection.kinds, data_at_commit=True)
         # Check every kind before writing any: a refusal changes nothing.
         plans = []
         for kind, ref in targets.items():
             manifest, label = self.manifest_at(kind, ref)
             folder = Path(dest).absolute() if dest is not None else self.ws.tracked_dir(kind)
-            plans.append((kind, manifest, label, folder, restrict.get(kind) or None))
+            subs = selection.files(kind, self._checked_snapshot(manifest, label))
+            plans.append((kind, manifest, label, folder, subs))
+        selection.check_matched([p for *_, p in plans], rev)
+        plans = [plan for plan in plans if plan[4] != []]  # a kind the patterns left out
         if not force:
             for kind, manifest, label, folder, subs in plans:
                 self._prepare_write(kind, manifest, label, folder, subs, f"pull {label}")
@@ -832,13 +836,15 @@ class WorkspaceService:
         Raises:
             ConfigError: a path outside the tracked folders. PathNotFoundError: nothing there.
         """
-        restrict = _split_pull_paths(paths) if paths else {}
+        selection = Selection(paths)
         out: list[tuple[str, int]] = []
-        for kind, ref in self.resolve(rev, list(restrict) or None, data_at_commit=True).items():
+        for kind, ref in self.resolve(rev, selection.kinds, data_at_commit=True).items():
             manifest, label = self.manifest_at(kind, ref)
-            inside = in_scope(restrict.get(kind) or None)
-            out += [(f"{TRACKED[kind]}/{f.path}", f.size)
-                    for f in self._checked_snapshot(manifest, label).files if inside(f.path)]
+            snapshot = self._checked_snapshot(manifest, label)
+            chosen = selection.files(kind, snapshot)
+            wanted = None if chosen is None else set(chosen)
+            out += [(f"{TRACKED[kind]}/{f.path}", f.size) for f in snapshot.files
+                    if wanted is None or f.path in wanted]
         if not out and paths:
             raise PathNotFoundError(", ".join(paths), where=rev or "the current version",
                                     hint=self._opt("list the whole version: cpv ls REV",
@@ -1145,6 +1151,47 @@ class WorkspaceService:
             "author": manifest.author, "timestamp": manifest.created_at.isoformat(),
             "extra": dict(manifest.extra),
         }
+
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+class Selection:
+    """Which files of a version ``pull`` and ``ls`` mean: folders (``model``, ``data/train``)
+    and patterns in gitignore syntax (``model/*.safetensors``, ``*fp16*``), matched against
+    workspace paths by the same maintained matcher as ``.cpvignore``. One owner, so pull and
+    ls select alike."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        import pathspec
+
+        self._patterns = [p for p in paths if _GLOB.search(p)]
+        plain = [p for p in paths if not _GLOB.search(p)]
+        self._restrict = _split_pull_paths(plain) if plain else {}
+        self._spec = pathspec.GitIgnoreSpec.from_lines(self._patterns) if self._patterns else None
+        kinds: set[Kind] = set(self._restrict)
+        for pattern in self._patterns:
+            head = pattern.lstrip("/").split("/", 1)[0]
+            kinds |= {k for k in KINDS if TRACKED[k] == head} or set(KINDS)
+        self.kinds: list[Kind] | None = [k for k in KINDS if k in kinds] if paths else None
+
+    def files(self, kind: Kind, snapshot: Snapshot) -> list[str] | None:
+        """The paths (relative to ``kind``'s folder) selected, or None for the whole folder."""
+        if self.kinds is None or self._restrict.get(kind) == []:
+            return None
+        inside = in_scope(self._restrict[kind]) if self._restrict.get(kind) else None
+        folder = TRACKED[kind]
+        return [f.path for f in snapshot.files
+                if (inside is not None and inside(f.path))
+                or (self._spec is not None and self._spec.match_file(f"{folder}/{f.path}"))]
+
+    def check_matched(self, chosen: Sequence[list[str] | None], rev: str | None) -> None:
+        """A pattern that selects nothing is a mistake to say at once, with nothing changed."""
+        if self._patterns and all(c is not None and not c for c in chosen):
+            raise NothingMatchedError(
+                f"{', '.join(self._patterns)} matches no file of {rev or 'the current version'}",
+                hint="patterns match workspace paths in gitignore syntax, e.g. "
+                     "'model/*.safetensors' or '*fp16*'; list the files with cpv ls")
 
 
 def _expected(manifest: Manifest) -> dict[str, tuple[int, str]]:

@@ -394,3 +394,26 @@ def test_ls_lists_a_version_with_sizes_and_a_total(cpv: Runner, ws: Path) -> Non
     assert only == ["5 B  data/train/a.txt", "1 file(s), 5 B"]
     missing = cpv("ls", "v0.2", "model/nope.bin", cwd=ws, expect=1)
     assert "model/nope.bin" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_pull_and_ls_take_gitignore_patterns(cpv: Runner, ws: Path, tmp_path: Path) -> None:
+    (ws / "model" / "model-fp16.safetensors").write_bytes(b"half" * 1000)
+    (ws / "data" / "train").mkdir(parents=True, exist_ok=True)
+    (ws / "data" / "train" / "x-fp16.txt").write_text("a sample\n")
+    cpv("push", "--tag", "-q", cwd=ws)
+    listed = cpv("ls", "v0.1", "*fp16*", "--json", cwd=ws).json()
+    assert [f["path"] for f in listed["files"]] == ["data/train/x-fp16.txt",
+                                                    "model/model-fp16.safetensors"]
+    assert [f["path"] for f in cpv("ls", "v0.1", "model/*.safetensors", "--json",
+                                   cwd=ws).json()["files"]] == [
+        "model/model-fp16.safetensors", "model/model.safetensors"]
+    # A glob pull into another folder brings only the matching files.
+    target = tmp_path / "only"
+    done = cpv("pull", "v0.1", "model/*fp16*", "--to", str(target), "--json", cwd=ws).json()
+    assert done["results"][0]["files"] == 1
+    assert sorted(p.name for p in target.iterdir()) == ["model-fp16.safetensors"]
+    # A pattern that matches nothing: one line, exit 2 (usage), nothing changed.
+    before = sorted(p.name for p in (ws / "model").iterdir())
+    r = cpv("pull", "v0.1", "model/*.bin", cwd=ws, expect=2)
+    assert "matches no file" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in (ws / "model").iterdir()) == before

@@ -330,8 +330,8 @@ def status_lines(s: StatusReport) -> list[str]:
                      f"snapshot {short(k.snapshot_id)}")
         lines.append(f"{k.kind:<5}  {state}")
         if k.behind:
-            lines.append(f"       {k.path}/ holds another version (pulled, or pushed from here "
-                         "before a git pull): 'cpv pull' brings it to the current one")
+            lines.append(f"       {k.path}/ is not at this version here (a fresh clone, a "
+                         "git pull, or an older version pulled): 'cpv pull' brings it there")
         if k.changed:
             lines.append(f"       {len(k.changed)} file(s) changed here since the last push, "
                          "pull or checkout:")

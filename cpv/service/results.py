@@ -111,8 +111,9 @@ class KindStatus:
 
     ``version`` is the newest tag whose manifest is the current one (``None``: not tagged);
     ``changed`` lists files edited, added or deleted here since this machine last pushed,
-    pulled or checked out; ``behind`` says the folder holds another version than the current
-    manifest (another machine pushed, or an older version was pulled): ``cpv pull`` follows.
+    pulled or checked out; ``behind`` says the folder does not hold the current manifest's
+    version (a fresh clone, another machine pushed, or an older version was pulled):
+    ``cpv pull`` follows.
     """
 
     kind: Kind

@@ -341,12 +341,13 @@ class WorkspaceService:
     # -- what this machine has ---------------------------------------------------------------
 
     def _baseline(self, kind: Kind, folder: Path) -> Baseline:
-        """What this machine last wrote to ``folder``; for a workspace folder cpv never wrote
-        to (a workspace made before baselines existed), its current manifest."""
+        """What this machine last wrote to ``folder``. A workspace folder that holds files but
+        no record (made before baselines existed) takes its current manifest once; an empty
+        one (a fresh clone) holds nothing yet."""
         found = self._baselines.load(folder)
         if found is not None:
             return found
-        if folder == self.ws.tracked_dir(kind):
+        if folder == self.ws.tracked_dir(kind) and has_files(folder, self.exclude(kind)):
             current = self.ws.history.current_manifest(kind, TRACKED[kind])
             if current is not None:
                 return Baseline(current.snapshot_id,
@@ -861,8 +862,7 @@ class WorkspaceService:
             manifest = history.current_manifest(kind, TRACKED[kind])
             folder = self.ws.tracked_dir(kind)
             changes, baseline, _ = self._changes(kind, folder)
-            behind = (manifest is not None and baseline.snapshot_id is not None
-                      and baseline.snapshot_id != manifest.snapshot_id)
+            behind = manifest is not None and baseline.snapshot_id != manifest.snapshot_id
             kinds.append(KindStatus(
                 kind=kind, path=TRACKED[kind], recorded=manifest is not None,
                 snapshot_id=manifest.snapshot_id if manifest else None,

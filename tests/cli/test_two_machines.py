@@ -57,6 +57,9 @@ def test_a_second_machine_follows_without_force(
     # B: a plain git clone gives a working checkout although the remote's HEAD said master.
     git(tmp_path, "clone", "-q", remote, str(b), env=env)
     assert (b / ".cpv" / "config.json").is_file()
+    fresh = cpv("status", "--json", cwd=b, env_extra=s3_env).json()
+    # Nothing pulled yet is not a local change: the folder is behind, and clean.
+    assert fresh["clean"] is True and fresh["kinds"]["model"]["behind"] is True
     cpv("pull", "-q", cwd=b, env_extra=s3_env)
     assert tree(b / "model") == v1_model and tree(b / "data") == v1_data
     assert cpv("status", "--json", cwd=b, env_extra=s3_env).json()["clean"] is True

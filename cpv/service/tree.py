@@ -104,10 +104,6 @@ class LocalChanges:
     added: tuple[str, ...]
     deleted: tuple[str, ...]
 
-    @property
-    def any(self) -> bool:
-        return bool(self.edited or self.added or self.deleted)
-
     def all(self) -> list[str]:
         return sorted({*self.edited, *self.added, *self.deleted})
 

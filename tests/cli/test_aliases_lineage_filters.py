@@ -191,3 +191,15 @@ def test_pull_exclude_never_touches_excluded_files(cpv: Runner, tmp_path: Path) 
     r = cpv("pull", "v0.1", "--include", "*.ckpt", cwd=ws, expect=EXIT_USAGE)
     assert "leaves no file" in r.stderr
     assert (ws / "model" / "weights-fp16.bin").read_bytes() == b"mine"
+
+
+def test_tag_records_params(cpv: Runner, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    cpv("init", str(ws), "-q")
+    write_checkpoint(ws / "model", 50_000, seed=1)
+    cpv("push", "-q", "--param", "lr=3e-4", cwd=ws)
+    cpv("tag", "--param", "epochs=3", "--param", "lr=1e-4", "-q", cwd=ws)
+    (version,) = cpv("versions", "--json", cwd=ws).json()
+    assert version["params"] == {"epochs": "3", "lr": "1e-4"}  # a name given again replaces
+    r = cpv("tag", "v0.2", "--param", "novalue", cwd=ws, expect=EXIT_USAGE)
+    assert "NAME=VALUE" in r.stderr

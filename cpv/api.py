@@ -174,10 +174,11 @@ class _Facade:
 
     def _upload(self, path: str | Path | None, metrics: Mapping[str, float] | str | Path | None,
                 message: str, dry_run: bool, force: bool, verbose: bool,
-                notify: bool) -> UploadResult:
+                notify: bool, params: Mapping[str, str] | None = None) -> UploadResult:
         with _verbose_logging(verbose or self.verbose):
             result = self.service.upload(self.kind, path=path, metrics=metrics,
-                                         message=message, dry_run=dry_run, force=force)
+                                         message=message, dry_run=dry_run, force=force,
+                                         params=params)
             log.info("%s: %d files, %.1f MB, %.1f MB uploaded", self.kind, result.files,
                      result.size_mb, result.uploaded_bytes / MB)
             if not dry_run:
@@ -226,15 +227,19 @@ class ModelsCheckpointsManage(_Facade):
         self, path: str | Path | None = None, *,
         metrics: Mapping[str, float] | str | Path | None = None, message: str = "",
         dry_run: bool = False, force: bool = False, verbose: bool = False, notify: bool = False,
+        params: Mapping[str, str] | None = None,
     ) -> UploadResult:
         """Push the model files (default ``<workspace>/model``) and record them as a version.
+
+        The version records the data in the workspace now (its lineage) and ``params``
+        (hyper-parameters, kept as strings); :meth:`get_model_metadata` returns both.
 
         Raises:
             LocalIOError (nothing to upload), DirtyWorkspaceError, SourceChangedError,
             UnsafePathError, StoreError, TransferError, GitRemoteError (recorded here, not
             published; the next call publishes it).
         """
-        return self._upload(path, metrics, message, dry_run, force, verbose, notify)
+        return self._upload(path, metrics, message, dry_run, force, verbose, notify, params)
 
     def tag_model_checkpoint(
         self, version_tag: str | None = None, message: str | None = None, *,
@@ -274,8 +279,43 @@ class ModelsCheckpointsManage(_Facade):
         return self._revert(tag, force, dry_run, verbose)
 
     def get_model_metadata(self, tag: str | None = None) -> dict[str, Any]:
-        """Size, metrics, snapshot, author and time of ``tag`` (default: current version)."""
+        """Size, metrics, snapshot, author and time of ``tag`` (default: current version),
+        with its ``lineage`` (the data it was pushed with, or None) and ``params``."""
         return self.service.metadata("model", tag)
+
+    def set_alias(self, alias: str, tag: str, message: str = "") -> str:
+        """Point ``alias`` (``production``) at the version ``tag``; made or moved, recorded
+        with who, when and ``message`` in Git, published with the versions. Returns the tag.
+
+        Raises:
+            InvalidAliasError: a bad name, one that shadows a version or branch, or a ``tag``
+                that is not a version.
+        """
+        target = self.service.set_alias(alias, tag, message=message).target
+        assert target is not None  # a move to a version, never a deletion
+        return target
+
+    def read_alias(self, alias: str) -> str:
+        """The version tag ``alias`` points to.
+
+        Raises:
+            InvalidAliasError: no such alias.
+        """
+        target = self.service.read_alias(alias).target
+        assert target is not None  # read_alias refuses a deleted alias
+        return target
+
+    def read_aliases(self) -> dict[str, str]:
+        """Every alias -> the version tag it points to."""
+        return {a.name: a.target for a in self.service.aliases() if a.target is not None}
+
+    def delete_alias(self, alias: str, message: str = "") -> None:
+        """Delete ``alias``; its log of moves stays in Git.
+
+        Raises:
+            InvalidAliasError: no such alias.
+        """
+        self.service.delete_alias(alias, message=message)
 
     def compare_model_checkpoints(self, tag_a: str, tag_b: str) -> list[MetricDelta]:
         """Per-metric values of two versions and their difference."""

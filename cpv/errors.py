@@ -34,7 +34,9 @@ to one line and an exit code. Each error carries the fields a program needs (``k
         ├── NotAWorkspaceError
         ├── TagExistsError              .tag
         ├── TagNotFoundError            .tag
+        │   └── UnknownVersionError (ValueError)  a question about no version (exit 2)
         ├── InvalidTagError             .tag
+        ├── InvalidAliasError (ValueError)  bad, shadowing or unknown alias (exit 2)
         ├── DirtyWorkspaceError         .paths
         └── GitRemoteError
 """
@@ -281,6 +283,16 @@ class TagNotFoundError(VersioningError):
             f"no version {tag}", hint=hint or "list versions with 'cpv versions'"
         )
         self.tag = tag
+
+
+class UnknownVersionError(TagNotFoundError, ValueError):
+    """A version a question names does not exist (``cpv lineage v9.9``): bad input, exit 2,
+    where a command that would act on it (checkout, pull) fails with exit 1."""
+
+
+class InvalidAliasError(VersioningError, ValueError):
+    """An alias that cannot be made or used: a bad name, one that shadows a version tag or a
+    branch, an unknown alias, or a target that is not a version. Bad input: exit 2."""
 
 
 class InvalidTagError(VersioningError, ValueError):

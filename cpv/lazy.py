@@ -74,10 +74,11 @@ version it cannot resolve. The repositories it returns stay open as long as the 
 class WorkspaceResolver:
     """The default :data:`Resolver`: a version name of a workspace -> its manifests' snapshots.
 
-    Names mean what they mean on the command line (the workspace service resolves them):
-    ``v0.3`` mounts the model and, when ``data-v0.3`` exists, the data; ``data-v0.3`` the data
-    only; tags another machine pushed are fetched first. Bytes come from the workspace's store,
-    opened once by the service with the workspace's settings, and closed by :meth:`close`.
+    Names mean what they mean on the command line (the workspace service resolves them): an
+    alias (``production``) the version it points to; ``v0.3`` mounts the model and, when
+    ``data-v0.3`` exists, the data; ``data-v0.3`` the data only; tags another machine pushed
+    are fetched first. Bytes come from the workspace's store, opened once by the service with
+    the workspace's settings, and closed by :meth:`close`.
 
     Args:
         workspace: a cpv workspace or a folder inside one.
@@ -108,6 +109,7 @@ class WorkspaceResolver:
         """
         from cpv.versioning.tags import parse_tag
 
+        version = self._service.dealias(version)  # cpv://production/... reads what it names
         parse_tag(version)  # InvalidTagError for a name that is no version
         mounts = []
         repo = self._service.ws.repository()

@@ -192,6 +192,44 @@ def parse_metric(
     return out
 
 
+def parse_param(
+    _ctx: click.Context, _p: click.Parameter, values: Sequence[str]
+) -> dict[str, str]:
+    """``--param lr=3e-4`` (repeatable) -> ``{"lr": "3e-4"}``: values stay the strings typed
+    (``3e-4`` and ``adamw`` alike); bad syntax is a usage error."""
+    out: dict[str, str] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE (e.g. lr=3e-4)",
+                                     param_hint="--param")
+        out[name] = raw
+    return out
+
+
+def _param_option(func: F) -> F:
+    return click.option(
+        "--param", "params", multiple=True, metavar="NAME=VALUE", callback=parse_param,
+        help="A hyper-parameter to record with the model version (repeatable), "
+             "e.g. --param lr=3e-4; kept as typed.")(func)
+
+
+def _filter_options(verb: str) -> Callable[[F], F]:
+    def decorator(func: F) -> F:
+        return _decorate(
+            func,
+            click.option("--exclude", "exclude", multiple=True, metavar="PATTERN",
+                         help=f"Leave files matching PATTERN out of the {verb} (gitignore "
+                              "syntax, workspace paths, repeatable)."),
+            click.option("--include", "include", multiple=True, metavar="PATTERN",
+                         help=f"{verb.capitalize()} only files matching PATTERN "
+                              "(repeatable); --exclude wins."),
+        )
+
+    return decorator
+
+
 def _relative_to_root(raw: str, root: Path) -> str:
     """A path the user typed as a workspace-relative path.
 
@@ -351,6 +389,8 @@ def init(
     ("cpv push --tag v1.0", "push both and tag v1.0 + data-v1.0"),
     ("cpv push data --metrics eval.json", "metrics from a JSON file"),
     ("cpv push --dry-run", "show what would be uploaded"),
+    ("cpv push model --exclude 'model/optimizer*' --param lr=3e-4",
+     "leave optimizer states out; record a hyper-parameter"),
 ], codes=(0, 1, 2, 3, 10, 11, 12)))
 @click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option("-m", "--message", default="", help="What changed (stored in the version).")
@@ -366,6 +406,8 @@ def init(
               help="Symlinks that point outside the folder: refuse the push (keep), leave "
                    "them out (skip), or push what they point to (follow).")
 @click.option("--dry-run", is_flag=True, help="Show what would be uploaded; change nothing.")
+@_param_option
+@_filter_options("version")
 @common
 @click.pass_obj
 def push(
@@ -379,6 +421,9 @@ def push(
     notify: bool,
     symlinks: Literal["keep", "skip", "follow"],
     dry_run: bool,
+    params: dict[str, str],
+    exclude: tuple[str, ...],
+    include: tuple[str, ...],
 ) -> None:
     """Upload model/ and data/ and record a new version.
 
@@ -396,7 +441,8 @@ def push(
         outcome = service.push(
             kinds, message=message, metrics=metrics, tag=tag is not None,
             version=None if tag in (None, AUTO_TAG) else tag, force=force, dry_run=dry_run,
-            notify=notify, symlinks=symlinks)
+            notify=notify, symlinks=symlinks, params=params or None, exclude=exclude,
+            include=include)
     results, tags, pushed_to = outcome.results, list(outcome.tags), outcome.pushed_to
 
     def human() -> list[str]:
@@ -451,14 +497,18 @@ def _split_rev_and_paths(args: Sequence[str], root: Path) -> tuple[str | None, l
     ("cpv pull data-v0.3 data/validation", "only one data split"),
     ("cpv pull v0.1 model --to /tmp/v0.1", "somewhere else, leaving model/ alone"),
     ("cpv pull v0.3 'model/*.safetensors'", "only files a pattern matches (gitignore syntax)"),
+    ("cpv pull production --exclude '*fp16*'", "the version alias production points to, "
+                                               "without fp16 files"),
 ], codes=(0, 1, 2, 3, 4, 10, 12)))
 @click.argument("args", nargs=-1, metavar="[REV] [PATH]...")
 @click.option("--to", "dest", type=click.Path(file_okay=False),
               help="Write into this folder instead of the workspace (one PATH kind).")
 @click.option("--force", is_flag=True, help="Overwrite local changes that were not pushed.")
+@_filter_options("pull")
 @common
 @click.pass_obj
-def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool) -> None:
+def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool,
+         exclude: tuple[str, ...], include: tuple[str, ...]) -> None:
     """Bring files to a version, fetching only what is missing.
 
     REV is a version tag (v0.1, data-v0.1), a branch or a commit; default: the
@@ -468,7 +518,8 @@ def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool) -> 
     """
     with state.service(progress=True) as service:
         rev, paths = _split_rev_and_paths(args, service.root)
-        results = service.pull(rev, paths=paths, dest=dest, force=force)
+        results = service.pull(rev, paths=paths, dest=dest, force=force, exclude=exclude,
+                               include=include)
     state.out.emit({"rev": rev, "results": [render.pull_dict(p) for p in results]},
                    lambda: [line for p in results for line in render.pull_lines(p)])
 
@@ -519,6 +570,7 @@ def ls(state: State, args: tuple[str, ...]) -> None:
 @click.option("--force", is_flag=True, help="Move the tag if it exists.")
 @click.option("--notify", is_flag=True, help="Post to notify.webhook_url (Slack/Teams).")
 @click.option("--dry-run", is_flag=True, help="Show the tag that would be created.")
+@_param_option
 @common
 @click.pass_obj
 def tag(
@@ -532,6 +584,7 @@ def tag(
     force: bool,
     notify: bool,
     dry_run: bool,
+    params: dict[str, str],
 ) -> None:
     """Tag the current version: v0.1, v0.2, ... v0.10.
 
@@ -544,7 +597,8 @@ def tag(
     metrics = _load_metrics(metrics_file, metric_pairs)
     with state.service() as service:
         tags = service.tag([only] if only else None, version, message=message, metrics=metrics,
-                           force=force, dry_run=dry_run, notify=notify)
+                           force=force, dry_run=dry_run, notify=notify,
+                           params=params or None)
     state.out.emit({"tags": tags, "dry_run": dry_run},
                    [("would tag " if dry_run else "tagged ") + ", ".join(tags)])
 
@@ -555,6 +609,15 @@ def tag(
 def _list_versions(state: State, kind: Kind) -> list[Any]:
     with state.service() as service:
         return list(service.versions(kind))
+
+
+def _versions_and_aliases(
+    state: State, kind: Kind,
+) -> tuple[list[Any], dict[str, list[str]], dict[str, str]]:
+    """The versions, the aliases of each tag, and data snapshot -> data tag (for lineage)."""
+    with state.service() as service:
+        data_tags = {m.snapshot_id: v.tag for v in service.versions("data") for m in v.manifests}
+        return list(service.versions(kind)), service.aliases_by_tag(), data_tags
 
 
 @click.command(epilog=epilog([
@@ -568,9 +631,10 @@ def _list_versions(state: State, kind: Kind) -> list[Any]:
 def versions(state: State, model_flag: bool, data_flag: bool) -> None:
     """List versions: tag, date, author, message, size and key metrics."""
     kind = _kind_flag(model_flag, data_flag) or "model"
-    infos = _list_versions(state, kind)
-    state.out.emit([render.version_dict(v) for v in infos],
-                   lambda: render.versions_lines(infos, kind), essential=True)
+    infos, aliases, data_tags = _versions_and_aliases(state, kind)
+    state.out.emit([render.version_dict(v, aliases.get(v.tag, ())) for v in infos],
+                   lambda: render.versions_lines(infos, kind, aliases, data_tags),
+                   essential=True)
 
 
 @click.command(epilog=epilog([
@@ -643,6 +707,67 @@ def _plot(infos: Sequence[Any], path: Path) -> None:
         plt.close(fig)
 
 
+# -- alias, lineage ----------------------------------------------------------------------------
+
+
+@click.command(epilog=epilog([
+    ("cpv alias", "list the aliases and the versions they point to"),
+    ('cpv alias production v0.3 -m "passed the A/B test"', "make or move an alias"),
+    ("cpv alias --delete staging", "delete one (its log stays in Git)"),
+    ("cpv pull production", "an alias works wherever a version does"),
+], codes=(0, 1, 2, 10)))
+@click.argument("name", required=False)
+@click.argument("rev", required=False)
+@click.option("-m", "--message", default="", help="Why the alias moves (kept in its log).")
+@click.option("--delete", "delete", is_flag=True, help="Delete the alias NAME.")
+@common
+@click.pass_obj
+def alias(state: State, name: str | None, rev: str | None, message: str, delete: bool) -> None:
+    """Name a version with a movable alias (production, staging).
+
+    Each move is one commit recording who moved it, when and why, published
+    with the versions; another machine sees it after git pull. An alias
+    works wherever a version does: cpv pull, checkout, ls, cpv://NAME/.
+    """
+    if delete and (name is None or rev is not None):
+        raise click.UsageError("--delete takes one NAME: cpv alias --delete NAME")
+    if name is not None and rev is None and not delete:
+        raise click.UsageError("give the version too: cpv alias NAME REV (or --delete NAME)")
+    with state.service() as service:
+        if name is None:
+            found = service.aliases()
+            state.out.emit([render.alias_dict(a) for a in found],
+                           lambda: render.aliases_lines(found), essential=True)
+            return
+        if delete:
+            done = service.delete_alias(name, message=message)
+        else:
+            assert rev is not None
+            done = service.set_alias(name, rev, message=message)
+    line = (f"deleted alias {done.name}" if done.target is None
+            else f"alias {done.name} -> {done.target}")
+    state.out.emit(render.alias_dict(done), [line])
+
+
+@click.command(epilog=epilog([
+    ("cpv lineage v0.3", "which data trained model v0.3, and its hyper-parameters"),
+    ("cpv lineage", "the current model version"),
+    ("cpv lineage production --json", ""),
+], codes=(0, 1, 2, 10)))
+@click.argument("rev", required=False)
+@common
+@click.pass_obj
+def lineage(state: State, rev: str | None) -> None:
+    """Show which data version a model version was pushed with.
+
+    Recorded at push time: the data snapshot in the workspace then, and its
+    data tag (found again if it was tagged later), plus --param values.
+    """
+    with state.service() as service:
+        found = service.lineage(rev)
+    state.out.emit(found, lambda: render.lineage_lines(found), essential=True)
+
+
 # -- checkout, status, diff --------------------------------------------------------------------
 
 
@@ -674,12 +799,13 @@ def checkout(state: State, rev: str, force: bool, dry_run: bool) -> None:
     ("cpv status", ""),
     ("cpv status --json", "for scripts: .clean, .kinds.model.changed"),
 ]))
+@_filter_options("report")
 @common
 @click.pass_obj
-def status(state: State) -> None:
+def status(state: State, exclude: tuple[str, ...], include: tuple[str, ...]) -> None:
     """Show the current versions and what changed since the last push."""
     with state.service() as service:
-        report = service.status()
+        report = service.status(exclude=exclude, include=include)
     state.out.emit(render.status_dict(report), lambda: render.status_lines(report),
                    essential=True)
 
@@ -1090,5 +1216,5 @@ def doctor(state: State) -> None:
 
 COMMANDS: tuple[click.Command, ...] = (
     init, push, pull, ls, tag, versions, checkout, status, diff, metrics, verify, repair, gc,
-    forget, migrate, rebuild, config, doctor,
+    forget, migrate, rebuild, config, doctor, alias, lineage,
 )

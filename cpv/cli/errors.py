@@ -24,6 +24,7 @@ from cpv.errors import (
     CPVError,
     FormatError,
     IntegrityError,
+    InvalidAliasError,
     NoStoreError,
     NotAWorkspaceError,
     NothingMatchedError,
@@ -31,6 +32,7 @@ from cpv.errors import (
     StoreLockedError,
     StoreUnreachableError,
     TransferError,
+    UnknownVersionError,
     UnsupportedFeatureError,
 )
 
@@ -56,6 +58,8 @@ _TABLE: tuple[tuple[type[CPVError], int], ...] = (
     (StoreUnreachableError, EXIT_UNREACHABLE),
     (UnsupportedFeatureError, EXIT_UNSUPPORTED),
     (NothingMatchedError, EXIT_USAGE),
+    (InvalidAliasError, EXIT_USAGE),
+    (UnknownVersionError, EXIT_USAGE),
     (FormatError, EXIT_ERROR),
 )
 

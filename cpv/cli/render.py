@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         VersionDiff,
     )
     from cpv.versioning import VersionInfo
+    from cpv.versioning.aliases import Alias
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -220,6 +221,7 @@ def upload_dict(r: UploadResult) -> dict[str, object]:
         "chunks_new": r.chunks_new, "chunks_reused": r.chunks_reused,
         "seconds": round(r.seconds, 3), "changed": r.changed, "dry_run": r.dry_run,
         "next_tag": r.next_tag, "pushed_to": r.pushed_to, "skipped_links": list(r.skipped_links),
+        "left_out": list(r.left_out),
     }
 
 
@@ -227,7 +229,11 @@ def upload_lines(r: UploadResult) -> list[str]:
     skipped = ([f"       left out {len(r.skipped_links)} symlink(s) pointing outside the folder: "
                 + ", ".join(r.skipped_links[:5]) + (" ..." if len(r.skipped_links) > 5 else "")]
                if r.skipped_links else [])
-    return _upload_summary(r) + skipped
+    left = ([f"       left out {len(r.left_out)} file(s) of the previous version "
+             "(--exclude/--include); this version does not hold them: "
+             + ", ".join(r.left_out[:5]) + (" ..." if len(r.left_out) > 5 else "")]
+            if r.left_out else [])
+    return _upload_summary(r) + skipped + left
 
 
 def _upload_summary(r: UploadResult) -> list[str]:
@@ -272,25 +278,69 @@ def revert_lines(results: Sequence[RevertResult], rev: str, *, dry_run: bool) ->
     return lines
 
 
-def version_dict(v: VersionInfo) -> dict[str, object]:
+def version_dict(v: VersionInfo, aliases: Sequence[str] = ()) -> dict[str, object]:
+    lineage = next((m.lineage for m in v.manifests if m.lineage is not None), None)
     return {
         "tag": v.tag, "kind": v.kind, "version": str(v.version), "commit": v.commit,
         "date": v.date.isoformat(), "author": v.author, "message": v.message,
         "metrics": dict(v.metrics), "total_size": v.total_size, "file_count": v.file_count,
         "snapshot_ids": [m.snapshot_id for m in v.manifests], "problem": v.problem,
+        "aliases": list(aliases), "lineage": lineage.to_dict() if lineage else None,
+        "params": {k: p for m in v.manifests for k, p in m.params.items()},
     }
 
 
-def versions_lines(versions: Sequence[VersionInfo], kind: str) -> list[str]:
+def versions_lines(versions: Sequence[VersionInfo], kind: str,
+                   aliases: Mapping[str, Sequence[str]] | None = None,
+                   data_tags: Mapping[str, str] | None = None) -> list[str]:
+    """The versions table; a model version's DATA column names the data it was pushed with
+    (its data tag, else ``@`` and the snapshot), aliases follow the tag in brackets."""
     if not versions:
         return [f"no {kind} versions yet (cpv push --tag creates one)"]
+    aliases, data_tags = aliases or {}, data_tags or {}
+
+    def data(v: VersionInfo) -> str:
+        lineage = next((m.lineage for m in v.manifests if m.lineage is not None), None)
+        if lineage is None:
+            return "-"
+        return (data_tags.get(lineage.data_snapshot_id) or lineage.data_tag
+                or "@" + lineage.data_snapshot_id[:8])
+
     rows = [
-        [v.tag, fmt_date(v.date), author_name(v.author), one_line(v.message, 36),
-         fmt_bytes(v.total_size), str(v.file_count),
+        [v.tag + (f" ({', '.join(aliases[v.tag])})" if aliases.get(v.tag) else ""),
+         fmt_date(v.date), author_name(v.author), one_line(v.message, 36),
+         fmt_bytes(v.total_size), str(v.file_count), *([data(v)] if kind == "model" else []),
          f"! {v.problem}" if v.problem else fmt_metrics(v.metrics)]
         for v in versions
     ]
-    return table(rows, header=["TAG", "DATE", "AUTHOR", "MESSAGE", "SIZE", "FILES", "METRICS"])
+    header = ["TAG", "DATE", "AUTHOR", "MESSAGE", "SIZE", "FILES",
+              *(["DATA"] if kind == "model" else []), "METRICS"]
+    return table(rows, header=header)
+
+
+def alias_dict(a: Alias) -> dict[str, object]:
+    return {"name": a.name, "target": a.target,
+            "moves": [{"target": m.target, "author": m.author, "at": m.at.isoformat(),
+                       "message": m.message} for m in a.moves]}
+
+
+def aliases_lines(found: Sequence[Alias]) -> list[str]:
+    if not found:
+        return ["no aliases yet (cpv alias production v0.3 makes one)"]
+    rows = [[a.name, a.target or "-", fmt_date(a.last.at), author_name(a.last.author),
+             one_line(a.last.message, 40)] for a in found]
+    return table(rows, header=["ALIAS", "VERSION", "MOVED", "BY", "WHY"])
+
+
+def lineage_lines(found: Mapping[str, Any]) -> list[str]:
+    params = found["params"]
+    shown = " ".join(f"{k}={v}" for k, v in sorted(params.items())) if params else "none"
+    if not found["recorded"]:
+        return [f"{found['tag']}: no lineage recorded (pushed before cpv recorded it, or "
+                "with no data version in the workspace)", f"params  {shown}"]
+    tags = ", ".join(found["data_tags"]) or "untagged"
+    return [f"{found['tag']}: trained on {found['data_path']} {tags} "
+            f"(snapshot {short(found['data_snapshot_id'])})", f"params  {shown}"]
 
 
 def metrics_lines(versions: Sequence[VersionInfo]) -> list[str]:

@@ -63,6 +63,8 @@ class UploadResult:
     next_tag: str | None = None
     pushed_to: str | None = None
     skipped_links: tuple[str, ...] = ()
+    #: Files of the previous version this push's --exclude / --include left out of this one.
+    left_out: tuple[str, ...] = ()
 
     @property
     def size_mb(self) -> float:

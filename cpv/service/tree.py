@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,8 +44,38 @@ IGNORE_FILE = ".cpvignore"
 DEFAULT_IGNORES = ("__pycache__/", ".ipynb_checkpoints/", "*.pyc", "*.swp", "*~", ".DS_Store")
 
 
+class PathFilter:
+    """One command's ``--exclude`` / ``--include`` patterns (gitignore syntax, workspace paths).
+
+    ``--exclude`` leaves matching files out; ``--include`` (when given) keeps only matching
+    files, as in rclone, restic and huggingface_hub's allow patterns; an exclude wins over an
+    include. Matched by the same maintained ``pathspec`` matcher as ``.cpvignore``, so a pattern
+    means the same in both places. Empty filters select everything.
+    """
+
+    def __init__(self, exclude: Sequence[str] = (), include: Sequence[str] = ()) -> None:
+        import pathspec
+
+        self.exclude_patterns = tuple(exclude)
+        self.include_patterns = tuple(include)
+        self._exclude = pathspec.GitIgnoreSpec.from_lines(exclude) if exclude else None
+        self._include = pathspec.GitIgnoreSpec.from_lines(include) if include else None
+
+    def __bool__(self) -> bool:
+        return self._exclude is not None or self._include is not None
+
+    def drops(self, path: str, *, is_dir: bool = False) -> bool:
+        """True if the workspace path ``path`` is left out. A folder is never dropped by an
+        include pattern (its files are judged one by one), only by an exclude."""
+        if self._exclude is not None and (self._exclude.match_file(path)
+                                          or self._exclude.match_file(path + "/")):
+            return True
+        return self._include is not None and not is_dir and not self._include.match_file(path)
+
+
 class IgnoreRules:
-    """What a workspace does not version: cpv's own files, defaults, and ``.cpvignore``.
+    """What a workspace does not version: cpv's own files, defaults, ``.cpvignore``, and the
+    command's ``--exclude`` / ``--include`` (:class:`PathFilter`).
 
     ``.cpvignore`` (gitignore syntax, matched by the maintained ``pathspec`` library) sits at
     the workspace root; its patterns match workspace paths (``model/optimizer.pt``,
@@ -53,7 +83,7 @@ class IgnoreRules:
     checkout never deletes an ignored file and status never reports one.
     """
 
-    def __init__(self, workspace_root: Path) -> None:
+    def __init__(self, workspace_root: Path, options: PathFilter | None = None) -> None:
         import pathspec
 
         lines = list(DEFAULT_IGNORES)
@@ -65,16 +95,48 @@ class IgnoreRules:
         except (OSError, UnicodeDecodeError) as exc:
             raise LocalIOError(f"cannot read {path}: {exc}", path=str(path)) from exc
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        self._root = workspace_root
+        self.options = options or PathFilter()
+
+    def ignored(self, path: str) -> bool:
+        """True if the defaults or ``.cpvignore`` hide the workspace path ``path``."""
+        return self._spec.match_file(path) or self._spec.match_file(f"{path}/")
 
     def for_folder(self, folder: str) -> Callable[[str], bool]:
         """The exclude test for paths relative to the tracked folder ``folder``."""
-        match = self._spec.match_file
+        options = self.options
+        root = self._root
 
         def excluded(rel: str) -> bool:
-            return exclude_internal(rel) or match(f"{folder}/{rel}") or match(
-                f"{folder}/{rel}/")
+            path = f"{folder}/{rel}"
+            if exclude_internal(rel) or self.ignored(path):
+                return True
+            return bool(options) and options.drops(path, is_dir=_is_dir(root / path))
 
         return excluded
+
+    def hidden_tracked(self, folder: Path, name: str,
+                       tracked: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Files of the current version still in ``folder`` that the rules now leave out:
+        (hidden by the defaults or ``.cpvignore``, left out by this command's options)."""
+        by_file: list[str] = []
+        by_option: list[str] = []
+        for rel in sorted(tracked):
+            path = f"{name}/{rel}"
+            if exclude_internal(rel) or not os.path.lexists(folder / rel):
+                continue
+            if self.options and self.options.drops(path):
+                by_option.append(path)  # said on purpose, whatever .cpvignore says
+            elif self.ignored(path):
+                by_file.append(path)
+        return by_file, by_option
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _entries(table: FileTable) -> list[FileEntry]:
@@ -233,8 +295,22 @@ def conflicts(
 
 
 def in_scope(scope: Iterable[str] | None) -> Callable[[str], bool]:
-    """A test for "this path is one of, or under one of, ``scope``" (None: everything)."""
+    """A test for "this path is one of, or under one of, ``scope``" (None: everything).
+
+    A set lookup of the path and each of its parent folders, so a scope of 100,000 chosen
+    files (a filtered pull) costs per path its depth, not the scope's length.
+    """
     if scope is None:
         return lambda _rel: True
-    prefixes = [s.strip("/") for s in scope]
-    return lambda rel: any(rel == p or rel.startswith(p + "/") for p in prefixes)
+    prefixes = frozenset(s.strip("/") for s in scope)
+
+    def inside(rel: str) -> bool:
+        if rel in prefixes:
+            return True
+        while "/" in rel:
+            rel = rel.rsplit("/", 1)[0]
+            if rel in prefixes:
+                return True
+        return False
+
+    return inside

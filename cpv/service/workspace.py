@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from cpv.errors import (
     DirtyWorkspaceError,
     GitRemoteError,
     IntegrityError,
+    InvalidAliasError,
     LocalIOError,
     MigrationNeededError,
     NoStoreError,
@@ -62,6 +64,7 @@ from cpv.errors import (
     ObjectNotFoundError,
     PathNotFoundError,
     TagNotFoundError,
+    UnknownVersionError,
     UnsupportedPathError,
     VersioningError,
 )
@@ -88,12 +91,21 @@ from cpv.service.tree import (
     FileTable,
     IgnoreRules,
     LocalChanges,
+    PathFilter,
     conflicts,
     has_files,
     in_scope,
     local_changes,
 )
-from cpv.versioning import Manifest, MetricDelta, VersionInfo, compare, manifest_for_files
+from cpv.versioning import (
+    Lineage,
+    Manifest,
+    MetricDelta,
+    VersionInfo,
+    compare,
+    manifest_for_files,
+)
+from cpv.versioning.aliases import Alias, AliasBook, check_alias_name
 from cpv.versioning.metrics import merge_metrics, normalize_metrics, resolve_metrics
 from cpv.versioning.tags import KINDS, tag_name, try_parse_tag
 from cpv.workspace import DATA_SPLITS, TRACKED, WORKSPACE_ID_FILE, Kind, Workspace
@@ -163,12 +175,30 @@ class WorkspaceService:
         self._interface = interface
         self._baselines = BaselineStore(ws.root)
         self._ignore: IgnoreRules | None = None
+        self._filter = PathFilter()
 
     def exclude(self, kind: Kind) -> Callable[[str], bool]:
-        """The one "not versioned" test for ``kind``'s files: cpv's own, defaults, .cpvignore."""
+        """The one "not versioned" test for ``kind``'s files: cpv's own, defaults, .cpvignore,
+        and the running command's ``--exclude`` / ``--include``."""
+        return self._rules().for_folder(TRACKED[kind])
+
+    def _rules(self) -> IgnoreRules:
         if self._ignore is None:
-            self._ignore = IgnoreRules(self.ws.root)
-        return self._ignore.for_folder(TRACKED[kind])
+            self._ignore = IgnoreRules(self.ws.root, self._filter)
+        return self._ignore
+
+    @contextlib.contextmanager
+    def _filtered(self, exclude: Sequence[str], include: Sequence[str]) -> Iterator[None]:
+        """Apply one command's ``--exclude`` / ``--include`` to every rule it consults."""
+        if not exclude and not include:
+            yield
+            return
+        saved = self._filter, self._ignore
+        self._filter, self._ignore = PathFilter(exclude, include), None
+        try:
+            yield
+        finally:
+            self._filter, self._ignore = saved
 
     @classmethod
     def open(
@@ -228,7 +258,9 @@ class WorkspaceService:
         """``v0.1`` means ``data-v0.1`` for the data (when that tag exists); ``0.1`` means v0.1.
 
         The one rule by which a version name is read for one kind, in the CLI and the API.
+        An alias (``production``) means the tag it points to.
         """
+        ref = self.dealias(ref)
         if _VERSION_ONLY.match(ref):
             ref = f"v{ref}"
         parsed = try_parse_tag(ref)
@@ -237,6 +269,15 @@ class WorkspaceService:
             if self.have_ref(data_tag) or not self.have_ref(ref):
                 return data_tag
         return ref
+
+    def dealias(self, rev: str) -> str:
+        """The version tag an alias points to; any other name unchanged. Every name a user
+        gives passes here first (:meth:`resolve`, :meth:`kind_ref`), so ``cpv pull production``,
+        ``cpv ls production`` and ``cpv://production/...`` mean the same version."""
+        if _VERSION_ONLY.match(rev) or try_parse_tag(rev) is not None:
+            return rev
+        alias = AliasBook(self.ws.git).get(rev)
+        return alias.target if alias is not None and alias.target is not None else rev
 
     def resolve(
         self, rev: str | None, kinds: Sequence[Kind] | None = None, *,
@@ -254,6 +295,8 @@ class WorkspaceService:
         """
         history = self.ws.history
         wanted: tuple[Kind, ...] = tuple(kinds) if kinds else KINDS
+        if rev is not None:
+            rev = self.dealias(rev)
         if rev is None:
             out: dict[Kind, str | None] = {
                 k: None for k in wanted if history.current_manifest(k, TRACKED[k]) is not None}
@@ -388,12 +431,39 @@ class WorkspaceService:
         extra: Mapping[str, Any] | None = None,
         publish: bool = True,
         symlinks: SymlinkPolicy = "keep",
+        params: Mapping[str, str] | None = None,
+        exclude: Sequence[str] = (),
+        include: Sequence[str] = (),
     ) -> UploadResult:
         """Push ``kind``'s folder (or ``path``) and record it as the current version.
 
+        A model version records its lineage (the data in the workspace now) and ``params``.
+        ``exclude`` / ``include`` leave files out of this version (see :class:`PathFilter`);
+        files of the current version they leave out are listed in ``left_out``.
+
         Raises:
-            LocalIOError (nothing to push), plus what the engine and versioning raise.
+            LocalIOError (nothing to push), ConfigError (``.cpvignore`` hides files of the
+            current version), plus what the engine and versioning raise.
         """
+        with self._filtered(exclude, include):
+            return self._upload(kind, path=path, metrics=metrics, message=message,
+                                dry_run=dry_run, force=force, extra=extra, publish=publish,
+                                symlinks=symlinks, params=params)
+
+    def _upload(
+        self,
+        kind: Kind,
+        *,
+        path: str | Path | None,
+        metrics: Mapping[str, float] | str | Path | None,
+        message: str,
+        dry_run: bool,
+        force: bool,
+        extra: Mapping[str, Any] | None,
+        publish: bool,
+        symlinks: SymlinkPolicy,
+        params: Mapping[str, str] | None,
+    ) -> UploadResult:
         ws = self.ws
         folder = ws.tracked_dir(kind)
         source = Path(path).absolute() if path is not None else folder
@@ -401,11 +471,14 @@ class WorkspaceService:
             raise LocalIOError(
                 f"nothing to upload: {source} does not exist", path=str(source),
                 hint=f"put the {kind} files in {folder} or pass a path")
+        current = ws.history.current_manifest(kind, TRACKED[kind])
+        left_out = self._left_out(kind, source, current) if source == folder else []
         if not has_files(source, self.exclude(kind)):
             raise LocalIOError(
                 f"nothing to upload: {source} holds no files", path=str(source),
                 hint=f"save the {kind} files there first; an empty folder records no version")
-        current = ws.history.current_manifest(kind, TRACKED[kind])
+        lineage = self.lineage_now() if kind == "model" else None
+        params = dict(params or {})
         repo = ws.repository(create=not dry_run)
         resolved = resolve_metrics(metrics) if metrics is not None else {}
         # The store records the version itself (a root), so what is live never depends on one
@@ -430,7 +503,7 @@ class WorkspaceService:
             skipped_links=result.skipped_links,
             total_bytes=result.total_bytes, new_bytes=result.new_bytes,
             chunks_new=result.chunks_new, chunks_reused=result.chunks_reused,
-            seconds=result.seconds)
+            seconds=result.seconds, left_out=tuple(left_out))
         if dry_run:
             return outcome(commit=None, uploaded_bytes=0, dry_run=True, changed=True,
                            next_tag=ws.history.next_tag(kind))
@@ -440,6 +513,7 @@ class WorkspaceService:
         if (current is not None and current.snapshot_id == result.snapshot_id
                 and (not resolved or dict(current.metrics) == resolved)
                 and (not message or current.message == message)
+                and (not params or dict(current.params) == params)
                 and not ws.history.status().changes):
             # Same bytes, nothing new to say: no new version, no empty commit; but publish
             # what an interrupted earlier command may have left behind.
@@ -451,12 +525,52 @@ class WorkspaceService:
             store_url=ws.store_url, files=files, is_dir=source.is_dir(), message=message,
             author=ws.history.default_author(), metrics=resolved,
             extra={**{f"samples.{k}": v for k, v in split_counts.items()}, **(extra or {})},
+            lineage=lineage, params=params,
         )
         # Invariant 1: the snapshot is durable in the store; only now does Git reference it.
         record = ws.history.record_version(manifest, message=message or None)
         pushed_to = self.publish() if publish else None
         return outcome(commit=record.commit, uploaded_bytes=result.uploaded_bytes,
                        dry_run=False, changed=record.changed, pushed_to=pushed_to)
+
+    def _left_out(self, kind: Kind, folder: Path, current: Manifest | None) -> list[str]:
+        """Files of the current version that this push's rules leave out: refused when
+        ``.cpvignore`` (or a default) hides them, which would drop them from the new version
+        unnoticed; returned when the command's ``--exclude`` / ``--include`` does, on purpose.
+        """
+        if current is None:
+            return []
+        by_file, by_option = self._rules().hidden_tracked(
+            folder, TRACKED[kind], (f.path for f in current.files))
+        if by_file:
+            raise ConfigError(
+                f"{IGNORE_FILE} (or a default rule) hides {len(by_file)} file(s) of the current "
+                f"{kind} version that are still here ({_listed(by_file)}); this push would "
+                "drop them from the new version",
+                hint=self._opt(
+                    f"keep them with a line '!{by_file[0]}' in {IGNORE_FILE}, or leave them out "
+                    f"on purpose with --exclude '{by_file[0]}'",
+                    f"keep them with a line '!{by_file[0]}' in {IGNORE_FILE}, or pass "
+                    f"exclude=['{by_file[0]}'] to leave them out on purpose"))
+        return by_option
+
+    def lineage_now(self) -> Lineage | None:
+        """The data in this workspace now, as a model version records it: what this machine
+        last pushed or pulled in the data folder (else the current data manifest), and its
+        data tag if it has one."""
+        current = self.ws.history.current_manifest("data", TRACKED["data"])
+        if current is None:
+            return None
+        here = self._baselines.load(self.ws.tracked_dir("data"))
+        sid = here.snapshot_id if here is not None and here.snapshot_id else current.snapshot_id
+        tags = self._data_tags(sid)
+        return Lineage(data_path=current.path, data_snapshot_id=sid,
+                       data_tag=tags[-1] if tags else None)
+
+    def _data_tags(self, snapshot_id: str) -> list[str]:
+        """Data tags whose version holds ``snapshot_id``, oldest first."""
+        return [info.tag for info in self.versions("data")
+                if any(m.snapshot_id == snapshot_id for m in info.manifests)]
 
     def push(
         self,
@@ -470,24 +584,50 @@ class WorkspaceService:
         dry_run: bool = False,
         notify: bool = False,
         symlinks: SymlinkPolicy = "keep",
+        params: Mapping[str, str] | None = None,
+        exclude: Sequence[str] = (),
+        include: Sequence[str] = (),
     ) -> PushOutcome:
         """``cpv push``: upload each kind (default: those holding files), then tag and publish.
 
-        A taken or malformed tag fails before any byte is uploaded.
+        A taken or malformed tag fails before any byte is uploaded. The data goes first, so
+        the model version's lineage names the data pushed with it. ``params`` go with the
+        model (else the data); ``exclude`` / ``include`` leave files out of the versions.
         """
+        with self._filtered(exclude, include):
+            return self._push(kinds, message=message, metrics=metrics, tag=tag,
+                              version=version, force=force, dry_run=dry_run, notify=notify,
+                              symlinks=symlinks, params=params)
+
+    def _push(
+        self,
+        kinds: Sequence[Kind] | None,
+        *,
+        message: str,
+        metrics: Mapping[str, float] | None,
+        tag: bool,
+        version: str | None,
+        force: bool,
+        dry_run: bool,
+        notify: bool,
+        symlinks: SymlinkPolicy,
+        params: Mapping[str, str] | None,
+    ) -> PushOutcome:
         chosen = list(kinds) if kinds else self.kinds_with_files()
         ordered = [k for k in KINDS if k in chosen]
         plan = self.planned_tags(ordered, version, force=force) if tag else []
         metrics_kind = "model" if "model" in ordered else "data"
         results = []
-        for kind in ordered:
-            results.append(self.upload(
-                kind, metrics=metrics if kind == metrics_kind else None, message=message,
-                dry_run=dry_run, force=force, publish=False, symlinks=symlinks))
+        for kind in sorted(ordered, key=lambda k: k != "data"):
+            results.append(self._upload(
+                kind, path=None, metrics=metrics if kind == metrics_kind else None,
+                message=message, dry_run=dry_run, force=force, extra=None, publish=False,
+                symlinks=symlinks, params=params if kind == metrics_kind else None))
             if not dry_run:
                 self.notify(notify, {"event": "upload", "kind": kind,
                                      "snapshot_id": results[-1].snapshot_id,
                                      "commit": results[-1].commit})
+        results.sort(key=lambda r: KINDS.index(r.kind))
         tags = plan if dry_run else []
         if tag and not dry_run:
             tags = self.tag(ordered, version, message=message or None, force=force,
@@ -520,8 +660,11 @@ class WorkspaceService:
         dry_run: bool = False,
         notify: bool = False,
         publish: bool = True,
+        params: Mapping[str, str] | None = None,
     ) -> list[str]:
         """Tag the current version of ``kinds`` (default: every kind that has one).
+
+        ``params`` (hyper-parameters) are recorded with ``metrics`` in the tagged manifests.
 
         Auto-numbered tags are refused for a version that already has one (nothing new to
         name); an explicit ``version`` adds a second name on purpose.
@@ -557,11 +700,12 @@ class WorkspaceService:
             if len(ordered) == 2:
                 combined = history.create_combined_tag(
                     version, message=message or "", metrics=metrics, overwrite=force,
-                    remote=remote)
+                    remote=remote, params=params)
                 tags = [combined.model.tag, combined.data.tag]
             else:
                 record = history.create_tag(ordered[0], version, message=message or "",
-                                            metrics=metrics, overwrite=force, remote=remote)
+                                            metrics=metrics, overwrite=force, remote=remote,
+                                            params=params)
                 tags = [record.tag]
         except BaseException:
             record_untag(repo, planned, reason="the Git tag was not made")
@@ -718,6 +862,8 @@ class WorkspaceService:
         paths: Sequence[str] = (),
         dest: str | Path | None = None,
         force: bool = False,
+        exclude: Sequence[str] = (),
+        include: Sequence[str] = (),
     ) -> list[PullSummary]:
         """Bring the tracked folders (or ``dest``) to ``rev``; see :meth:`resolve`.
 
@@ -726,11 +872,20 @@ class WorkspaceService:
         user's own files are left alone). The recorded version does not change
         (:meth:`checkout` does that).
 
+        ``exclude`` / ``include`` (gitignore patterns, see :class:`PathFilter`) make it a
+        partial pull: files they leave out are neither written nor removed.
+
         Raises:
             DirtyWorkspaceError: local changes would be overwritten (unless ``force``);
+            NothingMatchedError: the paths, patterns or filters select no file;
             IntegrityError (a snapshot that does not match its manifest), NoStoreError, ...
         """
-        selection = Selection(paths)
+        with self._filtered(exclude, include):
+            return self._pull(rev, Selection(paths, self._filter), dest=dest, force=force)
+
+    def _pull(
+        self, rev: str | None, selection: Selection, *, dest: str | Path | None, force: bool,
+    ) -> list[PullSummary]:
         if dest is not None and len(selection.kinds or KINDS) != 1:
             raise ConfigError("--to needs exactly one of 'model' or 'data'",
                               hint="e.g. cpv pull v0.1 model --to /tmp/v0.1")
@@ -854,8 +1009,14 @@ class WorkspaceService:
 
     # -- status, diff ------------------------------------------------------------------------
 
-    def status(self) -> StatusReport:
-        """Current version of each kind, local changes, and what the remote has not got."""
+    def status(self, *, exclude: Sequence[str] = (),
+               include: Sequence[str] = ()) -> StatusReport:
+        """Current version of each kind, local changes (those the rules and ``exclude`` /
+        ``include`` keep in view), and what the remote has not got."""
+        with self._filtered(exclude, include):
+            return self._status()
+
+    def _status(self) -> StatusReport:
         history = self.ws.history
         kinds: list[KindStatus] = []
         for kind in KINDS:
@@ -1136,6 +1297,100 @@ class WorkspaceService:
         except NotifyError as exc:
             log.warning("notification failed (the version is recorded): %s", exc)
 
+    # -- aliases -----------------------------------------------------------------------------
+
+    def aliases(self) -> list[Alias]:
+        """Every alias that points to a version now, by name, each with its log of moves."""
+        return AliasBook(self.ws.git).all()
+
+    def aliases_by_tag(self) -> dict[str, list[str]]:
+        """Tag -> the aliases pointing to it (for ``cpv versions``)."""
+        out: dict[str, list[str]] = {}
+        for alias in self.aliases():
+            assert alias.target is not None  # all() lists only aliases that point somewhere
+            out.setdefault(alias.target, []).append(alias.name)
+        return out
+
+    def set_alias(self, name: str, rev: str, *, message: str = "") -> Alias:
+        """Point the alias ``name`` at the version ``rev`` (made or moved), recorded with who,
+        when and why in one commit, published with the versions.
+
+        Raises:
+            InvalidAliasError: a bad name, one that shadows a version tag or branch, or a
+                ``rev`` that is not a version tag here.
+        """
+        git = self.ws.git
+        book = AliasBook(git)
+        taken = set(git.tag_targets()) | set(git.branch_names())
+        check_alias_name(name, taken=frozenset(taken))
+        target = self.dealias(rev)
+        if _VERSION_ONLY.match(target):
+            target = f"v{target}"
+        if try_parse_tag(target) is None or not self.have_ref(target):
+            raise InvalidAliasError(
+                f"cannot point alias {name!r} at {rev!r}: it is not a version here",
+                hint=self._opt("an alias names a version tag such as v0.3 or data-v0.2; list "
+                               "them with cpv versions", "pass a version tag such as 'v0.3'"))
+        alias = book.move(name, target, author=self.ws.history.default_author(),
+                          at=datetime.now(timezone.utc), message=message)
+        self.publish()
+        return alias
+
+    def delete_alias(self, name: str, *, message: str = "") -> Alias:
+        """Delete the alias ``name``; its log (and this deletion) stays in Git.
+
+        Raises:
+            InvalidAliasError: no such alias.
+        """
+        book = AliasBook(self.ws.git)
+        found = book.get(name)
+        if found is None or found.target is None:
+            raise InvalidAliasError(f"no alias {name!r}", hint=self._opt(
+                "list the aliases with cpv alias", "list them with aliases()"))
+        alias = book.move(name, None, author=self.ws.history.default_author(),
+                          at=datetime.now(timezone.utc), message=message)
+        self.publish()
+        return alias
+
+    def read_alias(self, name: str) -> Alias:
+        """The alias ``name`` and its log.
+
+        Raises:
+            InvalidAliasError: no such alias (or it was deleted).
+        """
+        found = AliasBook(self.ws.git).get(name)
+        if found is None or found.target is None:
+            raise InvalidAliasError(f"no alias {name!r}", hint=self._opt(
+                "list the aliases with cpv alias", "list them with aliases()"))
+        return found
+
+    # -- lineage -----------------------------------------------------------------------------
+
+    def lineage(self, rev: str | None = None) -> dict[str, Any]:
+        """Which data trained the model version ``rev`` (default: the current one), and its
+        hyper-parameters: the data snapshot recorded at push time and every data tag that
+        holds it now (a combined ``push --tag`` makes the data tag after the model's push).
+
+        Raises:
+            UnknownVersionError: ``rev`` names no model version.
+        """
+        try:
+            manifest, label = self.manifest_at("model", rev)
+        except TagNotFoundError as exc:
+            raise UnknownVersionError(exc.tag, hint=self._opt(
+                "list model versions with cpv versions", "see read_checkpoint_tag()")) from exc
+        lineage = manifest.lineage
+        tags = self._data_tags(lineage.data_snapshot_id) if lineage is not None else []
+        if lineage is not None and lineage.data_tag and lineage.data_tag not in tags:
+            tags.insert(0, lineage.data_tag)
+        return {
+            "tag": label, "snapshot_id": manifest.snapshot_id,
+            "recorded": lineage is not None,
+            "data_path": lineage.data_path if lineage else None,
+            "data_snapshot_id": lineage.data_snapshot_id if lineage else None,
+            "data_tags": tags, "params": dict(manifest.params),
+        }
+
     # -- metadata ----------------------------------------------------------------------------
 
     def metadata(self, kind: Kind, tag: str | None) -> dict[str, Any]:
@@ -1150,6 +1405,8 @@ class WorkspaceService:
             "metrics": dict(manifest.metrics), "message": manifest.message,
             "author": manifest.author, "timestamp": manifest.created_at.isoformat(),
             "extra": dict(manifest.extra),
+            "lineage": manifest.lineage.to_dict() if manifest.lineage else None,
+            "params": dict(manifest.params),
         }
 
 
@@ -1162,9 +1419,10 @@ class Selection:
     workspace paths by the same maintained matcher as ``.cpvignore``. One owner, so pull and
     ls select alike."""
 
-    def __init__(self, paths: Sequence[str]) -> None:
+    def __init__(self, paths: Sequence[str], options: PathFilter | None = None) -> None:
         import pathspec
 
+        self._options = options or PathFilter()
         self._patterns = [p for p in paths if _GLOB.search(p)]
         plain = [p for p in paths if not _GLOB.search(p)]
         self._restrict = _split_pull_paths(plain) if plain else {}
@@ -1176,7 +1434,18 @@ class Selection:
         self.kinds: list[Kind] | None = [k for k in KINDS if k in kinds] if paths else None
 
     def files(self, kind: Kind, snapshot: Snapshot) -> list[str] | None:
-        """The paths (relative to ``kind``'s folder) selected, or None for the whole folder."""
+        """The paths (relative to ``kind``'s folder) selected, or None for the whole folder.
+
+        ``--exclude`` / ``--include`` narrow whatever the paths chose."""
+        chosen = self._chosen(kind, snapshot)
+        if not self._options:
+            return chosen
+        folder = TRACKED[kind]
+        drops = self._options.drops
+        return [p for p in (chosen if chosen is not None else [f.path for f in snapshot.files])
+                if not drops(f"{folder}/{p}")]
+
+    def _chosen(self, kind: Kind, snapshot: Snapshot) -> list[str] | None:
         if self.kinds is None or self._restrict.get(kind) == []:
             return None
         inside = in_scope(self._restrict[kind]) if self._restrict.get(kind) else None
@@ -1192,6 +1461,13 @@ class Selection:
                 f"{', '.join(self._patterns)} matches no file of {rev or 'the current version'}",
                 hint="patterns match workspace paths in gitignore syntax, e.g. "
                      "'model/*.safetensors' or '*fp16*'; list the files with cpv ls")
+        if self._options and all(c is not None and not c for c in chosen):
+            given = [*(f"--exclude {p}" for p in self._options.exclude_patterns),
+                     *(f"--include {p}" for p in self._options.include_patterns)]
+            raise NothingMatchedError(
+                f"{' '.join(given)} leaves no file of {rev or 'the current version'}",
+                hint="patterns match workspace paths in gitignore syntax, e.g. "
+                     "'model/*.safetensors'; list the files with cpv ls")
 
 
 def _expected(manifest: Manifest) -> dict[str, tuple[int, str]]:

@@ -21,6 +21,7 @@ from cpv.versioning.history import (
 from cpv.versioning.manifest import (
     SCHEMA_VERSION,
     FileEntry,
+    Lineage,
     Manifest,
     manifest_for_files,
     manifest_name,
@@ -37,6 +38,7 @@ __all__ = [
     "GitRepo",
     "History",
     "Kind",
+    "Lineage",
     "Manifest",
     "ManifestChange",
     "MetricDelta",

@@ -678,6 +678,13 @@ class GitRepo:
                 targets[name] = object_id
         return targets
 
+    def branch_names(self) -> set[str]:
+        """Local and remote-tracking branch names (``main``; ``origin/main`` counts as
+        ``main``): names an alias must not hide."""
+        heads = self._git("for-each-ref", "refs/heads", "--format=%(refname:strip=2)")
+        remotes = self._git("for-each-ref", "refs/remotes", "--format=%(refname:strip=3)")
+        return {n.strip() for n in (heads + "\n" + remotes).splitlines() if n.strip()}
+
     def list_tags(self) -> list[TagInfo]:
         """Every tag that leads to a commit, with its date, tagger and message."""
         fmt = _FIELD.join([

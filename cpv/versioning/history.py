@@ -417,6 +417,7 @@ class History:
         metrics: Mapping[str, object] | str | os.PathLike[str] | None = None,
         overwrite: bool = False,
         remote: str | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> TagRecord:
         """Tag the committed ``kind`` manifests at HEAD as a version.
 
@@ -428,6 +429,8 @@ class History:
                 the tag stays the authoritative copy. A mapping or a JSON file path.
             overwrite: move an existing tag instead of refusing.
             remote: also push the branch and the tag there, atomically with the rest.
+            params: hyper-parameters merged into the ``kind`` manifests in the same commit as
+                ``metrics`` (a name given again replaces its value).
 
         Raises:
             InvalidTagError, TagExistsError, DirtyWorkspaceError (uncommitted ``kind``
@@ -437,7 +440,7 @@ class History:
         kind = check_kind(kind)
         resolved_metrics = resolve_metrics(metrics)
         chosen = self.choose_version((kind,), version, overwrite=overwrite)
-        with self._begin_tagging((kind,), resolved_metrics) as (txn, manifests):
+        with self._begin_tagging((kind,), resolved_metrics, params) as (txn, manifests):
             record = self._tag(txn, kind, chosen, message=message, manifests=manifests[kind],
                                overwrite=overwrite)
             if remote is not None:
@@ -453,6 +456,7 @@ class History:
         metrics: Mapping[str, object] | str | os.PathLike[str] | None = None,
         overwrite: bool = False,
         remote: str | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> CombinedTagRecord:
         """Tag model and data at HEAD with one number: ``vX.Y`` and ``data-vX.Y``, atomically.
 
@@ -462,14 +466,14 @@ class History:
 
         Args:
             version: as for :meth:`create_tag`; a ``data-`` tag is refused, give the bare number.
-            metrics: merged into the *model* manifests (see :meth:`create_tag`).
+            metrics, params: merged into the *model* manifests (see :meth:`create_tag`).
 
         Raises:
             As :meth:`create_tag`.
         """
         resolved_metrics = resolve_metrics(metrics)
         chosen = self.choose_version(KINDS, version, overwrite=overwrite)
-        with self._begin_tagging(KINDS, resolved_metrics) as (txn, manifests):
+        with self._begin_tagging(KINDS, resolved_metrics, params) as (txn, manifests):
             model, data = self._tag_all(
                 txn, [("model", manifests["model"]), ("data", manifests["data"])], chosen,
                 message=message, overwrite=overwrite,
@@ -494,7 +498,8 @@ class History:
         return chosen
 
     def _begin_tagging(
-        self, kinds: Sequence[Kind], metrics: Mapping[str, float]
+        self, kinds: Sequence[Kind], metrics: Mapping[str, float],
+        params: Mapping[str, str] | None = None,
     ) -> _TaggingContext:
         head = self._repo.head_commit()
         if head is None:
@@ -514,9 +519,9 @@ class History:
             )
         metrics_kind = kinds[0]
         paths = [m.relpath for k in kinds for m in manifests[k].values()]
-        if metrics:
+        if metrics or params:
             self._require_branch("record metrics")
-        return _TaggingContext(self, paths, manifests, metrics_kind, metrics)
+        return _TaggingContext(self, paths, manifests, metrics_kind, metrics, params or {})
 
     def _tag(
         self,
@@ -877,8 +882,10 @@ class _TaggingContext:
         manifests: dict[Kind, dict[str, Manifest]],
         metrics_kind: Kind,
         metrics: Mapping[str, float],
+        params: Mapping[str, str],
     ) -> None:
         self._history = history
+        self._params = params
         self._manifests = manifests
         self._metrics_kind = metrics_kind
         self._metrics = metrics
@@ -887,7 +894,7 @@ class _TaggingContext:
     def __enter__(self) -> tuple[_Transaction, dict[Kind, dict[str, Manifest]]]:
         self._txn.__enter__()
         try:
-            if self._metrics:
+            if self._metrics or self._params:
                 self._commit_metrics()
         except BaseException as exc:
             self._txn.__exit__(type(exc), exc, exc.__traceback__)
@@ -907,10 +914,11 @@ class _TaggingContext:
         kind = self._metrics_kind
         updated: dict[str, Manifest] = {}
         for name, manifest in self._manifests[kind].items():
-            updated[name] = manifest.replace(metrics=merge_metrics(manifest.metrics,
-                                                                   self._metrics))
+            updated[name] = manifest.replace(
+                metrics=merge_metrics(manifest.metrics, self._metrics),
+                params={**manifest.params, **self._params})
             _write_atomic(repo.root / manifest.relpath, updated[name].to_json().encode("utf-8"))
-        names = ", ".join(sorted(self._metrics))
+        names = ", ".join(sorted({*self._metrics, *self._params}))
         repo.commit_paths([m.relpath for m in updated.values()], f"cpv: {kind} metrics ({names})")
         self._manifests[kind] = updated
 

@@ -49,12 +49,14 @@ ExtraValue = str | int | float | bool | None
 
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _NAME_RE: Final = re.compile(r"[a-z0-9_][a-z0-9._-]{0,127}")
+_TAG_LIKE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._-]{0,127}")
 _RESERVED_TOP: Final = frozenset({".git", ".cpv"})
 _REQUIRED_KEYS: Final = frozenset({
     "schema_version", "kind", "path", "is_dir", "snapshot_id", "store_url", "files",
     "total_size", "file_count", "metrics", "message", "created_at", "author",
 })
-_OPTIONAL_KEYS: Final = frozenset({"extra"})
+_OPTIONAL_KEYS: Final = frozenset({"extra", "lineage", "params"})
+_LINEAGE_KEYS: Final = frozenset({"data_path", "data_snapshot_id", "data_tag"})
 _FILE_KEYS: Final = frozenset({"path", "size", "blake3"})
 _MAX_NAME_LEN: Final = 100
 
@@ -192,6 +194,54 @@ def _freeze_extra(extra: Mapping[str, object]) -> MappingProxyType[str, ExtraVal
     return MappingProxyType(result)
 
 
+def _freeze_params(params: Mapping[str, object]) -> MappingProxyType[str, str]:
+    """Hyper-parameters stay the strings the user typed (``3e-4`` is not ``0.0003``)."""
+    if not isinstance(params, Mapping):
+        raise _invalid(f"params must be a mapping, got {type(params).__name__}")
+    result: dict[str, str] = {}
+    for key, value in sorted(params.items()):
+        if not isinstance(key, str) or not key.strip() or "=" in key or any(
+                ord(ch) < 0x20 for ch in key):
+            raise _invalid(f"param name {key!r} must be a non-empty single-line string "
+                           "without '='")
+        if not isinstance(value, str) or any(ord(ch) < 0x20 for ch in value):
+            raise _invalid(f"params[{key!r}] must be a single-line string")
+        result[key] = value
+    return MappingProxyType(result)
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """The data that was in the workspace when a model version was pushed: the data
+    manifest's tracked path and snapshot, and its tag if it had one then (a tag made later,
+    such as the ``data-v0.3`` of a combined ``push --tag``, is found by its snapshot)."""
+
+    data_path: str
+    data_snapshot_id: str
+    data_tag: str | None = None
+
+    def __post_init__(self) -> None:
+        check_tracked_path(self.data_path)
+        if not isinstance(self.data_snapshot_id, str) or not _HEX64.fullmatch(
+                self.data_snapshot_id):
+            raise _invalid("lineage data_snapshot_id must be 64 lowercase hex digits")
+        if self.data_tag is not None and (not isinstance(self.data_tag, str)
+                                          or not _TAG_LIKE.fullmatch(self.data_tag)):
+            raise _invalid(f"lineage data_tag {self.data_tag!r} is not a version tag")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"data_path": self.data_path, "data_snapshot_id": self.data_snapshot_id,
+                "data_tag": self.data_tag}
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Lineage:
+        if not isinstance(raw, dict) or raw.keys() != _LINEAGE_KEYS:
+            raise FormatError('lineage must be an object with exactly "data_path", '
+                              '"data_snapshot_id", "data_tag"', hint=_HINT_DAMAGED)
+        return cls(data_path=raw["data_path"], data_snapshot_id=raw["data_snapshot_id"],
+                   data_tag=raw["data_tag"])
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """What Git records about one tracked path at one version.
@@ -217,6 +267,8 @@ class Manifest:
     metrics: Mapping[str, float] = field(default_factory=dict)
     is_dir: bool = True
     extra: Mapping[str, ExtraValue] = field(default_factory=dict)
+    lineage: Lineage | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
     total_size: int = field(init=False)
     file_count: int = field(init=False)
 
@@ -254,6 +306,9 @@ class Manifest:
         set_(self, "metrics", MappingProxyType(normalize_metrics(self.metrics,
                                                                  source="manifest metrics")))
         set_(self, "extra", _freeze_extra(self.extra))
+        if self.lineage is not None and not isinstance(self.lineage, Lineage):
+            raise _invalid("manifest lineage must be a Lineage value")
+        set_(self, "params", _freeze_params(self.params))
         set_(self, "total_size", sum(entry.size for entry in files))
         set_(self, "file_count", len(files))
 
@@ -277,8 +332,17 @@ class Manifest:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, object]:
-        """The manifest as plain JSON-ready data (keys as written to disk)."""
-        return {
+        """The manifest as plain JSON-ready data (keys as written to disk).
+
+        ``lineage`` and ``params`` are written only when set, so a version without them has
+        the same bytes as before they existed (older cpv reads it; no churn in Git).
+        """
+        optional: dict[str, object] = {}
+        if self.lineage is not None:
+            optional["lineage"] = self.lineage.to_dict()
+        if self.params:
+            optional["params"] = dict(self.params)
+        return {**optional,
             "author": self.author,
             "created_at": format_timestamp(self.created_at),
             "extra": dict(self.extra),
@@ -379,11 +443,16 @@ class Manifest:
         extra = data.get("extra", {})
         if not isinstance(extra, dict):
             raise FormatError("extra must be an object", hint=_HINT_DAMAGED)
+        lineage = Lineage.from_dict(data["lineage"]) if "lineage" in data else None
+        params = data.get("params", {})
+        if not isinstance(params, dict):
+            raise FormatError("params must be an object", hint=_HINT_DAMAGED)
         manifest = cls(
             kind=data["kind"], path=data["path"], snapshot_id=data["snapshot_id"],
             store_url=data["store_url"], files=files, message=data["message"],
             author=data["author"], created_at=parse_timestamp(data["created_at"]),
             metrics=data["metrics"], is_dir=data["is_dir"], extra=extra,
+            lineage=lineage, params=params,
         )
         for key, actual in (("total_size", manifest.total_size),
                             ("file_count", manifest.file_count)):
@@ -427,6 +496,8 @@ def manifest_for_files(
     metrics: Mapping[str, float] | None = None,
     extra: Mapping[str, ExtraValue] | None = None,
     created_at: datetime | None = None,
+    lineage: Lineage | None = None,
+    params: Mapping[str, str] | None = None,
 ) -> Manifest:
     """Build a manifest from ``(relative path, size, blake3)`` tuples, e.g. an engine summary.
 
@@ -438,4 +509,5 @@ def manifest_for_files(
         files=tuple(FileEntry(path=p, size=s, blake3=h) for p, s, h in files),
         is_dir=is_dir, message=message, author=author, metrics=dict(metrics or {}),
         extra=dict(extra or {}), created_at=created_at or _utc_now(),
+        lineage=lineage, params=dict(params or {}),
     )

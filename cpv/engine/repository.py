@@ -17,6 +17,7 @@ from cpv.engine.format import (
     StoreConfig,
     init_store,
     read_store_config,
+    upgrade_store_format,
 )
 from cpv.engine.hashing import chunk_id
 from cpv.engine.index import (
@@ -402,6 +403,20 @@ class Repository:
                 except CPVError as exc:
                     log.warning("could not abort stale upload %s: %s", pending.key, exc)
         return aborted
+
+    def upgrade_format(self) -> tuple[int, int]:
+        """Move this store to the newest format; returns (version before, version after).
+
+        Under the gc lock, so that no gc of an older cpv (which would not see tree nodes as
+        live) runs across the switch; one that starts later reads the new config and refuses
+        the store ("upgrade cpv"). Raises StoreLockedError while a gc runs.
+        """
+        from cpv.engine.locks import GCLock
+
+        before = self.config.version
+        with GCLock(self.store):
+            self.config, _ = upgrade_store_format(self.store)
+        return before, self.config.version
 
     def index_keys(self) -> list[str]:
         return [o.key for o in self.store.list(INDEX_PREFIX)]

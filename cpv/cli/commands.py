@@ -979,11 +979,16 @@ def forget(
     state.out.emit(render.forget_dict(report), lambda: render.forget_lines(report))
 
 
-@click.command(epilog=epilog([("cpv migrate", "once, on a store written before cpv 0.2")],
+@click.command(epilog=epilog([("cpv migrate", "once, on a store written before cpv 0.2"),
+                              ("cpv migrate --store-format",
+                               "move the store to format 2 (tree snapshots)")],
                              codes=(0, 1, 10, 12)))
+@click.option("--store-format", "store_format", is_flag=True,
+              help="Also move the store to the newest format (2: tree snapshots). Every "
+                   "machine using the store needs this cpv or newer afterwards.")
 @common
 @click.pass_obj
-def migrate(state: State) -> None:
+def migrate(state: State, store_format: bool = False) -> None:
     """Record the versions of a store written before the store kept its own.
 
     Every snapshot in the store becomes a kept version, with what this clone's
@@ -992,10 +997,17 @@ def migrate(state: State) -> None:
     """
     with state.service() as service:
         report = service.migrate()
-    state.out.emit({"adopted": len(report.adopted), "already_recorded": report.already_rooted,
-                    "tags_recorded": report.tags_recorded},
-                   [f"recorded {len(report.adopted)} version(s) and {report.tags_recorded} "
-                    f"tag(s) in the store ({report.already_rooted} were recorded already)"])
+        formats = service.upgrade_store_format() if store_format else None
+    doc: dict[str, object] = {"adopted": len(report.adopted),
+                              "already_recorded": report.already_rooted,
+                              "tags_recorded": report.tags_recorded}
+    lines = [f"recorded {len(report.adopted)} version(s) and {report.tags_recorded} "
+             f"tag(s) in the store ({report.already_rooted} were recorded already)"]
+    if formats is not None:
+        doc["store_format"] = {"before": formats[0], "after": formats[1]}
+        lines.append(f"store format {formats[0]} -> {formats[1]}" if formats[0] != formats[1]
+                     else f"store format is {formats[1]} already")
+    state.out.emit(doc, lines)
 
 
 @click.command(epilog=epilog([

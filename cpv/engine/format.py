@@ -21,6 +21,7 @@ guessed at: writing version-1 objects into a newer store could break its readers
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from dataclasses import dataclass
@@ -36,7 +37,10 @@ if TYPE_CHECKING:
 
 CONFIG_KEY = "config"
 FORMAT_NAME = "cpv-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""What a new store is created with. 2: snapshots are trees of nodes (``cpv/engine/tree.py``)."""
+READABLE_VERSIONS = (1, 2)
+"""A version-1 store is read and written in format 1 until :func:`upgrade_store_format`."""
 HASH_ALGORITHM = "blake3"
 DEFAULT_PACK_SIZE = 64 * MiB
 
@@ -51,6 +55,11 @@ class StoreConfig:
     pack_size: int
     hash: str = HASH_ALGORITHM
     created_at: str = ""
+
+    @property
+    def tree_snapshots(self) -> bool:
+        """Whether pushes write format-2 tree snapshots (else format-1 flat ones)."""
+        return self.version >= 2
 
     def to_json(self) -> bytes:
         doc = {
@@ -74,10 +83,10 @@ class StoreConfig:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise FormatError(f"{where} is not a cpv store config (no format={FORMAT_NAME!r})")
         version = doc.get("version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise FormatError(
                 f"store at {where} has format version {version!r}; this cpv understands "
-                f"version {FORMAT_VERSION}",
+                f"versions {', '.join(map(str, READABLE_VERSIONS))}",
                 hint="upgrade cpv (pip install -U cpv) to use this store",
             )
         if doc.get("hash") != HASH_ALGORITHM or doc.get("compression", "none") != "none":
@@ -91,7 +100,7 @@ class StoreConfig:
         if pack_size < 1 * MiB:
             raise FormatError(f"store config at {where} has an invalid pack_size {pack_size}")
         return cls(
-            version=version,
+            version=int(version),
             store_id=store_id,
             chunker=chunker,
             pack_size=pack_size,
@@ -113,8 +122,11 @@ def init_store(
     *,
     chunker: ChunkerParams = DEFAULT_CHUNKER,
     pack_size: int = DEFAULT_PACK_SIZE,
+    version: int = FORMAT_VERSION,
 ) -> StoreConfig:
     """Create the store's config, or return the existing one unchanged.
+
+    ``version=1`` makes a store older clients can use (and tests of format-1 compatibility).
 
     Create-if-absent makes two clients initialising the same store at once safe: one config
     wins and both use it.
@@ -123,8 +135,10 @@ def init_store(
         return read_store_config(store)
     except NoStoreError:
         pass
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"unknown store format version {version}")
     config = StoreConfig(
-        version=FORMAT_VERSION,
+        version=version,
         store_id=secrets.token_hex(16),
         chunker=chunker,
         pack_size=pack_size,
@@ -140,3 +154,20 @@ def init_store(
     except PreconditionFailedError:
         return read_store_config(store)
     return config
+
+
+def upgrade_store_format(store: ObjectStore) -> tuple[StoreConfig, bool]:
+    """Move a format-1 store to format 2; returns (config, changed). Idempotent.
+
+    Nothing is rewritten but ``config``: format-1 snapshots stay as they are and stay readable,
+    new pushes write tree snapshots. The bumped version is what makes a format-1 cpv refuse
+    the store in one line ("upgrade cpv") instead of collecting garbage it cannot see (a
+    format-1 gc would not know that tree nodes are live). Every client of the store must be
+    upgraded first; a format-1 push racing the upgrade still writes a valid format-1 snapshot.
+    """
+    config = read_store_config(store)
+    if config.version >= FORMAT_VERSION:
+        return config, False
+    upgraded = dataclasses.replace(config, version=FORMAT_VERSION)
+    store.put(CONFIG_KEY, upgraded.to_json())
+    return upgraded, True

@@ -259,6 +259,8 @@ def _mark(
 
     # 1. Snapshots: decide, read the survivors (all of them: liveness must be exact), delete
     #    the dead first so nothing left can point at what goes next.
+    # Format-2 trees are read through the index: it must include every push finished so far.
+    repo.refresh_index()
     listed = {o.key[len(SNAPSHOT_PREFIX) :]: o for o in store.list(SNAPSHOT_PREFIX)}
     report.snapshots_total = len(listed)
     report.missing_live = sorted(live - listed.keys())
@@ -289,6 +291,7 @@ def _mark(
     report.snapshots_kept = len(survivors)
     needed: set[bytes] = set()
     for snap in survivors.values():
+        needed.update(snap.node_ids)  # format 2: the tree's nodes are chunks in packs
         for f in snap.files:
             needed.update(f.chunks)
 
@@ -564,11 +567,13 @@ def _sweep(
     # Every chunk of every snapshot must stay somewhere: re-index a condemned pack if it is the
     # only holder (a push that started before the mark deduplicated against it).
     needed: set[bytes] = set()
+    repo.refresh_index()  # format-2 trees are read through it; pushes may have indexed more
     for obj in store.list(SNAPSHOT_PREFIX):
         try:
             snap = repo.load_snapshot(obj.key[len(SNAPSHOT_PREFIX) :], check_paths=False)
         except (ObjectNotFoundError, FormatError) as exc:
             raise FormatError(f"gc sweep stopped: {exc}", hint="run 'cpv verify'") from exc
+        needed.update(c for c in snap.node_ids if c not in located)
         for f in snap.files:
             needed.update(c for c in f.chunks if c not in located)
     if needed:

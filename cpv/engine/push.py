@@ -31,6 +31,7 @@ from cpv.engine.roots import RootInfo, record_push
 from cpv.engine.snapshot import FileEntry, Snapshot
 from cpv.engine.statcache import FileStamp, cache_key
 from cpv.engine.transfer import PackUploader, TaskPool, TransferLimits
+from cpv.engine.tree import build_tree
 from cpv.errors import (
     IntegrityError,
     LocalIOError,
@@ -73,6 +74,11 @@ class PushResult:
     root_id: str | None = None
     skipped_links: tuple[str, ...] = ()
     """Symlinks left out because they leave the tree (``symlinks="skip"``), sorted."""
+    tree_nodes: int = 0
+    """Format 2: tree nodes the snapshot references (0 for a format-1 snapshot)."""
+    tree_nodes_new: int = 0
+    tree_bytes_new: int = 0
+    """Format 2: tree nodes (and their bytes) this push wrote; the rest existed already."""
 
     @property
     def dedup_ratio(self) -> float:
@@ -468,11 +474,15 @@ def _push(
             if cache is not None and not dry_run:
                 key = cache_key(tree_key, src.relpath)
                 cache.record(key, stamp, entry.blake3, entry.chunks)
+        files = tuple(entries[k] for k in sorted(entries))
+        tree = _write_tree(state, files) if repo.config.tree_snapshots else None
         records = uploader.finish()
     progress.end("hash")
     progress.end("upload")
 
-    snapshot = Snapshot(files=tuple(entries[k] for k in sorted(entries)), meta=dict(meta or {}))
+    snapshot = Snapshot(files=files, meta=dict(meta or {}),
+                        tree_id=tree.top if tree else None,
+                        node_ids=frozenset(tree.node_ids) if tree else frozenset())
     root_id = None
     if dry_run:
         snapshot_id, _ = snapshot.encode()
@@ -500,9 +510,9 @@ def _push(
         files=len(snapshot.files),
         total_bytes=total,
         hashed_bytes=state.hashed_bytes,
-        new_bytes=uploader.bytes_added,
+        new_bytes=uploader.bytes_added - (tree.new_bytes if tree else 0),
         uploaded_bytes=repo.store.bytes_up - bytes_before,
-        chunks_new=uploader.chunks_added,
+        chunks_new=uploader.chunks_added - (tree.new_nodes if tree else 0),
         chunks_reused=state.chunks_reused,
         packs_written=len(records),
         requests=repo.store.request_count - requests_before,
@@ -510,6 +520,9 @@ def _push(
         dry_run=dry_run,
         root_id=root_id,
         skipped_links=skipped,
+        tree_nodes=len(tree.node_ids) if tree else 0,
+        tree_nodes_new=tree.new_nodes if tree else 0,
+        tree_bytes_new=tree.new_bytes if tree else 0,
     )
 
 
@@ -525,6 +538,7 @@ def _keep_reused_chunks_indexed(repo: Repository, snapshot: Snapshot, seen: set[
 
     index = repo.refresh_index()
     missing = {c for f in snapshot.files for c in f.chunks if c not in index}
+    missing.update(n for n in snapshot.node_ids if n not in index)
     if missing:
         rescue_chunks(repo, missing)
         index = repo.index
@@ -535,6 +549,36 @@ def _keep_reused_chunks_indexed(repo: Repository, snapshot: Snapshot, seen: set[
                 "nothing was published",
                 failures=[(c.hex(), IntegrityError("removed by gc")) for c in still[:10]],
             )
+
+
+@dataclass
+class _Tree:
+    top: bytes
+    node_ids: list[bytes]
+    new_nodes: int = 0
+    new_bytes: int = 0
+
+
+def _write_tree(state: _PushState, files: tuple[FileEntry, ...]) -> _Tree:
+    """Queue the tree nodes the store does not hold yet, into the same packs as the data.
+
+    A node that is already indexed is not written again (the index says it is durable), so a
+    version that changes 1% of the files writes the nodes along the changed paths only. The
+    packs that hold the nodes are confirmed before the index, and the index before the
+    snapshot root that names the top node (invariant 1).
+    """
+    ids: list[bytes] = []
+    counts = [0, 0]
+
+    def emit(node_id: bytes, raw: bytes) -> None:
+        ids.append(node_id)
+        if state.is_new(node_id):
+            state.uploader.add(node_id, memoryview(raw))
+            counts[0] += 1
+            counts[1] += len(raw)
+
+    top = build_tree(files, emit)
+    return _Tree(top, ids, counts[0], counts[1])
 
 
 def _link_entry(src: _Source) -> FileEntry:

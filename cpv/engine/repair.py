@@ -122,6 +122,7 @@ def _needed(repo: Repository, found: VerifyReport) -> set[bytes]:
             snap = repo.load_snapshot(sid)
         except CPVError:
             continue
+        needed.update(snap.node_ids)
         for f in snap.files:
             needed.update(f.chunks)
     return needed

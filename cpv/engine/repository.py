@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cpv.engine.chunking import DEFAULT_CHUNKER, ChunkerParams
-from cpv.engine.format import DEFAULT_PACK_SIZE, StoreConfig, init_store, read_store_config
+from cpv.engine.format import (
+    DEFAULT_PACK_SIZE,
+    FORMAT_VERSION,
+    StoreConfig,
+    init_store,
+    read_store_config,
+    upgrade_store_format,
+)
+from cpv.engine.hashing import chunk_id
 from cpv.engine.index import (
     INDEX_PREFIX,
     ChunkIndex,
@@ -22,12 +32,24 @@ from cpv.engine.locks import condemned_pack_ids, wait_while_gc_runs
 from cpv.engine.packs import TRAILER_SIZE, decode_footer, pack_id_from_key, pack_key, parse_trailer
 from cpv.engine.snapshot import (
     SNAPSHOT_PREFIX,
+    FileEntry,
     Snapshot,
     check_snapshot_id,
+    check_tree_paths,
     snapshot_key,
 )
 from cpv.engine.statcache import StatCache
-from cpv.engine.transfer import CountingStore
+from cpv.engine.transfer import (
+    ChunkWant,
+    CountingStore,
+    PackRange,
+    TaskPool,
+    TransferLimits,
+    fetch_ranges,
+    plan_ranges,
+)
+from cpv.engine.tree import Change, Root, TreeWalker, decode_root
+from cpv.engine.tree import is_root as is_tree_root
 from cpv.errors import CPVError, FormatError, ObjectNotFoundError
 
 if TYPE_CHECKING:
@@ -76,11 +98,11 @@ class Repository:
         chunker: ChunkerParams = DEFAULT_CHUNKER,
         pack_size: int = DEFAULT_PACK_SIZE,
         cache_dir: Path | None = None,
+        version: int = FORMAT_VERSION,
     ) -> Repository:
         """Create a store (or open the existing one: init is idempotent)."""
-        return cls(
-            store, init_store(store, chunker=chunker, pack_size=pack_size), cache_dir=cache_dir
-        )
+        config = init_store(store, chunker=chunker, pack_size=pack_size, version=version)
+        return cls(store, config, cache_dir=cache_dir)
 
     @classmethod
     def open(cls, store: ObjectStore, *, cache_dir: Path | None = None) -> Repository:
@@ -147,18 +169,122 @@ class Repository:
         """The snapshot, id and schema checked; ``check_paths=False`` only for chunk readers.
 
         See :meth:`Snapshot.decode`: gc and verify must read a snapshot whose paths break the
-        path rule (its chunks are live all the same); pull must not.
+        path rule (its chunks are live all the same); pull must not. A format-2 snapshot is
+        read whole here (its ``node_ids`` say which tree nodes it needs); callers that can
+        stream use :meth:`iter_files` or :meth:`diff` instead.
         """
+        raw = self._snapshot_bytes(snapshot_id)
+        if not is_tree_root(raw):
+            return Snapshot.decode(raw, snapshot_id=snapshot_id, check_paths=check_paths)
+        root = self._tree_root(raw, snapshot_id)
+        walker = self._walker(snapshot_id, check_paths)
+        files = tuple(walker.files(root.tree))
+        if check_paths:
+            check_tree_paths(files)
+        return Snapshot(files=files, meta=root.meta, tree_id=root.tree,
+                        node_ids=frozenset(walker.node_ids))
+
+    def iter_files(self, snapshot_id: str, *, check_paths: bool = True) -> Iterator[FileEntry]:
+        """A snapshot's files in path order without holding them all (format 2 streams).
+
+        Names are checked as they are read; the checks that need the whole tree (links that
+        climb out through other links) run after the last file, so a consumer that writes
+        files must use :meth:`load_snapshot`, as pull does.
+        """
+        raw = self._snapshot_bytes(snapshot_id)
+        if not is_tree_root(raw):
+            yield from Snapshot.decode(raw, snapshot_id=snapshot_id, check_paths=check_paths).files
+            return
+        root = self._tree_root(raw, snapshot_id)
+        links: list[FileEntry] = []
+        for f in self._walker(snapshot_id, check_paths).files(root.tree):
+            if f.link is not None:
+                links.append(f)
+            yield f
+        if check_paths:
+            check_tree_paths(links)
+
+    def diff(self, old_id: str, new_id: str) -> Iterator[Change]:
+        """Paths that differ from snapshot ``old_id`` to ``new_id``.
+
+        Between two format-2 snapshots, every sub-tree (and every part of a split folder) with
+        the same id on both sides is skipped unread: the cost is what changed, not the tree.
+        """
+        raw_a, raw_b = self._snapshot_bytes(old_id), self._snapshot_bytes(new_id)
+        if is_tree_root(raw_a) and is_tree_root(raw_b):
+            walker = self._walker(f"{old_id[:12]}..{new_id[:12]}", True)
+            a, b = self._tree_root(raw_a, old_id), self._tree_root(raw_b, new_id)
+            yield from walker.diff(a.tree, b.tree)
+            return
+        old = {f.path: f for f in self.iter_files(old_id)}
+        for f in self.iter_files(new_id):
+            before = old.pop(f.path, None)
+            if before != f:
+                yield Change(f.path, before, f)
+        for path in sorted(old):
+            yield Change(path, old[path], None)
+
+    def _snapshot_bytes(self, snapshot_id: str) -> bytes:
         check_snapshot_id(snapshot_id)
         try:
-            raw = self.store.get(snapshot_key(snapshot_id))
+            return self.store.get(snapshot_key(snapshot_id))
         except ObjectNotFoundError as exc:
             raise ObjectNotFoundError(
                 exc.key,
                 message=f"snapshot {snapshot_id} not found in store {self.url}",
                 hint="was it pushed to another store? check 'cpv config get store.url'",
             ) from exc
-        return Snapshot.decode(raw, snapshot_id=snapshot_id, check_paths=check_paths)
+
+    @staticmethod
+    def _tree_root(raw: bytes, snapshot_id: str) -> Root:
+        if chunk_id(raw).hex() != snapshot_id:
+            raise FormatError(f"snapshot {snapshot_id} does not match its id (damaged)")
+        return decode_root(raw, where=snapshot_id)
+
+    def _walker(self, where: str, check_paths: bool) -> TreeWalker:
+        return TreeWalker(lambda ids: self.read_chunks(ids, what=f"snapshot {where}"),
+                          check_paths=check_paths, where=where)
+
+    def read_chunks(self, ids: Sequence[bytes], *, what: str) -> dict[bytes, bytes]:
+        """Small chunks (tree nodes) by id, each verified; FormatError names a missing one.
+
+        A missing or damaged node makes the snapshot unreadable as a whole, which every
+        caller must treat as "damaged", never as "empty": gc refuses to run on it.
+        """
+        index = self.index
+        by_pack: dict[str, list[ChunkWant[None]]] = {}
+        for cid in ids:
+            loc = index.get(cid)
+            if loc is None:
+                raise FormatError(
+                    f"{what}: tree node {cid.hex()} is missing from the store (damaged)",
+                    hint="run 'cpv verify'; the version cannot be read")
+            by_pack.setdefault(loc.pack_id, []).append(ChunkWant(cid, loc.offset, loc.length,
+                                                                 None))
+        limits = TransferLimits()
+        ranges = plan_ranges(by_pack, limits)
+        result: dict[bytes, bytes] = {}
+        lock = threading.Lock()
+
+        def deliver(r: PackRange[None], view: memoryview) -> None:
+            part = {w.chunk_id: bytes(view[w.offset - r.start : w.offset - r.start + w.length])
+                    for w in r.wants}
+            with lock:
+                result.update(part)
+
+        def damaged(w: ChunkWant[None], r: PackRange[None], actual: bytes) -> None:
+            raise FormatError(
+                f"{what}: pack {r.pack_id} holds damaged data for tree node "
+                f"{w.chunk_id.hex()}", hint="run 'cpv verify'; the version cannot be read")
+
+        workers = max(1, min(limits.workers, len(ranges)))
+        try:
+            with TaskPool(workers, name="tree") as pool:
+                fetch_ranges(self.store, ranges, pool=pool, deliver=deliver, on_damaged=damaged)
+        except ObjectNotFoundError as exc:
+            raise FormatError(f"{what}: a pack holding its tree nodes is missing ({exc})",
+                              hint="run 'cpv verify'; the version cannot be read") from exc
+        return result
 
     def save_snapshot(self, snapshot: Snapshot) -> tuple[str, bool]:
         """Store ``snapshot`` unless an identical one exists; returns (id, written)."""
@@ -189,13 +315,22 @@ class Repository:
         for obj in self.store.list(SNAPSHOT_PREFIX):
             sid = obj.key[len(SNAPSHOT_PREFIX) :]
             try:
-                snap = self.load_snapshot(sid, check_paths=False)
+                files, size = self.snapshot_summary(sid)
             except (FormatError, ObjectNotFoundError) as exc:
                 log.warning("skipping unreadable snapshot %s: %s", sid, exc)
                 continue
-            infos.append(SnapshotInfo(sid, obj.mtime, len(snap.files), snap.total_size))
+            infos.append(SnapshotInfo(sid, obj.mtime, files, size))
         infos.sort(key=lambda s: (s.stored_at, s.snapshot_id))
         return infos
+
+    def snapshot_summary(self, snapshot_id: str) -> tuple[int, int]:
+        """(file count, total size); a format-2 root says so itself, no tree is read."""
+        raw = self._snapshot_bytes(snapshot_id)
+        if is_tree_root(raw):
+            root = self._tree_root(raw, snapshot_id)
+            return root.files, root.size
+        snap = Snapshot.decode(raw, snapshot_id=snapshot_id, check_paths=False)
+        return len(snap.files), snap.total_size
 
     def read_pack_entries(self, pack_id: str, *, size: int | None = None) -> PackRecord:
         """Rebuild a pack's index entries from its own footer."""
@@ -268,6 +403,20 @@ class Repository:
                 except CPVError as exc:
                     log.warning("could not abort stale upload %s: %s", pending.key, exc)
         return aborted
+
+    def upgrade_format(self) -> tuple[int, int]:
+        """Move this store to the newest format; returns (version before, version after).
+
+        Under the gc lock, so that no gc of an older cpv (which would not see tree nodes as
+        live) runs across the switch; one that starts later reads the new config and refuses
+        the store ("upgrade cpv"). Raises StoreLockedError while a gc runs.
+        """
+        from cpv.engine.locks import GCLock
+
+        before = self.config.version
+        with GCLock(self.store):
+            self.config, _ = upgrade_store_format(self.store)
+        return before, self.config.version
 
     def index_keys(self) -> list[str]:
         return [o.key for o in self.store.list(INDEX_PREFIX)]

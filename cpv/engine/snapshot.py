@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,22 +60,26 @@ class Snapshot:
 
     files: tuple[FileEntry, ...]
     meta: Mapping[str, str] = field(default_factory=dict)
+    tree_id: bytes | None = None
+    """Format 2: the id of the top tree node (``cpv/engine/tree.py``); None for format 1."""
+    node_ids: frozenset[bytes] = frozenset()
+    """Format 2, as loaded: every tree node id the snapshot references (live for gc)."""
 
     @property
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
 
     def encode(self) -> tuple[str, bytes]:
-        """Canonical bytes and the id they hash to."""
+        """Canonical bytes and the id they hash to (a format-2 root when ``tree_id`` is set)."""
+        if self.tree_id is not None:
+            from cpv.engine.tree import encode_root
+
+            return encode_root(self.tree_id, files=len(self.files), size=self.total_size,
+                               meta=self.meta)
         files = []
         for f in self.files:
-            doc: dict[str, Any] = {"p": f.path, "s": f.size, "m": f.mode, "h": f.blake3}
-            single = (f.size == 0 and not f.chunks) or (
-                len(f.chunks) == 1 and f.chunks[0].hex() == f.blake3
-            )
-            doc["c"] = None if single else b"".join(f.chunks).hex()
-            if f.link is not None:
-                doc["l"] = f.link
+            doc = file_doc(f)
+            doc["p"] = f.path
             files.append(doc)
         body = {
             "version": SNAPSHOT_VERSION,
@@ -125,26 +129,47 @@ class Snapshot:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"snapshot {where} is malformed: {exc!r}") from exc
-        if not check_paths:
-            return cls(files=files, meta=meta)
-        seen: set[str] = set()
-        dirs: set[str] = set()
-        for f in files:
-            if f.path in seen:
-                raise UnsafePathError(f.path, "appears twice in the snapshot")
-            seen.add(f.path)
-            parts = f.path.split("/")
-            dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
-        clash = seen & dirs
-        if clash:
-            raise UnsafePathError(sorted(clash)[0], "is both a file and a directory")
-        # A link may climb out of the tree through another link (x/s -> .., l -> x/s/../..).
-        check_link_graph({f.path: f.link for f in files if f.link is not None})
+        if check_paths:
+            check_tree_paths(files)
         return cls(files=files, meta=meta)
 
 
+def check_tree_paths(files: Iterable[FileEntry]) -> None:
+    """The checks that need the whole tree: unique paths, no file that is also a folder, links
+    that stay inside the tree through each other (invariant 7)."""
+    seen: set[str] = set()
+    dirs: set[str] = set()
+    for f in files:
+        if f.path in seen:
+            raise UnsafePathError(f.path, "appears twice in the snapshot")
+        seen.add(f.path)
+        parts = f.path.split("/")
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    clash = seen & dirs
+    if clash:
+        raise UnsafePathError(sorted(clash)[0], "is both a file and a directory")
+    # A link may climb out of the tree through another link (x/s -> .., l -> x/s/../..).
+    check_link_graph({f.path: f.link for f in files if f.link is not None})
+
+
+def file_doc(f: FileEntry) -> dict[str, Any]:
+    """A file's stored fields, without its path (format 1 adds ``p``, a tree node ``n``)."""
+    doc: dict[str, Any] = {"s": f.size, "m": f.mode, "h": f.blake3}
+    single = (f.size == 0 and not f.chunks) or (
+        len(f.chunks) == 1 and f.chunks[0].hex() == f.blake3
+    )
+    doc["c"] = None if single else b"".join(f.chunks).hex()
+    if f.link is not None:
+        doc["l"] = f.link
+    return doc
+
+
 def _decode_file(doc: Mapping[str, Any], check_paths: bool) -> FileEntry:
-    path = doc["p"]
+    return decode_file_doc(doc, doc["p"], check_paths)
+
+
+def decode_file_doc(doc: Mapping[str, Any], path: object, check_paths: bool) -> FileEntry:
+    """A file's stored fields under ``path``, checked (raises ValueError-family when malformed)."""
     if not isinstance(path, str):
         raise ValueError(f"path {path!r} is not a string")
     if check_paths:

@@ -108,6 +108,8 @@ def verify(
             report.affected.setdefault(sid, [])
             continue
         report.snapshots_checked += 1
+        for nid in snap.node_ids:  # format 2: its tree nodes, read once already by the load
+            users[nid].append((sid, "(tree node)"))
         for f in snap.files:
             for cid in f.chunks:
                 users[cid].append((sid, f.path))

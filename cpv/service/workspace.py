@@ -1210,6 +1210,14 @@ class WorkspaceService:
                     metrics=dict(m.metrics), workspace=self.ws.workspace_id or ""))
         return adopt_snapshots(self.ws.repository(), known=known, tags=tags)
 
+    def upgrade_store_format(self) -> tuple[int, int]:
+        """Move the store to the newest format (2: tree snapshots); (before, after) versions.
+
+        Old snapshots stay readable; cpv releases that predate the format refuse the store
+        from then on, with "upgrade cpv". Idempotent.
+        """
+        return self.ws.repository().upgrade_format()
+
     def rebuild(self, *, workspace_id: str | None = None) -> list[str]:
         """Write back into Git what the store records, for a lost or rewritten repository.
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cpv.engine import ChunkerParams, Repository, TransferLimits
+from cpv.engine.format import FORMAT_VERSION
 from cpv.errors import CPVError
 from cpv.store import KiB, MiB
 
@@ -19,8 +20,10 @@ LIMITS = TransferLimits(
 )
 
 
-def make_repo(store: object, cache: Path, *, pack_size: int = SMALL_PACK) -> Repository:
-    return Repository.init(store, chunker=SMALL_CHUNKER, pack_size=pack_size, cache_dir=cache)  # type: ignore[arg-type]
+def make_repo(store: object, cache: Path, *, pack_size: int = SMALL_PACK,
+              version: int = FORMAT_VERSION) -> Repository:
+    return Repository.init(store, chunker=SMALL_CHUNKER, pack_size=pack_size, cache_dir=cache,  # type: ignore[arg-type]
+                           version=version)
 
 
 def rand_bytes(n: int, seed: int) -> bytes:

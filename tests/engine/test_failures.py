@@ -142,23 +142,30 @@ def test_corrupt_pack_is_detected_and_nothing_is_overwritten(
     assert sid in report.affected
 
 
-def test_missing_pack_fails_before_writing(memory_store: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_missing_pack_fails_before_writing(memory_store: Any, tmp_path: Path,
+                                           version: int) -> None:
     src = make_tree(tmp_path / "src")
-    repo = make_repo(memory_store, tmp_path / "c")
+    repo = make_repo(memory_store, tmp_path / "c", version=version)
     sid = push(repo, src, limits=LIMITS).snapshot_id
     for obj in list(memory_store.list("packs/")):
         memory_store.delete(obj.key)
     out = tmp_path / "out"
-    with pytest.raises(StoreError):
+    # Format 2: the tree nodes live in the packs too, so the snapshot itself is unreadable.
+    with pytest.raises(StoreError if version == 1 else FormatError):
         pull(Repository.open(memory_store), sid, out, limits=LIMITS)
     assert not [p for p in out.rglob("*") if p.is_file() and p.stat().st_size > 0]
     report = verify(Repository.open(memory_store))
-    assert report.missing_packs and sid in report.affected
+    assert sid in report.affected
+    if version == 1:
+        assert report.missing_packs
+    else:
+        assert "missing" in report.unreadable_snapshots[sid]
 
 
 def test_unknown_store_format_is_refused(memory_store: Any) -> None:
     Repository.init(memory_store)
-    raw = memory_store.get(CONFIG_KEY).replace(b'"version": 1', b'"version": 99')
+    raw = memory_store.get(CONFIG_KEY).replace(b'"version": 2', b'"version": 99')
     memory_store.delete(CONFIG_KEY)
     memory_store.put(CONFIG_KEY, raw)
     with pytest.raises(FormatError, match="version 99"):

@@ -102,9 +102,9 @@ def test_mostly_dead_pack_is_repacked(memory_store: Any, tmp_path: Path) -> None
     repo = make_repo(memory_store, tmp_path / "cache")
     push(repo, _tree(tmp_path / "v1", {"big.bin": big, "small.bin": small}), limits=LIMITS)
     assert len(_packs(memory_store)) == 1  # both files share one pack
-    keep_tree = _tree(tmp_path / "v2", {"small.bin": small})
-    sid = push(repo, keep_tree, limits=LIMITS).snapshot_id
     old_pack = next(iter(_packs(memory_store)))
+    keep_tree = _tree(tmp_path / "v2", {"small.bin": small})
+    sid = push(repo, keep_tree, limits=LIMITS).snapshot_id  # format 2: a pack of tree nodes
     report = collect_garbage(
         repo, live_snapshots=[sid], grace_period_s=0, repack_threshold=0.5, limits=LIMITS
     )
@@ -288,8 +288,8 @@ def test_pack_with_damaged_live_data_is_kept_not_repacked(
     big, small = rand_bytes(1500 * KiB, 21), rand_bytes(100 * KiB, 22)
     repo = make_repo(local_store, tmp_path / "cache")
     push(repo, _tree(tmp_path / "v1", {"big.bin": big, "small.bin": small}), limits=LIMITS)
-    sid = push(repo, _tree(tmp_path / "v2", {"small.bin": small}), limits=LIMITS).snapshot_id
     old_pack = next(iter(_packs(local_store)))
+    sid = push(repo, _tree(tmp_path / "v2", {"small.bin": small}), limits=LIMITS).snapshot_id
     # Flip a byte inside a live chunk (one of small.bin's) of the mostly-dead pack.
     live = repo.load_snapshot(sid).files[0].chunks[0]
     loc = repo.index.get(live)

@@ -1,0 +1,457 @@
+"""Tree snapshots (store format 2): a snapshot root naming a tree of content-addressed nodes.
+
+A format-1 snapshot lists every file of the tree, so a version that changes 1% of 10^6 files
+still writes the whole 70 MB listing. A format-2 snapshot is a small *root* object
+(``snapshots/<id>``) naming the id of the top folder's *node*; a node lists one folder's entries
+(files and symlinks in full, sub-folders by their node id), so a new version writes new nodes only
+along the changed paths and two versions are diffed by skipping every sub-tree whose id is equal.
+
+Nodes are stored as chunks, inside packs, under their blake3 id, exactly like file data (see
+docs/format.md, "Tree nodes", for the request counts that decided this): the push deduplicates
+them against the index, readers fetch them with coalesced ranged GETs and verify every byte, and
+gc keeps them alive, condemns, repacks and rescues them with the protocol it already has for
+chunks.
+
+Node bytes are ``b"CPVTREE1" + zlib(canonical JSON)``; the JSON is one of::
+
+    {"e": [{"n": "a.bin", "s": 10, "m": 420, "h": "<blake3>", "c": null},   # a file
+           {"n": "ln", "s": 0, "m": 511, "h": "<blake3 of target>", "c": null, "l": "a.bin"},
+           {"n": "sub", "d": "<node id>"}]}                                 # a sub-folder
+    {"p": ["<node id>", ...]}                                               # a split folder
+
+A folder with more than :data:`SINGLE_NODE_MAX` entries is split into *parts* by content-defined
+boundaries on entry names (a cut after an entry whose name hash is 0 modulo 256, and a parts
+node above every 64 parts on average, cut where the hash is 0 modulo 256*64^level), so adding one
+file to a folder of 10^6 entries rewrites one part of ~256 entries and the two parts nodes above
+it, not the folder. Entries are sorted by name, folders as if their name ended in ``/`` (Git's
+rule), which makes a depth-first walk yield paths in the same order as sorting the full paths.
+
+The root (``snapshots/<id>``, id = blake3 of the bytes) is ``b"CPVSNAP2" + zlib(canonical
+JSON)``::
+
+    {"version": 2, "meta": {}, "tree": "<node id>", "files": 100000, "size": 102400000}
+
+Readers trust nothing: every node is verified against its id when read, a name must be one valid
+path segment (no ``..``, ``.git``, ``/``), names must be strictly increasing within a folder and
+across its parts (no duplicates), a node may not name one of its ancestors (a cycle cannot be
+built from honest hashes, but the check costs nothing), and depth and node size are bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cpv.engine.hashing import DIGEST_SIZE, chunk_id
+from cpv.engine.snapshot import FileEntry, decode_file_doc, file_doc
+from cpv.errors import FormatError, UnsafePathError
+from cpv.pathrules import path_problem
+
+TREE_MAGIC = b"CPVTREE1"
+ROOT_MAGIC = b"CPVSNAP2"
+ROOT_VERSION = 2
+SINGLE_NODE_MAX = 1024
+"""A folder with at most this many entries is one node; a bigger one is split into parts."""
+LEAF_AVG = 256
+LEAF_MAX = 4096
+PARTS_AVG = 64
+PARTS_MAX = 1024
+MAX_NODE_JSON = 64 * 1024 * 1024
+"""A node expands to at most this many bytes (a decompression bomb stops here)."""
+MAX_DEPTH = 1024
+"""Folder nesting plus parts levels; deeper is refused as hostile."""
+PREFETCH = 32
+"""Sub-folder nodes fetched per request batch while walking: fewer round trips, bounded RAM."""
+
+ReadNodes = Callable[[Sequence[bytes]], Mapping[bytes, bytes]]
+"""Fetches nodes by id, every one verified against its id; raises if one is missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One decoded entry of a folder node: a file (``doc``) or a sub-folder (``child``)."""
+
+    name: str
+    doc: Mapping[str, Any] | None
+    child: bytes | None
+
+    @property
+    def sort_key(self) -> str:
+        return self.name + "/" if self.child is not None else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A decoded node: either folder entries or the ids of the parts of a split folder."""
+
+    entries: tuple[Entry, ...] = ()
+    parts: tuple[bytes, ...] = ()
+
+    @property
+    def is_parts(self) -> bool:
+        return bool(self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    """A decoded format-2 snapshot root."""
+
+    tree: bytes
+    files: int
+    size: int
+    meta: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One path that differs between two snapshots: ``old`` or ``new`` is None if absent."""
+
+    path: str
+    old: FileEntry | None
+    new: FileEntry | None
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+def _rank(name: str) -> int:
+    return int.from_bytes(chunk_id(name.encode("utf-8", "surrogateescape"))[:8], "little")
+
+
+def _encode(doc: Mapping[str, Any]) -> tuple[bytes, bytes]:
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    raw = TREE_MAGIC + zlib.compress(text.encode("utf-8", "surrogateescape"), 6)
+    return chunk_id(raw), raw
+
+
+def encode_root(
+    tree: bytes, *, files: int, size: int, meta: Mapping[str, str]
+) -> tuple[str, bytes]:
+    """Canonical root bytes and the snapshot id they hash to."""
+    doc = {"version": ROOT_VERSION, "meta": dict(meta), "tree": tree.hex(), "files": files,
+           "size": size}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    raw = ROOT_MAGIC + zlib.compress(text.encode("utf-8"), 6)
+    return chunk_id(raw).hex(), raw
+
+
+def build_tree(files: Iterable[FileEntry], emit: Callable[[bytes, bytes], None]) -> bytes:
+    """Encode ``files`` as nodes, children before parents; returns the top node's id.
+
+    ``emit(node_id, raw)`` gets every node once per distinct id, in the order a crash-safe
+    writer needs (a node after every node it names). The caller decides what is new.
+    """
+    top: dict[str, Any] = {}
+    for f in files:
+        parts = f.path.split("/")
+        folder = top
+        for seg in parts[:-1]:
+            sub = folder.setdefault(seg, {})
+            if not isinstance(sub, dict):
+                raise UnsafePathError(f.path, "is both a file and a directory")
+            folder = sub
+        if parts[-1] in folder:
+            raise UnsafePathError(f.path, "appears twice in the snapshot")
+        folder[parts[-1]] = f
+    seen: set[bytes] = set()
+
+    def put(doc: Mapping[str, Any]) -> bytes:
+        nid, raw = _encode(doc)
+        if nid not in seen:
+            seen.add(nid)
+            emit(nid, raw)
+        return nid
+
+    def folder_node(folder: Mapping[str, Any]) -> bytes:
+        items: list[tuple[str, str, dict[str, Any]]] = []
+        for name, value in folder.items():
+            if isinstance(value, dict):
+                items.append((name + "/", name, {"n": name, "d": folder_node(value).hex()}))
+            else:
+                doc = file_doc(value)
+                doc["n"] = name
+                items.append((name, name, doc))
+        items.sort(key=lambda t: t[0])
+        docs = [d for _, _, d in items]
+        if len(docs) <= SINGLE_NODE_MAX:
+            return put({"e": docs})
+        ranks = [_rank(name) for _, name, _ in items]
+        groups = _cut(list(range(len(docs))), ranks, LEAF_AVG, LEAF_MAX)
+        ids = [put({"e": [docs[i] for i in g]}) for g in groups]
+        last = [ranks[g[-1]] for g in groups]
+        modulus = LEAF_AVG
+        while len(ids) > PARTS_MAX:
+            modulus *= PARTS_AVG
+            groups = _cut(list(range(len(ids))), last, modulus, PARTS_MAX)
+            last = [last[g[-1]] for g in groups]
+            ids = [put({"p": [ids[i].hex() for i in g]}) for g in groups]
+        return put({"p": [i.hex() for i in ids]})
+
+    return folder_node(top)
+
+
+def _cut(items: list[int], ranks: Sequence[int], modulus: int, limit: int) -> list[list[int]]:
+    """Split after every item whose rank is 0 modulo ``modulus`` (or ``limit`` items in a row)."""
+    groups: list[list[int]] = []
+    group: list[int] = []
+    for i in items:
+        group.append(i)
+        if ranks[i] % modulus == 0 or len(group) >= limit:
+            groups.append(group)
+            group = []
+    if group:
+        groups.append(group)
+    return groups
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+def is_root(raw: bytes) -> bool:
+    return raw.startswith(ROOT_MAGIC)
+
+
+def decode_root(raw: bytes, *, where: str) -> Root:
+    """Parse a root; the caller has checked its id."""
+    doc = _inflate(raw, ROOT_MAGIC, f"snapshot {where}", 1024 * 1024)
+    if doc.get("version") != ROOT_VERSION:
+        raise FormatError(
+            f"snapshot {where} has version {doc.get('version')!r}; this cpv reads versions 1 "
+            f"and {ROOT_VERSION}", hint="upgrade cpv")
+    try:
+        tree = _node_id(doc["tree"])
+        files, size = doc["files"], doc["size"]
+        if not isinstance(files, int) or not isinstance(size, int) or files < 0 or size < 0:
+            raise ValueError("bad file count or size")
+        meta = {str(k): str(v) for k, v in dict(doc.get("meta", {})).items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"snapshot {where} is malformed: {exc!r}") from exc
+    return Root(tree=tree, files=files, size=size, meta=meta)
+
+
+def decode_node(raw: bytes, *, where: str, check_names: bool = True) -> Node:
+    """Parse one node (its id already verified by the reader), checking its own entries."""
+    doc = _inflate(raw, TREE_MAGIC, f"tree node {where}", MAX_NODE_JSON)
+    try:
+        if set(doc) == {"p"}:
+            parts = tuple(_node_id(p) for p in doc["p"])
+            if not parts:
+                raise ValueError("a split folder with no parts")
+            return Node(parts=parts)
+        if set(doc) != {"e"} or not isinstance(doc["e"], list):
+            raise ValueError("neither entries nor parts")
+        entries = []
+        for e in doc["e"]:
+            name = e["n"]
+            if not isinstance(name, str):
+                raise ValueError(f"name {name!r} is not a string")
+            if check_names:
+                problem = path_problem(name)
+                if problem is None and "/" in name:
+                    problem = "is not a single path segment"
+                if problem is not None:
+                    raise UnsafePathError(name, f"name in tree node {where} {problem}")
+            if "d" in e:
+                entries.append(Entry(name, None, _node_id(e["d"])))
+            else:
+                entries.append(Entry(name, e, None))
+    except UnsafePathError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise FormatError(f"tree node {where} is malformed: {exc!r}") from exc
+    return Node(entries=tuple(entries))
+
+
+def _inflate(raw: bytes, magic: bytes, where: str, limit: int) -> dict[str, Any]:
+    if not raw.startswith(magic):
+        raise FormatError(f"{where} is not a cpv {magic[:-1].decode()} object (unknown format)")
+    try:
+        d = zlib.decompressobj()
+        text = d.decompress(raw[len(magic):], limit)
+        if d.unconsumed_tail:
+            raise FormatError(f"{where} expands beyond {limit} bytes (refused as hostile)")
+        doc = json.loads(text)
+    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{where} is malformed: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise FormatError(f"{where} is malformed: not an object")
+    return doc
+
+
+def _node_id(value: object) -> bytes:
+    if not isinstance(value, str) or len(value) != 2 * DIGEST_SIZE:
+        raise ValueError(f"bad node id {value!r}")
+    return bytes.fromhex(value)
+
+
+# -- walking --------------------------------------------------------------------------------
+
+
+class TreeWalker:
+    """Reads a tree through ``read``; records every node id it read (gc marks them live)."""
+
+    def __init__(self, read: ReadNodes, *, check_paths: bool = True, where: str = "") -> None:
+        self._read = read
+        self.check_paths = check_paths
+        self.where = where
+        self.node_ids: set[bytes] = set()
+
+    def fetch(self, ids: Sequence[bytes]) -> dict[bytes, Node]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        raws = self._read(wanted)
+        out = {}
+        for nid in wanted:
+            out[nid] = decode_node(raws[nid], where=f"{nid.hex()[:16]} of snapshot {self.where}",
+                                   check_names=self.check_paths)
+            self.node_ids.add(nid)
+        return out
+
+    def files(self, top: bytes) -> Iterator[FileEntry]:
+        """Every file and link under ``top``, in path order, one folder's batch at a time."""
+        node = self.fetch([top])[top]
+        yield from self._folder(node, "", (top,))
+
+    def folder_entries(self, node: Node, ancestors: tuple[bytes, ...]) -> Iterator[Entry]:
+        """A folder's entries in order, reading the parts of a split folder in batches."""
+        last: list[str] = []
+        # Files that a later folder of the same name could still follow ("a" < "a.b" < "a/"):
+        # a sorted window, so the check costs no set of every name of a huge folder.
+        files: deque[str] = deque()
+        for e in self._entries(node, ancestors, 0):
+            key = e.sort_key
+            while files and files[0] + "/" < key:
+                files.popleft()
+            if (last and key <= last[0]) or (e.child is not None and e.name in files):
+                raise FormatError(
+                    f"tree node in snapshot {self.where} lists {e.name!r} out of order or "
+                    "twice (duplicate names are refused)")
+            last[:] = [key]
+            if e.child is None:
+                files.append(e.name)
+            if e.child is not None and e.child in ancestors:
+                raise FormatError(f"tree of snapshot {self.where} has a cycle at {e.name!r}")
+            yield e
+
+    def _entries(self, node: Node, ancestors: tuple[bytes, ...], level: int) -> Iterator[Entry]:
+        if not node.is_parts:
+            yield from node.entries
+            return
+        if level > 16 or len(ancestors) + level > MAX_DEPTH:
+            raise FormatError(f"tree of snapshot {self.where} nests split folders too deep")
+        for start in range(0, len(node.parts), PREFETCH):
+            batch = node.parts[start:start + PREFETCH]
+            if any(p in ancestors for p in batch):
+                raise FormatError(f"tree of snapshot {self.where} has a cycle")
+            got = self.fetch(batch)
+            for pid in batch:
+                yield from self._entries(got[pid], (*ancestors, pid), level + 1)
+
+    def _folder(self, node: Node, prefix: str, ancestors: tuple[bytes, ...]) -> Iterator[FileEntry]:
+        if len(ancestors) > MAX_DEPTH:
+            raise FormatError(f"tree of snapshot {self.where} is deeper than {MAX_DEPTH}")
+        # Entries wait in a short buffer so that the sub-folders met in it are fetched in one
+        # batch (one round trip, coalesced ranges) while RAM stays bounded.
+        buf: list[Entry] = []
+        dirs = 0
+        for e in self.folder_entries(node, ancestors):
+            buf.append(e)
+            dirs += e.child is not None
+            if dirs >= PREFETCH or len(buf) >= SINGLE_NODE_MAX:
+                yield from self._flush(buf, prefix, ancestors)
+                buf, dirs = [], 0
+        yield from self._flush(buf, prefix, ancestors)
+
+    def _flush(self, buf: list[Entry], prefix: str,
+               ancestors: tuple[bytes, ...]) -> Iterator[FileEntry]:
+        got = self.fetch([e.child for e in buf if e.child is not None])
+        for e in buf:
+            if e.child is None:
+                yield self.file(prefix + e.name, e)
+            else:
+                yield from self._folder(got[e.child], prefix + e.name + "/",
+                                        (*ancestors, e.child))
+
+    def file(self, path: str, e: Entry) -> FileEntry:
+        assert e.doc is not None
+        try:
+            return decode_file_doc(e.doc, path, self.check_paths)
+        except UnsafePathError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FormatError(f"snapshot {self.where} is malformed: {exc!r}") from exc
+
+    # -- diff ---------------------------------------------------------------------------------
+
+    def diff(self, a: bytes, b: bytes, prefix: str = "",
+             ancestors: tuple[bytes, ...] = ()) -> Iterator[Change]:
+        """What differs between the folders ``a`` and ``b``; equal sub-trees are never read."""
+        if a == b:
+            return
+        if len(ancestors) > MAX_DEPTH:
+            raise FormatError(f"tree of snapshot {self.where} is deeper than {MAX_DEPTH}")
+        old, new = self._unshared(a, b, ancestors)
+        names = sorted(old.keys() | new.keys(), key=lambda n: (n, 0))
+        for name in names:
+            ea, eb = old.get(name), new.get(name)
+            path = prefix + name
+            if ea is not None and eb is not None and ea.child is not None and eb.child is not None:
+                yield from self.diff(ea.child, eb.child, path + "/", (*ancestors, ea.child))
+                continue
+            if ea is not None and eb is not None and ea.child is None and eb.child is None:
+                fa, fb = self.file(path, ea), self.file(path, eb)
+                if fa != fb:
+                    yield Change(path, fa, fb)
+                continue
+            yield from self._side(ea, path, ancestors, old=True)
+            yield from self._side(eb, path, ancestors, old=False)
+
+    def _side(self, e: Entry | None, path: str, ancestors: tuple[bytes, ...],
+              *, old: bool) -> Iterator[Change]:
+        if e is None:
+            return
+        if e.child is None:
+            f = self.file(path, e)
+            yield Change(path, f, None) if old else Change(path, None, f)
+            return
+        node = self.fetch([e.child])[e.child]
+        for f in self._folder(node, path + "/", (*ancestors, e.child)):
+            yield Change(f.path, f, None) if old else Change(f.path, None, f)
+
+    def _unshared(self, a: bytes, b: bytes, ancestors: tuple[bytes, ...]
+                  ) -> tuple[dict[str, Entry], dict[str, Entry]]:
+        """Entries of the two folders that are not in a part both share, by name.
+
+        A part (or leaf) id present on both sides holds the same entries on both sides, and an
+        entry is in exactly one part per side, so dropping shared parts drops only equal entries.
+        """
+        front_a, front_b = [a], [b]
+        nodes: dict[bytes, Node] = {}
+        for _ in range(18):
+            common = set(front_a) & set(front_b)
+            front_a = [n for n in front_a if n not in common]
+            front_b = [n for n in front_b if n not in common]
+            nodes.update(self.fetch([n for n in front_a + front_b if n not in nodes]))
+            if not any(nodes[n].is_parts for n in front_a + front_b):
+                break
+            front_a = [p for n in front_a for p in (nodes[n].parts or (n,))]
+            front_b = [p for n in front_b for p in (nodes[n].parts or (n,))]
+            if set(front_a + front_b) & {*ancestors, a, b}:
+                raise FormatError(f"tree of snapshot {self.where} has a cycle")
+        else:
+            raise FormatError(f"tree of snapshot {self.where} nests split folders too deep")
+        return (self._by_name(front_a, nodes), self._by_name(front_b, nodes))
+
+    def _by_name(self, ids: list[bytes], nodes: Mapping[bytes, Node]) -> dict[str, Entry]:
+        out: dict[str, Entry] = {}
+        for n in ids:
+            for e in nodes[n].entries:
+                if e.name in out:
+                    raise FormatError(f"tree of snapshot {self.where} lists {e.name!r} twice")
+                out[e.name] = e
+        return out

@@ -30,6 +30,7 @@ from cpv.errors import (
     StoreAccessError,
     StoreLockedError,
     StoreUnreachableError,
+    TrackedPathError,
     TransferError,
     UnsupportedFeatureError,
 )
@@ -56,6 +57,7 @@ _TABLE: tuple[tuple[type[CPVError], int], ...] = (
     (StoreUnreachableError, EXIT_UNREACHABLE),
     (UnsupportedFeatureError, EXIT_UNSUPPORTED),
     (NothingMatchedError, EXIT_USAGE),
+    (TrackedPathError, EXIT_USAGE),
     (FormatError, EXIT_ERROR),
 )
 

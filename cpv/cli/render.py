@@ -309,7 +309,12 @@ def status_dict(s: StatusReport) -> dict[str, object]:
                            "snapshot_id": k.snapshot_id, "files": k.files,
                            "total_bytes": k.total_bytes, "changed": list(k.changed),
                            "behind": k.behind}
-                  for k in s.kinds},
+                  for k in s.kinds if k.path == k.kind},
+        # Every tracked path (model/, data/ and any other a push started tracking).
+        "paths": [{"path": k.path, "kind": k.kind, "recorded": k.recorded,
+                   "version": k.version, "snapshot_id": k.snapshot_id, "files": k.files,
+                   "total_bytes": k.total_bytes, "changed": list(k.changed),
+                   "behind": k.behind} for k in s.kinds],
         "manifest_changes": [jsonable(c) for c in s.manifest_changes],
         "unpublished_commits": s.unpublished_commits,
         "unpublished_tags": list(s.unpublished_tags), "remote_problem": s.remote_problem,
@@ -328,7 +333,8 @@ def status_lines(s: StatusReport) -> list[str]:
             tag = k.version or "not tagged"
             state = (f"{tag}, {k.files} file(s), {fmt_bytes(k.total_bytes)}, "
                      f"snapshot {short(k.snapshot_id)}")
-        lines.append(f"{k.kind:<5}  {state}")
+        lines.append(f"{k.kind:<5}  {state}" if k.path == k.kind
+                     else f"{k.path}/ ({k.kind})  {state}")
         if k.behind:
             lines.append(f"       {k.path}/ is not at this version here (a fresh clone, a "
                          "git pull, or an older version pulled): 'cpv pull' brings it there")

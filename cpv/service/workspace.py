@@ -433,10 +433,6 @@ class WorkspaceService:
                     f"(tags {new.name}@v0.1, ...)",
                     hint="line names are the path in lower case with '/' as '-': rename or "
                          "move one of the two folders")
-        if new.name in KINDS:
-            raise TrackedPathError(
-                f"{rel}'s version line would be named {new.name!r}, the {new.name} folder's",
-                hint="rename or move the folder (e.g. into a parent folder)")
         return new
 
     def _named_ref(self, rev: str | None) -> Track | None:

@@ -62,7 +62,6 @@ from cpv.versioning.tags import (
     line_tag,
     next_version,
     parse_line_tag,
-    parse_tag,
     tag_name,
     try_parse_tag,
     versions_of_kind,
@@ -762,7 +761,7 @@ class History:
         Raises:
             GitRemoteError: the remote refused (nothing was updated there) or is unreachable.
         """
-        tags = sorted(n for n in self._repo.tag_targets() if try_parse_tag(n) is not None)
+        tags = sorted(n for n in self._repo.tag_targets() if parse_line_tag(n) is not None)
         self._repo.push(remote, branch=self._repo.current_branch(), tags=tags,
                         force_tags=force_tags)
 
@@ -780,9 +779,9 @@ class History:
         ahead = self._repo.commits_ahead(remote, branch) if branch else 0
         there = self._repo.remote_tags(remote)
         local = self._repo.tag_targets()
-        tags = sorted((n for n, oid in local.items()
-                       if try_parse_tag(n) is not None and there.get(n) != oid),
-                      key=lambda n: (n.startswith("data-"), parse_tag(n)[1]))
+        lines = {n: parsed for n, oid in local.items()
+                 if there.get(n) != oid and (parsed := parse_line_tag(n)) is not None}
+        tags = sorted(lines, key=lambda n: (n.startswith("data-"), "@" in n, lines[n]))
         return ahead, tags
 
     def publish(self, remote: str, *, force_tags: Sequence[str] = ()) -> tuple[int, list[str]]:

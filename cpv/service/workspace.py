@@ -98,7 +98,7 @@ from cpv.service.tree import (
 from cpv.versioning import Manifest, MetricDelta, VersionInfo, compare, manifest_for_files
 from cpv.versioning.manifest import check_tracked_path
 from cpv.versioning.metrics import merge_metrics, normalize_metrics, resolve_metrics
-from cpv.versioning.tags import KINDS, parse_line_tag, tag_name, try_parse_tag
+from cpv.versioning.tags import KINDS, Version, parse_line_tag, tag_name, try_parse_tag
 from cpv.workspace import (
     DATA_SPLITS,
     DEFAULT_TRACKS,
@@ -335,10 +335,13 @@ class WorkspaceService:
         """Versions of one tracked path (``name@v0.1`` ...; ``v0.1`` for ``model``)."""
         return self.ws.history.list_versions(track.kind, line=track.name)
 
-    def compare(self, kind: Kind, ref_a: str, ref_b: str) -> list[MetricDelta]:
-        """Per-metric values of two versions and their difference."""
-        a, _ = self.manifest_at(kind, ref_a)
-        b, _ = self.manifest_at(kind, ref_b)
+    def compare(
+        self, kind: Kind, ref_a: str, ref_b: str, *, track: Track | None = None
+    ) -> list[MetricDelta]:
+        """Per-metric values of two versions (of ``track``, default ``kind``'s folder) and
+        their difference."""
+        a, _ = self._line_manifest(track or DEFAULT_TRACKS[kind], ref_a)
+        b, _ = self._line_manifest(track or DEFAULT_TRACKS[kind], ref_b)
         return compare(a.metrics, b.metrics)
 
     def kinds_with_files(self) -> list[Kind]:
@@ -462,8 +465,11 @@ class WorkspaceService:
             manifest = self.ws.history.current_manifest(track.kind, track.name)
             if manifest is None:
                 raise VersioningError(f"no version of {track.path} recorded yet",
-                                      hint=f"push one first: cpv push {track.path}")
+                                      hint=self._opt(f"push one first: cpv push {track.path}",
+                                                     "upload one first"))
             return manifest, "HEAD"
+        if _VERSION_ONLY.match(ref.removeprefix("v")):
+            ref = track.tag(Version.parse(ref))  # v0.2 of this path's own line
         if parse_line_tag(ref) is not None and not self.have_ref(ref):
             raise TagNotFoundError(ref)
         return self.ws.history.read_manifest(ref, track.kind, track.name), ref
@@ -1037,11 +1043,14 @@ class WorkspaceService:
         dest: str | Path | None = None,
         paths: Sequence[str] | None = None,
         force: bool = False,
+        track: Track | None = None,
     ) -> tuple[Manifest, str, Path, PullResult]:
-        """One kind's version into its folder or ``dest`` (relative to the current folder)."""
-        manifest, label = self.manifest_at(kind, ref)
-        target = Path(dest).absolute() if dest is not None else self.ws.tracked_dir(kind)
-        result, _ = self._write_version(DEFAULT_TRACKS[kind], manifest, label, target,
+        """One kind's (or ``track``'s) version into its folder or ``dest`` (relative to the
+        current folder)."""
+        track = track or DEFAULT_TRACKS[kind]
+        manifest, label = self._line_manifest(track, ref)
+        target = Path(dest).absolute() if dest is not None else self.root / track.path
+        result, _ = self._write_version(track, manifest, label, target,
                                         subs=paths, force=force,
                                         action=f"download {label}")
         return manifest, label, target, result
@@ -1398,10 +1407,14 @@ class WorkspaceService:
 
     # -- metadata ----------------------------------------------------------------------------
 
-    def metadata(self, kind: Kind, tag: str | None) -> dict[str, Any]:
+    def metadata(
+        self, kind: Kind, tag: str | None, *, track: Track | None = None
+    ) -> dict[str, Any]:
         """Size, metrics, snapshot, author and time of ``tag`` (default: current version)."""
-        manifest, label = self.manifest_at(kind, tag)
+        track = track or DEFAULT_TRACKS[kind]
+        manifest, label = self._line_manifest(track, tag)
         return {
+            "path": track.path,
             "tag": label, "kind": kind, "team_name": self.config.team,
             "model_name": self.config.model, "snapshot_id": manifest.snapshot_id,
             "store_url": manifest.store_url, "files": manifest.file_count,

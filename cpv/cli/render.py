@@ -214,7 +214,8 @@ class Output:
 def upload_dict(r: UploadResult) -> dict[str, object]:
     reused = 1.0 - (r.new_bytes / r.total_bytes) if r.total_bytes else 1.0
     return {
-        "kind": r.kind, "snapshot_id": r.snapshot_id, "commit": r.commit, "files": r.files,
+        "kind": r.kind, "path": r.path, "snapshot_id": r.snapshot_id, "commit": r.commit,
+        "files": r.files,
         "total_bytes": r.total_bytes, "uploaded_bytes": r.uploaded_bytes,
         "new_bytes": r.new_bytes, "reused_ratio": round(reused, 4),
         "chunks_new": r.chunks_new, "chunks_reused": r.chunks_reused,
@@ -232,7 +233,8 @@ def upload_lines(r: UploadResult) -> list[str]:
 
 def _upload_summary(r: UploadResult) -> list[str]:
     reused = 1.0 - (r.new_bytes / r.total_bytes) if r.total_bytes else 1.0
-    head = f"{r.kind:<5}  {r.files} file{'s' if r.files != 1 else ''}, {fmt_bytes(r.total_bytes)}"
+    label = r.kind if r.path in ("", r.kind) else f"{r.path}/"
+    head = f"{label:<5}  {r.files} file{'s' if r.files != 1 else ''}, {fmt_bytes(r.total_bytes)}"
     if r.dry_run:
         return [f"{head}: would upload {fmt_bytes(r.new_bytes)} of new data "
                 f"({reused:.1%} already in the store, {r.chunks_new} new chunk(s)); "

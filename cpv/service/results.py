@@ -63,6 +63,8 @@ class UploadResult:
     next_tag: str | None = None
     pushed_to: str | None = None
     skipped_links: tuple[str, ...] = ()
+    path: str = ""
+    """The tracked path pushed (``model``, ``outputs/checkpoint-500``)."""
 
     @property
     def size_mb(self) -> float:

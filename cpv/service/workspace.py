@@ -600,7 +600,8 @@ class WorkspaceService:
         files = [(f.path, f.size, f.blake3) for f in result.snapshot.files if not f.is_symlink]
         split_counts = _split_counts([f[0] for f in files]) if kind == "data" else {}
         outcome = partial(
-            UploadResult, kind=kind, snapshot_id=result.snapshot_id, files=result.files,
+            UploadResult, kind=kind, path=track.path, snapshot_id=result.snapshot_id,
+            files=result.files,
             skipped_links=result.skipped_links,
             total_bytes=result.total_bytes, new_bytes=result.new_bytes,
             chunks_new=result.chunks_new, chunks_reused=result.chunks_reused,

@@ -49,8 +49,8 @@ from cpv.service import (
 )
 from cpv.service.results import CredentialCheck
 from cpv.versioning import MetricDelta, VersionInfo, compare
-from cpv.versioning.tags import parse_tag, tag_name
-from cpv.workspace import Kind
+from cpv.versioning.tags import Version, parse_tag, tag_name
+from cpv.workspace import DEFAULT_TRACKS, Kind, Track
 
 __all__ = [
     "CPVConfig",
@@ -129,8 +129,12 @@ class _Facade:
         config: CPVConfig | None = None,
         progress: Progress | None = None,
         verbose: bool = False,
+        path: str | Path | None = None,
     ) -> None:
         self.workspace_dir = locate_workspace(model_name, workspace)
+        # Any folder of the workspace (``outputs/checkpoint-500``), versioned on its own line
+        # (``name@v0.1``); default: the seed layout's model/ or data/ folder.
+        self.tracked_path = path
         if config is None:
             is_ws = (self.workspace_dir / ".cpv").is_dir()
             config = CPVConfig.load(workspace=self.workspace_dir if is_ws else None)
@@ -155,6 +159,15 @@ class _Facade:
                 search_parents=False, interface="python")
         return self._service
 
+    @property
+    def track(self) -> Track:
+        """The tracked path this facade versions (checked as ``cpv push PATH`` checks it)."""
+        if self.tracked_path is None:
+            return DEFAULT_TRACKS[self.kind]
+        path = Path(self.tracked_path)
+        return self.service.track_for(path if path.is_absolute() else self.workspace_dir / path,
+                                      self.kind)
+
     def close(self) -> None:
         if self._service is not None:
             self._service.close()
@@ -178,7 +191,7 @@ class _Facade:
         with _verbose_logging(verbose or self.verbose):
             result = self.service.upload(self.kind, path=path, metrics=metrics,
                                          message=message, dry_run=dry_run, force=force,
-                                         params=params)
+                                         params=params, track=self.track)
             log.info("%s: %d files, %.1f MB, %.1f MB uploaded", self.kind, result.files,
                      result.size_mb, result.uploaded_bytes / MB)
             if not dry_run:
@@ -191,15 +204,19 @@ class _Facade:
              metrics: Mapping[str, float] | str | Path | None, force: bool, dry_run: bool,
              verbose: bool, notify: bool) -> str:
         with _verbose_logging(verbose or self.verbose):
-            return self.service.tag([self.kind], version_tag, message=message, metrics=metrics,
-                                    force=force, dry_run=dry_run, notify=notify)[0]
+            return self.service.tag_line(self.track, version_tag, message=message,
+                                         metrics=metrics, force=force, dry_run=dry_run,
+                                         notify=notify)[0]
 
     def _revert(self, tag: str, force: bool, dry_run: bool, verbose: bool) -> RevertResult:
+        track = self.track
+        if not track.is_default and "@" not in tag:
+            tag = track.tag(Version.parse(tag))  # "v0.1" of this facade's own line
         with _verbose_logging(verbose or self.verbose):
             return self.service.checkout(tag, force=force, dry_run=dry_run, kinds=[self.kind])[0]
 
     def _compare(self, tag_a: str, tag_b: str) -> list[MetricDelta]:
-        return self.service.compare(self.kind, tag_a, tag_b)
+        return self.service.compare(self.kind, tag_a, tag_b, track=self.track)
 
 
 class ModelsCheckpointsManage(_Facade):
@@ -256,7 +273,7 @@ class ModelsCheckpointsManage(_Facade):
 
     def read_checkpoint_tag(self) -> list[VersionInfo]:
         """Model versions, oldest first, with dates, authors, messages and metrics."""
-        return self.service.versions("model")
+        return self.service.line_versions(self.track)
 
     def download_model_checkpoint(
         self, tag: str | None = None, *, dest: str | Path | None = None, force: bool = False,
@@ -265,7 +282,7 @@ class ModelsCheckpointsManage(_Facade):
         """Bring the model files of ``tag`` (default: the current version) to disk."""
         with _verbose_logging(verbose or self.verbose):
             manifest, label, target, _ = self.service.download("model", tag, dest=dest,
-                                                               force=force)
+                                                               force=force, track=self.track)
             return ModelArtifacts(
                 model_path=str(target), metrics=dict(manifest.metrics),
                 timestamp=manifest.created_at.isoformat(), tag=label,
@@ -281,7 +298,7 @@ class ModelsCheckpointsManage(_Facade):
     def get_model_metadata(self, tag: str | None = None) -> dict[str, Any]:
         """Size, metrics, snapshot, author and time of ``tag`` (default: current version),
         with its ``lineage`` (the data it was pushed with, or None) and ``params``."""
-        return self.service.metadata("model", tag)
+        return self.service.metadata("model", tag, track=self.track)
 
     def set_alias(self, alias: str, tag: str, message: str = "") -> str:
         """Point ``alias`` (``production``) at the version ``tag``; made or moved, recorded
@@ -356,7 +373,7 @@ class DataCheckpointsManage(_Facade):
 
     def read_data_checkpoint_tag(self) -> list[VersionInfo]:
         """Data versions, oldest first."""
-        return self.service.versions("data")
+        return self.service.line_versions(self.track)
 
     def download_data_checkpoint(
         self, tag: str | None = None, *, dest: str | Path | None = None,
@@ -370,7 +387,8 @@ class DataCheckpointsManage(_Facade):
                                   hint="give split folder names, e.g. splits=['validation']")
         with _verbose_logging(verbose or self.verbose):
             manifest, label, target, _ = self.service.download("data", tag, dest=dest,
-                                                               paths=splits, force=force)
+                                                               paths=splits, force=force,
+                                                               track=self.track)
             counts = {k.split(".", 1)[1]: v for k, v in manifest.extra.items()
                       if k.startswith("samples.") and isinstance(v, int)}
             return DataArtifacts(
@@ -387,7 +405,7 @@ class DataCheckpointsManage(_Facade):
 
     def get_data_metadata(self, tag: str | None = None) -> dict[str, Any]:
         """Size, file counts per split, snapshot, author and time of ``tag``."""
-        meta = self.service.metadata("data", tag)
+        meta = self.service.metadata("data", tag, track=self.track)
         meta["sample_count"] = meta["files"]
         return meta
 

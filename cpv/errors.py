@@ -152,6 +152,12 @@ class NothingMatchedError(CPVError, ValueError):
     """A path pattern selects no file of the version; nothing was changed (exit 2, usage)."""
 
 
+class TrackedPathError(CPVError, ValueError):
+    """A path cannot be tracked as asked (outside the workspace, inside ``.git``/``.cpv``,
+    nested in or holding another tracked path, a version-line name taken); nothing was
+    changed (exit 2, usage)."""
+
+
 class IntegrityError(CPVError):
     """Bytes read back do not hash to the id they are stored under."""
 

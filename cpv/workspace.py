@@ -30,6 +30,8 @@ from cpv.errors import NoStoreError, NotAWorkspaceError
 from cpv.progress import NULL_PROGRESS, Progress
 from cpv.store import open_store
 from cpv.versioning import GitRepo, History
+from cpv.versioning.manifest import manifest_name
+from cpv.versioning.tags import Version, line_tag
 
 if TYPE_CHECKING:
     from cpv.store import ObjectStore
@@ -41,6 +43,34 @@ TRACKED: dict[Kind, str] = {"model": "model", "data": "data"}
 DATA_SPLITS = ("train", "validation", "test")
 INTERNAL_DIRS = frozenset({".git", ".cpv"})
 WORKSPACE_ID_FILE = ".cpv/workspace-id"
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """One tracked path and its version line: ``model/`` and ``data/`` (the seed layout), or
+    any folder of the workspace a push named (``outputs/checkpoint-500``).
+
+    The line's name is the path's manifest name, so the manifest file, the tag prefix and the
+    path can never disagree; :func:`~cpv.versioning.tags.line_tag` makes its tags.
+    """
+
+    kind: Kind
+    path: str
+    """Workspace-relative, ``/``-separated."""
+
+    @property
+    def name(self) -> str:
+        return manifest_name(self.path)
+
+    @property
+    def is_default(self) -> bool:
+        return self.path == TRACKED[self.kind]
+
+    def tag(self, version: Version) -> str:
+        return line_tag(self.name, version)
+
+
+DEFAULT_TRACKS: dict[Kind, Track] = {k: Track(k, TRACKED[k]) for k in ("model", "data")}
 
 
 def exclude_internal(relpath: str) -> bool:

@@ -27,7 +27,7 @@ from cpv.cli.render import Output
 if TYPE_CHECKING:
     from cpv.config import CPVConfig
     from cpv.service import WorkspaceService
-    from cpv.workspace import Kind
+    from cpv.workspace import Kind, Track
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -248,24 +248,24 @@ def _relative_to_root(raw: str, root: Path) -> str:
     return rel.as_posix() if rel.parts else "."
 
 
-def _push_kinds(paths: Sequence[str], root: Path) -> list[Kind]:
+def _push_targets(
+    paths: Sequence[str], root: Path, service: WorkspaceService, kind: Kind | None
+) -> tuple[list[Kind], list[Track]]:
+    """``.`` means model/ and data/; any other folder of the workspace is a tracked path
+    (the first push of a new one starts tracking it, as ``kind``)."""
     kinds: list[Kind] = []
+    tracks: list[Track] = []
     for raw in paths:
-        rel = _relative_to_root(raw, root).strip("/")
-        chosen: tuple[Kind, ...]
-        if rel == ".":
-            chosen = ("model", "data")
-        elif rel == "model":
-            chosen = ("model",)
-        elif rel == "data":
-            chosen = ("data",)
-        else:
-            raise click.BadParameter(
-                f"{raw!r}: cpv pushes the tracked folders 'model' and 'data' (whole)",
-                param_hint="PATH",
-            )
-        kinds += [k for k in chosen if k not in kinds]
-    return kinds
+        rel = _relative_to_root(raw, root).rstrip("/") or "/"
+        if rel == "." and kind is None:
+            kinds += [k for k in ("model", "data") if k not in kinds]
+            continue
+        track = service.track_for(rel, kind)
+        if track.is_default and kind is None:
+            kinds += [track.kind] if track.kind not in kinds else []
+        elif track not in tracks:
+            tracks.append(track)
+    return kinds, tracks
 
 
 def _kind_flag(model: bool, data: bool) -> Kind | None:
@@ -391,6 +391,8 @@ def init(
     ("cpv push --dry-run", "show what would be uploaded"),
     ("cpv push model --exclude 'model/optimizer*' --param lr=3e-4",
      "leave optimizer states out; record a hyper-parameter"),
+    ("cpv push outputs/checkpoint-500 --tag", "track any folder: tag outputs-checkpoint-500@v0.1"),
+    ("cpv push runs/eval-set --kind data", "a data set outside data/"),
 ], codes=(0, 1, 2, 3, 10, 11, 12)))
 @click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option("-m", "--message", default="", help="What changed (stored in the version).")
@@ -408,6 +410,8 @@ def init(
 @click.option("--dry-run", is_flag=True, help="Show what would be uploaded; change nothing.")
 @_param_option
 @_filter_options("version")
+@click.option("--kind", "kind", type=click.Choice(["model", "data"]), default=None,
+              help="What a newly tracked PATH holds (default: model).")
 @common
 @click.pass_obj
 def push(
@@ -424,25 +428,29 @@ def push(
     params: dict[str, str],
     exclude: tuple[str, ...],
     include: tuple[str, ...],
+    kind: Kind | None,
 ) -> None:
-    """Upload model/ and data/ and record a new version.
+    """Upload model/ and data/ (or any folder) and record a new version.
 
-    PATH is 'model' and/or 'data' (default: both, if they hold files). Only
-    chunks the store does not already hold are uploaded; unchanged files are
-    not even re-read. The manifest is committed to Git, tagged with --tag,
-    and pushed to the Git remote if the workspace has one.
+    PATH is 'model' and/or 'data' (default: both, if they hold files), or any
+    folder of the workspace: its first push starts tracking it on a version
+    line of its own (tags name@v0.1, see docs/versioning.md). Only chunks the
+    store does not already hold are uploaded; unchanged files are not even
+    re-read. The manifest is committed to Git, tagged with --tag, and pushed
+    to the Git remote if the workspace has one.
     """
-    if tag is not None and tag != AUTO_TAG and tag.strip("/") in TRACKED_NAMES:
+    if tag is not None and tag != AUTO_TAG and (tag.strip("/") in TRACKED_NAMES
+                                                or "/" in tag or Path(tag).is_dir()):
         # `cpv push --tag model`: click took the path as the option's value.
         paths, tag = (*paths, tag), AUTO_TAG
     metrics = _load_metrics(metrics_file, metric_pairs)
     with state.service(progress=True) as service:
-        kinds = _push_kinds(paths, service.root) or None
+        kinds, tracks = _push_targets(paths, service.root, service, kind)
         outcome = service.push(
-            kinds, message=message, metrics=metrics, tag=tag is not None,
+            kinds or None, message=message, metrics=metrics, tag=tag is not None,
             version=None if tag in (None, AUTO_TAG) else tag, force=force, dry_run=dry_run,
             notify=notify, symlinks=symlinks, params=params or None, exclude=exclude,
-            include=include)
+            include=include, tracks=tracks)
     results, tags, pushed_to = outcome.results, list(outcome.tags), outcome.pushed_to
 
     def human() -> list[str]:
@@ -468,11 +476,18 @@ def push(
 _GLOB_CHARS = frozenset("*?[")
 
 
-def _split_rev_and_paths(args: Sequence[str], root: Path) -> tuple[str | None, list[str]]:
+def _split_rev_and_paths(
+    args: Sequence[str], root: Path, tracked: Sequence[str] = ()
+) -> tuple[str | None, list[str]]:
     """``[REV] [PATH|PATTERN...]``: the first word is a path when it starts with model/ or
-    data/, or is a pattern (``'*fp16*'``); patterns are passed on as typed."""
+    data/ (or another ``tracked`` path), or is a pattern (``'*fp16*'``); patterns are passed
+    on as typed."""
     if not args:
         return None, []
+
+    def in_tracked(p: str) -> bool:
+        return p.split("/", 1)[0] in TRACKED_NAMES or any(
+            p == t or p.startswith(t + "/") for t in tracked)
 
     def word(a: str) -> str:
         if _GLOB_CHARS & set(a):
@@ -481,12 +496,13 @@ def _split_rev_and_paths(args: Sequence[str], root: Path) -> tuple[str | None, l
 
     words = [word(a) for a in args]
     first = words[0]
-    if first.split("/", 1)[0] in TRACKED_NAMES or _GLOB_CHARS & set(first):
+    if in_tracked(first) or _GLOB_CHARS & set(first):
         return None, words
     rev, paths = args[0], words[1:]
     for p in paths:
-        if p.split("/", 1)[0] not in TRACKED_NAMES and not _GLOB_CHARS & set(p):
-            raise click.BadParameter(f"{p!r} is not under model/ or data/", param_hint="PATH")
+        if not in_tracked(p) and not _GLOB_CHARS & set(p):
+            raise click.BadParameter(f"{p!r} is not under a tracked path (model/, data/, ...)",
+                                     param_hint="PATH")
     return rev, paths
 
 
@@ -517,7 +533,8 @@ def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool,
     change the recorded version (cpv checkout does).
     """
     with state.service(progress=True) as service:
-        rev, paths = _split_rev_and_paths(args, service.root)
+        rev, paths = _split_rev_and_paths(args, service.root,
+                                          [t.path for t in service.tracked_paths()])
         results = service.pull(rev, paths=paths, dest=dest, force=force, exclude=exclude,
                                include=include)
     state.out.emit({"rev": rev, "results": [render.pull_dict(p) for p in results]},
@@ -541,7 +558,8 @@ def ls(state: State, args: tuple[str, ...]) -> None:
     REV and PATH are read as by cpv pull (default: the current version, both folders).
     """
     with state.service() as service:
-        rev, paths = _split_rev_and_paths(args, service.root)
+        rev, paths = _split_rev_and_paths(args, service.root,
+                                          [t.path for t in service.tracked_paths()])
         files = service.ls(rev, paths)
     total = sum(size for _, size in files)
 
@@ -562,8 +580,11 @@ def ls(state: State, args: tuple[str, ...]) -> None:
     ('cpv tag v1.0 -m "release"', "a chosen version"),
     ("cpv tag --model --metric accuracy=0.97", "model only, with a metric"),
     ("cpv tag v0.2 --force", "move an existing tag"),
+    ("cpv tag --path outputs/checkpoint-500", "a tracked path's own line: name@v0.2"),
 ]))
 @click.argument("version", required=False)
+@click.option("--path", "track_path", default=None, metavar="PATH",
+              help="Tag this tracked path (its own version line, e.g. name@v0.2).")
 @click.option("-m", "--message", default=None, help="Tag message.")
 @_kind_options("Tag the model only.", "Tag the data only.")
 @_metrics_options
@@ -585,6 +606,7 @@ def tag(
     notify: bool,
     dry_run: bool,
     params: dict[str, str],
+    track_path: str | None,
 ) -> None:
     """Tag the current version: v0.1, v0.2, ... v0.10.
 
@@ -596,9 +618,15 @@ def tag(
     only = _kind_flag(model_flag, data_flag)
     metrics = _load_metrics(metrics_file, metric_pairs)
     with state.service() as service:
-        tags = service.tag([only] if only else None, version, message=message, metrics=metrics,
-                           force=force, dry_run=dry_run, notify=notify,
-                           params=params or None)
+        if track_path is not None:
+            track = service.track_for(_relative_to_root(track_path, service.root), only)
+            tags = service.tag_line(track, version, message=message, metrics=metrics,
+                                    force=force, dry_run=dry_run, notify=notify,
+                                    params=params or None)
+        else:
+            tags = service.tag([only] if only else None, version, message=message,
+                               metrics=metrics, force=force, dry_run=dry_run, notify=notify,
+                               params=params or None)
     state.out.emit({"tags": tags, "dry_run": dry_run},
                    [("would tag " if dry_run else "tagged ") + ", ".join(tags)])
 
@@ -606,32 +634,36 @@ def tag(
 # -- versions, metrics -------------------------------------------------------------------------
 
 
-def _list_versions(state: State, kind: Kind) -> list[Any]:
-    with state.service() as service:
-        return list(service.versions(kind))
-
-
 def _versions_and_aliases(
-    state: State, kind: Kind,
+    state: State, kind: Kind, path: str | None = None,
 ) -> tuple[list[Any], dict[str, list[str]], dict[str, str]]:
-    """The versions, the aliases of each tag, and data snapshot -> data tag (for lineage)."""
+    """The versions (of ``kind``'s default line, or of the tracked ``path``), the aliases of
+    each tag, and data snapshot -> data tag (for lineage)."""
     with state.service() as service:
         data_tags = {m.snapshot_id: v.tag for v in service.versions("data") for m in v.manifests}
-        return list(service.versions(kind)), service.aliases_by_tag(), data_tags
+        if path is not None:
+            track = service.track_for(_relative_to_root(path, service.root))
+            infos = list(service.line_versions(track))
+        else:
+            infos = list(service.versions(kind))
+        return infos, service.aliases_by_tag(), data_tags
 
 
 @click.command(epilog=epilog([
     ("cpv versions", "model versions, oldest first"),
     ("cpv versions --data", "data versions"),
     ("cpv versions --json | jq '.[-1].metrics'", "metrics of the latest version"),
+    ("cpv versions --path outputs/checkpoint-500", "versions of another tracked path"),
 ]))
 @_kind_options("Model versions (the default).", "Data versions.")
+@click.option("--path", "track_path", default=None, metavar="PATH",
+              help="Versions of this tracked path (its own line, name@v0.1 ...).")
 @common
 @click.pass_obj
-def versions(state: State, model_flag: bool, data_flag: bool) -> None:
+def versions(state: State, model_flag: bool, data_flag: bool, track_path: str | None) -> None:
     """List versions: tag, date, author, message, size and key metrics."""
     kind = _kind_flag(model_flag, data_flag) or "model"
-    infos, aliases, data_tags = _versions_and_aliases(state, kind)
+    infos, aliases, data_tags = _versions_and_aliases(state, kind, track_path)
     state.out.emit([render.version_dict(v, aliases.get(v.tag, ())) for v in infos],
                    lambda: render.versions_lines(infos, kind, aliases, data_tags),
                    essential=True)
@@ -657,7 +689,7 @@ def metrics(
 
     kind = _kind_flag(model_flag, data_flag) or (
         "data" if revs and all(r.startswith("data-") for r in revs) else "model")
-    infos = _list_versions(state, kind)
+    infos = _versions_and_aliases(state, kind)[0]
     if revs:
         by_tag = {v.tag: v for v in infos}
         wanted = [r if r in by_tag or r.startswith(("v", "data-")) else f"v{r}" for r in revs]

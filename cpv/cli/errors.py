@@ -31,6 +31,7 @@ from cpv.errors import (
     StoreAccessError,
     StoreLockedError,
     StoreUnreachableError,
+    TrackedPathError,
     TransferError,
     UnknownVersionError,
     UnsupportedFeatureError,
@@ -60,6 +61,7 @@ _TABLE: tuple[tuple[type[CPVError], int], ...] = (
     (NothingMatchedError, EXIT_USAGE),
     (InvalidAliasError, EXIT_USAGE),
     (UnknownVersionError, EXIT_USAGE),
+    (TrackedPathError, EXIT_USAGE),
     (FormatError, EXIT_ERROR),
 )
 

@@ -215,7 +215,8 @@ class Output:
 def upload_dict(r: UploadResult) -> dict[str, object]:
     reused = 1.0 - (r.new_bytes / r.total_bytes) if r.total_bytes else 1.0
     return {
-        "kind": r.kind, "snapshot_id": r.snapshot_id, "commit": r.commit, "files": r.files,
+        "kind": r.kind, "path": r.path, "snapshot_id": r.snapshot_id, "commit": r.commit,
+        "files": r.files,
         "total_bytes": r.total_bytes, "uploaded_bytes": r.uploaded_bytes,
         "new_bytes": r.new_bytes, "reused_ratio": round(reused, 4),
         "chunks_new": r.chunks_new, "chunks_reused": r.chunks_reused,
@@ -238,7 +239,8 @@ def upload_lines(r: UploadResult) -> list[str]:
 
 def _upload_summary(r: UploadResult) -> list[str]:
     reused = 1.0 - (r.new_bytes / r.total_bytes) if r.total_bytes else 1.0
-    head = f"{r.kind:<5}  {r.files} file{'s' if r.files != 1 else ''}, {fmt_bytes(r.total_bytes)}"
+    label = r.kind if r.path in ("", r.kind) else f"{r.path}/"
+    head = f"{label:<5}  {r.files} file{'s' if r.files != 1 else ''}, {fmt_bytes(r.total_bytes)}"
     if r.dry_run:
         return [f"{head}: would upload {fmt_bytes(r.new_bytes)} of new data "
                 f"({reused:.1%} already in the store, {r.chunks_new} new chunk(s)); "
@@ -359,7 +361,12 @@ def status_dict(s: StatusReport) -> dict[str, object]:
                            "snapshot_id": k.snapshot_id, "files": k.files,
                            "total_bytes": k.total_bytes, "changed": list(k.changed),
                            "behind": k.behind}
-                  for k in s.kinds},
+                  for k in s.kinds if k.path == k.kind},
+        # Every tracked path (model/, data/ and any other a push started tracking).
+        "paths": [{"path": k.path, "kind": k.kind, "recorded": k.recorded,
+                   "version": k.version, "snapshot_id": k.snapshot_id, "files": k.files,
+                   "total_bytes": k.total_bytes, "changed": list(k.changed),
+                   "behind": k.behind} for k in s.kinds],
         "manifest_changes": [jsonable(c) for c in s.manifest_changes],
         "unpublished_commits": s.unpublished_commits,
         "unpublished_tags": list(s.unpublished_tags), "remote_problem": s.remote_problem,
@@ -378,7 +385,8 @@ def status_lines(s: StatusReport) -> list[str]:
             tag = k.version or "not tagged"
             state = (f"{tag}, {k.files} file(s), {fmt_bytes(k.total_bytes)}, "
                      f"snapshot {short(k.snapshot_id)}")
-        lines.append(f"{k.kind:<5}  {state}")
+        lines.append(f"{k.kind:<5}  {state}" if k.path == k.kind
+                     else f"{k.path}/ ({k.kind})  {state}")
         if k.behind:
             lines.append(f"       {k.path}/ is not at this version here (a fresh clone, a "
                          "git pull, or an older version pulled): 'cpv pull' brings it there")

@@ -65,6 +65,8 @@ class UploadResult:
     skipped_links: tuple[str, ...] = ()
     #: Files of the previous version this push's --exclude / --include left out of this one.
     left_out: tuple[str, ...] = ()
+    path: str = ""
+    """The tracked path pushed (``model``, ``outputs/checkpoint-500``)."""
 
     @property
     def size_mb(self) -> float:

@@ -64,7 +64,9 @@ from cpv.errors import (
     ObjectNotFoundError,
     PathNotFoundError,
     TagNotFoundError,
+    TrackedPathError,
     UnknownVersionError,
+    UnsafePathError,
     UnsupportedPathError,
     VersioningError,
 )
@@ -106,9 +108,19 @@ from cpv.versioning import (
     manifest_for_files,
 )
 from cpv.versioning.aliases import Alias, AliasBook, check_alias_name
+from cpv.versioning.manifest import check_tracked_path
 from cpv.versioning.metrics import merge_metrics, normalize_metrics, resolve_metrics
-from cpv.versioning.tags import KINDS, tag_name, try_parse_tag
-from cpv.workspace import DATA_SPLITS, TRACKED, WORKSPACE_ID_FILE, Kind, Workspace
+from cpv.versioning.tags import KINDS, Version, parse_line_tag, tag_name, try_parse_tag
+from cpv.workspace import (
+    DATA_SPLITS,
+    DEFAULT_TRACKS,
+    INTERNAL_DIRS,
+    TRACKED,
+    WORKSPACE_ID_FILE,
+    Kind,
+    Track,
+    Workspace,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +189,11 @@ class WorkspaceService:
         self._ignore: IgnoreRules | None = None
         self._filter = PathFilter()
 
-    def exclude(self, kind: Kind) -> Callable[[str], bool]:
-        """The one "not versioned" test for ``kind``'s files: cpv's own, defaults, .cpvignore,
-        and the running command's ``--exclude`` / ``--include``."""
-        return self._rules().for_folder(TRACKED[kind])
+    def exclude(self, kind: Kind | Track) -> Callable[[str], bool]:
+        """The one "not versioned" test for a tracked path's files (``kind``: its default
+        folder): cpv's own, defaults, .cpvignore, and the running command's ``--exclude`` /
+        ``--include``."""
+        return self._rules().for_folder(kind.path if isinstance(kind, Track) else TRACKED[kind])
 
     def _rules(self) -> IgnoreRules:
         if self._ignore is None:
@@ -359,12 +372,19 @@ class WorkspaceService:
 
     def versions(self, kind: Kind) -> list[VersionInfo]:
         """Versions of ``kind``, oldest first, with dates, authors, messages and metrics."""
-        return self.ws.history.list_versions(kind)
+        return self.ws.history.list_versions(kind, line=kind)
 
-    def compare(self, kind: Kind, ref_a: str, ref_b: str) -> list[MetricDelta]:
-        """Per-metric values of two versions and their difference."""
-        a, _ = self.manifest_at(kind, ref_a)
-        b, _ = self.manifest_at(kind, ref_b)
+    def line_versions(self, track: Track) -> list[VersionInfo]:
+        """Versions of one tracked path (``name@v0.1`` ...; ``v0.1`` for ``model``)."""
+        return self.ws.history.list_versions(track.kind, line=track.name)
+
+    def compare(
+        self, kind: Kind, ref_a: str, ref_b: str, *, track: Track | None = None
+    ) -> list[MetricDelta]:
+        """Per-metric values of two versions (of ``track``, default ``kind``'s folder) and
+        their difference."""
+        a, _ = self._line_manifest(track or DEFAULT_TRACKS[kind], ref_a)
+        b, _ = self._line_manifest(track or DEFAULT_TRACKS[kind], ref_b)
         return compare(a.metrics, b.metrics)
 
     def kinds_with_files(self) -> list[Kind]:
@@ -381,28 +401,176 @@ class WorkspaceService:
                 hint="save checkpoint files under model/ (and data splits under data/train, ...)")
         return found
 
+    # -- tracked paths -----------------------------------------------------------------------
+
+    def tracked_paths(self) -> list[Track]:
+        """The seed layout's ``model``/``data`` folders, then every other path a manifest here
+        tracks (each with its own version line), by path."""
+        named = {m.path: Track(m.kind, m.path) for m in self.ws.history.current_manifests()}
+        defaults = list(DEFAULT_TRACKS.values())
+        return defaults + [named[p] for p in sorted(named) if not named[p].is_default]
+
+    def track_for(self, path: str | os.PathLike[str], kind: Kind | None = None) -> Track:
+        """The tracked path a push of ``path`` (workspace-relative, or absolute) means: one
+        tracked already, or a new one on a version line of its own (``kind``, default model).
+
+        Checked before any byte moves, so a refusal changes nothing.
+
+        Raises:
+            TrackedPathError: outside the workspace, inside ``.git``/``.cpv``, not a folder,
+                nested in (or holding) another tracked path, its line name taken, or tracked
+                already as the other kind.
+        """
+        raw = os.fspath(path)
+        full = Path(os.path.normpath(self.root / raw))
+        try:
+            rel = full.relative_to(self.root).as_posix()
+        except ValueError:
+            raise TrackedPathError(
+                f"{raw} is outside the workspace {self.root}",
+                hint="move or copy it into the workspace, or run cpv in the workspace that "
+                     "holds it (-C DIR)") from None
+        if rel == ".":
+            raise TrackedPathError(
+                "the workspace root itself cannot be one tracked path",
+                hint="push the folders inside it: cpv push model data outputs/run-1")
+        if rel.split("/", 1)[0].lower() in INTERNAL_DIRS:
+            raise TrackedPathError(f"{rel} is inside {rel.split('/', 1)[0]}, which Git and cpv "
+                                   "own", hint="push a folder of your own files")
+        try:
+            check_tracked_path(rel)
+        except UnsafePathError as exc:
+            raise TrackedPathError(f"cannot track {rel!r}: {exc.one_line()}",
+                                   hint="rename it to a plain relative path") from exc
+        for default_kind, default in DEFAULT_TRACKS.items():
+            if rel == default.path:
+                if kind not in (None, default_kind):
+                    raise TrackedPathError(
+                        f"{rel}/ is the workspace's {default_kind} folder; it cannot hold {kind}",
+                        hint=f"put the {kind} files in another folder, e.g. {kind}-extra/")
+                return default
+        existing = self.tracked_paths()
+        for track in existing:
+            if track.path == rel:
+                if kind not in (None, track.kind):
+                    raise TrackedPathError(
+                        f"{rel} is tracked as {track.kind}, not {kind}",
+                        hint=f"push it without --kind, or as --kind {track.kind}")
+                return track
+        if full.exists() and not full.is_dir():
+            raise TrackedPathError(
+                f"{rel} is a file; cpv tracks folders",
+                hint=f"put it in a folder of its own and push that folder "
+                     f"(e.g. {rel.rsplit('/', 1)[0] if '/' in rel else 'weights'}/)")
+        for track in existing:
+            if rel.startswith(track.path + "/") or track.path.startswith(rel + "/"):
+                inner, outer = (rel, track.path) if len(rel) > len(track.path) else (
+                    track.path, rel)
+                raise TrackedPathError(
+                    f"{inner} is inside {outer}, and {track.path} is tracked: tracked paths "
+                    "cannot nest",
+                    hint=f"push {track.path} (it holds {rel})" if track.path == outer
+                    else f"push folders beside {track.path}, or stop tracking it first")
+        new = Track(kind or "model", rel)
+        for track in existing:
+            if track.name == new.name:
+                raise TrackedPathError(
+                    f"{rel} and {track.path} would share the version line {new.name!r} "
+                    f"(tags {new.name}@v0.1, ...)",
+                    hint="line names are the path in lower case with '/' as '-': rename or "
+                         "move one of the two folders")
+        return new
+
+    def _named_ref(self, rev: str | None) -> Track | None:
+        """The tracked path whose version ``rev`` is, for a ``name@v0.1`` tag; else None.
+
+        Raises:
+            TagNotFoundError: no such tag (after fetching from the remote).
+        """
+        parsed = parse_line_tag(rev) if rev is not None else None
+        if rev is None or parsed is None or parsed[0] in KINDS:
+            return None
+        if not self.have_ref(rev):
+            raise TagNotFoundError(rev, hint="list the versions of a path with "
+                                   "'cpv versions --path PATH'")
+        for kind in KINDS:
+            found = self.ws.history.read_manifests(rev, kind).get(parsed[0])
+            if found is not None:
+                return Track(kind, found.path)
+        raise VersioningError(f"{rev} records no manifest {parsed[0]!r}",
+                              hint="the tag was not made by cpv; list versions with cpv versions")
+
+    def _line_manifest(self, track: Track, ref: str | None) -> tuple[Manifest, str]:
+        """``track``'s manifest at ``ref`` (None: the current one) and the ref's label."""
+        if track.is_default:
+            return self.manifest_at(track.kind, ref)
+        if ref is None:
+            manifest = self.ws.history.current_manifest(track.kind, track.name)
+            if manifest is None:
+                raise VersioningError(f"no version of {track.path} recorded yet",
+                                      hint=self._opt(f"push one first: cpv push {track.path}",
+                                                     "upload one first"))
+            return manifest, "HEAD"
+        if _VERSION_ONLY.match(ref.removeprefix("v")):
+            ref = track.tag(Version.parse(ref))  # v0.2 of this path's own line
+        if parse_line_tag(ref) is not None and not self.have_ref(ref):
+            raise TagNotFoundError(ref)
+        return self.ws.history.read_manifest(ref, track.kind, track.name), ref
+
+    def _targets(
+        self, rev: str | None, selection: Selection, *, data_at_commit: bool = False,
+    ) -> list[tuple[Track, str | None]]:
+        """Which tracked paths ``rev`` and the selection mean, each with its ref: a
+        ``name@v0.1`` tag means that path; ``None`` the current version of every tracked path
+        (or those selected); anything else reads as :meth:`resolve` says."""
+        named = self._named_ref(rev)
+        if named is not None:
+            if selection.tracks is not None and named not in selection.tracks:
+                raise ConfigError(f"{rev} is a version of {named.path}; the paths given are not "
+                                  "under it", hint=f"e.g. cpv pull {rev} {named.path}")
+            return [(named, rev)]
+        others = [t for t in self.tracked_paths() if not t.is_default
+                  and (selection.tracks is None or t in selection.tracks)]
+        out: list[tuple[Track, str | None]] = []
+        if selection.kinds is None or selection.kinds:
+            try:
+                resolved = self.resolve(rev, selection.kinds, data_at_commit=data_at_commit)
+            except VersioningError:
+                if rev is not None or not others:
+                    raise
+                resolved = {}
+            out = [(DEFAULT_TRACKS[k], ref) for k, ref in resolved.items()]
+        if rev is None:
+            out += [(t, None) for t in others]
+        if not out:
+            raise VersioningError(
+                f"{rev} is not a version of {', '.join(t.path for t in others) or 'those paths'}",
+                hint="each tracked path has its own versions (name@v0.1); list them with "
+                     "'cpv versions --path PATH'")
+        return out
+
     # -- what this machine has ---------------------------------------------------------------
 
-    def _baseline(self, kind: Kind, folder: Path) -> Baseline:
+    def _baseline(self, track: Track, folder: Path) -> Baseline:
         """What this machine last wrote to ``folder``. A workspace folder that holds files but
         no record (made before baselines existed) takes its current manifest once; an empty
         one (a fresh clone) holds nothing yet."""
         found = self._baselines.load(folder)
         if found is not None:
             return found
-        if folder == self.ws.tracked_dir(kind) and has_files(folder, self.exclude(kind)):
-            current = self.ws.history.current_manifest(kind, TRACKED[kind])
+        if folder == self.root / track.path and has_files(folder, self.exclude(track)):
+            current = self.ws.history.current_manifest(track.kind, track.name)
             if current is not None:
                 return Baseline(current.snapshot_id,
                                 {f.path: (f.size, f.blake3) for f in current.files})
         return Baseline(None, {})
 
     def _changes(
-        self, kind: Kind, folder: Path
+        self, track: Track, folder: Path
     ) -> tuple[LocalChanges, Baseline, StatCache | None]:
-        baseline = self._baseline(kind, folder)
+        baseline = self._baseline(track, folder)
         cache = self.ws.repository().stat_cache if self._store_exists() else None
-        changes = local_changes(folder, baseline.files, cache, self.exclude(kind))
+        changes = local_changes(folder, baseline.files, cache, self.exclude(track))
         return changes, baseline, cache
 
     def _store_exists(self) -> bool:
@@ -414,7 +582,7 @@ class WorkspaceService:
 
     def local_changes(self, kind: Kind) -> list[str]:
         """Files of ``kind``'s folder edited, added or deleted here since the last push/pull."""
-        changes, _, _ = self._changes(kind, self.ws.tracked_dir(kind))
+        changes, _, _ = self._changes(DEFAULT_TRACKS[kind], self.ws.tracked_dir(kind))
         return [f"{TRACKED[kind]}/{p}" for p in changes.all()]
 
     # -- push --------------------------------------------------------------------------------
@@ -434,12 +602,15 @@ class WorkspaceService:
         params: Mapping[str, str] | None = None,
         exclude: Sequence[str] = (),
         include: Sequence[str] = (),
+        track: Track | None = None,
     ) -> UploadResult:
         """Push ``kind``'s folder (or ``path``) and record it as the current version.
 
-        A model version records its lineage (the data in the workspace now) and ``params``.
-        ``exclude`` / ``include`` leave files out of this version (see :class:`PathFilter`);
-        files of the current version they leave out are listed in ``left_out``.
+        ``track`` (see :meth:`track_for`) pushes another tracked path of the workspace onto
+        its own version line instead of ``kind``'s default folder. A model version records its
+        lineage (the data in the workspace now) and ``params``. ``exclude`` / ``include`` leave
+        files out of this version (see :class:`PathFilter`); files of the current version they
+        leave out are listed in ``left_out``.
 
         Raises:
             LocalIOError (nothing to push), ConfigError (``.cpvignore`` hides files of the
@@ -448,7 +619,7 @@ class WorkspaceService:
         with self._filtered(exclude, include):
             return self._upload(kind, path=path, metrics=metrics, message=message,
                                 dry_run=dry_run, force=force, extra=extra, publish=publish,
-                                symlinks=symlinks, params=params)
+                                symlinks=symlinks, params=params, track=track)
 
     def _upload(
         self,
@@ -463,17 +634,20 @@ class WorkspaceService:
         publish: bool,
         symlinks: SymlinkPolicy,
         params: Mapping[str, str] | None,
+        track: Track | None,
     ) -> UploadResult:
         ws = self.ws
-        folder = ws.tracked_dir(kind)
+        track = track or DEFAULT_TRACKS[kind]
+        kind = track.kind
+        folder = self.root / track.path
         source = Path(path).absolute() if path is not None else folder
         if not source.exists():
             raise LocalIOError(
                 f"nothing to upload: {source} does not exist", path=str(source),
                 hint=f"put the {kind} files in {folder} or pass a path")
-        current = ws.history.current_manifest(kind, TRACKED[kind])
-        left_out = self._left_out(kind, source, current) if source == folder else []
-        if not has_files(source, self.exclude(kind)):
+        current = ws.history.current_manifest(kind, track.name)
+        left_out = self._left_out(track, source, current) if source == folder else []
+        if not has_files(source, self.exclude(track)):
             raise LocalIOError(
                 f"nothing to upload: {source} holds no files", path=str(source),
                 hint=f"save the {kind} files there first; an empty folder records no version")
@@ -483,30 +657,32 @@ class WorkspaceService:
         resolved = resolve_metrics(metrics) if metrics is not None else {}
         # The store records the version itself (a root), so what is live never depends on one
         # clone's Git history (docs/gc.md).
-        root = RootInfo(kind=kind, name=TRACKED[kind], message=message,
+        root = RootInfo(kind=kind, name=track.path, message=message,
                         author=ws.history.default_author(), metrics=resolved,
                         workspace=ws.workspace_id or "",
                         parents=(current.snapshot_id,) if current is not None else ())
         try:
             result: PushResult = push(
-                repo, source, exclude=self.exclude(kind), progress=ws.progress,
+                repo, source, exclude=self.exclude(track), progress=ws.progress,
                 limits=ws.limits, dry_run=dry_run, rehash=force,
                 meta={"workspace": ws.workspace_id} if ws.workspace_id else None,
                 record_root=root, symlinks=symlinks)
         except (UnsupportedPathError, LocalIOError) as exc:
-            exc.hint = self._push_hint(exc.hint, kind)
+            exc.hint = self._push_hint(exc.hint, track)
             raise
         files = [(f.path, f.size, f.blake3) for f in result.snapshot.files if not f.is_symlink]
         split_counts = _split_counts([f[0] for f in files]) if kind == "data" else {}
         outcome = partial(
-            UploadResult, kind=kind, snapshot_id=result.snapshot_id, files=result.files,
+            UploadResult, kind=kind, path=track.path, snapshot_id=result.snapshot_id,
+            files=result.files,
             skipped_links=result.skipped_links,
             total_bytes=result.total_bytes, new_bytes=result.new_bytes,
             chunks_new=result.chunks_new, chunks_reused=result.chunks_reused,
             seconds=result.seconds, left_out=tuple(left_out))
         if dry_run:
             return outcome(commit=None, uploaded_bytes=0, dry_run=True, changed=True,
-                           next_tag=ws.history.next_tag(kind))
+                           next_tag=ws.history.next_tag(kind) if track.is_default
+                           else self.planned_line_tag(track, None))
         if source == folder:
             self._baselines.save(folder, Baseline(result.snapshot_id,
                                                   snapshot_table(result.snapshot)))
@@ -521,7 +697,7 @@ class WorkspaceService:
             return outcome(commit=None, uploaded_bytes=result.uploaded_bytes, dry_run=False,
                            changed=False, pushed_to=pushed_to)
         manifest = manifest_for_files(
-            kind=kind, path=TRACKED[kind], snapshot_id=result.snapshot_id,
+            kind=kind, path=track.path, snapshot_id=result.snapshot_id,
             store_url=ws.store_url, files=files, is_dir=source.is_dir(), message=message,
             author=ws.history.default_author(), metrics=resolved,
             extra={**{f"samples.{k}": v for k, v in split_counts.items()}, **(extra or {})},
@@ -533,7 +709,7 @@ class WorkspaceService:
         return outcome(commit=record.commit, uploaded_bytes=result.uploaded_bytes,
                        dry_run=False, changed=record.changed, pushed_to=pushed_to)
 
-    def _left_out(self, kind: Kind, folder: Path, current: Manifest | None) -> list[str]:
+    def _left_out(self, track: Track, folder: Path, current: Manifest | None) -> list[str]:
         """Files of the current version that this push's rules leave out: refused when
         ``.cpvignore`` (or a default) hides them, which would drop them from the new version
         unnoticed; returned when the command's ``--exclude`` / ``--include`` does, on purpose.
@@ -541,11 +717,11 @@ class WorkspaceService:
         if current is None:
             return []
         by_file, by_option = self._rules().hidden_tracked(
-            folder, TRACKED[kind], (f.path for f in current.files))
+            folder, track.path, (f.path for f in current.files))
         if by_file:
             raise ConfigError(
                 f"{IGNORE_FILE} (or a default rule) hides {len(by_file)} file(s) of the current "
-                f"{kind} version that are still here ({_listed(by_file)}); this push would "
+                f"{track.path} version that are still here ({_listed(by_file)}); this push would "
                 "drop them from the new version",
                 hint=self._opt(
                     f"keep them with a line '!{by_file[0]}' in {IGNORE_FILE}, or leave them out "
@@ -587,17 +763,20 @@ class WorkspaceService:
         params: Mapping[str, str] | None = None,
         exclude: Sequence[str] = (),
         include: Sequence[str] = (),
+        tracks: Sequence[Track] = (),
     ) -> PushOutcome:
         """``cpv push``: upload each kind (default: those holding files), then tag and publish.
 
-        A taken or malformed tag fails before any byte is uploaded. The data goes first, so
-        the model version's lineage names the data pushed with it. ``params`` go with the
-        model (else the data); ``exclude`` / ``include`` leave files out of the versions.
+        ``tracks`` (from :meth:`track_for`) are pushed too, each tagged on its own version
+        line. Metrics and ``params`` go to the model folder's version, else to the first path
+        pushed. A taken or malformed tag fails before any byte is uploaded. Data goes first, so
+        a model version's lineage names the data pushed with it; ``exclude`` / ``include``
+        leave files out of the versions.
         """
         with self._filtered(exclude, include):
             return self._push(kinds, message=message, metrics=metrics, tag=tag,
                               version=version, force=force, dry_run=dry_run, notify=notify,
-                              symlinks=symlinks, params=params)
+                              symlinks=symlinks, params=params, tracks=tracks)
 
     def _push(
         self,
@@ -612,26 +791,36 @@ class WorkspaceService:
         notify: bool,
         symlinks: SymlinkPolicy,
         params: Mapping[str, str] | None,
+        tracks: Sequence[Track],
     ) -> PushOutcome:
-        chosen = list(kinds) if kinds else self.kinds_with_files()
+        named = [t for t in dict.fromkeys(tracks) if not t.is_default]
+        given = [*(kinds or ()), *(t.kind for t in tracks if t.is_default)]
+        chosen = given if given or named else self.kinds_with_files()
         ordered = [k for k in KINDS if k in chosen]
-        plan = self.planned_tags(ordered, version, force=force) if tag else []
-        metrics_kind = "model" if "model" in ordered else "data"
+        plan = self.planned_tags(ordered, version, force=force) if tag and ordered else []
+        plan += [self.planned_line_tag(t, version, force=force) for t in named] if tag else []
+        pushed = [DEFAULT_TRACKS[k] for k in ordered] + named
         results = []
-        for kind in sorted(ordered, key=lambda k: k != "data"):
+        for track in sorted(pushed, key=lambda t: t.kind != "data"):
+            first = track == pushed[0]
             results.append(self._upload(
-                kind, path=None, metrics=metrics if kind == metrics_kind else None,
-                message=message, dry_run=dry_run, force=force, extra=None, publish=False,
-                symlinks=symlinks, params=params if kind == metrics_kind else None))
+                track.kind, path=None, metrics=metrics if first else None, message=message,
+                dry_run=dry_run, force=force, extra=None, publish=False, symlinks=symlinks,
+                params=params if first else None, track=track))
             if not dry_run:
-                self.notify(notify, {"event": "upload", "kind": kind,
+                self.notify(notify, {"event": "upload", "kind": track.kind,
+                                     "path": track.path,
                                      "snapshot_id": results[-1].snapshot_id,
                                      "commit": results[-1].commit})
-        results.sort(key=lambda r: KINDS.index(r.kind))
+        order = [t.path for t in pushed]
+        results.sort(key=lambda r: order.index(r.path))
         tags = plan if dry_run else []
         if tag and not dry_run:
             tags = self.tag(ordered, version, message=message or None, force=force,
-                            notify=notify, publish=False)
+                            notify=notify, publish=False) if ordered else []
+            for track in named:
+                tags += self.tag_line(track, version, message=message or None, force=force,
+                                      notify=notify, publish=False)
         pushed_to = None if dry_run else self.publish(force_tags=tags if force else ())
         return PushOutcome(results=tuple(results), tags=tuple(tags), pushed_to=pushed_to)
 
@@ -648,6 +837,72 @@ class WorkspaceService:
         ordered = tuple(k for k in KINDS if k in kinds)
         chosen = self.ws.history.choose_version(ordered, version, overwrite=force)
         return [tag_name(k, chosen) for k in ordered]
+
+    def planned_line_tag(self, track: Track, version: str | None, *, force: bool = False) -> str:
+        """The tag :meth:`tag_line` would create for ``track`` (``name@v0.3``).
+
+        Raises:
+            InvalidTagError, TagExistsError (unless ``force``).
+        """
+        chosen = self.ws.history.choose_version((track.kind,), version, overwrite=force,
+                                                lines={track.kind: track.name})
+        return track.tag(chosen)
+
+    def tag_line(
+        self,
+        track: Track,
+        version: str | None = None,
+        *,
+        message: str | None = None,
+        metrics: Mapping[str, float] | str | Path | None = None,
+        force: bool = False,
+        dry_run: bool = False,
+        notify: bool = False,
+        publish: bool = True,
+        params: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """Tag the current version of one tracked path on its own line (``name@v0.3``; the
+        seed folders keep ``v0.3`` / ``data-v0.3``).
+
+        Raises:
+            VersioningError (nothing to tag, already tagged), TagExistsError, InvalidTagError,
+            GitRemoteError.
+        """
+        if track.is_default:
+            return self.tag([track.kind], version, message=message, metrics=metrics,
+                            force=force, dry_run=dry_run, notify=notify, publish=publish,
+                            params=params)
+        history = self.ws.history
+        manifest = history.current_manifest(track.kind, track.name)
+        if manifest is None:
+            raise VersioningError(f"no version of {track.path} to tag yet",
+                                  hint=self._opt(f"push one first: cpv push {track.path}",
+                                                 "upload one first"))
+        tagged = self._tag_of(track.kind, manifest, track)
+        if version is None and not force and tagged is not None:
+            raise VersioningError(
+                f"the current version of {track.path} is already tagged {tagged}",
+                hint=self._opt("push a new version first, or give a VERSION to add another "
+                               "name", "upload a new version first, or pass a version"))
+        planned = self.planned_line_tag(track, version, force=force)
+        if dry_run:
+            return [planned]
+        repo = self.ws.repository()
+        record_tags(repo, [TagTarget(planned, manifest.snapshot_id, track.kind, track.path)],
+                    message=message or "", move=force)
+        try:
+            record = history.create_tag(track.kind, version, message=message or "",
+                                        metrics=metrics, params=params,
+                                        overwrite=force, line=track.name,
+                                        remote=self.ws.remote if publish else None)
+        except BaseException:
+            record_untag(repo, [planned], reason="the Git tag was not made")
+            raise
+        self.notify(notify, {"event": "tag", "kind": track.kind, "path": track.path,
+                             "tag": record.tag})
+        if publish:
+            self.publish()
+        return [record.tag]
 
     def tag(
         self,
@@ -700,12 +955,12 @@ class WorkspaceService:
             if len(ordered) == 2:
                 combined = history.create_combined_tag(
                     version, message=message or "", metrics=metrics, overwrite=force,
-                    remote=remote, params=params)
+                    remote=remote, params=params, default_lines=True)
                 tags = [combined.model.tag, combined.data.tag]
             else:
                 record = history.create_tag(ordered[0], version, message=message or "",
                                             metrics=metrics, overwrite=force, remote=remote,
-                                            params=params)
+                                            params=params, line=ordered[0])
                 tags = [record.tag]
         except BaseException:
             record_untag(repo, planned, reason="the Git tag was not made")
@@ -715,10 +970,10 @@ class WorkspaceService:
             self.publish()  # what an earlier command left unpublished goes along
         return tags
 
-    def _push_hint(self, hint: str, kind: Kind) -> str:
+    def _push_hint(self, hint: str, track: Track) -> str:
         """The engine's ways out of a refused push, in the words of this interface: its
         exclude rule is a .cpvignore line here, its ``symlinks=`` a CLI option."""
-        hint = hint.replace("an exclude rule", f"a line in {IGNORE_FILE} (e.g. {TRACKED[kind]}/"
+        hint = hint.replace("an exclude rule", f"a line in {IGNORE_FILE} (e.g. {track.path}/"
                             "path/to/it/)")
         if self._interface == "cli":
             hint = re.sub(r"symlinks='(\w+)'", r"--symlinks \1", hint)
@@ -739,10 +994,14 @@ class WorkspaceService:
                            "(cpv tag v1.0)", "upload a new version first, or pass version_tag "
                            "to add another name"))
 
-    def _tag_of(self, kind: Kind, manifest: Manifest | None) -> str | None:
+    def _tag_of(
+        self, kind: Kind, manifest: Manifest | None, track: Track | None = None
+    ) -> str | None:
         if manifest is None:
             return None
-        for info in reversed(self.versions(kind)):
+        infos = self.versions(kind) if track is None or track.is_default else (
+            self.line_versions(track))
+        for info in reversed(infos):
             if any(m.snapshot_id == manifest.snapshot_id and m.path == manifest.path
                    for m in info.manifests):
                 return info.tag
@@ -817,7 +1076,7 @@ class WorkspaceService:
 
     def _write_version(
         self,
-        kind: Kind,
+        track: Track,
         manifest: Manifest,
         label: str,
         target: Path,
@@ -830,7 +1089,7 @@ class WorkspaceService:
         """Bring ``target`` to ``manifest``'s files: refuse if that would lose local work,
         write what differs, remove what the version no longer holds, record the baseline."""
         snapshot, changes, baseline = self._prepare_write(
-            kind, manifest, label, target, subs, action, force=force)
+            track, manifest, label, target, subs, action, force=force)
         table = snapshot_table(snapshot)
         inside = in_scope(subs)
         # Files of the replaced version (what this machine put there) may be deleted, or
@@ -881,33 +1140,35 @@ class WorkspaceService:
             IntegrityError (a snapshot that does not match its manifest), NoStoreError, ...
         """
         with self._filtered(exclude, include):
-            return self._pull(rev, Selection(paths, self._filter), dest=dest, force=force)
+            return self._pull(rev, Selection(paths, self.tracked_paths(), self._filter),
+                              dest=dest, force=force)
 
     def _pull(
         self, rev: str | None, selection: Selection, *, dest: str | Path | None, force: bool,
     ) -> list[PullSummary]:
-        if dest is not None and len(selection.kinds or KINDS) != 1:
-            raise ConfigError("--to needs exactly one of 'model' or 'data'",
+        if dest is not None and len(selection.tracks or KINDS) != 1 and (
+                self._named_ref(rev) is None):
+            raise ConfigError("--to needs exactly one tracked path ('model', 'data', ...)",
                               hint="e.g. cpv pull v0.1 model --to /tmp/v0.1")
-        targets = self.resolve(rev, selection.kinds, data_at_commit=True)
-        # Check every kind before writing any: a refusal changes nothing.
+        targets = self._targets(rev, selection, data_at_commit=True)
+        # Check every tracked path before writing any: a refusal changes nothing.
         plans = []
-        for kind, ref in targets.items():
-            manifest, label = self.manifest_at(kind, ref)
-            folder = Path(dest).absolute() if dest is not None else self.ws.tracked_dir(kind)
-            subs = selection.files(kind, self._checked_snapshot(manifest, label))
-            plans.append((kind, manifest, label, folder, subs))
+        for track, ref in targets:
+            manifest, label = self._line_manifest(track, ref)
+            folder = Path(dest).absolute() if dest is not None else self.root / track.path
+            subs = selection.files(track, self._checked_snapshot(manifest, label))
+            plans.append((track, manifest, label, folder, subs))
         selection.check_matched([p for *_, p in plans], rev)
         plans = [plan for plan in plans if plan[4] != []]  # a kind the patterns left out
         if not force:
-            for kind, manifest, label, folder, subs in plans:
-                self._prepare_write(kind, manifest, label, folder, subs, f"pull {label}")
+            for track, manifest, label, folder, subs in plans:
+                self._prepare_write(track, manifest, label, folder, subs, f"pull {label}")
         out = []
-        for kind, manifest, label, folder, subs in plans:
-            result, removed = self._write_version(kind, manifest, label, folder, subs=subs,
+        for track, manifest, label, folder, subs in plans:
+            result, removed = self._write_version(track, manifest, label, folder, subs=subs,
                                                   force=force, action=f"pull {label}")
             out.append(PullSummary(
-                kind=kind, ref=label, path=str(folder), snapshot_id=manifest.snapshot_id,
+                kind=track.kind, ref=label, path=str(folder), snapshot_id=manifest.snapshot_id,
                 files=result.files, total_bytes=result.total_bytes,
                 files_written=result.files_written, files_unchanged=result.files_unchanged,
                 downloaded_bytes=result.downloaded_bytes, local_bytes=result.local_bytes,
@@ -915,17 +1176,17 @@ class WorkspaceService:
         return out
 
     def _prepare_write(
-        self, kind: Kind, manifest: Manifest, label: str, folder: Path,
+        self, track: Track, manifest: Manifest, label: str, folder: Path,
         subs: Sequence[str] | None, action: str, *, force: bool = False,
     ) -> tuple[Snapshot, LocalChanges, Baseline]:
         """The checked snapshot and the folder's state; refuses (unless ``force``) when
         writing the version would overwrite or remove a local change."""
         snapshot = self._checked_snapshot(manifest, label)
-        changes, baseline, cache = self._changes(kind, folder)
+        changes, baseline, cache = self._changes(track, folder)
         lost = conflicts(folder, changes, snapshot_table(snapshot), cache, scope=subs)
         if lost and not force:
-            in_workspace = folder == self.ws.tracked_dir(kind)
-            shown = [f"{TRACKED[kind]}/{p}" if in_workspace else str(folder / p) for p in lost]
+            in_workspace = folder == self.root / track.path
+            shown = [f"{track.path}/{p}" if in_workspace else str(folder / p) for p in lost]
             raise DirtyWorkspaceError(
                 f"cannot {action}: {len(lost)} file(s) have local changes that were not "
                 f"pushed ({_listed(shown)}); it would overwrite or remove them",
@@ -944,11 +1205,15 @@ class WorkspaceService:
         dest: str | Path | None = None,
         paths: Sequence[str] | None = None,
         force: bool = False,
+        track: Track | None = None,
     ) -> tuple[Manifest, str, Path, PullResult]:
-        """One kind's version into its folder or ``dest`` (relative to the current folder)."""
-        manifest, label = self.manifest_at(kind, ref)
-        target = Path(dest).absolute() if dest is not None else self.ws.tracked_dir(kind)
-        result, _ = self._write_version(kind, manifest, label, target, subs=paths, force=force,
+        """One kind's (or ``track``'s) version into its folder or ``dest`` (relative to the
+        current folder)."""
+        track = track or DEFAULT_TRACKS[kind]
+        manifest, label = self._line_manifest(track, ref)
+        target = Path(dest).absolute() if dest is not None else self.root / track.path
+        result, _ = self._write_version(track, manifest, label, target,
+                                        subs=paths, force=force,
                                         action=f"download {label}")
         return manifest, label, target, result
 
@@ -958,24 +1223,28 @@ class WorkspaceService:
 
         Every kind is checked before anything is touched, so a refusal changes nothing.
         """
-        targets = self.resolve(rev, kinds)
+        named = self._named_ref(rev)
+        targets = ([(named, rev)] if named is not None else
+                   [(DEFAULT_TRACKS[k], ref) for k, ref in self.resolve(rev, kinds).items()])
         plans = []
-        for kind, ref in targets.items():
-            manifest, label = self.manifest_at(kind, ref or rev)
-            plans.append((kind, manifest, label))
+        for track, ref in targets:
+            manifest, label = self._line_manifest(track, ref or rev)
+            plans.append((track, manifest, label))
         if not force:
-            for kind, manifest, label in plans:
-                self._prepare_write(kind, manifest, label, self.ws.tracked_dir(kind), None,
+            for track, manifest, label in plans:
+                self._prepare_write(track, manifest, label, self.root / track.path, None,
                                     f"check out {label}")
         if dry_run:
-            return [RevertResult(label, (kind,), None, 0, 0) for kind, _, label in plans]
+            return [RevertResult(label, (t.kind,), None, 0, 0) for t, _, label in plans]
         results = []
-        for kind, manifest, label in plans:
+        for track, manifest, label in plans:
             pulled, removed = self._write_version(
-                kind, manifest, label, self.ws.tracked_dir(kind), subs=None, force=force,
+                track, manifest, label, self.root / track.path, subs=None, force=force,
                 action=f"check out {label}")
-            record = self.ws.history.revert(label, kinds=[kind], discard_local_changes=force)
-            results.append(RevertResult(label, (kind,), record.commit, pulled.files_written,
+            # Only this path's manifest: the kind's other tracked paths keep their versions.
+            record = self.ws.history.revert(label, kinds=[track.kind], line=track.name,
+                                            discard_local_changes=force)
+            results.append(RevertResult(label, (track.kind,), record.commit, pulled.files_written,
                                         pulled.downloaded_bytes, removed))
         self.publish()
         return results
@@ -992,14 +1261,14 @@ class WorkspaceService:
         Raises:
             ConfigError: a path outside the tracked folders. PathNotFoundError: nothing there.
         """
-        selection = Selection(paths)
+        selection = Selection(paths, self.tracked_paths())
         out: list[tuple[str, int]] = []
-        for kind, ref in self.resolve(rev, selection.kinds, data_at_commit=True).items():
-            manifest, label = self.manifest_at(kind, ref)
+        for track, ref in self._targets(rev, selection, data_at_commit=True):
+            manifest, label = self._line_manifest(track, ref)
             snapshot = self._checked_snapshot(manifest, label)
-            chosen = selection.files(kind, snapshot)
+            chosen = selection.files(track, snapshot)
             wanted = None if chosen is None else set(chosen)
-            out += [(f"{TRACKED[kind]}/{f.path}", f.size) for f in snapshot.files
+            out += [(f"{track.path}/{f.path}", f.size) for f in snapshot.files
                     if wanted is None or f.path in wanted]
         if not out and paths:
             raise PathNotFoundError(", ".join(paths), where=rev or "the current version",
@@ -1019,18 +1288,19 @@ class WorkspaceService:
     def _status(self) -> StatusReport:
         history = self.ws.history
         kinds: list[KindStatus] = []
-        for kind in KINDS:
-            manifest = history.current_manifest(kind, TRACKED[kind])
-            folder = self.ws.tracked_dir(kind)
-            changes, baseline, _ = self._changes(kind, folder)
+        for track in self.tracked_paths():
+            kind = track.kind
+            manifest = history.current_manifest(kind, track.name)
+            folder = self.root / track.path
+            changes, baseline, _ = self._changes(track, folder)
             behind = manifest is not None and baseline.snapshot_id != manifest.snapshot_id
             kinds.append(KindStatus(
-                kind=kind, path=TRACKED[kind], recorded=manifest is not None,
+                kind=kind, path=track.path, recorded=manifest is not None,
                 snapshot_id=manifest.snapshot_id if manifest else None,
                 files=manifest.file_count if manifest else 0,
                 total_bytes=manifest.total_size if manifest else 0,
-                version=self._tag_of(kind, manifest),
-                changed=tuple(f"{TRACKED[kind]}/{p}" for p in changes.all()), behind=behind))
+                version=self._tag_of(kind, manifest, track),
+                changed=tuple(f"{track.path}/{p}" for p in changes.all()), behind=behind))
         state = history.status()
         remote = self.ws.remote
         commits, tags, problem = 0, list[str](), None
@@ -1049,11 +1319,17 @@ class WorkspaceService:
 
     def diff(self, ref_a: str, ref_b: str = "HEAD", *, kind: Kind | None = None) -> VersionDiff:
         """Files and metrics that differ between the ``kind`` manifests of two refs."""
+        named = self._named_ref(ref_a) or self._named_ref(ref_b)
+        if named is not None:
+            kind = named.kind
+            a, ref_a = self._line_manifest(named, None if ref_a == "HEAD" else ref_a)
+            b, ref_b = self._line_manifest(named, None if ref_b == "HEAD" else ref_b)
         if kind is None:
             parsed = [try_parse_tag(r) for r in (ref_a, ref_b)]
             kind = "data" if any(p is not None and p[0] == "data" for p in parsed) else "model"
-        a, ref_a = self.manifest_at(kind, ref_a)
-        b, ref_b = self.manifest_at(kind, ref_b)
+        if named is None:
+            a, ref_a = self.manifest_at(kind, ref_a)
+            b, ref_b = self.manifest_at(kind, ref_b)
         files_a = {f.path: f for f in a.files}
         files_b = {f.path: f for f in b.files}
         changes: list[FileChange] = []
@@ -1401,10 +1677,14 @@ class WorkspaceService:
 
     # -- metadata ----------------------------------------------------------------------------
 
-    def metadata(self, kind: Kind, tag: str | None) -> dict[str, Any]:
+    def metadata(
+        self, kind: Kind, tag: str | None, *, track: Track | None = None
+    ) -> dict[str, Any]:
         """Size, metrics, snapshot, author and time of ``tag`` (default: current version)."""
-        manifest, label = self.manifest_at(kind, tag)
+        track = track or DEFAULT_TRACKS[kind]
+        manifest, label = self._line_manifest(track, tag)
         return {
+            "path": track.path,
             "tag": label, "kind": kind, "team_name": self.config.team,
             "model_name": self.config.model, "snapshot_id": manifest.snapshot_id,
             "store_url": manifest.store_url, "files": manifest.file_count,
@@ -1427,37 +1707,60 @@ class Selection:
     workspace paths by the same maintained matcher as ``.cpvignore``. One owner, so pull and
     ls select alike."""
 
-    def __init__(self, paths: Sequence[str], options: PathFilter | None = None) -> None:
+    def __init__(
+        self, paths: Sequence[str], tracks: Sequence[Track] = (),
+        options: PathFilter | None = None,
+    ) -> None:
         import pathspec
 
         self._options = options or PathFilter()
         self._patterns = [p for p in paths if _GLOB.search(p)]
         plain = [p for p in paths if not _GLOB.search(p)]
-        self._restrict = _split_pull_paths(plain) if plain else {}
+        named = [t for t in tracks if not t.is_default]
+        # Plain paths in a tracked path other than model/ and data/: that path, or under it.
+        self._named: dict[Track, list[str]] = {}
+        rest: list[str] = []
+        for raw in plain:
+            text = _clean_path(raw)
+            track = next((t for t in named
+                          if text == t.path or text.startswith(t.path + "/")), None)
+            if track is None:
+                rest.append(raw)
+            elif text == track.path:
+                self._named[track] = []
+            elif self._named.get(track) != []:
+                self._named.setdefault(track, []).append(text[len(track.path) + 1:])
+        self._restrict = _split_pull_paths(rest, named) if rest else {}
         self._spec = pathspec.GitIgnoreSpec.from_lines(self._patterns) if self._patterns else None
-        kinds: set[Kind] = set(self._restrict)
+        every = [*DEFAULT_TRACKS.values(), *named]
+        wanted: set[Track] = {DEFAULT_TRACKS[k] for k in self._restrict} | set(self._named)
         for pattern in self._patterns:
-            head = pattern.lstrip("/").split("/", 1)[0]
-            kinds |= {k for k in KINDS if TRACKED[k] == head} or set(KINDS)
-        self.kinds: list[Kind] | None = [k for k in KINDS if k in kinds] if paths else None
+            head = pattern.lstrip("/")
+            wanted |= {t for t in every if head.startswith(t.path + "/")} or set(every)
+        self.tracks: list[Track] | None = [t for t in every if t in wanted] if paths else None
+        self.kinds: list[Kind] | None = [
+            k for k in KINDS if DEFAULT_TRACKS[k] in wanted] if paths else None
 
-    def files(self, kind: Kind, snapshot: Snapshot) -> list[str] | None:
-        """The paths (relative to ``kind``'s folder) selected, or None for the whole folder.
+    def files(self, track: Track | Kind, snapshot: Snapshot) -> list[str] | None:
+        """The paths (relative to the tracked folder) selected, or None for the whole folder.
 
         ``--exclude`` / ``--include`` narrow whatever the paths chose."""
-        chosen = self._chosen(kind, snapshot)
+        if not isinstance(track, Track):
+            track = DEFAULT_TRACKS[track]
+        chosen = self._chosen(track, snapshot)
         if not self._options:
             return chosen
-        folder = TRACKED[kind]
         drops = self._options.drops
         return [p for p in (chosen if chosen is not None else [f.path for f in snapshot.files])
-                if not drops(f"{folder}/{p}")]
+                if not drops(f"{track.path}/{p}")]
 
-    def _chosen(self, kind: Kind, snapshot: Snapshot) -> list[str] | None:
-        if self.kinds is None or self._restrict.get(kind) == []:
+    def _chosen(self, track: Track, snapshot: Snapshot) -> list[str] | None:
+        restrict = (self._restrict.get(track.kind) if track.is_default
+                    else self._named.get(track))
+        if self.tracks is None or restrict == []:
             return None
-        inside = in_scope(self._restrict[kind]) if self._restrict.get(kind) else None
-        folder = TRACKED[kind]
+        inside = in_scope(restrict) if restrict else None
+        folder = track.path
         return [f.path for f in snapshot.files
                 if (inside is not None and inside(f.path))
                 or (self._spec is not None and self._spec.match_file(f"{folder}/{f.path}"))]
@@ -1483,19 +1786,28 @@ def _expected(manifest: Manifest) -> dict[str, tuple[int, str]]:
     return {f.path: (f.size, f.blake3) for f in manifest.files}
 
 
-def _split_pull_paths(paths: Sequence[str]) -> dict[Kind, list[str]]:
+def _clean_path(raw: str) -> str:
+    text = raw.replace("\\", "/").strip("/")
+    while text.startswith("./"):
+        text = text[2:]
+    return text
+
+
+def _split_pull_paths(
+    paths: Sequence[str], named: Sequence[Track] = ()
+) -> dict[Kind, list[str]]:
     """``model``, ``data``, ``data/train`` ... -> kind -> sub-paths ([] = everything)."""
     out: dict[Kind, list[str]] = {}
     whole: set[Kind] = set()
     for raw in paths:
-        text = raw.replace("\\", "/").strip("/")
-        while text.startswith("./"):
-            text = text[2:]
+        text = _clean_path(raw)
         head, _, rest = text.partition("/")
         kind = next((k for k in KINDS if TRACKED[k] == head), None)
         if kind is None or (rest and any(p in ("", ".", "..") for p in rest.split("/"))):
+            others = "".join(f", {t.path!r}" for t in named)
             raise ConfigError(
-                f"cannot pull {raw!r}: paths start with 'model' or 'data'",
+                f"cannot pull {raw!r}: paths start with a tracked path ('model', 'data'"
+                f"{others})",
                 hint="e.g. cpv pull v0.1 model, or cpv pull data-v0.1 data/validation")
         if not rest:
             whole.add(kind)

@@ -56,6 +56,8 @@ FALLBACK_EMAIL: Final = "cpv@localhost"
 
 _REMOTE_NAME_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 _BRANCH_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]{0,199}")
+_TAG_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/@-]{0,199}")
+"""Tags may hold ``@`` (``name@v0.1``, GTO's version lines); ``@{`` cannot occur."""
 _SHA_RE: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _FIELD: Final = "\x1f"
 _RECORD: Final = "\x1e"
@@ -222,7 +224,8 @@ def _check_remote_name(name: str) -> str:
 
 
 def _check_ref_part(name: str, what: str) -> str:
-    if (not isinstance(name, str) or not _BRANCH_RE.fullmatch(name) or ".." in name
+    pattern = _TAG_RE if what == "tag" else _BRANCH_RE
+    if (not isinstance(name, str) or not pattern.fullmatch(name) or ".." in name
             or name.endswith((".lock", "/", ".")) or "//" in name):
         raise VersioningError(f"invalid {what} name {name!r}")
     return name

@@ -57,12 +57,15 @@ from cpv.versioning.tags import (
     Kind,
     Version,
     check_kind,
+    coerce_line_version,
     coerce_version,
+    line_tag,
     next_version,
-    parse_tag,
+    parse_line_tag,
     tag_name,
     try_parse_tag,
     versions_of_kind,
+    versions_of_line,
 )
 
 log = logging.getLogger(__name__)
@@ -418,8 +421,12 @@ class History:
         overwrite: bool = False,
         remote: str | None = None,
         params: Mapping[str, str] | None = None,
+        line: str | None = None,
     ) -> TagRecord:
         """Tag the committed ``kind`` manifests at HEAD as a version.
+
+        With ``line`` (a manifest name), only that manifest is tagged, on its own version line
+        (``line_tag``: ``v0.1`` for ``model``, ``data-v0.1`` for ``data``, else ``line@v0.1``).
 
         Args:
             version: ``None`` auto-increments (``v0.9`` -> ``v0.10``); else ``"v1.0"``,
@@ -439,10 +446,12 @@ class History:
         """
         kind = check_kind(kind)
         resolved_metrics = resolve_metrics(metrics)
-        chosen = self.choose_version((kind,), version, overwrite=overwrite)
-        with self._begin_tagging((kind,), resolved_metrics, params) as (txn, manifests):
-            record = self._tag(txn, kind, chosen, message=message, manifests=manifests[kind],
-                               overwrite=overwrite)
+        lines = {kind: line} if line is not None else None
+        chosen = self.choose_version((kind,), version, overwrite=overwrite, lines=lines)
+        with self._begin_tagging((kind,), resolved_metrics, params,
+                                 lines=lines) as (txn, manifests):
+            (record,) = self._tag_all(txn, [(kind, manifests[kind])], chosen, message=message,
+                                      overwrite=overwrite, lines=lines)
             if remote is not None:
                 self._push_tags(remote, [record.tag], overwrite=overwrite)
                 record = _with_pushed(record, remote)
@@ -457,6 +466,7 @@ class History:
         overwrite: bool = False,
         remote: str | None = None,
         params: Mapping[str, str] | None = None,
+        default_lines: bool = False,
     ) -> CombinedTagRecord:
         """Tag model and data at HEAD with one number: ``vX.Y`` and ``data-vX.Y``, atomically.
 
@@ -467,13 +477,17 @@ class History:
         Args:
             version: as for :meth:`create_tag`; a ``data-`` tag is refused, give the bare number.
             metrics, params: merged into the *model* manifests (see :meth:`create_tag`).
+            default_lines: tag only the seed layout's manifests (``model`` and ``data``), not
+                the other tracked paths of each kind, which have version lines of their own.
 
         Raises:
             As :meth:`create_tag`.
         """
         resolved_metrics = resolve_metrics(metrics)
+        lines: dict[Kind, str] | None = {k: k for k in KINDS} if default_lines else None
         chosen = self.choose_version(KINDS, version, overwrite=overwrite)
-        with self._begin_tagging(KINDS, resolved_metrics, params) as (txn, manifests):
+        with self._begin_tagging(KINDS, resolved_metrics, params,
+                                 lines=lines) as (txn, manifests):
             model, data = self._tag_all(
                 txn, [("model", manifests["model"]), ("data", manifests["data"])], chosen,
                 message=message, overwrite=overwrite,
@@ -484,9 +498,18 @@ class History:
         return CombinedTagRecord(version=chosen, model=model, data=data)
 
     def choose_version(
-        self, kinds: Sequence[Kind], version: Version | str | None, *, overwrite: bool
+        self, kinds: Sequence[Kind], version: Version | str | None, *, overwrite: bool,
+        lines: Mapping[Kind, str] | None = None,
     ) -> Version:
         tags = self._repo.tag_targets()
+        if lines is not None and len(kinds) == 1 and lines[kinds[0]] not in KINDS:
+            line = lines[kinds[0]]
+            if version is None:
+                return next_version(versions_of_line(tags, line))
+            chosen = coerce_line_version(line, version)
+            if line_tag(line, chosen) in tags and not overwrite:
+                raise TagExistsError(line_tag(line, chosen))
+            return chosen
         if version is None:
             return max(next_version(versions_of_kind(tags, k)) for k in kinds)
         chosen = coerce_version("model", version) if len(kinds) > 1 else coerce_version(
@@ -499,18 +522,24 @@ class History:
 
     def _begin_tagging(
         self, kinds: Sequence[Kind], metrics: Mapping[str, float],
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None, *,
+        lines: Mapping[Kind, str] | None = None,
     ) -> _TaggingContext:
         head = self._repo.head_commit()
         if head is None:
             raise VersioningError("nothing to tag: the repository has no commit yet",
                                   hint="upload a checkpoint first")
         manifests = {k: self.read_manifests(head, k) for k in kinds}
+        if lines is not None:
+            manifests = {k: {n: m for n, m in found.items() if n == lines[k]}
+                         for k, found in manifests.items()}
         for kind in kinds:
             if not manifests[kind]:
                 raise VersioningError(f"nothing to tag: no {kind} manifest is committed",
                                       hint=f"upload a {kind} checkpoint first")
-        dirty = self._repo.changed_paths([f"{MANIFEST_DIR}/{k}" for k in kinds])
+        dirty = self._repo.changed_paths(
+            [f"{MANIFEST_DIR}/{k}" for k in kinds] if lines is None
+            else [manifest_relpath(k, lines[k]) for k in kinds])
         if dirty:
             raise DirtyWorkspaceError(
                 "manifests have uncommitted changes that the tag would not include",
@@ -523,20 +552,6 @@ class History:
             self._require_branch("record metrics")
         return _TaggingContext(self, paths, manifests, metrics_kind, metrics, params or {})
 
-    def _tag(
-        self,
-        txn: _Transaction,
-        kind: Kind,
-        version: Version,
-        *,
-        message: str,
-        manifests: Mapping[str, Manifest],
-        overwrite: bool,
-    ) -> TagRecord:
-        (record,) = self._tag_all(txn, [(kind, manifests)], version, message=message,
-                                  overwrite=overwrite)
-        return record
-
     def _tag_all(
         self,
         txn: _Transaction,
@@ -545,6 +560,7 @@ class History:
         *,
         message: str,
         overwrite: bool,
+        lines: Mapping[Kind, str] | None = None,
     ) -> list[TagRecord]:
         """Create the tags of ``kinds`` at HEAD in one Git reference transaction.
 
@@ -555,7 +571,7 @@ class History:
         records: list[TagRecord] = []
         specs: list[tuple[str, str, str]] = []
         for kind, manifests in kinds:
-            name = tag_name(kind, version)
+            name = tag_name(kind, version) if lines is None else line_tag(lines[kind], version)
             metrics = merge_metrics(*(manifests[n].metrics for n in sorted(manifests)))
             body = message.strip() or f"{kind} version {name}"
             txn.touch_tag(name)
@@ -573,19 +589,29 @@ class History:
 
     # -- listing -----------------------------------------------------------------------------
 
-    def list_versions(self, kind: Kind) -> list[VersionInfo]:
-        """Every ``kind`` version, oldest first (numeric order: v0.9 before v0.10)."""
+    def list_versions(self, kind: Kind, *, line: str | None = None) -> list[VersionInfo]:
+        """Every ``kind`` version, oldest first (numeric order: v0.9 before v0.10).
+
+        With ``line`` (a manifest name), the versions of that one tracked path: its tags
+        (:func:`~cpv.versioning.tags.line_tag`) and its manifest alone at each.
+        """
         kind = check_kind(kind)
         infos: list[VersionInfo] = []
         for tag in self._repo.list_tags():
-            parsed = try_parse_tag(tag.name)
-            if parsed is None or parsed[0] != kind:
-                continue
+            parsed: tuple[str, Version] | None
+            if line is None:
+                parsed = try_parse_tag(tag.name)
+                if parsed is None or parsed[0] != kind:
+                    continue
+            else:
+                parsed = parse_line_tag(tag.name)
+                if parsed is None or parsed[0] != line:
+                    continue
             problem: str | None = None
             manifests: tuple[Manifest, ...] = ()
             try:
                 found = self.read_manifests(tag.commit, kind)
-                manifests = tuple(found[n] for n in sorted(found))
+                manifests = tuple(found[n] for n in sorted(found) if line in (None, n))
             except CPVError as exc:
                 problem = exc.one_line().replace(tag.commit, tag.name)
             metrics: dict[str, float] = {}
@@ -625,6 +651,7 @@ class History:
         kinds: Sequence[Kind] = KINDS,
         discard_local_changes: bool = False,
         message: str | None = None,
+        line: str | None = None,
     ) -> RevertRecord:
         """Make the ``kinds`` manifests what they were at ``ref``, as a new commit.
 
@@ -637,6 +664,8 @@ class History:
             ref: a version tag (``v1.0``, ``data-v1.0``), branch or commit.
             kinds: which manifests to restore.
             discard_local_changes: overwrite uncommitted manifest edits instead of refusing.
+            line: restore only the manifest of that name (one tracked path's version line);
+                the other tracked paths of the kind stay as they are.
 
         Raises:
             TagNotFoundError: ``ref`` names nothing.
@@ -652,8 +681,11 @@ class History:
         commit = self._repo.resolve(ref)
         # Read and validate everything first: a hostile manifest stops us before any write.
         raw = {k: self._read_raw(commit, k) for k in kinds}
+        if line is not None:
+            raw = {k: {n: v for n, v in found.items() if n == line} for k, found in raw.items()}
         target = {k: {n: m for n, (_, m) in raw[k].items()} for k in kinds}
-        dirs = [f"{MANIFEST_DIR}/{k}" for k in kinds]
+        dirs = ([f"{MANIFEST_DIR}/{k}" for k in kinds] if line is None
+                else [manifest_relpath(k, line) for k in kinds])
         dirty = self._repo.changed_paths(dirs)
         if dirty and not discard_local_changes:
             raise DirtyWorkspaceError(
@@ -661,10 +693,12 @@ class History:
                 paths=[c.path for c in dirty],
                 hint="commit or discard them first, or pass discard_local_changes=True / --force",
             )
-        kept = [m for m in self._current_manifests_lenient() if m.kind not in kinds]
+        kept = [m for m in self._current_manifests_lenient()
+                if m.kind not in kinds or line not in (None, m.name)]
         restored = [m for k in kinds for m in target[k].values()]
         _check_no_overlap([*kept, *restored], error=FormatError)
-        before = {k: self._manifest_paths_anywhere(k) for k in kinds}
+        before = {k: {p for p in self._manifest_paths_anywhere(k)
+                      if line is None or p == manifest_relpath(k, line)} for k in kinds}
         touched = {p for k in kinds for p in before[k]}
         touched |= {manifest_relpath(k, n) for k in kinds for n in target[k]}
         touched.add(GITIGNORE)
@@ -734,7 +768,7 @@ class History:
         Raises:
             GitRemoteError: the remote refused (nothing was updated there) or is unreachable.
         """
-        tags = sorted(n for n in self._repo.tag_targets() if try_parse_tag(n) is not None)
+        tags = sorted(n for n in self._repo.tag_targets() if parse_line_tag(n) is not None)
         self._repo.push(remote, branch=self._repo.current_branch(), tags=tags,
                         force_tags=force_tags)
 
@@ -752,9 +786,9 @@ class History:
         ahead = self._repo.commits_ahead(remote, branch) if branch else 0
         there = self._repo.remote_tags(remote)
         local = self._repo.tag_targets()
-        tags = sorted((n for n, oid in local.items()
-                       if try_parse_tag(n) is not None and there.get(n) != oid),
-                      key=lambda n: (n.startswith("data-"), parse_tag(n)[1]))
+        lines = {n: parsed for n, oid in local.items()
+                 if there.get(n) != oid and (parsed := parse_line_tag(n)) is not None}
+        tags = sorted(lines, key=lambda n: (n.startswith("data-"), "@" in n, lines[n]))
         return ahead, tags
 
     def publish(self, remote: str, *, force_tags: Sequence[str] = ()) -> tuple[int, list[str]]:

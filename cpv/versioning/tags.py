@@ -13,6 +13,13 @@ kind       tag                   example
 ``data``   ``data-v{major}.{minor}``  ``data-v1.0``
 =========  ====================  ===========
 
+Any other tracked path (``outputs/checkpoint-500``, ``runs/llama-ft/step-4000``) has its own
+version line, named GTO's way: ``{name}@v{major}.{minor}`` (``outputs-checkpoint-500@v0.1``),
+where ``name`` is the path's manifest name (:func:`cpv.versioning.manifest.manifest_name`). The
+default folders keep their seed tags: the line named ``model`` (the ``model/`` folder) is
+``v0.1``, the line named ``data`` (``data/``) is ``data-v0.1``. :func:`line_tag` and
+:func:`parse_line_tag` are the one rule for both.
+
 Numbers are written without leading zeros (``v01.2`` is refused: it would be a second spelling of
 ``v1.2`` and Git would happily hold both) and have at most 9 digits.
 """
@@ -186,3 +193,60 @@ def versions_of_kind(tag_names: Iterable[str], kind: Kind) -> dict[Version, str]
         if parsed is not None and parsed[0] == kind:
             found[parsed[1]] = name
     return found
+
+
+_LINE_TAG_RE: Final = re.compile(rf"(?P<name>[a-z0-9_][a-z0-9._-]{{0,127}})@v{_NUMBER}\.{_NUMBER}")
+
+
+def line_tag(line: str, version: Version) -> str:
+    """The tag of ``version`` on the version line ``line`` (a tracked path's manifest name).
+
+    ``model`` and ``data`` are the seed layout's lines and keep ``v0.1`` / ``data-v0.1``; every
+    other line is ``{line}@v0.1`` (GTO's convention), so versions stay numeric and ordered per
+    tracked path and one line's numbers never take another's.
+    """
+    if line in KINDS:
+        return tag_name(check_kind(line), version)
+    return f"{line}@v{version.major}.{version.minor}"
+
+
+def parse_line_tag(tag: str) -> tuple[str, Version] | None:
+    """``v0.2`` -> ``("model", v0.2)``, ``data-v0.2`` -> ``("data", ...)``,
+    ``outputs-checkpoint-500@v0.2`` -> ``("outputs-checkpoint-500", ...)``; None for any other
+    name (a branch, ``release-x``)."""
+    parsed = try_parse_tag(tag)
+    if parsed is not None:
+        return parsed[0], parsed[1]
+    match = _LINE_TAG_RE.fullmatch(tag)
+    if match is None or match.group("name") in KINDS:
+        return None
+    return match.group("name"), Version(int(match.group(2)), int(match.group(3)))
+
+
+def versions_of_line(tag_names: Iterable[str], line: str) -> dict[Version, str]:
+    """Map each version of the line ``line`` found among ``tag_names`` to its tag."""
+    found: dict[Version, str] = {}
+    for name in tag_names:
+        parsed = parse_line_tag(name)
+        if parsed is not None and parsed[0] == line:
+            found[parsed[1]] = name
+    return found
+
+
+def coerce_line_version(line: str, value: Version | str) -> Version:
+    """What a user may type for a version of ``line``: ``v1.2``, ``1.2`` or the line's own full
+    tag (``name@v1.2``); another line's tag is refused rather than silently re-prefixed.
+
+    Raises:
+        InvalidTagError: not a version of this line.
+    """
+    if line in KINDS:
+        return coerce_version(check_kind(line), value)
+    if isinstance(value, str):
+        parsed = parse_line_tag(value)
+        if parsed is not None and "@" in value:
+            if parsed[0] != line:
+                raise InvalidTagError(value, hint=f"{value} is a tag of {parsed[0]}; a version "
+                                      f"of {line} is written {line}@v{{major}}.{{minor}}")
+            return parsed[1]
+    return coerce_version("model", value)

@@ -201,7 +201,8 @@ def collect_garbage(
     if grace_period_s < SNAPSHOT_TOUCH_AGE_S:
         log.warning(
             "gc grace period %.0f s is below %.0f s: snapshots pushed moments ago but not yet "
-            "recorded as a root in the store may be collected", grace_period_s, SNAPSHOT_TOUCH_AGE_S,
+            "recorded as a root in the store may be collected",
+            grace_period_s, SNAPSHOT_TOUCH_AGE_S,
         )
     extra = {check_snapshot_id(s) for s in live_snapshots}
     limits = limits or TransferLimits()

@@ -358,7 +358,7 @@ def status_dict(s: StatusReport) -> dict[str, object]:
         "kinds": {k.kind: {"path": k.path, "recorded": k.recorded, "version": k.version,
                            "snapshot_id": k.snapshot_id, "files": k.files,
                            "total_bytes": k.total_bytes, "changed": list(k.changed),
-                           "behind": k.behind}
+                           "behind": k.behind, "hidden": list(k.hidden)}
                   for k in s.kinds},
         "manifest_changes": [jsonable(c) for c in s.manifest_changes],
         "unpublished_commits": s.unpublished_commits,
@@ -388,6 +388,11 @@ def status_lines(s: StatusReport) -> list[str]:
             lines.extend(f"         {p}" for p in k.changed[:20])
             if len(k.changed) > 20:
                 lines.append(f"         ... and {len(k.changed) - 20} more")
+        if k.hidden:
+            lines.append(f"       .cpvignore hides {len(k.hidden)} file(s) of this version "
+                         f"({', '.join(k.hidden[:3])}{' ...' if len(k.hidden) > 3 else ''}): "
+                         f"add '!{k.hidden[0]}' to .cpvignore to keep them, or push with "
+                         "--exclude to drop them")
     if s.unpublished_commits or s.unpublished_tags:
         lines.append("")
         tags = f" and tag(s) {', '.join(s.unpublished_tags)}" if s.unpublished_tags else ""

@@ -1024,13 +1024,18 @@ class WorkspaceService:
             folder = self.ws.tracked_dir(kind)
             changes, baseline, _ = self._changes(kind, folder)
             behind = manifest is not None and baseline.snapshot_id != manifest.snapshot_id
+            hidden: list[str] = []
+            if manifest is not None:
+                hidden, _ = self._rules().hidden_tracked(folder, TRACKED[kind],
+                                                         (f.path for f in manifest.files))
             kinds.append(KindStatus(
                 kind=kind, path=TRACKED[kind], recorded=manifest is not None,
                 snapshot_id=manifest.snapshot_id if manifest else None,
                 files=manifest.file_count if manifest else 0,
                 total_bytes=manifest.total_size if manifest else 0,
                 version=self._tag_of(kind, manifest),
-                changed=tuple(f"{TRACKED[kind]}/{p}" for p in changes.all()), behind=behind))
+                changed=tuple(f"{TRACKED[kind]}/{p}" for p in changes.all()), behind=behind,
+                hidden=tuple(hidden)))
         state = history.status()
         remote = self.ws.remote
         commits, tags, problem = 0, list[str](), None

@@ -360,13 +360,13 @@ def status_dict(s: StatusReport) -> dict[str, object]:
         "kinds": {k.kind: {"path": k.path, "recorded": k.recorded, "version": k.version,
                            "snapshot_id": k.snapshot_id, "files": k.files,
                            "total_bytes": k.total_bytes, "changed": list(k.changed),
-                           "behind": k.behind}
+                           "behind": k.behind, "hidden": list(k.hidden)}
                   for k in s.kinds if k.path == k.kind},
         # Every tracked path (model/, data/ and any other a push started tracking).
         "paths": [{"path": k.path, "kind": k.kind, "recorded": k.recorded,
                    "version": k.version, "snapshot_id": k.snapshot_id, "files": k.files,
                    "total_bytes": k.total_bytes, "changed": list(k.changed),
-                   "behind": k.behind} for k in s.kinds],
+                   "behind": k.behind, "hidden": list(k.hidden)} for k in s.kinds],
         "manifest_changes": [jsonable(c) for c in s.manifest_changes],
         "unpublished_commits": s.unpublished_commits,
         "unpublished_tags": list(s.unpublished_tags), "remote_problem": s.remote_problem,
@@ -396,6 +396,11 @@ def status_lines(s: StatusReport) -> list[str]:
             lines.extend(f"         {p}" for p in k.changed[:20])
             if len(k.changed) > 20:
                 lines.append(f"         ... and {len(k.changed) - 20} more")
+        if k.hidden:
+            lines.append(f"       .cpvignore hides {len(k.hidden)} file(s) of this version "
+                         f"({', '.join(k.hidden[:3])}{' ...' if len(k.hidden) > 3 else ''}): "
+                         f"add '!{k.hidden[0]}' to .cpvignore to keep them, or push with "
+                         "--exclude to drop them")
     if s.unpublished_commits or s.unpublished_tags:
         lines.append("")
         tags = f" and tag(s) {', '.join(s.unpublished_tags)}" if s.unpublished_tags else ""

@@ -129,6 +129,9 @@ class KindStatus:
     version: str | None
     changed: tuple[str, ...]
     behind: bool = False
+    #: Files of the current version still here that .cpvignore (or a default rule) hides:
+    #: the next push would refuse rather than drop them unnoticed.
+    hidden: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

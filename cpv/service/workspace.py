@@ -1294,13 +1294,18 @@ class WorkspaceService:
             folder = self.root / track.path
             changes, baseline, _ = self._changes(track, folder)
             behind = manifest is not None and baseline.snapshot_id != manifest.snapshot_id
+            hidden: list[str] = []
+            if manifest is not None:
+                hidden, _ = self._rules().hidden_tracked(folder, track.path,
+                                                         (f.path for f in manifest.files))
             kinds.append(KindStatus(
                 kind=kind, path=track.path, recorded=manifest is not None,
                 snapshot_id=manifest.snapshot_id if manifest else None,
                 files=manifest.file_count if manifest else 0,
                 total_bytes=manifest.total_size if manifest else 0,
                 version=self._tag_of(kind, manifest, track),
-                changed=tuple(f"{track.path}/{p}" for p in changes.all()), behind=behind))
+                changed=tuple(f"{track.path}/{p}" for p in changes.all()), behind=behind,
+                hidden=tuple(hidden)))
         state = history.status()
         remote = self.ws.remote
         commits, tags, problem = 0, list[str](), None

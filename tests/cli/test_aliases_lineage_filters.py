@@ -165,6 +165,9 @@ def test_cpvignore_that_hides_a_tracked_file_refuses_the_push(cpv: Runner, tmp_p
     assert "hides 1 file(s) of the current model version" in r.stderr
     assert "model/config.json" in r.stderr and "--exclude" in r.stderr
     assert [v["tag"] for v in cpv("versions", "--json", cwd=ws).json()] == ["v0.1"]
+    status = cpv("status", "--json", cwd=ws).json()
+    assert status["kinds"]["model"]["hidden"] == ["model/config.json"]
+    assert ".cpvignore hides 1 file(s)" in cpv("status", cwd=ws).stdout
     assert cpv("ls", "--json", cwd=ws).json()["count"] == 2  # nothing recorded
     # Said on purpose, it goes through; a '!' line keeps it instead.
     cpv("push", "--exclude", "model/config.json", "-q", cwd=ws)

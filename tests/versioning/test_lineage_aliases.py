@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+import pathspec
 import pytest
 
 from cpv.errors import FormatError, InvalidAliasError, UnsafePathError, VersioningError
-from cpv.service.tree import PathFilter
+from cpv.service.tree import DEFAULT_IGNORES, IgnoreRules, PathFilter
 from cpv.versioning.aliases import AliasBook, check_alias_name
 from cpv.versioning.gitrepo import GitRepo
 from cpv.versioning.history import History
@@ -128,3 +130,21 @@ def test_path_filter_means_gitignore_syntax(exclude: list[str], include: list[st
 def test_an_include_filter_never_drops_a_folder() -> None:
     assert PathFilter([], ["*.safetensors"]).drops("model/sub", is_dir=True) is False
     assert PathFilter(["model/sub/"], []).drops("model/sub", is_dir=True) is True
+
+
+def test_the_ignore_fast_path_agrees_with_pathspec(tmp_path: Path) -> None:
+    import random
+
+    (tmp_path / ".cpvignore").write_text(
+        "*.tmp\nmodel/logs/\n!keep.pyc\ndata/**/cache/\n/top.bin\nfoo/*\n**/deep/x\n"
+        "model/opt*.pt\n")
+    rules = IgnoreRules(tmp_path)
+    spec = pathspec.GitIgnoreSpec.from_lines([*DEFAULT_IGNORES,
+                                              *(tmp_path / ".cpvignore").read_text().split()])
+    names = ["__pycache__", "x.pyc", "keep.pyc", "logs", "b.tmp", "cache", "q~", ".DS_Store",
+             ".ipynb_checkpoints", "top.bin", "foo", "deep", "x", "opt1.pt", "a.swp", "f.txt",
+             "model", "data"]
+    rng = random.Random(7)
+    for _ in range(5000):
+        path = "/".join(rng.choice(names) for _ in range(rng.randint(1, 5)))
+        assert rules.ignored(path) == bool(spec.match_file(path) or spec.match_file(path + "/"))

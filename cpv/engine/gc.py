@@ -39,6 +39,7 @@ from cpv.engine.hashing import chunk_id
 from cpv.engine.index import (
     DAMAGE_PREFIX,
     INDEX_PREFIX,
+    LOCATIONS_PREFIX,
     PackRecord,
     decode_index,
     read_damage,
@@ -288,6 +289,13 @@ def _mark(
                 lock.check_held()
             store.delete(snapshot_key(sid))
             progress.advance("gc", 1)
+        # A snapshot's locations (a read hint, engine/index.py) go with it, and so do those a
+        # push left behind when it died before its snapshot.
+        gone = set(dead)
+        for obj in store.list(LOCATIONS_PREFIX):
+            sid = obj.key[len(LOCATIONS_PREFIX):]
+            if sid in gone or (sid not in listed and obj.mtime <= cutoff):
+                store.delete(obj.key)
     report.snapshots_deleted = dead
     report.snapshots_kept = len(survivors)
     needed: set[bytes] = set()

@@ -114,6 +114,8 @@ class ChunkIndex:
         self.index_ids: set[str] = set()
         self.damaged_ids: set[str] = set()
         self.unpersisted: set[str] = set()
+        self.partial = False
+        """True for one snapshot's locations only (:func:`load_locations`): never for writers."""
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -256,3 +258,62 @@ def write_index(store: ObjectStore, packs: list[PackRecord], cache_dir: Path | N
     store.put(INDEX_PREFIX + index_id, raw)
     write_cached(cache_dir, "index", index_id, raw)
     return index_id
+
+
+# -- per-snapshot pack lists ----------------------------------------------------------------
+
+LOCATIONS_PREFIX = "locations/"
+"""``locations/<snapshot id>``: the packs that hold one snapshot's chunks and tree nodes.
+
+``{"version": 1, "packs": ["<pack id>", ...]}``, written by the push after its index object and
+before its snapshot. A fresh machine pulling one version reads this list and those packs' own
+footers (:func:`~cpv.engine.repository.Repository.read_pack_entries`) instead of the whole
+store's index: metadata in proportion to the version, and a list that costs 64 B per pack, so
+a version of 10^6 small files in a few hundred packs adds a few KB, not a second file listing.
+It is a hint, never the truth: every byte read through it is verified against its chunk id,
+and a reader that finds it missing, stale (a gc repacked a chunk and swept the old pack) or
+incomplete falls back to the full index.
+"""
+
+
+def locations_key(snapshot_id: str) -> str:
+    return LOCATIONS_PREFIX + snapshot_id
+
+
+def write_locations(
+    store: ObjectStore, snapshot_id: str, index: ChunkIndex, chunk_ids: Iterable[bytes]
+) -> bool:
+    """Store the packs of ``snapshot_id`` unless listed already; False when a chunk is unindexed."""
+    key = locations_key(snapshot_id)
+    if store.exists(key):
+        return False
+    packs: set[str] = set()
+    for cid in chunk_ids:
+        loc = index.get(cid)
+        if loc is None:
+            return False
+        packs.add(loc.pack_id)
+    doc = {"version": 1, "packs": sorted(packs)}
+    store.put(key, json.dumps(doc, separators=(",", ":")).encode())
+    return True
+
+
+def read_locations(store: ObjectStore, snapshot_id: str) -> list[str] | None:
+    """The pack ids :func:`write_locations` recorded for ``snapshot_id``, or None."""
+    try:
+        raw = store.get(locations_key(snapshot_id))
+    except ObjectNotFoundError:
+        return None
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise ValueError("unknown version")
+        packs = [str(p) for p in doc["packs"]]
+        if any(len(p) != 2 * DIGEST_SIZE or not all(c in "0123456789abcdef" for c in p)
+               for p in packs):
+            raise ValueError("bad pack id")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        log.warning("ignoring unreadable %s (%s); reading the whole index instead",
+                    locations_key(snapshot_id), exc)
+        return None
+    return packs

@@ -42,7 +42,14 @@ from cpv.engine.transfer import (
     fetch_ranges,
     plan_ranges,
 )
-from cpv.errors import CPVError, IntegrityError, LocalIOError, TransferError
+from cpv.errors import (
+    CPVError,
+    FormatError,
+    IntegrityError,
+    LocalIOError,
+    ObjectNotFoundError,
+    TransferError,
+)
 from cpv.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
@@ -146,6 +153,7 @@ def pull(
     keep_special_bits: bool = False,
     replace: Collection[str] = (),
     expected: Mapping[str, tuple[int, str]] | None = None,
+    _fallback: bool = True,
 ) -> PullResult:
     """Write the files of snapshot ``snapshot_id`` under ``dest``.
 
@@ -183,6 +191,18 @@ def pull(
             or folder of the user's own stands where the version needs to write.
         StoreError/TransferError: the store failed. Existing files are left as they were.
     """
+    repo.use_snapshot_locations(snapshot_id)
+    if repo.partial_index and _fallback:
+        # A fresh machine: this version's share of the index only. If it is stale (a gc
+        # moved a chunk), nothing was kept of the failed try; read the whole index and go on.
+        try:
+            return pull(repo, snapshot_id, dest, paths=paths, progress=progress, limits=limits,
+                        reuse_local=reuse_local, fsync=fsync,
+                        keep_special_bits=keep_special_bits, replace=replace,
+                        expected=expected, _fallback=False)
+        except (ObjectNotFoundError, IntegrityError, FormatError) as exc:
+            log.info("this version's locations are stale (%s); reading the whole index", exc)
+            repo.refresh_index()
     limits = limits or TransferLimits()
     started = time.monotonic()
     requests_before = repo.store.request_count

@@ -13,6 +13,7 @@ last hashed) are not read at all when the stat cache knows them and the store ho
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import stat
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 from cpv import osio
 from cpv.engine.chunking import iter_file_chunks, new_read_buffer, read_small
 from cpv.engine.hashing import Hasher, chunk_id
+from cpv.engine.index import write_locations
 from cpv.engine.locks import PushLease, wait_while_gc_runs
 from cpv.engine.roots import RootInfo, record_push
 from cpv.engine.snapshot import FileEntry, Snapshot
@@ -492,6 +494,11 @@ def _push(
         assert lease is not None
         _keep_reused_chunks_indexed(repo, snapshot, index_ids_at_start)
         lease.check_alive()
+        if snapshot.tree_id is not None:
+            # After the index, before the root: one version's share of the index, for pulls.
+            write_locations(repo.store, snapshot.encode()[0], repo.index,
+                            itertools.chain(snapshot.node_ids,
+                                            (c for f in snapshot.files for c in f.chunks)))
         snapshot_id, _ = repo.save_snapshot(snapshot)
         # A gc that listed snapshots before ours may rewrite the index after the check above;
         # once no gc runs, one more check sees any such rewrite (docs/gc.md, "push").

@@ -44,10 +44,17 @@ from cpv.engine.transfer import (
     fetch_ranges,
     plan_ranges,
 )
-from cpv.errors import IntegrityError, NotAFileError, PathNotFoundError, UnsafePathError
+from cpv.errors import (
+    IntegrityError,
+    NotAFileError,
+    ObjectNotFoundError,
+    PathNotFoundError,
+    UnsafePathError,
+)
 from cpv.store import GiB, MiB
 
 if TYPE_CHECKING:
+    from cpv.engine.index import ChunkIndex
     from cpv.engine.repository import Repository
     from cpv.engine.snapshot import FileEntry
 
@@ -456,6 +463,18 @@ class SnapshotReader:
 
     def _fetch(self, ids: list[bytes], path: str) -> dict[bytes, bytes]:
         index = self.repo.index
+        if self.repo.partial_index:
+            # One snapshot's locations (a fresh machine): on any doubt, the whole index.
+            if any(index.get(cid) is None for cid in ids):
+                index = self.repo.refresh_index()
+            else:
+                try:
+                    return self._fetch_from(index, ids, path)
+                except ObjectNotFoundError:
+                    index = self.repo.refresh_index()
+        return self._fetch_from(index, ids, path)
+
+    def _fetch_from(self, index: ChunkIndex, ids: list[bytes], path: str) -> dict[bytes, bytes]:
         by_pack: dict[str, list[ChunkWant[None]]] = {}
         for cid in ids:
             loc = index.get(cid)

@@ -24,6 +24,8 @@ from cpv.engine.index import (
     INDEX_PREFIX,
     ChunkIndex,
     PackRecord,
+    read_damage,
+    read_locations,
     record_damage,
     sync_index,
     write_index,
@@ -139,6 +141,50 @@ class Repository:
             except (FormatError, ObjectNotFoundError) as exc:
                 log.warning("pack %s has an unreadable footer: %s", pid, exc)
 
+    def use_snapshot_locations(self, snapshot_id: str) -> bool:
+        """Index only the packs ``snapshot_id`` uses (``locations/<id>``), if nothing is loaded.
+
+        What lets a fresh machine pull one version of a big store without downloading the
+        whole index: the list names the packs, their footers say where each chunk is. Returns
+        True when this partial index is in use; callers fall back to :meth:`refresh_index`
+        when a chunk or pack turns out missing (the list is a hint; every byte is verified).
+        """
+        if self._index is not None:
+            return False
+        packs = read_locations(self.store, snapshot_id)
+        if packs is None:
+            return False
+        index = ChunkIndex()
+        records: dict[str, PackRecord] = {}
+        lock = threading.Lock()
+
+        def footer(pid: str) -> None:
+            try:
+                record = self.read_pack_entries(pid)
+            except (FormatError, ObjectNotFoundError) as exc:
+                log.info("pack %s of %s is unreadable (%s)", pid, snapshot_id[:12], exc)
+                return
+            with lock:
+                records[pid] = record
+
+        workers = max(1, min(TransferLimits().workers, len(packs)))
+        with TaskPool(workers, name="footers") as pool:
+            for pid in packs:
+                pool.submit(footer, pid)
+            pool.join()
+        for pid in packs:  # in the list's order: the same first-copy rule as the index
+            if pid in records:
+                index.add_pack(records[pid])
+        index.exclude(read_damage(self.store))
+        index.partial = True
+        self._index = index
+        return True
+
+    @property
+    def partial_index(self) -> bool:
+        """Whether the loaded index is one snapshot's locations only (see above)."""
+        return self._index is not None and self._index.partial
+
     def refresh_index(self) -> ChunkIndex:
         self._index = None
         return self.index
@@ -159,6 +205,8 @@ class Repository:
         """Index durable packs (step 2 of invariant 1); returns the index id."""
         if not records:
             return None
+        if self._index is not None and self._index.partial:
+            self.refresh_index()  # a writer needs the whole index, never one version's part
         index_id = write_index(self.store, records, self.cache_dir)
         for record in records:
             self.index.add_pack(record)
@@ -177,6 +225,7 @@ class Repository:
         if not is_tree_root(raw):
             return Snapshot.decode(raw, snapshot_id=snapshot_id, check_paths=check_paths)
         root = self._tree_root(raw, snapshot_id)
+        self.use_snapshot_locations(snapshot_id)
         walker = self._walker(snapshot_id, check_paths)
         files = tuple(walker.files(root.tree))
         if check_paths:
@@ -196,6 +245,7 @@ class Repository:
             yield from Snapshot.decode(raw, snapshot_id=snapshot_id, check_paths=check_paths).files
             return
         root = self._tree_root(raw, snapshot_id)
+        self.use_snapshot_locations(snapshot_id)
         links: list[FileEntry] = []
         for f in self._walker(snapshot_id, check_paths).files(root.tree):
             if f.link is not None:
@@ -252,6 +302,8 @@ class Repository:
         caller must treat as "damaged", never as "empty": gc refuses to run on it.
         """
         index = self.index
+        if self.partial_index and any(index.get(cid) is None for cid in ids):
+            index = self.refresh_index()  # another snapshot's nodes: the whole index then
         by_pack: dict[str, list[ChunkWant[None]]] = {}
         for cid in ids:
             loc = index.get(cid)
@@ -281,7 +333,13 @@ class Repository:
         try:
             with TaskPool(workers, name="tree") as pool:
                 fetch_ranges(self.store, ranges, pool=pool, deliver=deliver, on_damaged=damaged)
-        except ObjectNotFoundError as exc:
+        except (ObjectNotFoundError, FormatError) as exc:
+            if self.partial_index:
+                # Stale locations (a gc moved a node and swept its old pack): the whole index.
+                self.refresh_index()
+                return self.read_chunks(ids, what=what)
+            if isinstance(exc, FormatError):
+                raise
             raise FormatError(f"{what}: a pack holding its tree nodes is missing ({exc})",
                               hint="run 'cpv verify'; the version cannot be read") from exc
         return result

@@ -302,3 +302,80 @@ def test_node_id_mismatch_in_a_pack_is_refused(tmp_path: Path) -> None:
     sid = _store_tree(repo, {top: other}, top)  # the pack holds other bytes under top's id
     with pytest.raises(FormatError, match="damaged data for tree node"):
         repo.load_snapshot(sid)
+
+
+# -- per-snapshot locations: a fresh machine reads one version's share of the index ---------
+
+
+class _Recording:
+    """The real store, with every key read recorded (what a fresh machine downloads)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.read: list[str] = []
+
+    def get(self, key: str) -> bytes:
+        self.read.append(key)
+        data: bytes = self._inner.get(key)
+        return data
+
+    def get_range_into(self, key: str, start: int, buf: memoryview) -> None:
+        self.read.append(key)
+        self._inner.get_range_into(key, start, buf)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_fresh_pull_reads_only_that_versions_locations(any_store: Any, tmp_path: Path) -> None:
+    from tests.engine.conftest import rand_bytes
+
+    repo = make_repo(any_store, tmp_path / "c")
+    sids = []
+    for seed in range(3):
+        src = tmp_path / f"v{seed}"
+        src.mkdir()
+        (src / "w.bin").write_bytes(rand_bytes(300_000, seed))
+        sids.append(push(repo, src, limits=LIMITS).snapshot_id)
+    assert len(list(any_store.list("index/"))) == 3
+    recording = _Recording(any_store)
+    fresh = Repository.open(recording)  # no cache: a new machine
+    pull(fresh, sids[1], tmp_path / "out", limits=LIMITS)
+    assert (tmp_path / "out" / "w.bin").read_bytes() == rand_bytes(300_000, 1)
+    assert fresh.partial_index
+    assert not [k for k in recording.read if k.startswith("index/")], recording.read
+    assert f"locations/{sids[1]}" in recording.read
+
+
+def test_stale_locations_fall_back_to_the_whole_index(memory_store: Any, tmp_path: Path) -> None:
+    from cpv.engine.roots import RootInfo
+    from tests.engine.conftest import rand_bytes
+
+    repo = make_repo(memory_store, tmp_path / "c")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    shared = rand_bytes(200_000, 7)
+    (a / "big.bin").write_bytes(rand_bytes(2_000_000, 8))
+    (a / "s.bin").write_bytes(shared)
+    push(repo, a, limits=LIMITS)
+    (b / "s.bin").write_bytes(shared)
+    keep = push(repo, b, limits=LIMITS, record_root=RootInfo(kind="data", name="d"))
+    # gc repacks s.bin out of the mostly-dead pack and sweeps it: keep's locations are stale.
+    report = gc.collect_garbage(repo, grace_period_s=0, repack_threshold=0.5)
+    assert report.packs_repacked and set(report.packs_repacked) <= set(report.packs_deleted)
+    assert memory_store.exists(f"locations/{keep.snapshot_id}")
+    fresh = Repository.open(memory_store)
+    pull(fresh, keep.snapshot_id, tmp_path / "out", limits=LIMITS)
+    assert (tmp_path / "out" / "s.bin").read_bytes() == shared
+    assert not fresh.partial_index  # it fell back
+
+
+def test_gc_deletes_the_locations_of_dead_snapshots(memory_store: Any, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    repo = make_repo(memory_store, tmp_path / "c")
+    sid = push(repo, src, limits=LIMITS).snapshot_id
+    assert memory_store.exists(f"locations/{sid}")
+    gc.collect_garbage(repo, grace_period_s=0)
+    assert not memory_store.exists(f"locations/{sid}")
+    assert not list(memory_store.list("locations/"))

@@ -22,6 +22,8 @@ are uploaded or downloaded, for tests that interrupt a transfer in mid-flight. A
 ``CPV_TEST_KILL_AT=N`` makes the process SIGKILL itself at its N-th store operation (before it
 is sent when ``CPV_TEST_KILL_WHEN=before``, after it returned otherwise): a kill -9 at an exact,
 reproducible point. Every result carries ``ops``, the number of store operations made.
+``CPV_TEST_KILL_KEY=<prefix>`` SIGKILLs it before its first operation on a key starting with
+``<prefix>`` (``snapshots/``: after every pack, index and node is durable, before the root).
 The line ``started`` is printed (flushed) once the store is open, for time-based kills.
 """
 
@@ -60,11 +62,15 @@ class KillingStore:
         self.before = before
         self.ops = 0
         self._lock = threading.Lock()
+        self.kill_key = os.environ.get("CPV_TEST_KILL_KEY", "")
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
         with self._lock:
             self.ops += 1
             n = self.ops
+        if self.kill_key and args and isinstance(args[0], str) and args[0].startswith(
+                self.kill_key):
+            os.kill(os.getpid(), signal.SIGKILL)
         if n == self.kill_at and self.before:
             os.kill(os.getpid(), signal.SIGKILL)
         result = fn(*args, **kw)
@@ -180,6 +186,7 @@ def run(argv: list[str]) -> int:
             "snapshot_id": result.snapshot_id,
             "new_bytes": result.new_bytes,
             "uploaded_bytes": result.uploaded_bytes,
+            "tree_nodes_new": result.tree_nodes_new,
         }
     elif command == "pull":
         repo = Repository.open(store, cache_dir=Path(argv[4]))

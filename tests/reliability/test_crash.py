@@ -221,3 +221,26 @@ def test_gc_killed_anywhere_leaves_every_snapshot_verifiable(
     # What is left is the live tree's 3 MiB (and pack footers); the rest was freed.
     held = sum(o.size for o in s3_store.list("packs/"))
     assert held <= 3 * MiB + 256 * 1024 < before
+
+
+def test_push_killed_between_tree_nodes_and_root_publishes_nothing(
+    s3_store: Any, run_driver: Driver, tmp_path: Path
+) -> None:
+    """Format 2: kill -9 once every pack (data and tree nodes) and the index are durable, just
+    before the snapshot root. Nothing may reference what is missing; the re-run writes no node
+    again (they are indexed) and publishes the root."""
+    src = make_tree(tmp_path / "src", seed=11, big=2 * MiB, small=30)
+    make_repo(s3_store, tmp_path / "init")
+    url = str(s3_store.url)
+    proc = run_driver("push", url, str(src), str(tmp_path / "c1"), CPV_TEST_KILL_KEY="snapshots/")
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert list(s3_store.list("snapshots/")) == []  # the root was never written
+    assert list(s3_store.list("index/"))  # the nodes are indexed and durable
+    assert_store_consistent(s3_store)
+    final = finish(run_driver("push", url, str(src), str(tmp_path / "c2")))
+    assert final["tree_nodes_new"] == 0 and final["new_bytes"] == 0
+    assert_store_consistent(s3_store)
+    out = tmp_path / "out"
+    finish(run_driver("pull", url, final["snapshot_id"], str(out), str(tmp_path / "c3")))
+    assert tree_digest(out) == tree_digest(src)

@@ -86,7 +86,7 @@ class StoreConfig:
             raise FormatError(
                 f"store at {where} uses format features this cpv does not know: "
                 f"{', '.join(self.unknown_write_features)}; it can read the store but not push",
-                hint="upgrade cpv (pip install -U cpv) to push to this store",
+                hint="upgrade cpv (pip install -U cpv-checkpoints) to push to this store",
             )
 
     def to_json(self) -> bytes:
@@ -118,7 +118,7 @@ class StoreConfig:
             raise FormatError(
                 f"store at {where} has format version {version!r}; this cpv understands "
                 f"versions {' and '.join(map(str, FORMAT_VERSIONS))}",
-                hint="upgrade cpv (pip install -U cpv) to use this store",
+                hint="upgrade cpv (pip install -U cpv-checkpoints) to use this store",
             )
         if doc.get("hash") != HASH_ALGORITHM or doc.get("compression", "none") != "none":
             raise FormatError(f"store at {where} uses an unsupported hash or compression")
@@ -136,7 +136,7 @@ class StoreConfig:
             raise FormatError(
                 f"store at {where} uses format features this cpv does not know: "
                 f"{', '.join(unknown_read)}",
-                hint="upgrade cpv (pip install -U cpv) to use this store",
+                hint="upgrade cpv (pip install -U cpv-checkpoints) to use this store",
             )
         chunker = ChunkerParams.from_dict(
             chunker_doc, tensor_boundaries=TENSOR_BOUNDARIES in write

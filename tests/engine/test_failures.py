@@ -158,7 +158,7 @@ def test_missing_pack_fails_before_writing(memory_store: Any, tmp_path: Path) ->
 
 def test_unknown_store_format_is_refused(memory_store: Any) -> None:
     Repository.init(memory_store)
-    raw = memory_store.get(CONFIG_KEY).replace(b'"version": 1', b'"version": 99')
+    raw = memory_store.get(CONFIG_KEY).replace(b'"version": 2', b'"version": 99')
     memory_store.delete(CONFIG_KEY)
     memory_store.put(CONFIG_KEY, raw)
     with pytest.raises(FormatError, match="version 99"):

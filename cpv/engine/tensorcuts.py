@@ -79,10 +79,14 @@ def group_floor(min_size: int) -> int:
     return max(1, min_size // _GROUP_DIVISOR)
 
 
-def plan_cuts(read_at: ReadAt, size: int, *, min_size: int) -> list[int]:
+def plan_cuts(
+    read_at: ReadAt, size: int, *, min_size: int, floor: int | None = None
+) -> list[int]:
     """The segment starts (ascending, each in ``(0, size)``) for a file of ``size`` bytes.
 
-    An empty list means one segment: the whole file, cut by plain FastCDC.
+    An empty list means one segment: the whole file, cut by plain FastCDC. ``floor`` overrides
+    :func:`group_floor` for measurements only (``benchmarks/finetune_real.py --floor-study``):
+    the format is the default.
     """
     if size <= min_size:
         return []
@@ -91,7 +95,8 @@ def plan_cuts(read_at: ReadAt, size: int, *, min_size: int) -> list[int]:
         marks = _zip_marks(read_at, size)
     if not marks:
         return []
-    return _group(sorted(m for m in marks if 0 < m < size), size, group_floor(min_size))
+    floor = group_floor(min_size) if floor is None else max(1, floor)
+    return _group(sorted(m for m in marks if 0 < m < size), size, floor)
 
 
 def _group(points: list[int], size: int, floor: int) -> list[int]:

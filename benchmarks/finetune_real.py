@@ -235,7 +235,8 @@ def floor_study(files: dict[str, dict[str, Path]], changed: dict[str, int]) -> s
     chosen = group_floor(DEFAULT_CHUNKER.min_size)
     floors: list[tuple[str, int | None]] = [
         ("plain FastCDC (old rule)", None), ("tensors, no grouping", 1),
-        ("tensors, group to 4 KiB", 4 * 1024), ("tensors, group to 16 KiB", 16 * 1024),
+        ("tensors, group to 1 KiB", 1024), ("tensors, group to 4 KiB", 4 * 1024),
+        ("tensors, group to 16 KiB", 16 * 1024),
         ("tensors, group to 64 KiB", 64 * 1024),
         ("tensors, group to 256 KiB (= min_size)", 256 * 1024),
         ("tensors, group to 1 MiB", MiB),
@@ -339,6 +340,11 @@ def main(argv: list[str] | None = None) -> int:
                      **run_rule(server, rule, fmt, files[fmt], rep, scratch)}
                     for fmt in FORMATS for rule in order
                 )
+                if args.out:  # what is measured so far survives an interrupted run
+                    args.out.mkdir(parents=True, exist_ok=True)
+                    (args.out / "partial.json").write_text(json.dumps(
+                        {"params": n_params, "sizes": sizes, "changed": changed, "runs": runs,
+                         "floor_study": study}, indent=1))
         finally:
             if server is not None:
                 server.stop()

@@ -21,9 +21,11 @@ The rule, a pure function of the file's bytes and ``min_size``:
 3. otherwise a **zip archive** (``torch.save``'s format: each tensor is a member
    ``<name>/data/<key>``), located as :mod:`zipfile` locates it (end record at the end of the
    file, else the last one in the final 64 KiB + 22 bytes; zip64 end record through its
-   locator), whose central directory is at most 4 MiB. Marks: each member's local header
-   offset, data start (after its local header, name and extra field) and data end.
-4. Anything else, or any inconsistency (a mark past the end of the file, a bad signature,
+   locator), whose central directory is at most 4 MiB and parses. Marks: the start of the
+   central directory and, per member the directory places inside the file, its local header
+   offset and, if the local header is intact (signature, data inside the file) and the data
+   is at least :func:`group_floor` bytes, its data start (after local header, name, extra).
+4. Anything else, or an inconsistent safetensors header (an offset past the end of the file,
    invalid JSON ...) means no marks: plain FastCDC over the whole file. Never an error, and a
    hostile header costs at most the bounded reads above.
 5. The marks split the file into pieces. A piece of at least :func:`group_floor` bytes is a
@@ -58,7 +60,7 @@ SAFETENSORS_HEADER_LIMIT: Final = 1 * MiB
 """Longer headers are not parsed: bounds the memory a hostile header costs (json objects)."""
 ZIP_DIRECTORY_LIMIT: Final = 4 * MiB
 """Larger central directories are not parsed (~50,000 members): bounds memory likewise."""
-_GROUP_DIVISOR: Final = 4
+_GROUP_DIVISOR: Final = 16
 
 ReadAt = Callable[[int, int], bytes]
 """``read_at(offset, length)``: the file's bytes there (shorter only at the end of the file)."""
@@ -75,7 +77,12 @@ _MAX_COMMENT: Final = 65535
 
 
 def group_floor(min_size: int) -> int:
-    """Pieces smaller than this are grouped (64 KiB for the default ``min_size`` of 256 KiB)."""
+    """Pieces smaller than this are grouped (16 KiB for the default ``min_size`` of 256 KiB).
+
+    Measured (``benchmarks/finetune_real.py --floor-study``, docs/chunking.md): grouping up to
+    64 KiB or ``min_size`` made small LoRA adapters cost 7-20x their bytes again; no grouping at
+    all gave a file of tiny tensors a chunk per tensor (and per zip header) for no dedup gain.
+    """
     return max(1, min_size // _GROUP_DIVISOR)
 
 
@@ -90,12 +97,12 @@ def plan_cuts(
     """
     if size <= min_size:
         return []
+    floor = group_floor(min_size) if floor is None else max(1, floor)
     marks = _safetensors_marks(read_at, size)
     if marks is None:
-        marks = _zip_marks(read_at, size)
+        marks = _zip_marks(read_at, size, floor)
     if not marks:
         return []
-    floor = group_floor(min_size) if floor is None else max(1, floor)
     return _group(sorted(m for m in marks if 0 < m < size), size, floor)
 
 
@@ -213,26 +220,39 @@ def _directory_size(read_at: ReadAt, size: int) -> int | None:
     return int(_EOCD64.unpack(record64)[8])
 
 
-def _zip_marks(read_at: ReadAt, size: int) -> set[int] | None:
+def _zip_marks(read_at: ReadAt, size: int, floor: int) -> set[int] | None:
+    # A member's local header and its data descriptor (after the data) carry its data's CRC,
+    # so they change with the data: a member is one piece from its local header to the next
+    # member's, never split among groups of small neighbours (in torch.save's zip, storages
+    # are in the string order of their keys, so a changed adapter's neighbours are unrelated
+    # tensors). Only a large member gets a mark at its data start, so that a partial change of
+    # its data does not drag the chunk holding its header and first bytes along. A member
+    # whose local header is damaged keeps only its header-offset mark: one bad spot (a
+    # scattered edit) must not throw away the boundaries of every other tensor.
     directory = _directory_size(read_at, size)
     if directory is None or directory > ZIP_DIRECTORY_LIMIT:
         return None
     marks: set[int] = set()
     try:
         with zipfile.ZipFile(_ReadAtFile(read_at, size)) as archive:
+            marks.add(archive.start_dir)  # where the central directory begins
             for info in archive.infolist():
                 offset = info.header_offset
-                local = read_at(offset, _LOCAL.size) if 0 <= offset < size else b""
+                if not 0 <= offset < size:
+                    continue
+                marks.add(offset)
+                local = read_at(offset, _LOCAL.size)
                 if len(local) != _LOCAL.size:
-                    return None
+                    continue
                 fields = _LOCAL.unpack(local)
                 if fields[0] != _LOCAL_SIG:
-                    return None
+                    continue
                 start = offset + _LOCAL.size + int(fields[10]) + int(fields[11])
                 end = start + info.compress_size
                 if end > size or info.compress_size < 0:
-                    return None
-                marks.update((offset, start, end))
+                    continue
+                if info.compress_size >= floor:
+                    marks.add(start)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, struct.error, EOFError,
             NotImplementedError, OverflowError, IndexError, KeyError, TypeError):
         return None

@@ -11,6 +11,7 @@ so that a torch upgrade cannot move the vectors.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import struct
@@ -89,20 +90,20 @@ def default_model() -> bytes:
 
 # fmt: off
 SMALL_MODEL_CUTS = [
-    0, 3040, 11232, 19424, 90399, 121824, 123872, 132064, 140256, 166100, 242656, 244704, 252896,
-    261088, 363488, 420787, 550291, 576760, 664207, 717080, 792763, 845577, 965577, 990820,
-    1060960,
+    0, 992, 3040, 11232, 19424, 90399, 121824, 123872, 132064, 140256, 166100, 242656, 244704,
+    252896, 261088, 363488, 420787, 550291, 576760, 664207, 717080, 792763, 845577, 965577,
+    990820, 1060960,
 ]
 DEFAULT_MODEL_CUTS = [
     0, 8608, 1057196, 1098156, 2609369, 3549408, 4488390, 5871541, 6831752, 7106443, 8815926,
     9661552, 10535340,
 ]
 TORCH_SMALL_CUTS = [
-    0, 1024, 61651, 123193, 144885, 296354, 331551, 371703, 394240, 394368, 417547, 476288,
-    476416, 484608, 484736, 492928, 493184, 625904, 657024,
+    0, 1024, 61651, 123193, 144885, 296354, 331551, 371703, 394256, 394368, 417547, 476304,
+    476416, 484624, 484736, 492944, 493184, 625904, 657040, 657336,
 ]
 TORCH_DEFAULT_CUTS = [
-    0, 1024, 394240, 394368, 476288, 493184, 657024,
+    0, 1024, 394256, 394368, 476304, 484624, 493184, 657040,
 ]
 # fmt: on
 TORCH_FILE_DIGEST = "2b48a93ffabf433f7226c7e43b72baa3d906606279463bc8ffcc5412dec37cbb"
@@ -143,10 +144,10 @@ def test_every_tensor_starts_a_segment_and_small_ones_are_grouped() -> None:
     doc = json.loads(data[8:header_end])
     starts = {name: header_end + info["data_offsets"][0]
               for name, info in doc.items() if name != "__metadata__"}
-    # The header (992 B) and the first bias (2 KiB) are small pieces: one group.
-    assert header_end not in cuts and starts["l0.lora_A"] == header_end + 2 * KiB
+    # The floor is min_size / 16 = 1 KiB: the header (992 B) is a piece of its own (it cannot
+    # be grouped with the 2 KiB bias), and so is every tensor here.
+    assert header_end in cuts and starts["l0.lora_A"] == header_end + 2 * KiB
     for layer in range(3):
-        # The floor is min_size / 4 = 4 KiB: each 8 KiB adapter is a segment of its own.
         assert starts[f"l{layer}.lora_A"] in cuts
         assert starts[f"l{layer}.lora_B"] in cuts
         assert starts[f"l{layer}.weight"] in cuts
@@ -181,9 +182,9 @@ def test_small_pieces_are_grouped_up_to_the_floor() -> None:
     floor = group_floor(SMALL_T.min_size)
     sizes = [len(c) for _, c in iter_buffer_chunks(data, SMALL_T)]
     # The header (~28 KiB) and the big tensor are segments of their own; the 16,000 bytes of
-    # small tensors between them are grouped into chunks of at most the floor (4 KiB).
+    # small tensors between them are grouped into chunks of at most the floor (1 KiB).
     assert all(size <= floor for size in sizes[1:-1])
-    assert len(sizes) < 10
+    assert len(sizes) < 25
 
 
 def test_file_of_at_most_min_size_is_one_chunk() -> None:
@@ -319,3 +320,62 @@ def test_zip_members_start_segments(member_size: int) -> None:
     start = info.header_offset + 30 + local[10] + local[11]
     cuts = cuts_of(data, SMALL_T)
     assert start in cuts and start + 50 * KiB in cuts
+
+
+class _Unseekable(io.RawIOBase):
+    """Makes zipfile write data descriptors (CRC after the data), as streaming writers do."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: object) -> int:
+        data = bytes(b)  # type: ignore[call-overload]
+        self.out += data
+        return len(data)
+
+
+def streamed_zip(members: list[tuple[str, bytes]]) -> bytes:
+    sink = _Unseekable()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name, data in members:
+            with archive.open(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), "w") as f:
+                f.write(data)
+    return bytes(sink.out)
+
+
+def test_changed_zip_member_does_not_drag_its_small_neighbours() -> None:
+    """The member's header and data descriptor hold its CRC: they must go with the member,
+    not into a group with unrelated small neighbours (storages are in key-string order)."""
+    def members(tuned: str) -> list[tuple[str, bytes]]:
+        out = [("archive/data.pkl", xof("pkl", 700))]
+        for i in range(6):
+            out += [(f"archive/data/{i}0", xof(f"small{i}", 300)),
+                    (f"archive/data/{i}1", xof(f"adapter{i}{tuned}", 3 * KiB)),
+                    (f"archive/data/{i}2", xof(f"small2{i}", 200)),
+                    (f"archive/data/{i}3", xof(f"weight{i}", 40 * KiB))]
+        return out
+
+    base, tuned = streamed_zip(members("")), streamed_zip(members("t"))
+    assert zipfile.ZipFile(io.BytesIO(tuned)).testzip() is None
+    old = {chunk_id(c) for _, c in iter_buffer_chunks(base, SMALL_T)}
+    new = sum(len(c) for _, c in iter_buffer_chunks(tuned, SMALL_T) if chunk_id(c) not in old)
+    changed = 6 * 3 * KiB
+    with zipfile.ZipFile(io.BytesIO(tuned)) as archive:
+        directory = len(tuned) - archive.start_dir
+    assert new <= 1.2 * changed + directory
+
+
+def test_damaged_member_keeps_the_other_members_boundaries() -> None:
+    data = bytearray(TORCH_FILE.read_bytes())
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        damaged = archive.getinfo("tensorcuts-torch/data/1").header_offset
+    data[damaged : damaged + 4] = b"XXXX"  # an edit that hits one local header
+    cuts = cuts_of(bytes(data), DEFAULT_CHUNKER)
+    assert damaged in cuts
+    # data/5's data start and the directory start are still marks (TORCH_DEFAULT_CUTS).
+    assert {493184, 657040} <= set(cuts)
+    assert cuts != cuts_of(bytes(data), dataclasses.replace(DEFAULT_CHUNKER,
+                                                            tensor_boundaries=False))

@@ -602,7 +602,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--peers", default=None, help="comma list of tools (default: all six; quick: cpv,boto3)"
     )
-    parser.add_argument("--workloads", default="big,finetune,smallfiles,noop")
+    parser.add_argument(
+        "--workloads", default="big,finetune,smallfiles,noop",
+        help="also: realtrain (benchmarks/finetune_real.py: a transformer trained on CPU; "
+        "needs torch)",
+    )
     parser.add_argument("--small-files", type=int, default=None, help="default 20000")
     parser.add_argument(
         "--budget-seconds",
@@ -824,6 +828,13 @@ def main(argv: list[str] | None = None) -> int:
                         bench.failures.append(f"{tool.name} {name} rep {rep}: {exc!r}")
                         traceback.print_exc()
             write_outputs()  # partial results survive an interrupted run
+        if "realtrain" in args.workloads:  # needs torch; its own server, old vs new cut rule
+            done = subprocess.run(
+                [sys.executable, str(HERE / "finetune_real.py"), "--reps", str(args.reps),
+                 "--out", str(args.out / "realtrain")], check=False,
+            )
+            if done.returncode != 0:
+                bench.failures.append(f"realtrain: exit {done.returncode}")
         result = write_outputs()
         print(report.markdown(result, brief=True), flush=True)
         if bench.failures:

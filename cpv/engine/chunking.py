@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Final, Protocol, Union
 from pyfastcdc import FastCDC
 
 from cpv import osio
+from cpv.engine.tensorcuts import plan_cuts
 from cpv.errors import ConfigError, FormatError, LocalIOError
 from cpv.store import KiB, MiB
 
@@ -128,6 +129,10 @@ class ChunkerParams:
         seed: XORed into the gear table; another seed gives other cut points (0 = the paper's
             table). Lets a store make its cut points unguessable, as restic's per-repo polynomial.
         algorithm: only :data:`ALGORITHM` exists.
+        tensor_boundaries: cut safetensors and zip (``torch.save``) files at their tensors
+            first, FastCDC inside each (:mod:`cpv.engine.tensorcuts`). A store *feature*, not a
+            key of :meth:`to_dict`: the store's ``config`` lists it so that a cpv that does not
+            know it refuses to push (:mod:`cpv.engine.format`).
 
     Raises:
         ConfigError: a value is out of range or of the wrong type.
@@ -138,11 +143,16 @@ class ChunkerParams:
     max_size: int
     seed: int = 0
     algorithm: str = ALGORITHM
+    tensor_boundaries: bool = False
 
     def __post_init__(self) -> None:
         values = {name: getattr(self, name) for name in _KEYS}
         try:
             _check_params(values)
+            if not isinstance(self.tensor_boundaries, bool):
+                raise _InvalidParamsError(
+                    f"tensor_boundaries must be a bool, got {self.tensor_boundaries!r}"
+                )
         except _InvalidParamsError as exc:
             raise ConfigError(
                 f"invalid chunker parameters: {exc}",
@@ -160,8 +170,12 @@ class ChunkerParams:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> ChunkerParams:
+    def from_dict(
+        cls, data: Mapping[str, object], *, tensor_boundaries: bool = False
+    ) -> ChunkerParams:
         """Parse what :meth:`to_dict` wrote, as read back from a store.
+
+        ``tensor_boundaries`` comes from the store's feature list, not from ``data``.
 
         Unknown keys are refused: a newer cpv may have added a parameter that changes cut points,
         and ignoring it would silently break deduplication.
@@ -183,7 +197,13 @@ class ChunkerParams:
             min_size, avg_size, max_size, seed = _check_params(data)
         except _InvalidParamsError as exc:
             raise FormatError(f"stored chunker parameters are invalid: {exc}", hint=hint) from None
-        return cls(min_size=min_size, avg_size=avg_size, max_size=max_size, seed=seed)
+        return cls(
+            min_size=min_size,
+            avg_size=avg_size,
+            max_size=max_size,
+            seed=seed,
+            tensor_boundaries=tensor_boundaries,
+        )
 
 
 def _new_cdc(params: ChunkerParams) -> FastCDC:
@@ -197,8 +217,11 @@ def _new_cdc(params: ChunkerParams) -> FastCDC:
     )
 
 
-DEFAULT_CHUNKER: Final = ChunkerParams(min_size=256 * KiB, avg_size=768 * KiB, max_size=4 * MiB)
-"""The parameters of new stores: mean chunk ~1.1 MiB, ~940 chunks per GiB. See docs/chunking.md."""
+DEFAULT_CHUNKER: Final = ChunkerParams(
+    min_size=256 * KiB, avg_size=768 * KiB, max_size=4 * MiB, tensor_boundaries=True
+)
+"""The parameters of new stores: mean chunk ~1.1 MiB, ~940 chunks per GiB, cut at tensor
+boundaries first. See docs/chunking.md."""
 
 
 class SupportsFileno(Protocol):
@@ -347,20 +370,50 @@ def _iter_file_chunks(
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
             except OSError:  # not a regular file, or the filesystem has no readahead
                 log.debug("posix_fadvise(SEQUENTIAL) refused for %s", _describe(source))
-        yield from _cut_fd(fd, params, view, source, drop_cache=drop_cache)
+        cuts = _plan_file_cuts(fd, params, source) if params.tensor_boundaries else []
+        yield from _cut_fd(fd, params, view, source, drop_cache=drop_cache, cuts=cuts)
     finally:
         if close_fd:
             os.close(fd)
 
 
+def _plan_file_cuts(fd: int, params: ChunkerParams, source: FileSource) -> list[int]:
+    """The tensor-boundary segment starts of an open file (reads its header only)."""
+
+    def read_at(offset: int, length: int) -> bytes:
+        try:
+            return os.pread(fd, length, offset)
+        except OSError as exc:
+            raise LocalIOError(
+                f"cannot read {_describe(source)}: {exc.strerror or exc}", path=_describe(source)
+            ) from exc
+
+    try:
+        size = os.fstat(fd).st_size
+    except OSError as exc:
+        raise LocalIOError(
+            f"cannot stat {_describe(source)}: {exc.strerror or exc}", path=_describe(source)
+        ) from exc
+    return plan_cuts(read_at, size, min_size=params.min_size)
+
+
 def _cut_fd(
-    fd: int, params: ChunkerParams, view: memoryview, source: FileSource, *, drop_cache: bool
+    fd: int,
+    params: ChunkerParams,
+    view: memoryview,
+    source: FileSource,
+    *,
+    drop_cache: bool,
+    cuts: list[int],
 ) -> Iterator[tuple[int, memoryview]]:
     # The window view[start:end] holds file bytes [chunk_offset, chunk_offset + end - start).
-    # A cut is only asked for when the window holds at least max_size bytes or reaches EOF: the
+    # A cut is only asked for when the window holds at least max_size bytes or reaches the end
+    # of the file or of the segment (``cuts``: each segment is cut as a file of its own): the
     # cut looks at most max_size bytes ahead, so that is what makes cut points independent of
     # the buffer size.
     cdc = _new_cdc(params)
+    segment_ends = iter(cuts)
+    segment_end = next(segment_ends, None)
     max_size = params.max_size
     head = _head_size(params)
     capacity = len(view)
@@ -395,12 +448,17 @@ def _cut_fd(
             if drop and dropped:
                 _drop_cache(fd, dropped, 0)
             return
-        for chunk in cdc.cut_buf(view[start:end]):
+        stop, final = end, eof
+        if segment_end is not None and segment_end - chunk_offset <= end - start:
+            stop, final = start + segment_end - chunk_offset, True
+        for chunk in cdc.cut_buf(view[start:stop]):
             yield chunk_offset, chunk.data
             start += chunk.length
             chunk_offset += chunk.length
-            if not eof and end - start < max_size:
+            if not final and end - start < max_size:
                 break
+        if chunk_offset == segment_end:
+            segment_end = next(segment_ends, None)
 
 
 def _drop_cache(fd: int, offset: int, length: int) -> None:
@@ -419,5 +477,16 @@ def iter_buffer_chunks(buf: Buffer, params: ChunkerParams) -> Iterator[tuple[int
     view = memoryview(buf)
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
-    for chunk in _new_cdc(params).cut_buf(view):
-        yield chunk.offset, chunk.data
+    cuts: list[int] = []
+    if params.tensor_boundaries:
+        cuts = plan_cuts(
+            lambda offset, length: bytes(view[offset : offset + length]),
+            len(view),
+            min_size=params.min_size,
+        )
+    cdc = _new_cdc(params)
+    begin = 0
+    for end in [*cuts, len(view)]:
+        for chunk in cdc.cut_buf(view[begin:end]):
+            yield begin + chunk.offset, chunk.data
+        begin = end

@@ -17,6 +17,16 @@ Layout of a store (one S3 prefix or one local folder)::
 
 Unknown format versions are refused with :class:`~cpv.errors.FormatError` rather than
 guessed at: writing version-1 objects into a newer store could break its readers.
+
+Version 2 stores snapshots as trees of nodes (:mod:`cpv.engine.tree`) and adds ``features``:
+``{"read": [...], "write": [...]}``. A cpv must know every *read*
+feature to use the store at all, and every *write* feature to push to it; a store whose write
+features it does not know stays readable (pull, verify, ls). Version 1 (flat snapshots, no
+features) is what stores created before were written in; they keep their rules and are read and
+written as before until :func:`upgrade_store_format`. The
+only feature so far is ``tensor-boundaries`` (a write feature: the cutting rule of
+:mod:`cpv.engine.tensorcuts`; readers never cut). A version-1 cpv refuses a version-2 store with
+"upgrade cpv", which is what keeps it from pushing with the old cutting rule.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from cpv.engine.chunking import DEFAULT_CHUNKER, ChunkerParams
+from cpv.engine.tensorcuts import FEATURE as TENSOR_BOUNDARIES
 from cpv.errors import FormatError, NoStoreError, ObjectNotFoundError, PreconditionFailedError
 from cpv.store import MiB
 
@@ -38,9 +49,15 @@ if TYPE_CHECKING:
 CONFIG_KEY = "config"
 FORMAT_NAME = "cpv-store"
 FORMAT_VERSION = 2
-"""What a new store is created with. 2: snapshots are trees of nodes (``cpv/engine/tree.py``)."""
+"""What a new store is created with. 2: snapshots are trees of nodes (``cpv/engine/tree.py``),
+and the config lists ``features`` (below)."""
 READABLE_VERSIONS = (1, 2)
 """A version-1 store is read and written in format 1 until :func:`upgrade_store_format`."""
+FORMAT_VERSIONS = READABLE_VERSIONS
+READ_FEATURES: frozenset[str] = frozenset()
+"""Features this cpv knows that a reader must understand."""
+WRITE_FEATURES = frozenset({TENSOR_BOUNDARIES})
+"""Features this cpv knows that a writer must honour (readers may ignore them)."""
 HASH_ALGORITHM = "blake3"
 DEFAULT_PACK_SIZE = 64 * MiB
 
@@ -55,6 +72,27 @@ class StoreConfig:
     pack_size: int
     hash: str = HASH_ALGORITHM
     created_at: str = ""
+    unknown_write_features: tuple[str, ...] = ()
+    """Write features of the store this cpv does not know: it may read, not push."""
+
+    @property
+    def write_features(self) -> tuple[str, ...]:
+        known = (TENSOR_BOUNDARIES,) if self.chunker.tensor_boundaries else ()
+        return tuple(sorted({*known, *self.unknown_write_features}))
+
+    def check_writable(self, where: str) -> None:
+        """Refuse to write into a store whose rules this cpv does not know.
+
+        Raises:
+            FormatError: the store lists a write feature this cpv does not know (a newer
+                cutting rule, say): pushing with the old rule would silently stop dedup.
+        """
+        if self.unknown_write_features:
+            raise FormatError(
+                f"store at {where} uses format features this cpv does not know: "
+                f"{', '.join(self.unknown_write_features)}; it can read the store but not push",
+                hint="upgrade cpv (pip install -U cpv-checkpoints) to push to this store",
+            )
 
     @property
     def tree_snapshots(self) -> bool:
@@ -62,7 +100,8 @@ class StoreConfig:
         return self.version >= 2
 
     def to_json(self) -> bytes:
-        doc = {
+        features = self.write_features
+        doc: dict[str, Any] = {
             "format": FORMAT_NAME,
             "version": self.version,
             "store_id": self.store_id,
@@ -72,6 +111,10 @@ class StoreConfig:
             "compression": "none",
             "created_at": self.created_at,
         }
+        if self.version >= 2:
+            doc["features"] = {"read": [], "write": list(features)}
+        elif features:
+            raise ValueError("format-1 stores have no features; upgrade the store first")
         return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
@@ -83,29 +126,56 @@ class StoreConfig:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise FormatError(f"{where} is not a cpv store config (no format={FORMAT_NAME!r})")
         version = doc.get("version")
-        if version not in READABLE_VERSIONS:
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
             raise FormatError(
                 f"store at {where} has format version {version!r}; this cpv understands "
-                f"versions {', '.join(map(str, READABLE_VERSIONS))}",
-                hint="upgrade cpv (pip install -U cpv) to use this store",
+                f"versions {' and '.join(map(str, READABLE_VERSIONS))}",
+                hint="upgrade cpv (pip install -U cpv-checkpoints) to use this store",
             )
         if doc.get("hash") != HASH_ALGORITHM or doc.get("compression", "none") != "none":
             raise FormatError(f"store at {where} uses an unsupported hash or compression")
         try:
-            chunker = ChunkerParams.from_dict(doc["chunker"])
+            chunker_doc = doc["chunker"]
             pack_size = int(doc["pack_size"])
             store_id = str(doc["store_id"])
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"store config at {where} is incomplete: {exc}") from exc
         if pack_size < 1 * MiB:
             raise FormatError(f"store config at {where} has an invalid pack_size {pack_size}")
+        read, write = _features(doc, where) if version == 2 else ((), ())
+        unknown_read = sorted(set(read) - READ_FEATURES)
+        if unknown_read:
+            raise FormatError(
+                f"store at {where} uses format features this cpv does not know: "
+                f"{', '.join(unknown_read)}",
+                hint="upgrade cpv (pip install -U cpv-checkpoints) to use this store",
+            )
+        chunker = ChunkerParams.from_dict(
+            chunker_doc, tensor_boundaries=TENSOR_BOUNDARIES in write
+        )
         return cls(
             version=int(version),
             store_id=store_id,
             chunker=chunker,
             pack_size=pack_size,
             created_at=str(doc.get("created_at", "")),
+            unknown_write_features=tuple(sorted(set(write) - WRITE_FEATURES)),
         )
+
+
+def _features(doc: dict[str, Any], where: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (read, write) feature lists of a version-2 config."""
+    features = doc.get("features")
+    lists: list[tuple[str, ...]] = []
+    for kind in ("read", "write"):
+        names = features.get(kind) if isinstance(features, dict) else None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise FormatError(
+                f"store config at {where} has no valid features.{kind} list",
+                hint="the store's config object is damaged or was written by an incompatible cpv",
+            )
+        lists.append(tuple(names))
+    return lists[0], lists[1]
 
 
 def read_store_config(store: ObjectStore) -> StoreConfig:
@@ -137,6 +207,8 @@ def init_store(
         pass
     if version not in READABLE_VERSIONS:
         raise ValueError(f"unknown store format version {version}")
+    if version < 2 and chunker.tensor_boundaries:
+        raise ValueError("tensor-boundary chunking needs store format 2")
     config = StoreConfig(
         version=version,
         store_id=secrets.token_hex(16),

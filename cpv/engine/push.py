@@ -373,10 +373,13 @@ def push(
 
     Raises:
         LocalIOError: a file cannot be read. SourceChangedError: a file changed while read.
+        FormatError: the store has a write feature this cpv does not know ("upgrade cpv").
         UnsupportedPathError: a name cpv cannot version, a nested Git repository, or a symlink
             that leaves the tree (with ``symlinks="keep"``). StoreError/TransferError: the store
         failed; nothing referencing the failed uploads was written.
     """
+    # A store whose cutting rule this cpv does not know: pushing would cut differently.
+    repo.config.check_writable(repo.url)
     limits = limits or TransferLimits()
     started = time.monotonic()
     requests_before = repo.store.request_count

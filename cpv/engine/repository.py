@@ -198,6 +198,8 @@ class Repository:
                 for v in (chunker.algorithm, chunker.min_size, chunker.avg_size,
                           chunker.max_size, chunker.seed)
             )
+            if chunker.tensor_boundaries:  # cached chunk lists were cut by this rule
+                key += ":tensor-boundaries"
             self._stat_cache = StatCache(self.cache_root / "statcache.sqlite", chunker_key=key)
         return self._stat_cache
 

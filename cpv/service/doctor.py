@@ -11,10 +11,14 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cpv.config import CPVConfig
 from cpv.credentials import validate_credentials
 from cpv.errors import ConfigError, CPVError
+
+if TYPE_CHECKING:
+    from cpv.engine.format import StoreConfig
 from cpv.service.results import DoctorCheck
 from cpv.store import open_store
 
@@ -129,6 +133,19 @@ def doctor_checks(
     return checks
 
 
+def _format_check(config: StoreConfig) -> DoctorCheck:
+    """The store's format and features: a store with a cutting rule this cpv does not know can
+    be pulled from but not pushed to, which is better said before a push fails."""
+    known = [f for f in config.write_features if f not in config.unknown_write_features]
+    detail = f"version {config.version}, features: {', '.join(known) or 'none'}"
+    if config.unknown_write_features:
+        detail += (f"; unknown to this cpv: {', '.join(config.unknown_write_features)} "
+                   "(pull works, push is refused)")
+        return DoctorCheck("store format", False, detail,
+                           "upgrade cpv (python -m pip install -U cpv-checkpoints)")
+    return DoctorCheck("store format", True, detail)
+
+
 def _store_checks(cfg: CPVConfig, store_url: str) -> list[DoctorCheck]:
     """What the server supports (probed, never assumed) and whether the store records its
     versions (a store from before roots needs one migration before gc and forget)."""
@@ -150,6 +167,7 @@ def _store_checks(cfg: CPVConfig, store_url: str) -> list[DoctorCheck]:
             f"cpv cannot work without: {', '.join(missing)}; use an S3 server that supports "
             "them" if missing else ""))
         with Repository.open(store, cache_dir=cfg.cache_dir) as repo:
+            out.append(_format_check(repo.config))
             roots = list_roots(repo)
             if roots.enabled:
                 out.append(DoctorCheck(

@@ -367,8 +367,12 @@ def test_default_read_buffer() -> None:
 
 def test_params_round_trip() -> None:
     for params in (DEFAULT_CHUNKER, SMALL, SMALL_SEEDED):
-        assert ChunkerParams.from_dict(params.to_dict()) == params
+        tensors = params.tensor_boundaries
+        assert ChunkerParams.from_dict(params.to_dict(), tensor_boundaries=tensors) == params
     assert DEFAULT_CHUNKER.algorithm == ALGORITHM == "fastcdc2020"
+    # New stores cut at tensor boundaries (a store feature, not a chunker key: to_dict is as
+    # before, so the golden test above also pins that non-checkpoint input cuts as before).
+    assert DEFAULT_CHUNKER.tensor_boundaries and not SMALL.tensor_boundaries
 
 
 GOOD = {"min_size": 64 * KiB, "avg_size": 256 * KiB, "max_size": 1 * MiB}

@@ -81,10 +81,12 @@ def test_new_store_records_the_feature_and_old_configs_keep_the_plain_rule(
     config = read_store_config(memory_store)
     assert config.version == 1 and not config.chunker.tensor_boundaries
     assert config.unknown_write_features == ()
-    # A plain store is still written as version 1, readable by a cpv from before features.
-    plain = make_repo(type(memory_store)(), tmp_path / "p")
-    assert json.loads(plain.store.get(CONFIG_KEY))["version"] == 1
-    assert "features" not in json.loads(plain.store.get(CONFIG_KEY))
+    # A store made for format-1 clients has no features; a plain format-2 store lists none.
+    old = make_repo(type(memory_store)(), tmp_path / "p", version=1)
+    assert json.loads(old.store.get(CONFIG_KEY))["version"] == 1
+    assert "features" not in json.loads(old.store.get(CONFIG_KEY))
+    plain = make_repo(type(memory_store)(), tmp_path / "q")
+    assert json.loads(plain.store.get(CONFIG_KEY))["features"] == {"read": [], "write": []}
 
 
 def test_unknown_write_feature_reads_but_refuses_push(memory_store: Any, tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cpv.engine import Repository, gc, pull, push, verify
 from cpv.engine.format import CONFIG_KEY, FORMAT_VERSION, upgrade_store_format
@@ -379,3 +381,27 @@ def test_gc_deletes_the_locations_of_dead_snapshots(memory_store: Any, tmp_path:
     gc.collect_garbage(repo, grace_period_s=0)
     assert not memory_store.exists(f"locations/{sid}")
     assert not list(memory_store.list("locations/"))
+
+
+# -- fuzz -----------------------------------------------------------------------------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=10)
+    | st.sampled_from([H, "..", ".git", "a/b", ""]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["e", "p", "n", "d", "s", "m", "h", "c", "l", "x"]), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_json.map(lambda d: _node(d)[1]), st.binary(max_size=64).map(
+    lambda b: TREE_MAGIC + b)))
+def test_fuzz_nodes_raise_only_clear_errors(raw: bytes) -> None:
+    """Whatever a node holds, a walk yields checked files or raises FormatError/UnsafePathError."""
+    nid = chunk_id(raw)
+    try:
+        for f in TreeWalker(_reader({nid: raw})).files(nid):
+            assert f.path and ".." not in f.path.split("/")
+    except (FormatError, UnsafePathError):
+        pass

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpv.config import CPVConfig
 from cpv.engine import (
@@ -97,6 +97,9 @@ from cpv.versioning import Manifest, MetricDelta, VersionInfo, compare, manifest
 from cpv.versioning.metrics import merge_metrics, normalize_metrics, resolve_metrics
 from cpv.versioning.tags import KINDS, tag_name, try_parse_tag
 from cpv.workspace import DATA_SPLITS, TRACKED, WORKSPACE_ID_FILE, Kind, Workspace
+
+if TYPE_CHECKING:
+    from cpv.service.sessions import SessionCommit
 
 log = logging.getLogger(__name__)
 
@@ -718,6 +721,7 @@ class WorkspaceService:
         paths: Sequence[str] = (),
         dest: str | Path | None = None,
         force: bool = False,
+        parts: Sequence[str] = (),
     ) -> list[PullSummary]:
         """Bring the tracked folders (or ``dest``) to ``rev``; see :meth:`resolve`.
 
@@ -729,8 +733,11 @@ class WorkspaceService:
         Raises:
             DirtyWorkspaceError: local changes would be overwritten (unless ``force``);
             IntegrityError (a snapshot that does not match its manifest), NoStoreError, ...
+
+        ``parts`` keeps the files that those writers pushed into a version committed from a
+        many-writers session (``cpv pull --part RANK``), for a resume on the same layout.
         """
-        selection = Selection(paths)
+        selection = Selection(paths, parts)
         if dest is not None and len(selection.kinds or KINDS) != 1:
             raise ConfigError("--to needs exactly one of 'model' or 'data'",
                               hint="e.g. cpv pull v0.1 model --to /tmp/v0.1")
@@ -827,7 +834,8 @@ class WorkspaceService:
 
     # -- listing -----------------------------------------------------------------------------
 
-    def ls(self, rev: str | None = None, paths: Sequence[str] = ()) -> list[tuple[str, int]]:
+    def ls(self, rev: str | None = None, paths: Sequence[str] = (), *,
+           parts: Sequence[str] = ()) -> list[tuple[str, int]]:
         """The files of ``rev`` (default: the current version) at or under ``paths``
         (workspace paths such as ``model`` or ``data/train``), with their sizes, sorted.
 
@@ -837,7 +845,7 @@ class WorkspaceService:
         Raises:
             ConfigError: a path outside the tracked folders. PathNotFoundError: nothing there.
         """
-        selection = Selection(paths)
+        selection = Selection(paths, parts)
         out: list[tuple[str, int]] = []
         for kind, ref in self.resolve(rev, selection.kinds, data_at_commit=True).items():
             manifest, label = self.manifest_at(kind, ref)
@@ -1152,6 +1160,15 @@ class WorkspaceService:
             "extra": dict(manifest.extra),
         }
 
+    # -- many writers ------------------------------------------------------------------------
+
+    def commit_session(self, session: str, **options: Any) -> SessionCommit:
+        """Record every writer's part of ``session`` as one version (one commit, one tag);
+        see :func:`cpv.service.sessions.commit_session` for the options and errors."""
+        from cpv.service.sessions import commit_session
+
+        return commit_session(self, session, **options)
+
 
 _GLOB = re.compile(r"[*?\[]")
 
@@ -1162,9 +1179,12 @@ class Selection:
     workspace paths by the same maintained matcher as ``.cpvignore``. One owner, so pull and
     ls select alike."""
 
-    def __init__(self, paths: Sequence[str]) -> None:
+    def __init__(self, paths: Sequence[str], parts: Sequence[str] = ()) -> None:
         import pathspec
 
+        self._parts = [str(p) for p in parts]
+
+        self._paths_only = list(paths)
         self._patterns = [p for p in paths if _GLOB.search(p)]
         plain = [p for p in paths if not _GLOB.search(p)]
         self._restrict = _split_pull_paths(plain) if plain else {}
@@ -1177,6 +1197,9 @@ class Selection:
 
     def files(self, kind: Kind, snapshot: Snapshot) -> list[str] | None:
         """The paths (relative to ``kind``'s folder) selected, or None for the whole folder."""
+        if self._parts:
+            return _part_files(snapshot, self._parts, Selection(self._paths_only).files(
+                kind, snapshot) if self._paths_only else None)
         if self.kinds is None or self._restrict.get(kind) == []:
             return None
         inside = in_scope(self._restrict[kind]) if self._restrict.get(kind) else None
@@ -1187,11 +1210,29 @@ class Selection:
 
     def check_matched(self, chosen: Sequence[list[str] | None], rev: str | None) -> None:
         """A pattern that selects nothing is a mistake to say at once, with nothing changed."""
+        if self._parts and all(c is not None and not c for c in chosen):
+            raise NothingMatchedError(
+                f"part {', '.join(self._parts)} wrote no file of {rev or 'the current version'}"
+                + (" selected by the paths" if self._paths_only else ""),
+                hint="--part names a writer of a version committed from a session (cpv session "
+                     "commit); cpv ls lists the files")
         if self._patterns and all(c is not None and not c for c in chosen):
             raise NothingMatchedError(
                 f"{', '.join(self._patterns)} matches no file of {rev or 'the current version'}",
                 hint="patterns match workspace paths in gitignore syntax, e.g. "
                      "'model/*.safetensors' or '*fp16*'; list the files with cpv ls")
+
+
+def _part_files(snapshot: Snapshot, parts: Sequence[str], within: list[str] | None) -> list[str]:
+    """The files the writers ``parts`` pushed into a session's version (engine/sessions.py),
+    narrowed to ``within`` when paths were given too; [] when the version has no such part."""
+    from cpv.engine.sessions import parts_of
+
+    written = parts_of(snapshot)
+    chosen = {p for part in parts for p in written.get(part, ())}
+    if within is not None:
+        chosen &= set(within)
+    return sorted(chosen)
 
 
 def _expected(manifest: Manifest) -> dict[str, tuple[int, str]]:

@@ -34,6 +34,7 @@ to one line and an exit code. Each error carries the fields a program needs (``k
     │   ├── MissingPartsError           .missing: writers that have not pushed their part
     │   ├── SessionConflictError        a session id reused with other content
     │   └── SessionCommittedError       .holder: another coordinator committed it
+    ├── CheckpointError                 a background version from a training loop failed
     └── VersioningError
         ├── NotAWorkspaceError
         ├── TagExistsError              .tag
@@ -342,3 +343,15 @@ class SessionCommittedError(SessionError):
         super().__init__(message, session=session, hint=hint)
         self.holder = holder
         self.snapshot_id = snapshot_id
+
+
+class CheckpointError(CPVError):
+    """A background version of a training checkpoint failed (``.step``; the cause is chained).
+
+    Raised on the next call to the :class:`~cpv.checkpointer.Checkpointer` after the failure,
+    or at its close, so a training loop learns of it without being stopped by it.
+    """
+
+    def __init__(self, message: str, *, step: int | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.step = step

@@ -451,14 +451,18 @@ def _split_rev_and_paths(args: Sequence[str], root: Path) -> tuple[str | None, l
     ("cpv pull data-v0.3 data/validation", "only one data split"),
     ("cpv pull v0.1 model --to /tmp/v0.1", "somewhere else, leaving model/ alone"),
     ("cpv pull v0.3 'model/*.safetensors'", "only files a pattern matches (gitignore syntax)"),
+    ("cpv pull v0.4 --part 3", "only what writer 3 pushed (cpv session)"),
 ], codes=(0, 1, 2, 3, 4, 10, 12)))
 @click.argument("args", nargs=-1, metavar="[REV] [PATH]...")
 @click.option("--to", "dest", type=click.Path(file_okay=False),
               help="Write into this folder instead of the workspace (one PATH kind).")
 @click.option("--force", is_flag=True, help="Overwrite local changes that were not pushed.")
+@click.option("--part", "parts", multiple=True, metavar="PART",
+              help="Only the files writer PART (e.g. a rank) pushed to a session's version.")
 @common
 @click.pass_obj
-def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool) -> None:
+def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool,
+         parts: tuple[str, ...]) -> None:
     """Bring files to a version, fetching only what is missing.
 
     REV is a version tag (v0.1, data-v0.1), a branch or a commit; default: the
@@ -468,7 +472,7 @@ def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool) -> 
     """
     with state.service(progress=True) as service:
         rev, paths = _split_rev_and_paths(args, service.root)
-        results = service.pull(rev, paths=paths, dest=dest, force=force)
+        results = service.pull(rev, paths=paths, dest=dest, force=force, parts=parts)
     state.out.emit({"rev": rev, "results": [render.pull_dict(p) for p in results]},
                    lambda: [line for p in results for line in render.pull_lines(p)])
 

@@ -20,7 +20,8 @@ goes on. What it guarantees, each a test in ``tests/api/test_checkpointer.py``:
 * **The step and the metrics go into the version**: metrics as the version's metrics, the
   step in the manifest's ``extra`` and the commit message.
 
-Each checkpoint should be written to its own folder (``checkpoint-<step>``, as Hugging Face
+A checkpoint that is one file is versioned as a folder holding that file. Each checkpoint
+should be written to its own folder (``checkpoint-<step>``, as Hugging Face
 and Lightning do): a folder rewritten while it is being pushed is refused by the engine
 (:class:`~cpv.errors.SourceChangedError`, reported like any failure) rather than versioned torn.
 """
@@ -28,11 +29,15 @@ and Lightning do): a folder rewritten while it is being pushed is refused by the
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import os
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -264,9 +269,10 @@ class Checkpointer:
     def _push(self, service: WorkspaceService, request: SaveRequest) -> None:
         started = time.monotonic()
         extra = {"step": request.step} if request.step is not None else None
-        result = service.upload(self._kind, path=request.path, metrics=request.metrics or None,
-                                message=request.message, extra=extra,
-                                publish=not request.tag)
+        with _as_folder(request.path) as source:
+            result = service.upload(self._kind, path=source, metrics=request.metrics or None,
+                                    message=request.message, extra=extra,
+                                    publish=not request.tag)
         tags: list[str] = []
         if request.tag and result.changed:
             tags = service.tag([self._kind], message=request.message)
@@ -290,6 +296,28 @@ class Checkpointer:
             self.failures.append(error)
             del self.failures[:-100]
             self._unreported.append(error)
+
+
+@contextlib.contextmanager
+def _as_folder(path: Path | None) -> Iterator[Path | None]:
+    """A checkpoint that is one file (Lightning's ``epoch=1-step=200.ckpt``) is versioned as a
+    folder holding that file under its own name: the version of a tracked folder is a folder.
+
+    The file is hard-linked into a private folder beside it (copied where links fail), which
+    also keeps its bytes readable if the training library rotates the file away mid-push.
+    """
+    if path is None or not path.is_file():
+        yield path
+        return
+    stage = Path(tempfile.mkdtemp(prefix=".cpv-stage-", dir=path.parent))
+    try:
+        try:
+            os.link(path, stage / path.name)
+        except OSError:
+            shutil.copy2(path, stage / path.name)
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 __all__ = ["Checkpointer", "SaveRequest", "SavedVersion"]

@@ -171,3 +171,12 @@ def test_a_training_job_killed_mid_push_leaves_nothing_referenced_missing_and_re
         assert manifest.extra["step"] == 100
         assert store_url == service.ws.store_url
         assert service.verify(deep=True).report.ok
+
+
+def test_cpv_never_imports_the_training_libraries_at_start_up() -> None:
+    code = ("import sys, cpv, cpv.checkpointer, cpv.cli.main, cpv.service.sessions; "
+            "print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in {'torch', 'transformers', 'lightning', 'accelerate'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         RevertResult,
         UploadResult,
     )
+    from cpv.checkpointer import Checkpointer
     from cpv.errors import CPVError
 
 _LAZY = {
@@ -41,12 +42,14 @@ _LAZY = {
     "RevertResult": "cpv.api",
     "UploadResult": "cpv.api",
     "CPVError": "cpv.errors",
+    "Checkpointer": "cpv.checkpointer",
     "open": "cpv.lazy",
 }
 
 __all__ = [
     "CPVConfig",
     "CPVError",
+    "Checkpointer",
     "CombinedCheckpointsManage",
     "DataArtifacts",
     "DataCheckpointsManage",

@@ -30,6 +30,11 @@ to one line and an exit code. Each error carries the fields a program needs (``k
     ├── PathNotFoundError (FileNotFoundError)  .path: a version holds no such file
     ├── NotAFileError (IsADirectoryError)      .path: a version's folder opened as a file
     ├── TransferError                   some objects could not be moved (.failures)
+    ├── SessionError                    a many-writers session (.session)
+    │   ├── MissingPartsError           .missing: writers that have not pushed their part
+    │   ├── SessionConflictError        a session id reused with other content
+    │   └── SessionCommittedError       .holder: another coordinator committed it
+    ├── CheckpointError                 a background version from a training loop failed
     └── VersioningError
         ├── NotAWorkspaceError
         ├── TagExistsError              .tag
@@ -322,3 +327,49 @@ class DirtyWorkspaceError(VersioningError):
 
 class GitRemoteError(VersioningError):
     """The Git remote cannot be reached or refused a push/fetch."""
+
+
+class SessionError(CPVError):
+    """A many-writers session cannot be pushed to or committed as asked (``.session``)."""
+
+    def __init__(self, message: str, *, session: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.session = session
+
+
+class MissingPartsError(SessionError):
+    """The coordinator was asked to commit a session some writers have not finished (``.missing``).
+
+    Nothing is committed: a version is all of a checkpoint or nothing.
+    """
+
+    def __init__(self, message: str, *, session: str, missing: Sequence[str],
+                 hint: str | None = None) -> None:
+        super().__init__(message, session=session, hint=hint)
+        self.missing = list(missing)
+
+
+class SessionConflictError(SessionError):
+    """A session id was reused with other content, or two writers disagree about one file."""
+
+
+class SessionCommittedError(SessionError):
+    """Another coordinator committed (or is committing) the session (``.holder``)."""
+
+    def __init__(self, message: str, *, session: str, holder: str = "",
+                 snapshot_id: str = "", hint: str | None = None) -> None:
+        super().__init__(message, session=session, hint=hint)
+        self.holder = holder
+        self.snapshot_id = snapshot_id
+
+
+class CheckpointError(CPVError):
+    """A background version of a training checkpoint failed (``.step``; the cause is chained).
+
+    Raised on the next call to the :class:`~cpv.checkpointer.Checkpointer` after the failure,
+    or at its close, so a training loop learns of it without being stopped by it.
+    """
+
+    def __init__(self, message: str, *, step: int | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.step = step

@@ -80,6 +80,21 @@ def exclude_internal(relpath: str) -> bool:
     return head in INTERNAL_DIRS or (name.startswith(".") and ".cpv-" in name)
 
 
+def store_from_config(config: CPVConfig, url: str) -> ObjectStore:
+    """The store at ``url`` opened with the settings of ``config`` (AWS profile, endpoint,
+    region, encryption, connections): a workspace's store, or a writer's that has no Git."""
+    aws = config.aws
+    return open_store(
+        url,
+        profile=aws.profile,
+        region=aws.region,
+        endpoint_url=aws.endpoint_url,
+        max_connections=config.transfer.workers,
+        sse=aws.sse,
+        sse_kms_key_id=aws.sse_kms_key_id,
+    )
+
+
 @dataclass
 class Workspace:
     """An open workspace. Use as a context manager, or call :meth:`close`."""
@@ -132,16 +147,7 @@ class Workspace:
 
     def store(self) -> ObjectStore:
         if self._store is None:
-            aws = self.config.aws
-            self._store = open_store(
-                self.store_url,
-                profile=aws.profile,
-                region=aws.region,
-                endpoint_url=aws.endpoint_url,
-                max_connections=self.config.transfer.workers,
-                sse=aws.sse,
-                sse_kms_key_id=aws.sse_kms_key_id,
-            )
+            self._store = store_from_config(self.config, self.store_url)
         return self._store
 
     def repository(self, *, create: bool = False) -> Repository:

@@ -515,16 +515,19 @@ def _split_rev_and_paths(
     ("cpv pull v0.3 'model/*.safetensors'", "only files a pattern matches (gitignore syntax)"),
     ("cpv pull production --exclude '*fp16*'", "the version alias production points to, "
                                                "without fp16 files"),
+    ("cpv pull v0.4 --part 3", "only what writer 3 pushed (cpv session)"),
 ], codes=(0, 1, 2, 3, 4, 10, 12)))
 @click.argument("args", nargs=-1, metavar="[REV] [PATH]...")
 @click.option("--to", "dest", type=click.Path(file_okay=False),
               help="Write into this folder instead of the workspace (one PATH kind).")
 @click.option("--force", is_flag=True, help="Overwrite local changes that were not pushed.")
 @_filter_options("pull")
+@click.option("--part", "parts", multiple=True, metavar="PART",
+              help="Only the files writer PART (e.g. a rank) pushed to a session's version.")
 @common
 @click.pass_obj
 def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool,
-         exclude: tuple[str, ...], include: tuple[str, ...]) -> None:
+         exclude: tuple[str, ...], include: tuple[str, ...], parts: tuple[str, ...]) -> None:
     """Bring files to a version, fetching only what is missing.
 
     REV is a version tag (v0.1, data-v0.1), a branch or a commit; default: the
@@ -536,7 +539,7 @@ def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool,
         rev, paths = _split_rev_and_paths(args, service.root,
                                           [t.path for t in service.tracked_paths()])
         results = service.pull(rev, paths=paths, dest=dest, force=force, exclude=exclude,
-                               include=include)
+                               include=include, parts=parts)
     state.out.emit({"rev": rev, "results": [render.pull_dict(p) for p in results]},
                    lambda: [line for p in results for line in render.pull_lines(p)])
 

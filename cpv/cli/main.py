@@ -21,6 +21,7 @@ import click
 from cpv._version import __version__
 from cpv.cli.commands import COMMANDS, State, common, epilog
 from cpv.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, exit_code_for
+from cpv.cli.session import session
 from cpv.errors import CPVError
 
 _TRUE = ("1", "true", "yes", "on")
@@ -60,6 +61,7 @@ def cli(ctx: click.Context, directory: str | None, debug: bool) -> None:
 
 for _command in COMMANDS:
     cli.add_command(_command)
+cli.add_command(session)
 
 
 def _guess_flags(args: Sequence[str]) -> State:

@@ -236,6 +236,18 @@ def record_untag(repo: Repository, tags: Iterable[str], *, reason: str = "untag"
     return _write(repo, {"op": "retire", "retires": retires, "tags": names, "reason": reason})
 
 
+def record_retire(repo: Repository, record_ids: Iterable[str], *, reason: str) -> str | None:
+    """Retire whole records (a forget of chosen records); returns the retire record's id.
+
+    A many-writers session retires its parts' push records once the combined version is
+    recorded (its own root keeps every chunk alive), or when the session is abandoned.
+    """
+    ids = sorted(set(record_ids))
+    if not ids:
+        return None
+    return _write(repo, {"op": "retire", "retires": ids, "reason": reason})
+
+
 # -- folding ------------------------------------------------------------------------------
 
 
@@ -616,5 +628,5 @@ __all__ = [
     "MIGRATE_HINT", "ROOTS_MARKER_KEY", "ROOTS_PREFIX", "AdoptReport", "ForgetPolicy",
     "ForgetReport", "MigrationNeededError", "RootInfo", "RootRecord", "RootSet", "TagTarget",
     "Version", "adopt_snapshots", "forget", "list_roots", "live_for_gc", "mark_roots_enabled",
-    "record_push", "record_tags", "record_untag", "roots_enabled",
+    "record_push", "record_retire", "record_tags", "record_untag", "roots_enabled",
 ]

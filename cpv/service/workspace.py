@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpv.config import CPVConfig
 from cpv.engine import (
@@ -121,6 +121,9 @@ from cpv.workspace import (
     Track,
     Workspace,
 )
+
+if TYPE_CHECKING:
+    from cpv.service.sessions import SessionCommit
 
 log = logging.getLogger(__name__)
 
@@ -1123,6 +1126,7 @@ class WorkspaceService:
         force: bool = False,
         exclude: Sequence[str] = (),
         include: Sequence[str] = (),
+        parts: Sequence[str] = (),
     ) -> list[PullSummary]:
         """Bring the tracked folders (or ``dest``) to ``rev``; see :meth:`resolve`.
 
@@ -1138,9 +1142,12 @@ class WorkspaceService:
             DirtyWorkspaceError: local changes would be overwritten (unless ``force``);
             NothingMatchedError: the paths, patterns or filters select no file;
             IntegrityError (a snapshot that does not match its manifest), NoStoreError, ...
+
+        ``parts`` keeps the files that those writers pushed into a version committed from a
+        many-writers session (``cpv pull --part RANK``), for a resume on the same layout.
         """
         with self._filtered(exclude, include):
-            return self._pull(rev, Selection(paths, self.tracked_paths(), self._filter),
+            return self._pull(rev, Selection(paths, self.tracked_paths(), self._filter, parts),
                               dest=dest, force=force)
 
     def _pull(
@@ -1251,7 +1258,8 @@ class WorkspaceService:
 
     # -- listing -----------------------------------------------------------------------------
 
-    def ls(self, rev: str | None = None, paths: Sequence[str] = ()) -> list[tuple[str, int]]:
+    def ls(self, rev: str | None = None, paths: Sequence[str] = (), *,
+           parts: Sequence[str] = ()) -> list[tuple[str, int]]:
         """The files of ``rev`` (default: the current version) at or under ``paths``
         (workspace paths such as ``model`` or ``data/train``), with their sizes, sorted.
 
@@ -1261,7 +1269,7 @@ class WorkspaceService:
         Raises:
             ConfigError: a path outside the tracked folders. PathNotFoundError: nothing there.
         """
-        selection = Selection(paths, self.tracked_paths())
+        selection = Selection(paths, self.tracked_paths(), parts=parts)
         out: list[tuple[str, int]] = []
         for track, ref in self._targets(rev, selection, data_at_commit=True):
             manifest, label = self._line_manifest(track, ref)
@@ -1702,6 +1710,15 @@ class WorkspaceService:
             "params": dict(manifest.params),
         }
 
+    # -- many writers ------------------------------------------------------------------------
+
+    def commit_session(self, session: str, **options: Any) -> SessionCommit:
+        """Record every writer's part of ``session`` as one version (one commit, one tag);
+        see :func:`cpv.service.sessions.commit_session` for the options and errors."""
+        from cpv.service.sessions import commit_session
+
+        return commit_session(self, session, **options)
+
 
 _GLOB = re.compile(r"[*?\[]")
 
@@ -1714,11 +1731,12 @@ class Selection:
 
     def __init__(
         self, paths: Sequence[str], tracks: Sequence[Track] = (),
-        options: PathFilter | None = None,
+        options: PathFilter | None = None, parts: Sequence[str] = (),
     ) -> None:
         import pathspec
 
         self._options = options or PathFilter()
+        self._parts = [str(p) for p in parts]
         self._patterns = [p for p in paths if _GLOB.search(p)]
         plain = [p for p in paths if not _GLOB.search(p)]
         named = [t for t in tracks if not t.is_default]
@@ -1749,10 +1767,13 @@ class Selection:
     def files(self, track: Track | Kind, snapshot: Snapshot) -> list[str] | None:
         """The paths (relative to the tracked folder) selected, or None for the whole folder.
 
-        ``--exclude`` / ``--include`` narrow whatever the paths chose."""
+        ``parts`` keep only what those writers pushed; ``--exclude`` / ``--include`` narrow
+        whatever the paths chose."""
         if not isinstance(track, Track):
             track = DEFAULT_TRACKS[track]
         chosen = self._chosen(track, snapshot)
+        if self._parts:
+            chosen = _part_files(snapshot, self._parts, chosen)
         if not self._options:
             return chosen
         drops = self._options.drops
@@ -1772,6 +1793,12 @@ class Selection:
 
     def check_matched(self, chosen: Sequence[list[str] | None], rev: str | None) -> None:
         """A pattern that selects nothing is a mistake to say at once, with nothing changed."""
+        if self._parts and all(c is not None and not c for c in chosen):
+            raise NothingMatchedError(
+                f"part {', '.join(self._parts)} wrote no file of {rev or 'the current version'}"
+                + (" selected by the paths" if self.tracks is not None else ""),
+                hint="--part names a writer of a version committed from a session (cpv session "
+                     "commit); cpv ls lists the files")
         if self._patterns and all(c is not None and not c for c in chosen):
             raise NothingMatchedError(
                 f"{', '.join(self._patterns)} matches no file of {rev or 'the current version'}",
@@ -1784,6 +1811,18 @@ class Selection:
                 f"{' '.join(given)} leaves no file of {rev or 'the current version'}",
                 hint="patterns match workspace paths in gitignore syntax, e.g. "
                      "'model/*.safetensors'; list the files with cpv ls")
+
+
+def _part_files(snapshot: Snapshot, parts: Sequence[str], within: list[str] | None) -> list[str]:
+    """The files the writers ``parts`` pushed into a session's version (engine/sessions.py),
+    narrowed to ``within`` when paths were given too; [] when the version has no such part."""
+    from cpv.engine.sessions import parts_of
+
+    written = parts_of(snapshot)
+    chosen = {p for part in parts for p in written.get(part, ())}
+    if within is not None:
+        chosen &= set(within)
+    return sorted(chosen)
 
 
 def _expected(manifest: Manifest) -> dict[str, tuple[int, str]]:

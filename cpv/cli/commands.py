@@ -616,8 +616,10 @@ def _versions_and_aliases(
 ) -> tuple[list[Any], dict[str, list[str]], dict[str, str]]:
     """The versions, the aliases of each tag, and data snapshot -> data tag (for lineage)."""
     with state.service() as service:
-        data_tags = {m.snapshot_id: v.tag for v in service.versions("data") for m in v.manifests}
-        return list(service.versions(kind)), service.aliases_by_tag(), data_tags
+        infos = list(service.versions(kind))
+        data_tags = ({m.snapshot_id: v.tag for v in service.versions("data")
+                      for m in v.manifests} if kind == "model" else {})
+        return infos, service.aliases_by_tag(), data_tags
 
 
 @click.command(epilog=epilog([

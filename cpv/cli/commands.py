@@ -643,12 +643,13 @@ def _versions_and_aliases(
     """The versions (of ``kind``'s default line, or of the tracked ``path``), the aliases of
     each tag, and data snapshot -> data tag (for lineage)."""
     with state.service() as service:
-        data_tags = {m.snapshot_id: v.tag for v in service.versions("data") for m in v.manifests}
         if path is not None:
             track = service.track_for(_relative_to_root(path, service.root))
             infos = list(service.line_versions(track))
         else:
             infos = list(service.versions(kind))
+        data_tags = ({m.snapshot_id: v.tag for v in service.versions("data")
+                      for m in v.manifests} if kind == "model" else {})
         return infos, service.aliases_by_tag(), data_tags
 
 

@@ -26,7 +26,7 @@ from cpv.engine.snapshot import (
     check_snapshot_id,
     snapshot_key,
 )
-from cpv.engine.statcache import StatCache
+from cpv.engine.statcache import STAT_CACHE_FILE, StatCache
 from cpv.engine.transfer import CountingStore
 from cpv.errors import CPVError, FormatError, ObjectNotFoundError
 
@@ -130,7 +130,7 @@ class Repository:
                 for v in (chunker.algorithm, chunker.min_size, chunker.avg_size,
                           chunker.max_size, chunker.seed)
             )
-            self._stat_cache = StatCache(self.cache_root / "statcache.sqlite", chunker_key=key)
+            self._stat_cache = StatCache(self.cache_root / STAT_CACHE_FILE, chunker_key=key)
         return self._stat_cache
 
     def add_packs(self, records: list[PackRecord]) -> str | None:

@@ -101,9 +101,9 @@ def _compare(
 
 
 def _digest(path: str, st: os.stat_result, cache: StatCache | None, key: str) -> str:
-    hit = cache.lookup(key, FileStamp.of(st)) if cache is not None else None
-    if hit is not None:
-        return hit.blake3
+    known = cache.digest(key, FileStamp.of(st)) if cache is not None else None
+    if known is not None:
+        return known
     hasher = Hasher()
     try:
         with open(path, "rb") as fh:
@@ -112,6 +112,73 @@ def _digest(path: str, st: os.stat_result, cache: StatCache | None, key: str) ->
     except OSError as exc:
         raise _unreadable(path, exc) from exc
     return hasher.hexdigest()
+
+
+def unchanged_by_stat(
+    root: Path,
+    files: Iterable[FileEntry],
+    cache: StatCache,
+    *,
+    exclude: Callable[[str], bool] | None = None,
+) -> bool:
+    """True only if ``root`` holds exactly ``files``, judged from stat calls alone.
+
+    The no-op push asks this before it opens the store: it reads no file and stops at the
+    first doubt. Every regular file needs a stat-cache entry with its exact size, mtime, ctime
+    and inode whose blake3 is the one ``files`` names (the cache skips files hashed within
+    two seconds of their mtime, so a racy file is a doubt, never "unchanged"); every link
+    needs the same target; nothing may be missing or added. An unreadable file or folder is a
+    doubt too: the full push then says what is wrong with it.
+    """
+    expected = {f.path: f for f in files}
+    tree_key = os.path.abspath(root)
+    cache.load_folder(tree_key)
+    try:
+        seen = _all_known(str(root), "", expected, cache, tree_key, exclude)
+    except OSError:
+        return False
+    return seen == len(expected)
+
+
+def _all_known(
+    folder: str,
+    prefix: str,
+    expected: dict[str, FileEntry],
+    cache: StatCache,
+    tree_key: str,
+    exclude: Callable[[str], bool] | None,
+) -> int:
+    """How many entries of ``expected`` were found unchanged under ``folder``; -1 (and no
+    further look) at the first file that is new, changed or not vouched for by the cache."""
+    seen = 0
+    with os.scandir(folder) as it:
+        entries = list(it)
+    for entry in entries:
+        rel = prefix + entry.name
+        if exclude is not None and exclude(rel):
+            continue
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            found = _all_known(entry.path, rel + "/", expected, cache, tree_key, exclude)
+            if found < 0:
+                return -1
+            seen += found
+            continue
+        want = expected.get(rel)
+        if want is None:
+            return -1
+        if stat.S_ISLNK(st.st_mode):
+            if want.link is None or os.readlink(entry.path) != want.link:
+                return -1
+        elif (
+            not stat.S_ISREG(st.st_mode)
+            or want.is_symlink
+            or want.size != st.st_size
+            or cache.digest(cache_key(tree_key, rel), FileStamp.of(st)) != want.blake3
+        ):
+            return -1
+        seen += 1
+    return seen
 
 
 def remove_replaced(root: Path, old: Iterable[str], new: Iterable[str]) -> list[str]:

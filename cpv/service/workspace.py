@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
@@ -92,6 +93,7 @@ from cpv.service.tree import (
     has_files,
     in_scope,
     local_changes,
+    unchanged_since,
 )
 from cpv.versioning import Manifest, MetricDelta, VersionInfo, compare, manifest_for_files
 from cpv.versioning.metrics import merge_metrics, normalize_metrics, resolve_metrics
@@ -358,16 +360,9 @@ class WorkspaceService:
         self, kind: Kind, folder: Path
     ) -> tuple[LocalChanges, Baseline, StatCache | None]:
         baseline = self._baseline(kind, folder)
-        cache = self.ws.repository().stat_cache if self._store_exists() else None
+        cache = self.ws.stat_digests()
         changes = local_changes(folder, baseline.files, cache, self.exclude(kind))
         return changes, baseline, cache
-
-    def _store_exists(self) -> bool:
-        try:
-            self.ws.repository()
-        except NoStoreError:
-            return False
-        return True
 
     def local_changes(self, kind: Kind) -> list[str]:
         """Files of ``kind``'s folder edited, added or deleted here since the last push/pull."""
@@ -406,8 +401,12 @@ class WorkspaceService:
                 f"nothing to upload: {source} holds no files", path=str(source),
                 hint=f"save the {kind} files there first; an empty folder records no version")
         current = ws.history.current_manifest(kind, TRACKED[kind])
-        repo = ws.repository(create=not dry_run)
         resolved = resolve_metrics(metrics) if metrics is not None else {}
+        if not (dry_run or force or extra) and source == folder and current is not None:
+            unchanged = self._unchanged_upload(kind, current, resolved, message, publish=publish)
+            if unchanged is not None:
+                return unchanged
+        repo = ws.repository(create=not dry_run)
         # The store records the version itself (a root), so what is live never depends on one
         # clone's Git history (docs/gc.md).
         root = RootInfo(kind=kind, name=TRACKED[kind], message=message,
@@ -457,6 +456,40 @@ class WorkspaceService:
         pushed_to = self.publish() if publish else None
         return outcome(commit=record.commit, uploaded_bytes=result.uploaded_bytes,
                        dry_run=False, changed=record.changed, pushed_to=pushed_to)
+
+    def _unchanged_upload(
+        self, kind: Kind, current: Manifest, metrics: Mapping[str, float], message: str, *,
+        publish: bool,
+    ) -> UploadResult | None:
+        """The no-op push, decided without the store (no request, no boto3 import), or None.
+
+        Only when nothing could differ: the folder's baseline (what this machine last pushed
+        or pulled there) is the current manifest's snapshot, in this workspace's store; the
+        stat cache vouches for every file (:func:`unchanged_since`: any new, missing, touched,
+        replaced or racy file sends the push down the full path); no new message or metrics;
+        no manifest edit waiting to be committed. No root record is written: the version's
+        record from the push that made it stands (docs/gc.md).
+        """
+        started = time.monotonic()
+        ws = self.ws
+        folder = ws.tracked_dir(kind)
+        if (current.store_url != ws.store_url
+                or (metrics and dict(current.metrics) != dict(metrics))
+                or (message and current.message != message)):
+            return None
+        baseline = self._baselines.load(folder)
+        if baseline is None or baseline.snapshot_id != current.snapshot_id:
+            return None
+        if not unchanged_since(folder, baseline.files, ws.stat_digests(), self.exclude(kind)):
+            return None
+        if ws.history.status().changes:
+            return None
+        return UploadResult(
+            kind=kind, snapshot_id=current.snapshot_id, commit=None,
+            files=len(baseline.files), total_bytes=sum(v[0] for v in baseline.files.values()),
+            uploaded_bytes=0, new_bytes=0, chunks_new=0, chunks_reused=0,
+            seconds=time.monotonic() - started, dry_run=False, changed=False,
+            pushed_to=self.publish() if publish else None)
 
     def push(
         self,

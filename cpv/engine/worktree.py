@@ -30,8 +30,12 @@ def local_changes(
     *,
     cache: StatCache | None = None,
     exclude: Callable[[str], bool] | None = None,
+    first: bool = False,
 ) -> list[str]:
     """Paths under ``root`` whose content is not what ``files`` (the version there) holds.
+
+    ``first`` stops at the first such path ("does the folder hold anything new?" needs one,
+    and listing 100,000 files to find it cost every push a whole scan).
 
     Reported: files and links that are new or differ (a link by its target, a file by size
     and blake3, through the stat cache when it knows the file). Not reported: files of the
@@ -54,8 +58,15 @@ def local_changes(
     if cache is not None:
         cache.load_folder(tree_key)
     changed: list[str] = []
-    _compare(str(root), "", expected, cache, tree_key, exclude, changed)
+    try:
+        _compare(str(root), "", expected, cache, tree_key, exclude, changed, first)
+    except _FoundOneError:
+        pass
     return sorted(changed)
+
+
+class _FoundOneError(Exception):
+    """The first changed path was found and only the first was asked for."""
 
 
 def _compare(
@@ -66,6 +77,7 @@ def _compare(
     tree_key: str,
     exclude: Callable[[str], bool] | None,
     changed: list[str],
+    first: bool = False,
 ) -> None:
     try:
         entries = list(os.scandir(folder))
@@ -81,7 +93,7 @@ def _compare(
             raise _unreadable(entry.path, exc) from exc
         want = expected.get(rel)
         if stat.S_ISDIR(st.st_mode):
-            _compare(entry.path, rel + "/", expected, cache, tree_key, exclude, changed)
+            _compare(entry.path, rel + "/", expected, cache, tree_key, exclude, changed, first)
         elif stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(entry.path)
@@ -89,6 +101,8 @@ def _compare(
                 raise _unreadable(entry.path, exc) from exc
             if want is None or want.link != target:
                 changed.append(rel)
+                if first:
+                    raise _FoundOneError
         elif stat.S_ISREG(st.st_mode):
             same = (
                 want is not None
@@ -98,6 +112,8 @@ def _compare(
             )
             if not same:
                 changed.append(rel)
+                if first:
+                    raise _FoundOneError
 
 
 def _digest(path: str, st: os.stat_result, cache: StatCache | None, key: str) -> str:

@@ -17,10 +17,12 @@ import hashlib
 import json
 import logging
 import os
+import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cpv.engine import worktree
 from cpv.engine.hashing import hash_file
@@ -65,9 +67,18 @@ class IgnoreRules:
         except (OSError, UnicodeDecodeError) as exc:
             raise LocalIOError(f"cannot read {path}: {exc}", path=str(path)) from exc
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines)
+        self._any = _any_of(self._spec)
 
     def for_folder(self, folder: str) -> Callable[[str], bool]:
         """The exclude test for paths relative to the tracked folder ``folder``."""
+        if self._any is not None:
+            hit = self._any.match
+
+            def excluded_fast(rel: str) -> bool:
+                return exclude_internal(rel) or hit(f"{folder}/{rel}") is not None or hit(
+                    f"{folder}/{rel}/") is not None
+
+            return excluded_fast
         match = self._spec.match_file
 
         def excluded(rel: str) -> bool:
@@ -75,6 +86,27 @@ class IgnoreRules:
                 f"{folder}/{rel}/")
 
         return excluded
+
+
+def _any_of(spec: Any) -> re.Pattern[str] | None:
+    """All of ``spec``'s patterns as one regex, when none re-includes (``!pattern``).
+
+    Every push and status asks the exclude test twice per file; pathspec tries each pattern in
+    turn (6 defaults: 40% of a no-op push of 20,000 files). Without a negation "excluded" is
+    just "some pattern matches", which one alternation answers in one pass. With one, the
+    order of patterns matters and pathspec decides.
+    """
+    parts = []
+    for pattern in spec.patterns:
+        if pattern.include is None:
+            continue  # a comment or a blank line
+        if not pattern.include or pattern.regex is None:
+            return None
+        parts.append(pattern.regex.pattern.replace("(?P<ps_d>", "(?:"))
+    try:
+        return re.compile("|".join(f"(?:{p})" for p in parts)) if parts else re.compile("(?!)")
+    except re.error:
+        return None
 
 
 def _entries(table: FileTable) -> list[FileEntry]:
@@ -91,7 +123,7 @@ def has_files(folder: Path, exclude: Callable[[str], bool] = exclude_internal) -
     any, so "what counts" is the one rule push and status use.
     """
     try:
-        return bool(worktree.local_changes(folder, [], exclude=exclude))
+        return bool(worktree.local_changes(folder, [], exclude=exclude, first=True))
     except LocalIOError:
         return True  # unreadable: let the push say so
 

@@ -20,6 +20,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _RACY_NS = 2_000_000_000
+_FLUSH_ROWS = 10_000  # queued entries written at once: a bound on memory, not on correctness
 STAT_CACHE_FILE = "statcache.sqlite"
 """The cache's file name in a user's cache folder: one cache for every store, keyed by path."""
 _SCHEMA = """
@@ -174,6 +175,11 @@ class StatCache:
                     b"".join(chunks),
                 )
             )
+            full = len(self._pending) >= _FLUSH_ROWS
+        if full:
+            # An entry states only what a file's bytes hash to, true whether or not the push
+            # that hashed it succeeds; writing in batches keeps 10^6 files' rows out of memory.
+            self.flush()
 
     def flush(self) -> None:
         if self._db is None:

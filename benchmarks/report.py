@@ -197,6 +197,11 @@ def markdown(result: dict[str, Any], *, brief: bool = False) -> str:
             notes.append(f"dedup {r['dedup_ratio'] * 100:.1f} %")
         if not r["ok"]:
             notes.append("**FAILED**")
+        if r.get("io_stalled_reps"):
+            notes.append(
+                f"**I/O stall**: {r['io_stalled_reps']} of {r['n']} started at "
+                f"{r['io_pressure_max']:.0f} % I/O pressure"
+            )
         wall = f"{r['wall_s']:.2f}"
         if r["n"] > 1:
             wall += f" ({r['wall_min']:.2f}-{r['wall_max']:.2f})"
@@ -220,8 +225,17 @@ def markdown(result: dict[str, Any], *, brief: bool = False) -> str:
             "Downloaded: body bytes the server received / sent (SeaweedFS metrics). Requests: S3 "
             "requests the server counted (HEAD counts as GET). Objects: under the tool's prefix "
             "after the op (new in this op). Peak RSS and CPU s: the client process tree "
-            "(os.wait4). Server CPU s: SeaweedFS during the op.",
+            "(os.wait4). Server CPU s: SeaweedFS during the op. I/O stall: the repetitions "
+            "that started while the disk's I/O pressure (/proc/pressure/io, some avg10) was "
+            "above 50 %; their times say more about the shared disk than about the tool.",
         ]
+        stalled = [r for r in result.get("records", []) if r.get("io_stalled")]
+        if stalled:
+            lines += ["", "## Steps started under I/O pressure (> 50 %)", ""] + [
+                f"- {r['tool']} {r['workload']} {r['op']} rep {r['rep']}: "
+                f"{r['io_pressure_start']:.0f} % at the start, {r['wall_s']:.2f} s"
+                for r in stalled
+            ]
         if result.get("failures"):
             lines += ["", "## Failures", ""] + [f"- {f}" for f in result["failures"]]
     return "\n".join(lines) + "\n"

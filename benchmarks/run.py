@@ -55,6 +55,26 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 FRACTIONS = (1.0, 0.5, 0.1)  # pushed in this order; the last one (10 %) is then pulled back
 QUICK_PEERS = ("cpv", "boto3")
+IO_STALL_PCT = 50.0
+"""A step that starts while tasks wait on I/O more than this share of the time (the kernel's
+``/proc/pressure/io`` "some avg10") is flagged: this shared disk stalls for minutes, and a
+stall must never be read as a regression."""
+
+
+def io_pressure(path: Path = Path("/proc/pressure/io")) -> float | None:
+    """The disk's I/O pressure now: % of the last 10 s some task waited on I/O (None: no PSI)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("some "):
+            fields = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+            try:
+                return float(fields["avg10"])
+            except (KeyError, ValueError):
+                return None
+    return None
 
 
 @dataclass
@@ -131,6 +151,7 @@ class Bench:
             *step.argv,
         ]
         before = self.bs.counters()
+        pressure = io_pressure()
         started = time.monotonic()
         with open(log_out, "wb") as fo, open(log_err, "wb") as fe:
             proc = subprocess.Popen(
@@ -151,6 +172,8 @@ class Bench:
             "cpu_s": ru["cpu_s"],
             "server": _counters_dict(delta),
             "argv": [str(a) for a in step.argv],
+            "io_pressure_start": pressure,
+            "io_stalled": pressure is not None and pressure > IO_STALL_PCT,
         }
         if proc.returncode != 0:
             err = log_err.read_text(errors="replace")[-2000:]
@@ -227,6 +250,8 @@ class Bench:
         key = (tool.name, self.group)
         self.spent[key] = self.spent.get(key, 0.0) + combined["wall_s"]
         status = "ok" if error is None else f"FAILED: {error.splitlines()[0][:200]}"
+        if combined.get("io_stalled"):
+            status += f" (started at {combined['io_pressure_start']:.0f} % I/O pressure)"
         print(
             f"  {tool.name:7s} {workload:14s} {op:5s} rep {rep}: {combined['wall_s']:7.2f} s "
             f"{dataset_bytes / max(combined['wall_s'], 1e-9) / 1e6:8.1f} MB/s  "
@@ -478,8 +503,11 @@ def _combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
     for r in parts:
         for k, v in r["server"]["by_type"].items():
             by_type[k] = by_type.get(k, 0) + v
+    pressures = [r["io_pressure_start"] for r in parts if r.get("io_pressure_start") is not None]
     return {
         "wall_s": sum(r["wall_s"] for r in parts),
+        "io_pressure_start": max(pressures) if pressures else None,
+        "io_stalled": any(r.get("io_stalled") for r in parts),
         "exit_code": next((r["exit_code"] for r in parts if r["exit_code"]), 0),
         "rss_bytes": max(r["rss_bytes"] for r in parts),
         "cpu_s": sum(r["cpu_s"] for r in parts),
@@ -530,6 +558,11 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "rss_max": max(r["rss_bytes"] for r in use),
             "cpu_s": med(lambda r: r["cpu_s"]),
             "server_cpu_s": med(lambda r: r["server"]["cpu_s"]),
+            "io_pressure_max": max(
+                (r["io_pressure_start"] for r in rs if r.get("io_pressure_start") is not None),
+                default=None,
+            ),
+            "io_stalled_reps": sum(1 for r in rs if r.get("io_stalled")),
         }
         cpv_reports = [r["cpv"] for r in use if "cpv" in r]
         if cpv_reports and "dedup_ratio" in cpv_reports[0]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal
 
 from cpv.config import CPVConfig
 from cpv.engine import Repository, TransferLimits
+from cpv.engine.statcache import STAT_CACHE_FILE, StatCache
 from cpv.errors import NoStoreError, NotAWorkspaceError
 from cpv.progress import NULL_PROGRESS, Progress
 from cpv.store import open_store
@@ -106,6 +107,7 @@ class Workspace:
     progress: Progress = NULL_PROGRESS
     _repo: Repository | None = None
     _store: ObjectStore | None = None
+    _digests: StatCache | None = None
 
     @classmethod
     def open(
@@ -164,6 +166,16 @@ class Workspace:
                 )
         return self._repo
 
+    def stat_digests(self) -> StatCache:
+        """The stat cache's file digests, without opening the store.
+
+        Enough to tell whether a file is still what this machine last wrote, pulled or pushed,
+        so ``status`` and a no-op ``push`` decide without the network (or importing boto3).
+        """
+        if self._digests is None:
+            self._digests = StatCache(self.config.cache_dir / STAT_CACHE_FILE, chunker_key=None)
+        return self._digests
+
     @property
     def workspace_id(self) -> str | None:
         """The id ``init`` gave this workspace (shared by its clones), or None if it has none.
@@ -181,6 +193,9 @@ class Workspace:
         return self.root / TRACKED[kind]
 
     def close(self) -> None:
+        if self._digests is not None:
+            self._digests.close()
+            self._digests = None
         if self._repo is not None:
             self._repo.close()
             self._repo = None

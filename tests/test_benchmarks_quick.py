@@ -59,6 +59,7 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
         assert r["rss_bytes"] > 0
         assert r["cpu_s"] >= 0
         assert {"requests", "received_bytes", "sent_bytes"} <= set(r["server"])
+        assert "io_pressure_start" in r and isinstance(r["io_stalled"], bool)
     by = {(r["tool"], r["workload"], r["op"]): r for r in result["records"]}
     size = result["data"]["checkpoint_bytes"]
     # The server's own byte counters see every pushed byte: the first push uploads it all ...
@@ -87,3 +88,31 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert all(summary_keys <= set(row) for row in result["summary"])
     assert {t["target"] for t in result["targets"]}
     assert (out / "results.md").read_text().startswith("# cpv benchmark")
+
+
+def test_io_pressure_is_read_and_a_stalled_step_is_flagged(tmp_path: Path) -> None:
+    """A step that starts while the shared disk stalls is marked in the report, so its time is
+    never read as the tool's regression."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import report
+        import run
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    psi = tmp_path / "io"
+    psi.write_text("some avg10=63.50 avg60=20.00 avg300=5.00 total=1\n"
+                   "full avg10=40.00 avg60=10.00 avg300=2.00 total=1\n")
+    assert run.io_pressure(psi) == 63.5
+    assert run.io_pressure(tmp_path / "missing") is None
+
+    def record(rep: int, pressure: float) -> dict[str, object]:
+        return {"tool": "cpv", "workload": "smallfiles", "op": "push", "rep": rep, "ok": True,
+                "wall_s": 1.0 + rep, "mb_s": 1.0, "dataset_bytes": 10, "files": 1,
+                "rss_bytes": 1, "cpu_s": 1.0, "objects_total": 1, "objects_new": 1,
+                "server": {"received_bytes": 1, "sent_bytes": 0, "requests": 1, "cpu_s": 0.1},
+                "io_pressure_start": pressure, "io_stalled": pressure > run.IO_STALL_PCT}
+
+    summary = run.summarize([record(0, 3.0), record(1, 72.0), record(2, 10.0)])
+    assert summary[0]["io_stalled_reps"] == 1 and summary[0]["io_pressure_max"] == 72.0
+    text = report.markdown({"summary": summary, "targets": []}, brief=True)
+    assert "I/O stall**: 1 of 3 started at 72 % I/O pressure" in text

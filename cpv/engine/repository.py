@@ -40,7 +40,7 @@ from cpv.engine.snapshot import (
     check_tree_paths,
     snapshot_key,
 )
-from cpv.engine.statcache import StatCache
+from cpv.engine.statcache import STAT_CACHE_FILE, StatCache
 from cpv.engine.transfer import (
     ChunkWant,
     CountingStore,
@@ -200,7 +200,7 @@ class Repository:
             )
             if chunker.tensor_boundaries:  # cached chunk lists were cut by this rule
                 key += ":tensor-boundaries"
-            self._stat_cache = StatCache(self.cache_root / "statcache.sqlite", chunker_key=key)
+            self._stat_cache = StatCache(self.cache_root / STAT_CACHE_FILE, chunker_key=key)
         return self._stat_cache
 
     def add_packs(self, records: list[PackRecord]) -> str | None:

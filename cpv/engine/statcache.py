@@ -20,6 +20,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _RACY_NS = 2_000_000_000
+_FLUSH_ROWS = 10_000  # queued entries written at once: a bound on memory, not on correctness
+STAT_CACHE_FILE = "statcache.sqlite"
+"""The cache's file name in a user's cache folder: one cache for every store, keyed by path."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
@@ -63,9 +66,15 @@ class CachedHash:
 
 
 class StatCache:
-    """A small sqlite file; safe to share between threads of one process."""
+    """A small sqlite file; safe to share between threads of one process.
 
-    def __init__(self, path: Path, *, chunker_key: str) -> None:
+    ``chunker_key`` names the store's chunker, whose cut points the cached chunk lists follow.
+    Without one (``None``) the cache answers only :meth:`digest`: a whole file's blake3 does
+    not depend on the chunker, so "is this file still what this machine last wrote?" can be
+    answered before the store (and boto3) is even opened.
+    """
+
+    def __init__(self, path: Path, *, chunker_key: str | None) -> None:
         self._path = path
         self._chunker_key = chunker_key
         self._lock = threading.Lock()
@@ -109,9 +118,22 @@ class StatCache:
             self._loaded_prefix = low
 
     def lookup(self, path: Path | str, stamp: FileStamp) -> CachedHash | None:
+        row = self._row(str(path), stamp)
+        if row is None or row[4] != self._chunker_key:
+            return None
+        blob = row[6]
+        chunks = tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
+        return CachedHash(row[5], chunks)
+
+    def digest(self, path: Path | str, stamp: FileStamp) -> str | None:
+        """The file's whole-content blake3 (hex) if it was hashed with exactly ``stamp``."""
+        row = self._row(str(path), stamp)
+        return None if row is None else str(row[5])
+
+    def _row(self, key: str, stamp: FileStamp) -> tuple[Any, ...] | None:
+        """The entry of ``key``, only if its stamp is ``stamp`` (any chunker)."""
         if self._db is None:
             return None
-        key = str(path)
         with self._lock:
             if self._loaded_prefix is not None and key.startswith(self._loaded_prefix):
                 row = self._loaded.get(key)
@@ -125,24 +147,20 @@ class StatCache:
                 except sqlite3.Error as exc:
                     log.debug("stat cache lookup failed: %s", exc)
                     return None
-        if row is None:
-            return None
-        size, mtime_ns, ctime_ns, ino, chunker, digest, blob = row
-        if (size, mtime_ns, ctime_ns, ino) != (
+        if row is None or (row[0], row[1], row[2], row[3]) != (
             stamp.size,
             stamp.mtime_ns,
             stamp.ctime_ns,
             stamp.ino,
-        ) or chunker != self._chunker_key:
+        ):
             return None
-        chunks = tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
-        return CachedHash(digest, chunks)
+        return row
 
     def record(
         self, path: Path | str, stamp: FileStamp, digest: str, chunks: tuple[bytes, ...]
     ) -> None:
         """Queue an entry; written by :meth:`flush`. Racy (just-modified) files are skipped."""
-        if time.time_ns() - stamp.mtime_ns < _RACY_NS:
+        if time.time_ns() - stamp.mtime_ns < _RACY_NS or self._chunker_key is None:
             return
         with self._lock:
             self._pending.append(
@@ -157,6 +175,11 @@ class StatCache:
                     b"".join(chunks),
                 )
             )
+            full = len(self._pending) >= _FLUSH_ROWS
+        if full:
+            # An entry states only what a file's bytes hash to, true whether or not the push
+            # that hashed it succeeds; writing in batches keeps 10^6 files' rows out of memory.
+            self.flush()
 
     def flush(self) -> None:
         if self._db is None:

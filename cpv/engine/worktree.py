@@ -30,8 +30,12 @@ def local_changes(
     *,
     cache: StatCache | None = None,
     exclude: Callable[[str], bool] | None = None,
+    first: bool = False,
 ) -> list[str]:
     """Paths under ``root`` whose content is not what ``files`` (the version there) holds.
+
+    ``first`` stops at the first such path ("does the folder hold anything new?" needs one,
+    and listing 100,000 files to find it cost every push a whole scan).
 
     Reported: files and links that are new or differ (a link by its target, a file by size
     and blake3, through the stat cache when it knows the file). Not reported: files of the
@@ -54,8 +58,15 @@ def local_changes(
     if cache is not None:
         cache.load_folder(tree_key)
     changed: list[str] = []
-    _compare(str(root), "", expected, cache, tree_key, exclude, changed)
+    try:
+        _compare(str(root), "", expected, cache, tree_key, exclude, changed, first)
+    except _FoundOneError:
+        pass
     return sorted(changed)
+
+
+class _FoundOneError(Exception):
+    """The first changed path was found and only the first was asked for."""
 
 
 def _compare(
@@ -66,6 +77,7 @@ def _compare(
     tree_key: str,
     exclude: Callable[[str], bool] | None,
     changed: list[str],
+    first: bool = False,
 ) -> None:
     try:
         entries = list(os.scandir(folder))
@@ -81,7 +93,7 @@ def _compare(
             raise _unreadable(entry.path, exc) from exc
         want = expected.get(rel)
         if stat.S_ISDIR(st.st_mode):
-            _compare(entry.path, rel + "/", expected, cache, tree_key, exclude, changed)
+            _compare(entry.path, rel + "/", expected, cache, tree_key, exclude, changed, first)
         elif stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(entry.path)
@@ -89,6 +101,8 @@ def _compare(
                 raise _unreadable(entry.path, exc) from exc
             if want is None or want.link != target:
                 changed.append(rel)
+                if first:
+                    raise _FoundOneError
         elif stat.S_ISREG(st.st_mode):
             same = (
                 want is not None
@@ -98,12 +112,14 @@ def _compare(
             )
             if not same:
                 changed.append(rel)
+                if first:
+                    raise _FoundOneError
 
 
 def _digest(path: str, st: os.stat_result, cache: StatCache | None, key: str) -> str:
-    hit = cache.lookup(key, FileStamp.of(st)) if cache is not None else None
-    if hit is not None:
-        return hit.blake3
+    known = cache.digest(key, FileStamp.of(st)) if cache is not None else None
+    if known is not None:
+        return known
     hasher = Hasher()
     try:
         with open(path, "rb") as fh:
@@ -112,6 +128,73 @@ def _digest(path: str, st: os.stat_result, cache: StatCache | None, key: str) ->
     except OSError as exc:
         raise _unreadable(path, exc) from exc
     return hasher.hexdigest()
+
+
+def unchanged_by_stat(
+    root: Path,
+    files: Iterable[FileEntry],
+    cache: StatCache,
+    *,
+    exclude: Callable[[str], bool] | None = None,
+) -> bool:
+    """True only if ``root`` holds exactly ``files``, judged from stat calls alone.
+
+    The no-op push asks this before it opens the store: it reads no file and stops at the
+    first doubt. Every regular file needs a stat-cache entry with its exact size, mtime, ctime
+    and inode whose blake3 is the one ``files`` names (the cache skips files hashed within
+    two seconds of their mtime, so a racy file is a doubt, never "unchanged"); every link
+    needs the same target; nothing may be missing or added. An unreadable file or folder is a
+    doubt too: the full push then says what is wrong with it.
+    """
+    expected = {f.path: f for f in files}
+    tree_key = os.path.abspath(root)
+    cache.load_folder(tree_key)
+    try:
+        seen = _all_known(str(root), "", expected, cache, tree_key, exclude)
+    except OSError:
+        return False
+    return seen == len(expected)
+
+
+def _all_known(
+    folder: str,
+    prefix: str,
+    expected: dict[str, FileEntry],
+    cache: StatCache,
+    tree_key: str,
+    exclude: Callable[[str], bool] | None,
+) -> int:
+    """How many entries of ``expected`` were found unchanged under ``folder``; -1 (and no
+    further look) at the first file that is new, changed or not vouched for by the cache."""
+    seen = 0
+    with os.scandir(folder) as it:
+        entries = list(it)
+    for entry in entries:
+        rel = prefix + entry.name
+        if exclude is not None and exclude(rel):
+            continue
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            found = _all_known(entry.path, rel + "/", expected, cache, tree_key, exclude)
+            if found < 0:
+                return -1
+            seen += found
+            continue
+        want = expected.get(rel)
+        if want is None:
+            return -1
+        if stat.S_ISLNK(st.st_mode):
+            if want.link is None or os.readlink(entry.path) != want.link:
+                return -1
+        elif (
+            not stat.S_ISREG(st.st_mode)
+            or want.is_symlink
+            or want.size != st.st_size
+            or cache.digest(cache_key(tree_key, rel), FileStamp.of(st)) != want.blake3
+        ):
+            return -1
+        seen += 1
+    return seen
 
 
 def remove_replaced(root: Path, old: Iterable[str], new: Iterable[str]) -> list[str]:

@@ -192,7 +192,7 @@ def has_files(folder: Path, exclude: Callable[[str], bool] = exclude_internal) -
     any, so "what counts" is the one rule push and status use.
     """
     try:
-        return bool(worktree.local_changes(folder, [], exclude=exclude))
+        return bool(worktree.local_changes(folder, [], exclude=exclude, first=True))
     except LocalIOError:
         return True  # unreadable: let the push say so
 
@@ -278,9 +278,9 @@ def file_digest(folder: Path, rel: str, cache: StatCache | None) -> str | None:
     if stat.S_ISLNK(st.st_mode):
         return "->" + os.readlink(full)
     if cache is not None:
-        hit = cache.lookup(cache_key(os.path.abspath(folder), rel), FileStamp.of(st))
-        if hit is not None:
-            return hit.blake3
+        known = cache.digest(cache_key(os.path.abspath(folder), rel), FileStamp.of(st))
+        if known is not None:
+            return known
     try:
         return hash_file(full)
     except OSError as exc:
@@ -302,6 +302,15 @@ def local_changes(
     added = tuple(p for p in changed if p not in baseline)
     deleted = tuple(sorted(p for p in baseline if not os.path.lexists(folder / p)))
     return LocalChanges(edited, added, deleted)
+
+
+def unchanged_since(
+    folder: Path, baseline: FileTable, cache: StatCache,
+    exclude: Callable[[str], bool] = exclude_internal,
+) -> bool:
+    """True only if ``folder`` holds exactly ``baseline``'s files, by stat calls alone (no
+    file is read; any doubt is False). What lets a no-op push skip the store."""
+    return worktree.unchanged_by_stat(folder, _entries(baseline), cache, exclude=exclude)
 
 
 def conflicts(

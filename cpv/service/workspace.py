@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -98,6 +99,7 @@ from cpv.service.tree import (
     has_files,
     in_scope,
     local_changes,
+    unchanged_since,
 )
 from cpv.versioning import (
     Lineage,
@@ -572,16 +574,9 @@ class WorkspaceService:
         self, track: Track, folder: Path
     ) -> tuple[LocalChanges, Baseline, StatCache | None]:
         baseline = self._baseline(track, folder)
-        cache = self.ws.repository().stat_cache if self._store_exists() else None
+        cache = self.ws.stat_digests()
         changes = local_changes(folder, baseline.files, cache, self.exclude(track))
         return changes, baseline, cache
-
-    def _store_exists(self) -> bool:
-        try:
-            self.ws.repository()
-        except NoStoreError:
-            return False
-        return True
 
     def local_changes(self, kind: Kind) -> list[str]:
         """Files of ``kind``'s folder edited, added or deleted here since the last push/pull."""
@@ -654,10 +649,16 @@ class WorkspaceService:
             raise LocalIOError(
                 f"nothing to upload: {source} holds no files", path=str(source),
                 hint=f"save the {kind} files there first; an empty folder records no version")
-        lineage = self.lineage_now() if kind == "model" else None
         params = dict(params or {})
-        repo = ws.repository(create=not dry_run)
         resolved = resolve_metrics(metrics) if metrics is not None else {}
+        if (not (dry_run or force or extra or left_out) and source == folder
+                and current is not None):
+            unchanged = self._unchanged_upload(track, current, resolved, message, params,
+                                               publish=publish)
+            if unchanged is not None:
+                return unchanged
+        lineage = self.lineage_now() if kind == "model" else None
+        repo = ws.repository(create=not dry_run)
         # The store records the version itself (a root), so what is live never depends on one
         # clone's Git history (docs/gc.md).
         root = RootInfo(kind=kind, name=track.path, message=message,
@@ -750,6 +751,41 @@ class WorkspaceService:
         """Data tags whose version holds ``snapshot_id``, oldest first."""
         return [info.tag for info in self.versions("data")
                 if any(m.snapshot_id == snapshot_id for m in info.manifests)]
+
+    def _unchanged_upload(
+        self, track: Track, current: Manifest, metrics: Mapping[str, float], message: str,
+        params: Mapping[str, str], *, publish: bool,
+    ) -> UploadResult | None:
+        """The no-op push, decided without the store (no request, no boto3 import), or None.
+
+        Only when nothing could differ: the folder's baseline (what this machine last pushed
+        or pulled there) is the current manifest's snapshot, in this workspace's store; the
+        stat cache vouches for every file (:func:`unchanged_since`: any new, missing, touched,
+        replaced or racy file sends the push down the full path); no new message or metrics;
+        no manifest edit waiting to be committed. No root record is written: the version's
+        record from the push that made it stands (docs/gc.md).
+        """
+        started = time.monotonic()
+        ws = self.ws
+        folder = self.root / track.path
+        if (current.store_url != ws.store_url
+                or (metrics and dict(current.metrics) != dict(metrics))
+                or (message and current.message != message)
+                or (params and dict(current.params) != dict(params))):
+            return None
+        baseline = self._baselines.load(folder)
+        if baseline is None or baseline.snapshot_id != current.snapshot_id:
+            return None
+        if not unchanged_since(folder, baseline.files, ws.stat_digests(), self.exclude(track)):
+            return None
+        if ws.history.status().changes:
+            return None
+        return UploadResult(
+            kind=track.kind, path=track.path, snapshot_id=current.snapshot_id, commit=None,
+            files=len(baseline.files), total_bytes=sum(v[0] for v in baseline.files.values()),
+            uploaded_bytes=0, new_bytes=0, chunks_new=0, chunks_reused=0,
+            seconds=time.monotonic() - started, dry_run=False, changed=False,
+            pushed_to=self.publish() if publish else None)
 
     def push(
         self,

@@ -47,3 +47,31 @@ def test_cache_key_is_the_same_for_every_spelling_of_the_folder(tmp_path: Path) 
     spellings = [str(tmp_path), str(tmp_path) + "/", str(tmp_path / "sub" / "..")]
     keys = {cache_key(os.path.abspath(s), "f/g.bin") for s in spellings}
     assert keys == {str(tmp_path / "f" / "g.bin")}
+
+
+def test_digests_need_no_chunker_and_serve_no_chunk_lists(sc: StatCache, tmp_path: Path) -> None:
+    """A whole file's blake3 does not depend on the chunker: the store-less cache of status
+    and the no-op push answers it, but never a chunk list, and never records one."""
+    sc.record("/w/a", _stamp(1), "h1", (b"\x01" * 32,))
+    sc.flush()
+    digests = StatCache(tmp_path / "sc.sqlite", chunker_key=None)
+    assert digests.digest("/w/a", _stamp(1)) == "h1"
+    assert digests.digest("/w/a", _stamp(2)) is None  # another stamp: a doubt
+    assert digests.lookup("/w/a", _stamp(1)) is None
+    digests.record("/w/b", _stamp(3), "h3", ())
+    digests.close()
+    assert sc.digest("/w/b", _stamp(3)) is None
+    other = StatCache(tmp_path / "sc.sqlite", chunker_key="another")
+    assert other.lookup("/w/a", _stamp(1)) is None and other.digest("/w/a", _stamp(1)) == "h1"
+
+
+def test_queued_entries_are_written_in_batches(
+    sc: StatCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries of 10^6 files must not wait in memory for the end of a push."""
+    monkeypatch.setattr("cpv.engine.statcache._FLUSH_ROWS", 3)
+    for n in range(1, 8):
+        sc.record(f"/w/{n}", _stamp(n), f"h{n}", ())
+    assert len(sc._pending) == 1
+    reader = StatCache(tmp_path / "sc.sqlite", chunker_key="k")
+    assert [reader.digest(f"/w/{n}", _stamp(n)) for n in (1, 6, 7)] == ["h1", "h6", None]

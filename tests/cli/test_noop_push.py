@@ -1,0 +1,160 @@
+"""The no-op push: an unchanged tree is answered from the stat cache, without the store.
+
+Every test drives the real ``cpv`` against the real S3 test server. The proof that a push did
+not touch the store is a dead endpoint: with ``CPV_ENDPOINT_URL`` pointing at a closed port a
+push that needed one request would fail, and ``PYTHONPROFILEIMPORTTIME`` shows whether boto3
+was even imported. Every way a file can change must send the push down the full path, which
+records the change as a new version.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Result, Runner
+
+pytestmark = pytest.mark.integration
+
+_OLD = time.time() - 3600  # well outside the stat cache's two-second racy window
+
+
+def _dead_endpoint() -> str:
+    """An address where nothing listens (the port was free a moment ago)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _write(path: Path, data: bytes, *, old: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    if old:
+        os.utime(path, (_OLD, _OLD))
+
+
+@pytest.fixture
+def pushed(cpv: Runner, tmp_path: Path, s3_env: dict[str, str], s3_url: str) -> Path:
+    """A workspace on the S3 store whose model/ and data/ were pushed once (files not racy)."""
+    ws = tmp_path / "ws"
+    cpv("init", str(ws), "--store", s3_url, "-q", env_extra=s3_env)
+    _write(ws / "model" / "weights.bin", os.urandom(300_000))
+    _write(ws / "model" / "config.json", b'{"hidden": 64}')
+    for i in range(20):
+        _write(ws / "data" / "train" / f"{i:03}.txt", f"sample {i}\n".encode())
+    (ws / "model" / "latest").symlink_to("weights.bin")
+    cpv("push", "-m", "first", cwd=ws, env_extra=s3_env)
+    return ws
+
+
+def _push(cpv: Runner, ws: Path, env: dict[str, str], *, expect: int | None = 0) -> Result:
+    return cpv("push", "--json", cwd=ws, env_extra=env, expect=expect)
+
+
+def _offline(s3_env: dict[str, str]) -> dict[str, str]:
+    return {**s3_env, "CPV_ENDPOINT_URL": _dead_endpoint(), "PYTHONPROFILEIMPORTTIME": "1"}
+
+
+def _changed(result: Result) -> dict[str, bool]:
+    return {r["kind"]: r["changed"] for r in result.json()["results"]}
+
+
+def test_unchanged_tree_needs_no_store_and_no_boto3(
+    cpv: Runner, pushed: Path, s3_env: dict[str, str]
+) -> None:
+    result = _push(cpv, pushed, _offline(s3_env))
+    assert _changed(result) == {"model": False, "data": False}
+    assert all(r["uploaded_bytes"] == 0 and r["commit"] is None
+               for r in result.json()["results"])
+    assert "botocore" not in result.stderr and "boto3" not in result.stderr
+    # status needs no store either, and sees a clean tree
+    status = cpv("status", "--json", cwd=pushed, env_extra=_offline(s3_env))
+    assert "botocore" not in status.stderr
+    assert all(not k["changed"] for k in status.json()["kinds"].values())
+
+
+@pytest.mark.parametrize("change", ["touched", "same_size_same_mtime", "replaced", "deleted",
+                                    "added", "link_retargeted", "chmod"])
+def test_every_change_takes_the_full_push(
+    cpv: Runner, pushed: Path, s3_env: dict[str, str], change: str
+) -> None:
+    weights = pushed / "model" / "weights.bin"
+    if change == "touched":  # same bytes, new mtime: hashed again, and found unchanged
+        os.utime(weights, (_OLD + 5, _OLD + 5))
+    elif change == "same_size_same_mtime":  # edited in place, stamp put back but for ctime
+        st = weights.stat()
+        _write(weights, os.urandom(st.st_size), old=False)
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    elif change == "replaced":  # atomic save of other bytes, same size and mtime
+        st = weights.stat()
+        tmp = weights.with_suffix(".tmp")
+        _write(tmp, os.urandom(st.st_size), old=False)
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(tmp, weights)
+    elif change == "deleted":
+        (pushed / "data" / "train" / "007.txt").unlink()
+    elif change == "added":
+        _write(pushed / "data" / "train" / "new.txt", b"new sample\n")
+    elif change == "link_retargeted":
+        (pushed / "model" / "latest").unlink()
+        (pushed / "model" / "latest").symlink_to("config.json")
+    elif change == "chmod":
+        weights.chmod(0o600)
+
+    # Offline, the push must go to the store (and fail there), never answer "unchanged".
+    offline = _push(cpv, pushed, _offline(s3_env), expect=None)
+    assert offline.code != 0, str(offline)
+    assert "botocore" in offline.stderr
+
+    result = _push(cpv, pushed, s3_env)
+    changed = _changed(result)
+    if change == "touched":
+        assert changed == {"model": False, "data": False}  # hashed, same bytes
+        assert _changed(_push(cpv, pushed, _offline(s3_env))) == {"model": False, "data": False}
+    elif change in ("deleted", "added"):
+        assert changed == {"model": False, "data": True}
+    else:
+        assert changed == {"model": True, "data": False}
+    status = cpv("status", "--json", cwd=pushed, env_extra=s3_env).json()
+    assert all(not k["changed"] for k in status["kinds"].values())
+
+
+def test_racy_file_is_never_vouched_for(
+    cpv: Runner, tmp_path: Path, s3_env: dict[str, str], s3_url: str
+) -> None:
+    """A file hashed less than two seconds after its mtime has no stat-cache entry: an edit in
+    the same clock tick could share its stamp. The next push reads it again. (An mtime in the
+    future stands for "just written": start-up alone may take two seconds on a busy machine.)"""
+    ws = tmp_path / "ws"
+    cpv("init", str(ws), "--store", s3_url, "-q", env_extra=s3_env)
+    _write(ws / "model" / "weights.bin", os.urandom(50_000), old=False)
+    soon = time.time() + 600
+    os.utime(ws / "model" / "weights.bin", (soon, soon))
+    cpv("push", cwd=ws, env_extra=s3_env)
+    offline = _push(cpv, ws, _offline(s3_env), expect=None)
+    assert offline.code != 0, str(offline)
+    # Once the file is old enough to be cached, the no-op push answers offline.
+    os.utime(ws / "model" / "weights.bin", (_OLD, _OLD))
+    assert _changed(_push(cpv, ws, s3_env)) == {"model": False}
+    assert _changed(_push(cpv, ws, _offline(s3_env))) == {"model": False}
+
+
+def test_message_metrics_or_another_store_take_the_full_push(
+    cpv: Runner, pushed: Path, s3_env: dict[str, str], s3_url: str
+) -> None:
+    """What the fast path cannot answer alone: a new message or metrics (a new version of the
+    same bytes), or a workspace now pointed at another store (the bytes are not there)."""
+    offline = _offline(s3_env)
+    assert cpv("push", "model", "-m", "second", cwd=pushed, env_extra=offline,
+               expect=None).code != 0
+    assert cpv("push", "model", "--metric", "loss=0.5", cwd=pushed, env_extra=offline,
+               expect=None).code != 0
+    cpv("config", "set", "store.url", s3_url + "-other", cwd=pushed, env_extra=s3_env)
+    assert _push(cpv, pushed, offline, expect=None).code != 0
+    moved = _push(cpv, pushed, s3_env).json()["results"]
+    assert all(r["uploaded_bytes"] > 0 for r in moved)

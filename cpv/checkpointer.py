@@ -33,6 +33,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -90,6 +91,9 @@ class Checkpointer:
         on_error: ``raise`` the failure at the next call, or only ``warn``.
         config: settings (default: the workspace's and the user's).
         flush_at_exit: push what is waiting when the interpreter exits normally.
+        nice: how much lower than the loop's the push threads' CPU priority is (Linux; 0 keeps
+            it equal). Where the loop itself needs the CPU, the push then takes the cores the
+            loop leaves idle instead of sharing them evenly (docs/benchmarks.md).
 
     Use as a context manager, or call :meth:`close` at the end of training.
     """
@@ -104,6 +108,7 @@ class Checkpointer:
         on_error: OnError = "raise",
         config: CPVConfig | None = None,
         flush_at_exit: bool = True,
+        nice: int = 10,
     ) -> None:
         if on_error not in ("raise", "warn"):
             raise ValueError(f"on_error must be 'raise' or 'warn', not {on_error!r}")
@@ -113,6 +118,7 @@ class Checkpointer:
         self._supersede = supersede
         self._on_error = on_error
         self._config = config
+        self._nice = nice
         self._cond = threading.Condition()
         self._waiting: SaveRequest | None = None
         self._running: SaveRequest | None = None
@@ -236,6 +242,7 @@ class Checkpointer:
     # -- the background thread -------------------------------------------------------------
 
     def _run(self) -> None:
+        _lower_priority(self._nice)
         service: WorkspaceService | None = None
         try:
             while True:
@@ -296,6 +303,19 @@ class Checkpointer:
             self.failures.append(error)
             del self.failures[:-100]
             self._unreported.append(error)
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower this thread's CPU priority; the push's worker threads, started from it, inherit
+    it. Linux only: there a thread id names one thread, elsewhere it would renice the whole
+    process, training loop included."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+    except OSError as exc:
+        log.debug("could not lower the push's CPU priority: %s", exc)
 
 
 @contextlib.contextmanager

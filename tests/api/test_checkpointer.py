@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -180,3 +181,21 @@ def test_cpv_never_imports_the_training_libraries_at_start_up() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
+def test_the_push_runs_at_a_lower_cpu_priority_than_the_loop(
+    tmp_path: Path, local_config: CPVConfig
+) -> None:
+    ws = _workspace(tmp_path, local_config)
+    cp = Checkpointer(ws, config=local_config, nice=7)
+    try:
+        deadline = time.monotonic() + 10
+        while cp._thread.native_id is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        loop = os.getpriority(os.PRIO_PROCESS, 0)
+        time.sleep(0.2)  # the thread lowers itself first thing
+        assert os.getpriority(os.PRIO_PROCESS, cp._thread.native_id or 0) == loop + 7
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop
+    finally:
+        cp.close()

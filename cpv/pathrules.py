@@ -29,6 +29,11 @@ MAX_LINK_HOPS: Final = 40
 """Links followed while resolving one target; Linux gives ELOOP after 40 as well."""
 
 _DRIVE: Final = re.compile(r"[A-Za-z]:")
+_SEGMENT = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}"
+_PLAIN: Final = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT})*")
+"""Paths that obey the rule at a glance: ASCII segments of letters, digits, ``._-`` not starting
+with ``.`` (so no ``.``, ``..`` or ``.git``), at most 255 bytes. One regex match instead of the
+per-segment checks below: a 100,000-file version is checked in milliseconds (``cpv ls``)."""
 
 
 def path_problem(path: object) -> str | None:
@@ -39,6 +44,8 @@ def path_problem(path: object) -> str | None:
     """
     if not isinstance(path, str):
         return f"is a {type(path).__name__}, not a string"
+    if _PLAIN.fullmatch(path):
+        return None
     if not path:
         return "is empty"
     if "\x00" in path:

@@ -434,10 +434,11 @@ def push(
 
     PATH is 'model' and/or 'data' (default: both, if they hold files), or any
     folder of the workspace: its first push starts tracking it on a version
-    line of its own (tags name@v0.1, see docs/versioning.md). Only chunks the
-    store does not already hold are uploaded; unchanged files are not even
-    re-read. The manifest is committed to Git, tagged with --tag, and pushed
-    to the Git remote if the workspace has one.
+    line of its own (tags name@v0.1, the name being the path in lower case
+    with '/' as '-'). Only chunks the store does not already hold are
+    uploaded; unchanged files are not even re-read. The manifest is
+    committed to Git, tagged with --tag, and pushed to the Git remote if the
+    workspace has one.
     """
     if tag is not None and tag != AUTO_TAG and (tag.strip("/") in TRACKED_NAMES
                                                 or "/" in tag or Path(tag).is_dir()):
@@ -474,20 +475,24 @@ def push(
 
 
 _GLOB_CHARS = frozenset("*?[")
+_VERSION_WORD = re.compile(r"(data-)?v?\d+\.\d+|[a-z0-9_][a-z0-9._-]*@v\d+\.\d+")
 
 
 def _split_rev_and_paths(
-    args: Sequence[str], root: Path, tracked: Sequence[str] = ()
+    args: Sequence[str], root: Path, tracked: Callable[[], Sequence[str]] = tuple,
 ) -> tuple[str | None, list[str]]:
     """``[REV] [PATH|PATTERN...]``: the first word is a path when it starts with model/ or
-    data/ (or another ``tracked`` path), or is a pattern (``'*fp16*'``); patterns are passed
-    on as typed."""
+    data/ (or another of the ``tracked()`` paths, read only when needed), or is a pattern
+    (``'*fp16*'``); patterns are passed on as typed."""
     if not args:
         return None, []
 
     def in_tracked(p: str) -> bool:
-        return p.split("/", 1)[0] in TRACKED_NAMES or any(
-            p == t or p.startswith(t + "/") for t in tracked)
+        if p.split("/", 1)[0] in TRACKED_NAMES:
+            return True
+        if _VERSION_WORD.fullmatch(p):
+            return False  # a version, never a path: no need to read the manifests
+        return any(p == t or p.startswith(t + "/") for t in tracked())
 
     def word(a: str) -> str:
         if _GLOB_CHARS & set(a):
@@ -536,8 +541,8 @@ def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool,
     change the recorded version (cpv checkout does).
     """
     with state.service(progress=True) as service:
-        rev, paths = _split_rev_and_paths(args, service.root,
-                                          [t.path for t in service.tracked_paths()])
+        rev, paths = _split_rev_and_paths(
+            args, service.root, lambda: [t.path for t in service.tracked_paths()])
         results = service.pull(rev, paths=paths, dest=dest, force=force, exclude=exclude,
                                include=include, parts=parts)
     state.out.emit({"rev": rev, "results": [render.pull_dict(p) for p in results]},
@@ -561,8 +566,8 @@ def ls(state: State, args: tuple[str, ...]) -> None:
     REV and PATH are read as by cpv pull (default: the current version, both folders).
     """
     with state.service() as service:
-        rev, paths = _split_rev_and_paths(args, service.root,
-                                          [t.path for t in service.tracked_paths()])
+        rev, paths = _split_rev_and_paths(
+            args, service.root, lambda: [t.path for t in service.tracked_paths()])
         files = service.ls(rev, paths)
     total = sum(size for _, size in files)
 

@@ -193,6 +193,7 @@ class WorkspaceService:
         self._baselines = BaselineStore(ws.root)
         self._ignore: IgnoreRules | None = None
         self._filter = PathFilter()
+        self._tracks: list[Track] | None = None
 
     def exclude(self, kind: Kind | Track) -> Callable[[str], bool]:
         """The one "not versioned" test for a tracked path's files (``kind``: its default
@@ -411,9 +412,13 @@ class WorkspaceService:
     def tracked_paths(self) -> list[Track]:
         """The seed layout's ``model``/``data`` folders, then every other path a manifest here
         tracks (each with its own version line), by path."""
-        named = {m.path: Track(m.kind, m.path) for m in self.ws.history.current_manifests()}
-        defaults = list(DEFAULT_TRACKS.values())
-        return defaults + [named[p] for p in sorted(named) if not named[p].is_default]
+        if self._tracks is None:
+            # Read once per command (a 100,000-file manifest takes a while to check); a push
+            # or checkout that changes the manifests forgets it.
+            named = {m.path: Track(m.kind, m.path) for m in self.ws.history.current_manifests()}
+            self._tracks = [*DEFAULT_TRACKS.values(),
+                            *(named[p] for p in sorted(named) if not named[p].is_default)]
+        return list(self._tracks)
 
     def track_for(self, path: str | os.PathLike[str], kind: Kind | None = None) -> Track:
         """The tracked path a push of ``path`` (workspace-relative, or absolute) means: one
@@ -462,7 +467,11 @@ class WorkspaceService:
                         f"{rel} is tracked as {track.kind}, not {kind}",
                         hint=f"push it without --kind, or as --kind {track.kind}")
                 return track
-        if full.exists() and not full.is_dir():
+        if not full.exists():
+            raise TrackedPathError(
+                f"{rel} does not exist", hint="save the files there first, or check the path "
+                "(relative to the current folder, or to the workspace)")
+        if not full.is_dir():
             raise TrackedPathError(
                 f"{rel} is a file; cpv tracks folders",
                 hint=f"put it in a folder of its own and push that folder "
@@ -535,7 +544,7 @@ class WorkspaceService:
                                   "under it", hint=f"e.g. cpv pull {rev} {named.path}")
             return [(named, rev)]
         others = [t for t in self.tracked_paths() if not t.is_default
-                  and (selection.tracks is None or t in selection.tracks)]
+                  and (selection.tracks is None or t in selection.tracks)] if rev is None else []
         out: list[tuple[Track, str | None]] = []
         if selection.kinds is None or selection.kinds:
             try:
@@ -709,6 +718,7 @@ class WorkspaceService:
         )
         # Invariant 1: the snapshot is durable in the store; only now does Git reference it.
         record = ws.history.record_version(manifest, message=message or None)
+        self._tracks = None
         pushed_to = self.publish() if publish else None
         return outcome(commit=record.commit, uploaded_bytes=result.uploaded_bytes,
                        dry_run=False, changed=record.changed, pushed_to=pushed_to)
@@ -1183,8 +1193,9 @@ class WorkspaceService:
         many-writers session (``cpv pull --part RANK``), for a resume on the same layout.
         """
         with self._filtered(exclude, include):
-            return self._pull(rev, Selection(paths, self.tracked_paths(), self._filter, parts),
-                              dest=dest, force=force)
+            return self._pull(
+                rev, Selection(paths, self.tracked_paths() if paths else (), self._filter, parts),
+                dest=dest, force=force)
 
     def _pull(
         self, rev: str | None, selection: Selection, *, dest: str | Path | None, force: bool,
@@ -1287,6 +1298,7 @@ class WorkspaceService:
             # Only this path's manifest: the kind's other tracked paths keep their versions.
             record = self.ws.history.revert(label, kinds=[track.kind], line=track.name,
                                             discard_local_changes=force)
+            self._tracks = None
             results.append(RevertResult(label, (track.kind,), record.commit, pulled.files_written,
                                         pulled.downloaded_bytes, removed))
         self.publish()
@@ -1305,7 +1317,7 @@ class WorkspaceService:
         Raises:
             ConfigError: a path outside the tracked folders. PathNotFoundError: nothing there.
         """
-        selection = Selection(paths, self.tracked_paths(), parts=parts)
+        selection = Selection(paths, self.tracked_paths() if paths else (), parts=parts)
         out: list[tuple[str, int]] = []
         for track, ref in self._targets(rev, selection, data_at_commit=True):
             manifest, label = self._line_manifest(track, ref)

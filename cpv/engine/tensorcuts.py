@@ -28,10 +28,11 @@ The rule, a pure function of the file's bytes and ``min_size``:
 4. Anything else, or an inconsistent safetensors header (an offset past the end of the file,
    invalid JSON ...) means no marks: plain FastCDC over the whole file. Never an error, and a
    hostile header costs at most the bounded reads above.
-5. The marks split the file into pieces. A piece of at least :func:`group_floor` bytes is a
-   segment of its own; consecutive smaller pieces (small tensors, zip headers) are grouped into
-   one segment while the group stays within the floor, so a checkpoint of tiny tensors does not
-   turn into thousands of tiny chunks, and a changed small tensor costs at most the floor.
+5. The marks split the file into pieces. A piece of at least :func:`group_floor` bytes, and
+   a smaller piece right before such a piece (a zip member's local header), is a segment of
+   its own; other consecutive smaller pieces (small tensors) are grouped into one segment while
+   the group stays within the floor, so a checkpoint of tiny tensors does not turn into
+   thousands of tiny chunks, and a changed small tensor costs at most the floor.
 6. Each segment is cut by FastCDC as if it were a file of its own.
 """
 
@@ -107,12 +108,16 @@ def plan_cuts(
 
 
 def _group(points: list[int], size: int, floor: int) -> list[int]:
+    # A small piece right before a large one stands alone: it is usually what describes the
+    # large one (a zip member's local header, with its CRC), so it changes with it and must
+    # not drag a group of unrelated small neighbours along.
+    bounds = [0, *points, size]
     starts: list[int] = []
     group = 0  # length of the open group of small pieces; 0 = none open
-    begin = 0
-    for end in [*points, size]:
-        length = end - begin
-        if length >= floor:
+    for i in range(len(bounds) - 1):
+        begin, length = bounds[i], bounds[i + 1] - bounds[i]
+        next_large = i + 2 < len(bounds) and bounds[i + 2] - bounds[i + 1] >= floor
+        if length >= floor or next_large:
             starts.append(begin)
             group = 0
         elif group == 0 or group + length > floor:
@@ -120,7 +125,6 @@ def _group(points: list[int], size: int, floor: int) -> list[int]:
             group = length
         else:
             group += length
-        begin = end
     return starts[1:]
 
 

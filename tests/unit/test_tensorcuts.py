@@ -95,15 +95,15 @@ SMALL_MODEL_CUTS = [
     990820, 1060960,
 ]
 DEFAULT_MODEL_CUTS = [
-    0, 8608, 1057196, 1098156, 2609369, 3549408, 4488390, 5871541, 6831752, 7106443, 8815926,
-    9661552, 10535340,
+    0, 3488, 8608, 1057196, 1098156, 2609369, 3549408, 4488390, 5871541, 6831752, 7106443,
+    8815926, 9661552, 10535340,
 ]
 TORCH_SMALL_CUTS = [
-    0, 1024, 61651, 123193, 144885, 296354, 331551, 371703, 394256, 394368, 417547, 476304,
-    476416, 484624, 484736, 492944, 493184, 625904, 657040, 657336,
+    0, 918, 1024, 61651, 123193, 144885, 296354, 331551, 371703, 394256, 394368, 417547, 476304,
+    476416, 484624, 484736, 492944, 493084, 493184, 625904, 657040, 657336,
 ]
 TORCH_DEFAULT_CUTS = [
-    0, 1024, 394256, 394368, 476304, 484624, 493184, 657040,
+    0, 918, 1024, 394256, 394368, 476304, 484624, 493084, 493184, 657040,
 ]
 # fmt: on
 TORCH_FILE_DIGEST = "2b48a93ffabf433f7226c7e43b72baa3d906606279463bc8ffcc5412dec37cbb"
@@ -346,9 +346,11 @@ def streamed_zip(members: list[tuple[str, bytes]]) -> bytes:
     return bytes(sink.out)
 
 
-def test_changed_zip_member_does_not_drag_its_small_neighbours() -> None:
-    """The member's header and data descriptor hold its CRC: they must go with the member,
-    not into a group with unrelated small neighbours (storages are in key-string order)."""
+@pytest.mark.parametrize("write", ["seekable", "streamed"])
+def test_changed_zip_member_does_not_drag_its_small_neighbours(write: str) -> None:
+    """The member's local header (seekable writer) or data descriptor (streaming writer) holds
+    its CRC: it must go with the member, not into a group with unrelated small neighbours
+    (torch.save writes storages in the string order of their keys)."""
     def members(tuned: str) -> list[tuple[str, bytes]]:
         out = [("archive/data.pkl", xof("pkl", 700))]
         for i in range(6):
@@ -358,14 +360,15 @@ def test_changed_zip_member_does_not_drag_its_small_neighbours() -> None:
                     (f"archive/data/{i}3", xof(f"weight{i}", 40 * KiB))]
         return out
 
-    base, tuned = streamed_zip(members("")), streamed_zip(members("t"))
+    make = a_zip if write == "seekable" else streamed_zip
+    base, tuned = make(members("")), make(members("t"))
     assert zipfile.ZipFile(io.BytesIO(tuned)).testzip() is None
     old = {chunk_id(c) for _, c in iter_buffer_chunks(base, SMALL_T)}
     new = sum(len(c) for _, c in iter_buffer_chunks(tuned, SMALL_T) if chunk_id(c) not in old)
     changed = 6 * 3 * KiB
     with zipfile.ZipFile(io.BytesIO(tuned)) as archive:
         directory = len(tuned) - archive.start_dir
-    assert new <= 1.2 * changed + directory
+    assert new <= 1.08 * changed + directory
 
 
 def test_damaged_member_keeps_the_other_members_boundaries() -> None:

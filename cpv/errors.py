@@ -183,6 +183,23 @@ class IntegrityError(CPVError):
         self.actual = actual
 
 
+class TreeDamagedError(IntegrityError, FormatError):
+    """A format-2 snapshot's tree cannot be read: a node or the pack holding it is gone or bad.
+
+    Damage to the user (exit 4, like a lost chunk); to gc and verify, which catch FormatError, a
+    snapshot whose needs are unknown, so gc deletes nothing. ``missing_pack`` names a pack that
+    is gone, when that is the cause.
+    """
+
+    default_hint = ("cpv verify lists the affected versions; pushing the same files again "
+                    "rewrites the tree, and cpv repair re-uploads what this machine's files hold")
+
+    def __init__(self, message: str, *, object_id: str = "", missing_pack: str = "",
+                 hint: str | None = None) -> None:
+        super().__init__(message, object_id=object_id, hint=hint)
+        self.missing_pack = missing_pack
+
+
 class UnsafePathError(CPVError, ValueError):
     """A path breaks the path rule of :mod:`cpv.pathrules` (invariant 7).
 

@@ -52,7 +52,7 @@ from cpv.engine.transfer import (
 )
 from cpv.engine.tree import Change, Root, TreeWalker, decode_root
 from cpv.engine.tree import is_root as is_tree_root
-from cpv.errors import CPVError, FormatError, ObjectNotFoundError
+from cpv.errors import CPVError, FormatError, ObjectNotFoundError, TreeDamagedError
 
 if TYPE_CHECKING:
     from cpv.store import ObjectStore
@@ -310,9 +310,9 @@ class Repository:
         for cid in ids:
             loc = index.get(cid)
             if loc is None:
-                raise FormatError(
+                raise TreeDamagedError(
                     f"{what}: tree node {cid.hex()} is missing from the store (damaged)",
-                    hint="run 'cpv verify'; the version cannot be read")
+                    object_id=cid.hex())
             by_pack.setdefault(loc.pack_id, []).append(ChunkWant(cid, loc.offset, loc.length,
                                                                  None))
         limits = TransferLimits()
@@ -327,9 +327,9 @@ class Repository:
                 result.update(part)
 
         def damaged(w: ChunkWant[None], r: PackRange[None], actual: bytes) -> None:
-            raise FormatError(
+            raise TreeDamagedError(
                 f"{what}: pack {r.pack_id} holds damaged data for tree node "
-                f"{w.chunk_id.hex()}", hint="run 'cpv verify'; the version cannot be read")
+                f"{w.chunk_id.hex()}", object_id=w.chunk_id.hex())
 
         workers = max(1, min(limits.workers, len(ranges)))
         try:
@@ -342,8 +342,9 @@ class Repository:
                 return self.read_chunks(ids, what=what)
             if isinstance(exc, FormatError):
                 raise
-            raise FormatError(f"{what}: a pack holding its tree nodes is missing ({exc})",
-                              hint="run 'cpv verify'; the version cannot be read") from exc
+            raise TreeDamagedError(
+                f"{what}: the store lost data this version needs ({exc.key} is missing)",
+                object_id=exc.key, missing_pack=pack_id_from_key(exc.key) or "") from exc
         return result
 
     def save_snapshot(self, snapshot: Snapshot) -> tuple[str, bool]:

@@ -28,7 +28,7 @@ from cpv.engine.transfer import (
     fetch_ranges,
     plan_ranges,
 )
-from cpv.errors import FormatError, ObjectNotFoundError, StoreError
+from cpv.errors import FormatError, ObjectNotFoundError, StoreError, TreeDamagedError
 from cpv.progress import NULL_PROGRESS, Progress
 
 if TYPE_CHECKING:
@@ -104,6 +104,8 @@ def verify(
         try:
             snap = repo.load_snapshot(sid, check_paths=False)
         except (FormatError, ObjectNotFoundError) as exc:
+            if isinstance(exc, TreeDamagedError) and exc.missing_pack:
+                report.missing_packs.add(exc.missing_pack)  # format 2: the tree's pack is gone
             report.unreadable_snapshots[sid] = str(exc)
             report.affected.setdefault(sid, [])
             continue

@@ -1462,8 +1462,10 @@ class WorkspaceService:
         for sid, files in sorted(report.affected.items()):
             names = list(dict.fromkeys(labels.get(sid, [])))
             unreadable = sid in report.unreadable_snapshots
-            # Not in this store at all, and pushed to another one: it lives there.
-            moved = elsewhere.get(sid) if unreadable else None
+            # Not in this store at all, and pushed to another one: it lives there. (A format-2
+            # snapshot whose tree lost its pack is here, and damaged.)
+            moved = elsewhere.get(sid) if unreadable and not self.ws.repository().store.exists(
+                SNAPSHOT_PREFIX + sid) else None
             if not names:
                 damaged.append(DamagedVersion(f"unreferenced snapshot {sid[:12]}", None, sid,
                                               tuple(sorted(files)), unreadable))

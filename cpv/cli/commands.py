@@ -862,14 +862,19 @@ def migrate(state: State) -> None:
 
     Every snapshot in the store becomes a kept version, with what this clone's
     Git knows of it (kind, message, metrics, tags). Safe to re-run; needed once
-    before cpv gc or cpv forget on such a store.
+    before cpv gc or cpv forget on such a store. Current manifests that still
+    list every file (schema 1) are rewritten as pointer manifests (schema 2) in
+    one commit; tagged versions keep theirs and stay readable.
     """
     with state.service() as service:
         report = service.migrate()
+        rewritten = service.migrate_manifests()
     state.out.emit({"adopted": len(report.adopted), "already_recorded": report.already_rooted,
-                    "tags_recorded": report.tags_recorded},
+                    "tags_recorded": report.tags_recorded, "manifests_rewritten": rewritten},
                    [f"recorded {len(report.adopted)} version(s) and {report.tags_recorded} "
-                    f"tag(s) in the store ({report.already_rooted} were recorded already)"])
+                    f"tag(s) in the store ({report.already_rooted} were recorded already)",
+                    f"rewrote {len(rewritten)} manifest(s) as schema 2 (file lists in the "
+                    "store; tagged versions keep theirs)"])
 
 
 @click.command(epilog=epilog([

@@ -25,7 +25,6 @@ from cpv.engine import (
     PushResult,
     Snapshot,
     SymlinkPolicy,
-    check_snapshot_matches,
     pull,
     push,
 )
@@ -68,6 +67,14 @@ from cpv.errors import (
 from cpv.notify import NotifyError, post_event
 from cpv.progress import NULL_PROGRESS, Progress
 from cpv.secrets import redact
+from cpv.service.filelist import (
+    FileLists,
+    ListedFile,
+    count_changes,
+    expected_files,
+    regular,
+    snapshot_listing,
+)
 from cpv.service.results import (
     DamagedVersion,
     FileChange,
@@ -93,7 +100,14 @@ from cpv.service.tree import (
     in_scope,
     local_changes,
 )
-from cpv.versioning import Manifest, MetricDelta, VersionInfo, compare, manifest_for_files
+from cpv.versioning import (
+    ChangeCounts,
+    Manifest,
+    MetricDelta,
+    VersionInfo,
+    compare,
+    pointer_manifest,
+)
 from cpv.versioning.metrics import merge_metrics, normalize_metrics, resolve_metrics
 from cpv.versioning.tags import KINDS, tag_name, try_parse_tag
 from cpv.workspace import DATA_SPLITS, TRACKED, WORKSPACE_ID_FILE, Kind, Workspace
@@ -163,6 +177,7 @@ class WorkspaceService:
         self._interface = interface
         self._baselines = BaselineStore(ws.root)
         self._ignore: IgnoreRules | None = None
+        self._lists = FileLists(ws.root, ws.repository)
 
     def exclude(self, kind: Kind) -> Callable[[str], bool]:
         """The one "not versioned" test for ``kind``'s files: cpv's own, defaults, .cpvignore."""
@@ -350,8 +365,8 @@ class WorkspaceService:
         if folder == self.ws.tracked_dir(kind) and has_files(folder, self.exclude(kind)):
             current = self.ws.history.current_manifest(kind, TRACKED[kind])
             if current is not None:
-                return Baseline(current.snapshot_id,
-                                {f.path: (f.size, f.blake3) for f in current.files})
+                return Baseline(current.snapshot_id, {
+                    f.path: (f.size, f.blake3) for f in regular(self._listing(current, "HEAD"))})
         return Baseline(None, {})
 
     def _changes(
@@ -423,8 +438,9 @@ class WorkspaceService:
         except (UnsupportedPathError, LocalIOError) as exc:
             exc.hint = self._push_hint(exc.hint, kind)
             raise
-        files = [(f.path, f.size, f.blake3) for f in result.snapshot.files if not f.is_symlink]
-        split_counts = _split_counts([f[0] for f in files]) if kind == "data" else {}
+        listing = snapshot_listing(result.snapshot)
+        files = regular(listing)
+        split_counts = _split_counts([f.path for f in files]) if kind == "data" else {}
         outcome = partial(
             UploadResult, kind=kind, snapshot_id=result.snapshot_id, files=result.files,
             skipped_links=result.skipped_links,
@@ -434,6 +450,7 @@ class WorkspaceService:
         if dry_run:
             return outcome(commit=None, uploaded_bytes=0, dry_run=True, changed=True,
                            next_tag=ws.history.next_tag(kind))
+        self._lists.remember(result.snapshot_id, result.snapshot)
         if source == folder:
             self._baselines.save(folder, Baseline(result.snapshot_id,
                                                   snapshot_table(result.snapshot)))
@@ -446,9 +463,11 @@ class WorkspaceService:
             pushed_to = self.publish() if publish else None
             return outcome(commit=None, uploaded_bytes=result.uploaded_bytes, dry_run=False,
                            changed=False, pushed_to=pushed_to)
-        manifest = manifest_for_files(
+        manifest = pointer_manifest(
             kind=kind, path=TRACKED[kind], snapshot_id=result.snapshot_id,
-            store_url=ws.store_url, files=files, is_dir=source.is_dir(), message=message,
+            store_url=ws.store_url, file_count=len(files),
+            total_size=sum(f.size for f in files), changes=self._changes_since(current, listing),
+            is_dir=source.is_dir(), message=message,
             author=ws.history.default_author(), metrics=resolved,
             extra={**{f"samples.{k}": v for k, v in split_counts.items()}, **(extra or {})},
         )
@@ -457,6 +476,19 @@ class WorkspaceService:
         pushed_to = self.publish() if publish else None
         return outcome(commit=record.commit, uploaded_bytes=result.uploaded_bytes,
                        dry_run=False, changed=record.changed, pushed_to=pushed_to)
+
+    def _changes_since(
+        self, previous: Manifest | None, listing: Sequence[ListedFile]
+    ) -> ChangeCounts | None:
+        """Files added/changed/removed since ``previous``; None when its list is out of reach
+        (a push never fails for want of a count)."""
+        if previous is None:
+            return count_changes(None, listing)
+        try:
+            return count_changes(self._lists.files(previous, "HEAD"), listing)
+        except CPVError as exc:
+            log.info("not counting changes since %s: %s", previous.snapshot_id[:12], exc)
+            return None
 
     def push(
         self,
@@ -635,15 +667,17 @@ class WorkspaceService:
         ``.git/config`` or anything else in through its snapshot.
         """
         try:
-            snapshot = self.ws.repository().load_snapshot(manifest.snapshot_id)
+            return self._lists.snapshot(manifest, label)
         except (NoStoreError, ObjectNotFoundError) as exc:
             raise self._store_mismatch(exc, manifest, label) from exc
+
+    def _listing(self, manifest: Manifest, label: str) -> tuple[ListedFile, ...]:
+        """The version's files (checked, from the local cache when this machine has seen
+        them), for what only reads the list: ls, diff, status."""
         try:
-            check_snapshot_matches(snapshot, _expected(manifest),
-                                   snapshot_id=manifest.snapshot_id)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{label}: {exc.message}", hint=exc.hint) from exc
-        return snapshot
+            return self._lists.files(manifest, label)
+        except (NoStoreError, ObjectNotFoundError) as exc:
+            raise self._store_mismatch(exc, manifest, label) from exc
 
     def _store_mismatch(
         self, exc: NoStoreError | ObjectNotFoundError, manifest: Manifest, what: str
@@ -697,7 +731,7 @@ class WorkspaceService:
             result = pull(self.ws.repository(), manifest.snapshot_id, target, paths=subs,
                           progress=self.ws.progress, limits=self.ws.limits,
                           keep_special_bits=keep_special_bits, replace=replaced,
-                          expected=_expected(manifest))
+                          expected=expected_files(manifest))
         except (NoStoreError, ObjectNotFoundError) as exc:
             raise self._store_mismatch(exc, manifest, label) from exc
         removed = len([p for p in remove_replaced(target, replaced, table)
@@ -740,7 +774,8 @@ class WorkspaceService:
         for kind, ref in targets.items():
             manifest, label = self.manifest_at(kind, ref)
             folder = Path(dest).absolute() if dest is not None else self.ws.tracked_dir(kind)
-            subs = selection.files(kind, self._checked_snapshot(manifest, label))
+            snapshot = self._checked_snapshot(manifest, label)
+            subs = selection.files(kind, [f.path for f in snapshot.files])
             plans.append((kind, manifest, label, folder, subs))
         selection.check_matched([p for *_, p in plans], rev)
         plans = [plan for plan in plans if plan[4] != []]  # a kind the patterns left out
@@ -841,10 +876,10 @@ class WorkspaceService:
         out: list[tuple[str, int]] = []
         for kind, ref in self.resolve(rev, selection.kinds, data_at_commit=True).items():
             manifest, label = self.manifest_at(kind, ref)
-            snapshot = self._checked_snapshot(manifest, label)
-            chosen = selection.files(kind, snapshot)
+            listing = self._listing(manifest, label)
+            chosen = selection.files(kind, [f.path for f in listing])
             wanted = None if chosen is None else set(chosen)
-            out += [(f"{TRACKED[kind]}/{f.path}", f.size) for f in snapshot.files
+            out += [(f"{TRACKED[kind]}/{f.path}", f.size) for f in listing
                     if wanted is None or f.path in wanted]
         if not out and paths:
             raise PathNotFoundError(", ".join(paths), where=rev or "the current version",
@@ -893,8 +928,8 @@ class WorkspaceService:
             kind = "data" if any(p is not None and p[0] == "data" for p in parsed) else "model"
         a, ref_a = self.manifest_at(kind, ref_a)
         b, ref_b = self.manifest_at(kind, ref_b)
-        files_a = {f.path: f for f in a.files}
-        files_b = {f.path: f for f in b.files}
+        files_a = {f.path: f for f in self._listing(a, ref_a)}
+        files_b = {f.path: f for f in self._listing(b, ref_b)}
         changes: list[FileChange] = []
         unchanged = 0
         for path in sorted(set(files_a) | set(files_b)):
@@ -1049,6 +1084,29 @@ class WorkspaceService:
                     metrics=dict(m.metrics), workspace=self.ws.workspace_id or ""))
         return adopt_snapshots(self.ws.repository(), known=known, tags=tags)
 
+    def migrate_manifests(self) -> list[str]:
+        """Rewrite the current schema-1 manifests as pointer manifests (schema 2), one commit.
+
+        Each names the same snapshot; its file list stays in the store (checked against the
+        old list first, so nothing is lost if the store does not hold it) and in the Git history
+        of the old manifest. Tags keep their schema-1 manifests, which stay readable. Returns
+        the manifest paths rewritten (none: nothing to do; safe to re-run).
+
+        Raises:
+            IntegrityError / ObjectNotFoundError / NoStoreError: a snapshot the store does not
+                hold as listed; nothing was rewritten.
+        """
+        old = [m for m in self.ws.history.current_manifests() if m.files is not None]
+        for manifest in old:
+            self._checked_snapshot(manifest, manifest.relpath)
+        new = [m.as_pointer() for m in old]
+        commit = self.ws.history.rewrite_manifests(
+            new, message=f"cpv: migrate {len(new)} manifest(s) to schema 2 (file lists live in "
+                         "the store)")
+        if commit is not None:
+            self.publish()
+        return [m.relpath for m in new]
+
     def rebuild(self, *, workspace_id: str | None = None) -> list[str]:
         """Write back into Git what the store records, for a lost or rewritten repository.
 
@@ -1082,11 +1140,12 @@ class WorkspaceService:
         def manifest_of(kind: Kind, sid: str) -> Manifest:
             v = by_snapshot.get((kind, sid))
             snapshot = repo.load_snapshot(sid)
-            files = [(f.path, f.size, f.blake3) for f in snapshot.files if not f.is_symlink]
-            counts = _split_counts([f[0] for f in files]) if kind == "data" else {}
-            return manifest_for_files(
+            files = regular(self._lists.remember(sid, snapshot))
+            counts = _split_counts([f.path for f in files]) if kind == "data" else {}
+            return pointer_manifest(
                 kind=kind, path=TRACKED[kind], snapshot_id=sid, store_url=self.ws.store_url,
-                files=files, message=v.message if v else "", author=v.author if v else "",
+                file_count=len(files), total_size=sum(f.size for f in files), changes=None,
+                message=v.message if v else "", author=v.author if v else "",
                 metrics=v.metrics if v else {},
                 extra={f"samples.{k}": n for k, n in counts.items()})
 
@@ -1175,15 +1234,16 @@ class Selection:
             kinds |= {k for k in KINDS if TRACKED[k] == head} or set(KINDS)
         self.kinds: list[Kind] | None = [k for k in KINDS if k in kinds] if paths else None
 
-    def files(self, kind: Kind, snapshot: Snapshot) -> list[str] | None:
-        """The paths (relative to ``kind``'s folder) selected, or None for the whole folder."""
+    def files(self, kind: Kind, paths: Sequence[str]) -> list[str] | None:
+        """Which of a version's ``paths`` (relative to ``kind``'s folder) are selected, or None
+        for the whole folder."""
         if self.kinds is None or self._restrict.get(kind) == []:
             return None
         inside = in_scope(self._restrict[kind]) if self._restrict.get(kind) else None
         folder = TRACKED[kind]
-        return [f.path for f in snapshot.files
-                if (inside is not None and inside(f.path))
-                or (self._spec is not None and self._spec.match_file(f"{folder}/{f.path}"))]
+        return [p for p in paths
+                if (inside is not None and inside(p))
+                or (self._spec is not None and self._spec.match_file(f"{folder}/{p}"))]
 
     def check_matched(self, chosen: Sequence[list[str] | None], rev: str | None) -> None:
         """A pattern that selects nothing is a mistake to say at once, with nothing changed."""
@@ -1192,11 +1252,6 @@ class Selection:
                 f"{', '.join(self._patterns)} matches no file of {rev or 'the current version'}",
                 hint="patterns match workspace paths in gitignore syntax, e.g. "
                      "'model/*.safetensors' or '*fp16*'; list the files with cpv ls")
-
-
-def _expected(manifest: Manifest) -> dict[str, tuple[int, str]]:
-    """What a manifest lists, as the engine checks a snapshot against it."""
-    return {f.path: (f.size, f.blake3) for f in manifest.files}
 
 
 def _split_pull_paths(paths: Sequence[str]) -> dict[Kind, list[str]]:

@@ -233,7 +233,7 @@ def _check_manifest(text: str | bytes) -> None:
         message = str(exc)
         assert message.startswith("fuzz: "), message
         return
-    assert all(".." not in f.path.split("/") for f in manifest.files)
+    assert all(".." not in f.path.split("/") for f in manifest.files or ())
 
 
 VALID_MANIFEST = manifest_for_files(

@@ -854,7 +854,7 @@ def forget(
 
 
 @click.command(epilog=epilog([("cpv migrate", "once, on a store written before cpv 0.2")],
-                             codes=(0, 1, 10, 12)))
+                             codes=(0, 1, 4, 10, 12)))
 @common
 @click.pass_obj
 def migrate(state: State) -> None:

@@ -137,7 +137,9 @@ class FileLists:
         """
         if manifest.files is not None:
             return tuple(ListedFile(f.path, f.size, f.blake3) for f in manifest.files)
-        listing = self._memo.get(manifest.snapshot_id) or self._read(manifest.snapshot_id)
+        listing = self._memo.get(manifest.snapshot_id)
+        if listing is None:
+            listing = self._read(manifest.snapshot_id)
         if listing is None:
             snapshot = self._repository().load_snapshot(manifest.snapshot_id)
             listing = self.remember(manifest.snapshot_id, snapshot)

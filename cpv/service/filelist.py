@@ -55,6 +55,11 @@ def snapshot_listing(snapshot: Snapshot) -> tuple[ListedFile, ...]:
     return tuple(ListedFile(f.path, f.size, f.blake3, f.link) for f in snapshot.files)
 
 
+def table_of(files: Iterable[ListedFile]) -> dict[str, tuple[int, str]]:
+    """``path -> (size, blake3 or ->target)``, as baselines keep a folder's files."""
+    return {f.path: (f.size, f"->{f.link}" if f.link is not None else f.blake3) for f in files}
+
+
 def regular(files: Iterable[ListedFile]) -> list[ListedFile]:
     """The regular files: what a manifest's summary counts (symlinks are not listed there)."""
     return [f for f in files if f.link is None]
@@ -136,6 +141,7 @@ class FileLists:
                 and the store cannot give it. IntegrityError: it is not the manifest's version.
         """
         if manifest.files is not None:
+            # Schema 1 lists its regular files itself (never its symlinks): no store needed.
             return tuple(ListedFile(f.path, f.size, f.blake3) for f in manifest.files)
         listing = self._memo.get(manifest.snapshot_id)
         if listing is None:
@@ -145,11 +151,6 @@ class FileLists:
             listing = self.remember(manifest.snapshot_id, snapshot)
         check_summary(manifest, listing, label)
         return listing
-
-    def table(self, manifest: Manifest, label: str) -> dict[str, tuple[int, str]]:
-        """``path -> (size, blake3 or ->target)``, as baselines keep a folder's files."""
-        return {f.path: (f.size, f"->{f.link}" if f.link is not None else f.blake3)
-                for f in self.files(manifest, label)}
 
     def snapshot(self, manifest: Manifest, label: str) -> Snapshot:
         """The version's snapshot from the store (a pull needs its chunks), checked against
@@ -205,4 +206,4 @@ class FileLists:
 
 
 __all__ = ["CACHE_DIR", "FileLists", "ListedFile", "check_snapshot", "check_summary",
-           "count_changes", "expected_files", "regular", "snapshot_listing"]
+           "count_changes", "expected_files", "regular", "snapshot_listing", "table_of"]

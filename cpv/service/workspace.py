@@ -74,6 +74,7 @@ from cpv.service.filelist import (
     expected_files,
     regular,
     snapshot_listing,
+    table_of,
 )
 from cpv.service.results import (
     DamagedVersion,
@@ -151,8 +152,7 @@ def load_metric_inputs(
 
 def snapshot_table(snapshot: Snapshot) -> FileTable:
     """A snapshot's files as ``path -> (size, blake3 or ->target)``, as baselines keep them."""
-    return {f.path: (f.size, f"->{f.link}" if f.link is not None else f.blake3)
-            for f in snapshot.files}
+    return table_of(snapshot_listing(snapshot))
 
 
 def _split_counts(paths: Sequence[str]) -> dict[str, int]:
@@ -365,8 +365,7 @@ class WorkspaceService:
         if folder == self.ws.tracked_dir(kind) and has_files(folder, self.exclude(kind)):
             current = self.ws.history.current_manifest(kind, TRACKED[kind])
             if current is not None:
-                return Baseline(current.snapshot_id, {
-                    f.path: (f.size, f.blake3) for f in regular(self._listing(current, "HEAD"))})
+                return Baseline(current.snapshot_id, table_of(self._listing(current, "HEAD")))
         return Baseline(None, {})
 
     def _changes(

@@ -125,6 +125,11 @@ def _schema_one(run: ScaleRun, manifest: Manifest) -> Manifest:
         created_at=manifest.created_at)
 
 
+def _counts(manifest: Manifest) -> str | None:
+    changes = manifest.changes
+    return None if changes is None else f"{changes.added}/{changes.changed}/{changes.removed}"
+
+
 def figure_git_growth(run: ScaleRun) -> list[dict[str, Any]]:
     """Bytes Git gains for version 2: pointer manifest (measured) vs schema-1 manifest."""
     rows = [{
@@ -132,6 +137,7 @@ def figure_git_growth(run: ScaleRun) -> list[dict[str, Any]]:
         "new_git_object_bytes": sum(run.git_objects.values()),
         "new_git_objects": len(run.git_objects),
         "manifest_bytes": len(run.manifests[1].to_json().encode()),
+        "added/changed/removed": _counts(run.manifests[1]),
         "push_v2_s": round(run.seconds["push_v2"], 2),
     }]
     with tempfile.TemporaryDirectory(dir=run.root.parent) as tmp:
@@ -150,7 +156,7 @@ def figure_git_growth(run: ScaleRun) -> list[dict[str, Any]]:
     rows.append({
         "figure": "git_growth", "files": run.files, "format": "v1 (files listed)",
         "new_git_object_bytes": sum(added.values()), "new_git_objects": len(added),
-        "manifest_bytes": len(texts[1]), "push_v2_s": None,
+        "manifest_bytes": len(texts[1]), "added/changed/removed": None, "push_v2_s": None,
     })
     return rows
 

@@ -22,5 +22,6 @@ def test_scale_benchmark_reports_git_growth_per_format(tmp_path: Path) -> None:
     pointer, listed = rows["v2 (pointer manifest)"], rows["v1 (files listed)"]
     assert pointer["files"] == listed["files"] == 300
     assert 0 < pointer["new_git_object_bytes"] < 4096
+    assert pointer["added/changed/removed"] == "0/3/0"  # 1 % of 300
     assert listed["manifest_bytes"] > 300 * 100 > pointer["manifest_bytes"]
     assert "| git_growth" not in proc.stdout and "### git_growth" in proc.stdout

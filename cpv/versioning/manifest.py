@@ -330,7 +330,7 @@ class Manifest:
         return manifest_relpath(self.kind, self.name)
 
     def replace(self, **changes: Any) -> Manifest:
-        """A copy with some fields changed (validated again; totals recomputed)."""
+        """A copy with some fields changed (validated again; schema-1 totals recomputed)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, object]:

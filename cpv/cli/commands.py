@@ -1023,7 +1023,7 @@ def forget(
 @click.command(epilog=epilog([("cpv migrate", "once, on a store written before cpv 0.2"),
                               ("cpv migrate --store-format",
                                "move the store to format 2 (tree snapshots)")],
-                             codes=(0, 1, 10, 12)))
+                             codes=(0, 1, 4, 10, 12)))
 @click.option("--store-format", "store_format", is_flag=True,
               help="Also move the store to the newest format (2: tree snapshots). Every "
                    "machine using the store needs this cpv or newer afterwards.")
@@ -1034,16 +1034,22 @@ def migrate(state: State, store_format: bool = False) -> None:
 
     Every snapshot in the store becomes a kept version, with what this clone's
     Git knows of it (kind, message, metrics, tags). Safe to re-run; needed once
-    before cpv gc or cpv forget on such a store.
+    before cpv gc or cpv forget on such a store. Current manifests that still
+    list every file (schema 1) are rewritten as pointer manifests (schema 2) in
+    one commit; tagged versions keep theirs and stay readable.
     """
     with state.service() as service:
         report = service.migrate()
+        rewritten = service.migrate_manifests()
         formats = service.upgrade_store_format() if store_format else None
     doc: dict[str, object] = {"adopted": len(report.adopted),
                               "already_recorded": report.already_rooted,
-                              "tags_recorded": report.tags_recorded}
+                              "tags_recorded": report.tags_recorded,
+                              "manifests_rewritten": rewritten}
     lines = [f"recorded {len(report.adopted)} version(s) and {report.tags_recorded} "
-             f"tag(s) in the store ({report.already_rooted} were recorded already)"]
+             f"tag(s) in the store ({report.already_rooted} were recorded already)",
+             f"rewrote {len(rewritten)} manifest(s) as schema 2 (file lists in the "
+             "store; tagged versions keep theirs)"]
     if formats is not None:
         doc["store_format"] = {"before": formats[0], "after": formats[1]}
         lines.append(f"store format {formats[0]} -> {formats[1]}" if formats[0] != formats[1]

@@ -28,7 +28,8 @@ from cpv.engine.sessions import (
 )
 from cpv.errors import LocalIOError, NoStoreError
 from cpv.progress import NULL_PROGRESS, Progress
-from cpv.versioning import manifest_for_files
+from cpv.service.filelist import regular
+from cpv.versioning import pointer_manifest
 from cpv.versioning.metrics import resolve_metrics
 from cpv.workspace import TRACKED, Kind, store_from_config
 
@@ -167,10 +168,12 @@ def commit_session(
         metrics=resolved, workspace=ws.workspace_id or "",
         parents=(current.snapshot_id,) if current is not None else ()))
     snapshot = combined.snapshot
-    files = [(f.path, f.size, f.blake3) for f in snapshot.files if not f.is_symlink]
-    manifest = manifest_for_files(
+    listing = service.remember_listing(combined.snapshot_id, snapshot)
+    files = regular(listing)
+    manifest = pointer_manifest(
         kind=kind, path=TRACKED[kind], snapshot_id=combined.snapshot_id,
-        store_url=ws.store_url, files=files, message=message,
+        store_url=ws.store_url, file_count=len(files), total_size=sum(f.size for f in files),
+        changes=service.changes_since(current, listing), message=message,
         author=history.default_author(), metrics=resolved,
         extra={"session": session, "parts": len(combined.parts), **(extra or {})})
     record = history.record_version(manifest, message=message or f"cpv: session {session}")

@@ -27,7 +27,6 @@ from cpv.engine import (
     PushResult,
     Snapshot,
     SymlinkPolicy,
-    check_snapshot_matches,
     pull,
     push,
 )
@@ -47,6 +46,7 @@ from cpv.engine.roots import (
     record_tags,
     record_untag,
 )
+from cpv.engine.sessions import parts_of
 from cpv.engine.snapshot import SNAPSHOT_PREFIX
 from cpv.engine.statcache import StatCache
 from cpv.engine.worktree import remove_replaced
@@ -74,6 +74,15 @@ from cpv.errors import (
 from cpv.notify import NotifyError, post_event
 from cpv.progress import NULL_PROGRESS, Progress
 from cpv.secrets import redact
+from cpv.service.filelist import (
+    FileLists,
+    ListedFile,
+    count_changes,
+    expected_files,
+    regular,
+    snapshot_listing,
+    table_of,
+)
 from cpv.service.results import (
     DamagedVersion,
     FileChange,
@@ -102,12 +111,13 @@ from cpv.service.tree import (
     unchanged_since,
 )
 from cpv.versioning import (
+    ChangeCounts,
     Lineage,
     Manifest,
     MetricDelta,
     VersionInfo,
     compare,
-    manifest_for_files,
+    pointer_manifest,
 )
 from cpv.versioning.aliases import Alias, AliasBook, check_alias_name
 from cpv.versioning.manifest import check_tracked_path
@@ -166,8 +176,7 @@ def load_metric_inputs(
 
 def snapshot_table(snapshot: Snapshot) -> FileTable:
     """A snapshot's files as ``path -> (size, blake3 or ->target)``, as baselines keep them."""
-    return {f.path: (f.size, f"->{f.link}" if f.link is not None else f.blake3)
-            for f in snapshot.files}
+    return table_of(snapshot_listing(snapshot))
 
 
 def _split_counts(paths: Sequence[str]) -> dict[str, int]:
@@ -194,6 +203,7 @@ class WorkspaceService:
         self._ignore: IgnoreRules | None = None
         self._filter = PathFilter()
         self._tracks: list[Track] | None = None
+        self._lists = FileLists(ws.root, ws.repository)
 
     def exclude(self, kind: Kind | Track) -> Callable[[str], bool]:
         """The one "not versioned" test for a tracked path's files (``kind``: its default
@@ -575,8 +585,7 @@ class WorkspaceService:
         if folder == self.root / track.path and has_files(folder, self.exclude(track)):
             current = self.ws.history.current_manifest(track.kind, track.name)
             if current is not None:
-                return Baseline(current.snapshot_id,
-                                {f.path: (f.size, f.blake3) for f in current.files})
+                return Baseline(current.snapshot_id, table_of(self.files_of(current, "HEAD")))
         return Baseline(None, {})
 
     def _changes(
@@ -683,8 +692,9 @@ class WorkspaceService:
         except (UnsupportedPathError, LocalIOError) as exc:
             exc.hint = self._push_hint(exc.hint, track)
             raise
-        files = [(f.path, f.size, f.blake3) for f in result.snapshot.files if not f.is_symlink]
-        split_counts = _split_counts([f[0] for f in files]) if kind == "data" else {}
+        listing = snapshot_listing(result.snapshot)
+        files = regular(listing)
+        split_counts = _split_counts([f.path for f in files]) if kind == "data" else {}
         outcome = partial(
             UploadResult, kind=kind, path=track.path, snapshot_id=result.snapshot_id,
             files=result.files,
@@ -696,6 +706,7 @@ class WorkspaceService:
             return outcome(commit=None, uploaded_bytes=0, dry_run=True, changed=True,
                            next_tag=ws.history.next_tag(kind) if track.is_default
                            else self.planned_line_tag(track, None))
+        self.remember_listing(result.snapshot_id, result.snapshot)
         if source == folder:
             self._baselines.save(folder, Baseline(result.snapshot_id,
                                                   snapshot_table(result.snapshot)))
@@ -709,9 +720,11 @@ class WorkspaceService:
             pushed_to = self.publish() if publish else None
             return outcome(commit=None, uploaded_bytes=result.uploaded_bytes, dry_run=False,
                            changed=False, pushed_to=pushed_to)
-        manifest = manifest_for_files(
+        manifest = pointer_manifest(
             kind=kind, path=track.path, snapshot_id=result.snapshot_id,
-            store_url=ws.store_url, files=files, is_dir=source.is_dir(), message=message,
+            store_url=ws.store_url, file_count=len(files),
+            total_size=sum(f.size for f in files), changes=self.changes_since(current, listing),
+            is_dir=source.is_dir(), message=message,
             author=ws.history.default_author(), metrics=resolved,
             extra={**{f"samples.{k}": v for k, v in split_counts.items()}, **(extra or {})},
             lineage=lineage, params=params,
@@ -731,7 +744,7 @@ class WorkspaceService:
         if current is None:
             return []
         by_file, by_option = self._rules().hidden_tracked(
-            folder, track.path, (f.path for f in current.files))
+            folder, track.path, self._version_paths(current, self._baselines.load(folder)))
         if by_file:
             raise ConfigError(
                 f"{IGNORE_FILE} (or a default rule) hides {len(by_file)} file(s) of the current "
@@ -743,6 +756,13 @@ class WorkspaceService:
                     f"keep them with a line '!{by_file[0]}' in {IGNORE_FILE}, or pass "
                     f"exclude=['{by_file[0]}'] to leave them out on purpose"))
         return by_option
+
+    def _version_paths(self, manifest: Manifest, baseline: Baseline | None) -> list[str]:
+        """The paths of ``manifest``'s version: from this machine's baseline when it holds that
+        version (no store, no cache), else from its file list."""
+        if baseline is not None and baseline.snapshot_id == manifest.snapshot_id:
+            return list(baseline.files)
+        return [f.path for f in self.files_of(manifest, "HEAD")]
 
     def lineage_now(self) -> Lineage | None:
         """The data in this workspace now, as a model version records it: what this machine
@@ -796,6 +816,24 @@ class WorkspaceService:
             uploaded_bytes=0, new_bytes=0, chunks_new=0, chunks_reused=0,
             seconds=time.monotonic() - started, dry_run=False, changed=False,
             pushed_to=self.publish() if publish else None)
+
+    def remember_listing(self, snapshot_id: str, snapshot: Snapshot) -> tuple[ListedFile, ...]:
+        """Keep a snapshot this machine just wrote in the local file-list cache, so ls, diff
+        and status of its version need no store round trip; returns its listing."""
+        return self._lists.remember(snapshot_id, snapshot)
+
+    def changes_since(
+        self, previous: Manifest | None, listing: Sequence[ListedFile]
+    ) -> ChangeCounts | None:
+        """Files added/changed/removed since ``previous``; None when its list is out of reach
+        (a push never fails for want of a count)."""
+        if previous is None:
+            return count_changes(None, listing)
+        try:
+            return count_changes(self._lists.files(previous, "HEAD"), listing)
+        except CPVError as exc:
+            log.info("not counting changes since %s: %s", previous.snapshot_id[:12], exc)
+            return None
 
     def push(
         self,
@@ -1087,15 +1125,17 @@ class WorkspaceService:
         ``.git/config`` or anything else in through its snapshot.
         """
         try:
-            snapshot = self.ws.repository().load_snapshot(manifest.snapshot_id)
+            return self._lists.snapshot(manifest, label)
         except (NoStoreError, ObjectNotFoundError) as exc:
             raise self._store_mismatch(exc, manifest, label) from exc
+
+    def files_of(self, manifest: Manifest, label: str = "HEAD") -> tuple[ListedFile, ...]:
+        """The version's files (checked, from the local cache when this machine has seen
+        them), for what only reads the list: ls, diff, status."""
         try:
-            check_snapshot_matches(snapshot, _expected(manifest),
-                                   snapshot_id=manifest.snapshot_id)
-        except IntegrityError as exc:
-            raise IntegrityError(f"{label}: {exc.message}", hint=exc.hint) from exc
-        return snapshot
+            return self._lists.files(manifest, label)
+        except (NoStoreError, ObjectNotFoundError) as exc:
+            raise self._store_mismatch(exc, manifest, label) from exc
 
     def _store_mismatch(
         self, exc: NoStoreError | ObjectNotFoundError, manifest: Manifest, what: str
@@ -1149,7 +1189,7 @@ class WorkspaceService:
             result = pull(self.ws.repository(), manifest.snapshot_id, target, paths=subs,
                           progress=self.ws.progress, limits=self.ws.limits,
                           keep_special_bits=keep_special_bits, replace=replaced,
-                          expected=_expected(manifest))
+                          expected=expected_files(manifest))
         except (NoStoreError, ObjectNotFoundError) as exc:
             raise self._store_mismatch(exc, manifest, label) from exc
         removed = len([p for p in remove_replaced(target, replaced, table)
@@ -1210,7 +1250,9 @@ class WorkspaceService:
         for track, ref in targets:
             manifest, label = self._line_manifest(track, ref)
             folder = Path(dest).absolute() if dest is not None else self.root / track.path
-            subs = selection.files(track, self._checked_snapshot(manifest, label))
+            snapshot = self._checked_snapshot(manifest, label)
+            subs = selection.files(track, [f.path for f in snapshot.files],
+                                   parts_of(snapshot) if selection.wants_parts else None)
             plans.append((track, manifest, label, folder, subs))
         selection.check_matched([p for *_, p in plans], rev)
         plans = [plan for plan in plans if plan[4] != []]  # a kind the patterns left out
@@ -1321,10 +1363,15 @@ class WorkspaceService:
         out: list[tuple[str, int]] = []
         for track, ref in self._targets(rev, selection, data_at_commit=True):
             manifest, label = self._line_manifest(track, ref)
-            snapshot = self._checked_snapshot(manifest, label)
-            chosen = selection.files(track, snapshot)
+            if selection.wants_parts:
+                snapshot = self._checked_snapshot(manifest, label)
+                listing: Sequence[ListedFile] = snapshot_listing(snapshot)
+                chosen = selection.files(track, [f.path for f in listing], parts_of(snapshot))
+            else:
+                listing = self.files_of(manifest, label)
+                chosen = selection.files(track, [f.path for f in listing])
             wanted = None if chosen is None else set(chosen)
-            out += [(f"{track.path}/{f.path}", f.size) for f in snapshot.files
+            out += [(f"{track.path}/{f.path}", f.size) for f in listing
                     if wanted is None or f.path in wanted]
         if not out and paths:
             raise PathNotFoundError(", ".join(paths), where=rev or "the current version",
@@ -1352,8 +1399,8 @@ class WorkspaceService:
             behind = manifest is not None and baseline.snapshot_id != manifest.snapshot_id
             hidden: list[str] = []
             if manifest is not None:
-                hidden, _ = self._rules().hidden_tracked(folder, track.path,
-                                                         (f.path for f in manifest.files))
+                hidden, _ = self._rules().hidden_tracked(
+                    folder, track.path, self._version_paths(manifest, baseline))
             kinds.append(KindStatus(
                 kind=kind, path=track.path, recorded=manifest is not None,
                 snapshot_id=manifest.snapshot_id if manifest else None,
@@ -1391,8 +1438,8 @@ class WorkspaceService:
         if named is None:
             a, ref_a = self.manifest_at(kind, ref_a)
             b, ref_b = self.manifest_at(kind, ref_b)
-        files_a = {f.path: f for f in a.files}
-        files_b = {f.path: f for f in b.files}
+        files_a = {f.path: f for f in self.files_of(a, ref_a)}
+        files_b = {f.path: f for f in self.files_of(b, ref_b)}
         changes: list[FileChange] = []
         unchanged = 0
         for path in sorted(set(files_a) | set(files_b)):
@@ -1557,6 +1604,29 @@ class WorkspaceService:
         """
         return self.ws.repository().upgrade_format()
 
+    def migrate_manifests(self) -> list[str]:
+        """Rewrite the current schema-1 manifests as pointer manifests (schema 2), one commit.
+
+        Each names the same snapshot; its file list stays in the store (checked against the
+        old list first, so nothing is lost if the store does not hold it) and in the Git history
+        of the old manifest. Tags keep their schema-1 manifests, which stay readable. Returns
+        the manifest paths rewritten (none: nothing to do; safe to re-run).
+
+        Raises:
+            IntegrityError / ObjectNotFoundError / NoStoreError: a snapshot the store does not
+                hold as listed; nothing was rewritten.
+        """
+        old = [m for m in self.ws.history.current_manifests() if m.files is not None]
+        for manifest in old:
+            self._checked_snapshot(manifest, manifest.relpath)
+        new = [m.as_pointer() for m in old]
+        commit = self.ws.history.rewrite_manifests(
+            new, message=f"cpv: migrate {len(new)} manifest(s) to schema 2 (file lists live in "
+                         "the store)")
+        if commit is not None:
+            self.publish()
+        return [m.relpath for m in new]
+
     def rebuild(self, *, workspace_id: str | None = None) -> list[str]:
         """Write back into Git what the store records, for a lost or rewritten repository.
 
@@ -1590,11 +1660,12 @@ class WorkspaceService:
         def manifest_of(kind: Kind, sid: str) -> Manifest:
             v = by_snapshot.get((kind, sid))
             snapshot = repo.load_snapshot(sid)
-            files = [(f.path, f.size, f.blake3) for f in snapshot.files if not f.is_symlink]
-            counts = _split_counts([f[0] for f in files]) if kind == "data" else {}
-            return manifest_for_files(
+            files = regular(self._lists.remember(sid, snapshot))
+            counts = _split_counts([f.path for f in files]) if kind == "data" else {}
+            return pointer_manifest(
                 kind=kind, path=TRACKED[kind], snapshot_id=sid, store_url=self.ws.store_url,
-                files=files, message=v.message if v else "", author=v.author if v else "",
+                file_count=len(files), total_size=sum(f.size for f in files), changes=None,
+                message=v.message if v else "", author=v.author if v else "",
                 metrics=v.metrics if v else {},
                 extra={f"samples.{k}": n for k, n in counts.items()})
 
@@ -1814,32 +1885,41 @@ class Selection:
         self.kinds: list[Kind] | None = [
             k for k in KINDS if DEFAULT_TRACKS[k] in wanted] if paths else None
 
-    def files(self, track: Track | Kind, snapshot: Snapshot) -> list[str] | None:
-        """The paths (relative to the tracked folder) selected, or None for the whole folder.
+    @property
+    def wants_parts(self) -> bool:
+        """Whether :meth:`files` needs the version's parts list (``--part``)."""
+        return bool(self._parts)
 
-        ``parts`` keep only what those writers pushed; ``--exclude`` / ``--include`` narrow
-        whatever the paths chose."""
+    def files(
+        self, track: Track | Kind, paths: Sequence[str],
+        parts: Mapping[str, Sequence[str]] | None = None,
+    ) -> list[str] | None:
+        """Which of a version's ``paths`` (relative to the tracked folder) are selected, or
+        None for the whole folder.
+
+        ``parts`` (the version's writer -> paths, see :attr:`wants_parts`) keep only what the
+        chosen writers pushed; ``--exclude`` / ``--include`` narrow whatever the paths chose."""
         if not isinstance(track, Track):
             track = DEFAULT_TRACKS[track]
-        chosen = self._chosen(track, snapshot)
+        chosen = self._chosen(track, paths)
         if self._parts:
-            chosen = _part_files(snapshot, self._parts, chosen)
+            chosen = _part_files(parts or {}, self._parts, chosen)
         if not self._options:
             return chosen
         drops = self._options.drops
-        return [p for p in (chosen if chosen is not None else [f.path for f in snapshot.files])
+        return [p for p in (chosen if chosen is not None else paths)
                 if not drops(f"{track.path}/{p}")]
 
-    def _chosen(self, track: Track, snapshot: Snapshot) -> list[str] | None:
+    def _chosen(self, track: Track, paths: Sequence[str]) -> list[str] | None:
         restrict = (self._restrict.get(track.kind) if track.is_default
                     else self._named.get(track))
         if self.tracks is None or restrict == []:
             return None
         inside = in_scope(restrict) if restrict else None
         folder = track.path
-        return [f.path for f in snapshot.files
-                if (inside is not None and inside(f.path))
-                or (self._spec is not None and self._spec.match_file(f"{folder}/{f.path}"))]
+        return [p for p in paths
+                if (inside is not None and inside(p))
+                or (self._spec is not None and self._spec.match_file(f"{folder}/{p}"))]
 
     def check_matched(self, chosen: Sequence[list[str] | None], rev: str | None) -> None:
         """A pattern that selects nothing is a mistake to say at once, with nothing changed."""
@@ -1863,21 +1943,16 @@ class Selection:
                      "'model/*.safetensors'; list the files with cpv ls")
 
 
-def _part_files(snapshot: Snapshot, parts: Sequence[str], within: list[str] | None) -> list[str]:
-    """The files the writers ``parts`` pushed into a session's version (engine/sessions.py),
-    narrowed to ``within`` when paths were given too; [] when the version has no such part."""
-    from cpv.engine.sessions import parts_of
-
-    written = parts_of(snapshot)
+def _part_files(
+    written: Mapping[str, Sequence[str]], parts: Sequence[str], within: list[str] | None,
+) -> list[str]:
+    """The files the writers ``parts`` pushed into a session's version (``written``: its
+    writer -> paths, engine/sessions.py), narrowed to ``within`` when paths were given too;
+    [] when the version has no such part."""
     chosen = {p for part in parts for p in written.get(part, ())}
     if within is not None:
         chosen &= set(within)
     return sorted(chosen)
-
-
-def _expected(manifest: Manifest) -> dict[str, tuple[int, str]]:
-    """What a manifest lists, as the engine checks a snapshot against it."""
-    return {f.path: (f.size, f.blake3) for f in manifest.files}
 
 
 def _clean_path(raw: str) -> str:

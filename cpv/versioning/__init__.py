@@ -19,20 +19,25 @@ from cpv.versioning.history import (
     WorkspaceStatus,
 )
 from cpv.versioning.manifest import (
+    READ_SCHEMAS,
     SCHEMA_VERSION,
+    ChangeCounts,
     FileEntry,
     Lineage,
     Manifest,
     manifest_for_files,
     manifest_name,
     manifest_relpath,
+    pointer_manifest,
 )
 from cpv.versioning.metrics import MetricDelta, compare, load_metrics_file, resolve_metrics
 from cpv.versioning.tags import KINDS, Kind, Version, parse_tag, tag_name
 
 __all__ = [
     "KINDS",
+    "READ_SCHEMAS",
     "SCHEMA_VERSION",
+    "ChangeCounts",
     "CombinedTagRecord",
     "FileEntry",
     "GitRepo",
@@ -55,6 +60,7 @@ __all__ = [
     "manifest_name",
     "manifest_relpath",
     "parse_tag",
+    "pointer_manifest",
     "resolve_metrics",
     "tag_name",
 ]

@@ -397,6 +397,31 @@ class History:
         return VersionRecord(commit=sha, manifest=manifest, path=relpath,
                              changed=sha is not None or not commit)
 
+    def rewrite_manifests(self, manifests: Sequence[Manifest], *, message: str) -> str | None:
+        """Write new contents of existing current manifests (same kind and path) in one commit.
+
+        For format changes such as ``cpv migrate`` turning schema-1 manifests into pointer
+        manifests: the version each names stays the same, old tags keep their bytes. All or
+        nothing (the transaction puts every file back on failure). Returns the commit.
+
+        Raises:
+            VersioningError: HEAD is detached, or a manifest is not a current one.
+        """
+        if not manifests:
+            return None
+        self._require_branch("rewrite the manifests")
+        for manifest in manifests:
+            current = self._current_manifest_lenient(manifest.kind, manifest.name)
+            if current is None or current.path != manifest.path:
+                raise VersioningError(f"{manifest.relpath} is not a current manifest of "
+                                      f"{manifest.path!r}; nothing was rewritten")
+        paths = [m.relpath for m in manifests]
+        with _Transaction(self._repo, paths):
+            for manifest in manifests:
+                _write_atomic(self._repo.root / manifest.relpath,
+                              manifest.to_json().encode("utf-8"))
+            return self._repo.commit_paths(paths, message)
+
     # -- tags --------------------------------------------------------------------------------
 
     def versions(self, kind: Kind) -> dict[Version, str]:

@@ -2,13 +2,19 @@
 
 A workspace tracks paths (a model folder or file, data split folders). Their bytes live in the
 store; Git holds, per tracked path, one small JSON manifest at
-``.cpv/manifests/<kind>/<name>.json`` naming the store snapshot that holds the bytes, every
-file's path/size/blake3, the version's metrics and message. Its size grows with the number of
-files, never with their size. The format is specified in ``docs/manifest-format.md``.
+``.cpv/manifests/<kind>/<name>.json`` naming the store snapshot that holds the bytes, a summary
+of it (file count, total size, files added/changed/removed since the previous version), the
+version's metrics and message. The format is specified in ``docs/manifest-format.md``.
 
-The encoding is canonical (sorted keys, one top-level key per line, one file per line, trailing
-newline) so the same manifest always has the same bytes and ``git diff`` between two versions
-shows exactly which files and metrics changed.
+Schema 2 (written now) is a *pointer*: the file list lives in the store snapshot only, whose id
+is the hash of its content, so the manifest pins the exact files without repeating them and its
+size does not depend on the file count (Git grew by ~142 bytes per file per version with
+schema 1). Schema 1 manifests, which also list every file, are still read (old tags); their
+``files`` is a tuple, a schema-2 manifest's is ``None``. Who needs the files of a version asks
+:mod:`cpv.service.filelist`, never ``Manifest.files``.
+
+The encoding is canonical (sorted keys, one top-level key per line, trailing newline; schema 1
+also one file per line) so the same manifest always has the same bytes.
 
 Manifests may come from someone else's repository, so :meth:`Manifest.from_json` trusts nothing:
 malformed JSON, an unknown ``schema_version``, a missing or extra field, a wrong type or an
@@ -31,15 +37,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 from cpv.errors import CPVError, FormatError, UnsafePathError
 from cpv.pathrules import check_relpath
 from cpv.versioning.metrics import normalize_metrics
 from cpv.versioning.tags import KINDS, Kind
 
-SCHEMA_VERSION: Final = 1
-"""The manifest schema this code writes and the only one it reads."""
+SCHEMA_VERSION: Final = 2
+"""The manifest schema this code writes (a pointer manifest, no file list)."""
+
+READ_SCHEMAS: Final = (1, 2)
+"""The schemas this code reads: 1 lists every file, 2 points at the store snapshot."""
 
 MANIFEST_DIR: Final = ".cpv/manifests"
 """Folder (relative to the workspace root, posix) that holds ``<kind>/<name>.json``."""
@@ -55,8 +64,13 @@ _REQUIRED_KEYS: Final = frozenset({
     "schema_version", "kind", "path", "is_dir", "snapshot_id", "store_url", "files",
     "total_size", "file_count", "metrics", "message", "created_at", "author",
 })
+_REQUIRED_KEYS_V2: Final = frozenset({
+    "schema_version", "kind", "path", "is_dir", "snapshot_id", "store_url", "summary",
+    "metrics", "message", "created_at", "author",
+})
 _OPTIONAL_KEYS: Final = frozenset({"extra", "lineage", "params"})
 _LINEAGE_KEYS: Final = frozenset({"data_path", "data_snapshot_id", "data_tag"})
+_SUMMARY_KEYS: Final = frozenset({"file_count", "total_size", "added", "changed", "removed"})
 _FILE_KEYS: Final = frozenset({"path", "size", "blake3"})
 _MAX_NAME_LEN: Final = 100
 
@@ -243,24 +257,43 @@ class Lineage:
 
 
 @dataclass(frozen=True, slots=True)
+class ChangeCounts:
+    """Files added, changed and removed against the previous version of the same path.
+
+    Kept in the pointer manifest so ``cpv versions`` and a reviewer reading ``git log -p`` see
+    the size of a change without fetching two file lists from the store.
+    """
+
+    added: int
+    changed: int
+    removed: int
+
+    def __post_init__(self) -> None:
+        for name in ("added", "changed", "removed"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise _invalid(f"summary {name} must be a non-negative integer, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """What Git records about one tracked path at one version.
 
-    ``files`` is sorted by path on construction; ``total_size`` and ``file_count`` are derived
-    from it. ``metrics`` and ``extra`` are read-only mappings. ``created_at`` is normalised to
+    ``files`` is ``None`` for a schema-2 (pointer) manifest, which gives ``file_count`` and
+    ``total_size`` itself (and ``changes`` when known). A schema-1 manifest's ``files`` is
+    sorted by path on construction and its totals are derived from it (given ones are
+    ignored). ``metrics`` and ``extra`` are read-only mappings. ``created_at`` is normalised to
     UTC, whole seconds. Construction validates everything (see the module docstring).
 
-    ``is_dir`` tells whether the tracked path is a folder (``files`` relative to it) or a single
-    file (then ``files`` holds exactly one entry, named after the file's last path segment).
+    ``is_dir`` tells whether the tracked path is a folder (files relative to it) or a single
+    file (then the version holds exactly one file, named after the path's last segment).
     """
-
-    schema_version: ClassVar[int] = SCHEMA_VERSION
 
     kind: Kind
     path: str
     snapshot_id: str
     store_url: str
-    files: tuple[FileEntry, ...]
+    files: tuple[FileEntry, ...] | None
     message: str = ""
     author: str = ""
     created_at: datetime = field(default_factory=_utc_now)
@@ -269,8 +302,9 @@ class Manifest:
     extra: Mapping[str, ExtraValue] = field(default_factory=dict)
     lineage: Lineage | None = None
     params: Mapping[str, str] = field(default_factory=dict)
-    total_size: int = field(init=False)
-    file_count: int = field(init=False)
+    total_size: int = -1
+    file_count: int = -1
+    changes: ChangeCounts | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -289,19 +323,26 @@ class Manifest:
             raise _invalid("manifest is_dir must be true or false")
         if not isinstance(self.created_at, datetime) or self.created_at.tzinfo is None:
             raise _invalid("manifest created_at must be a time-zone-aware datetime")
-        if not all(isinstance(entry, FileEntry) for entry in self.files):
-            raise _invalid("manifest files must be FileEntry values")
-        files = tuple(sorted(self.files, key=lambda entry: entry.path))
-        _check_tree(files)
-        if not self.is_dir:
-            basename = self.path.rsplit("/", 1)[-1]
-            if len(files) != 1 or files[0].path != basename:
-                raise _invalid(
-                    f"manifest of the single file {self.path!r} must list exactly one entry "
-                    f"named {basename!r}"
-                )
+        if self.changes is not None and not isinstance(self.changes, ChangeCounts):
+            raise _invalid("manifest changes must be ChangeCounts")
         set_ = object.__setattr__
-        set_(self, "files", files)
+        if self.files is None:
+            self._check_summary()
+        else:
+            if not all(isinstance(entry, FileEntry) for entry in self.files):
+                raise _invalid("manifest files must be FileEntry values")
+            files = tuple(sorted(self.files, key=lambda entry: entry.path))
+            _check_tree(files)
+            if not self.is_dir:
+                basename = self.path.rsplit("/", 1)[-1]
+                if len(files) != 1 or files[0].path != basename:
+                    raise _invalid(
+                        f"manifest of the single file {self.path!r} must list exactly one "
+                        f"entry named {basename!r}"
+                    )
+            set_(self, "files", files)
+            set_(self, "total_size", sum(entry.size for entry in files))
+            set_(self, "file_count", len(files))
         set_(self, "created_at", self.created_at.astimezone(timezone.utc).replace(microsecond=0))
         set_(self, "metrics", MappingProxyType(normalize_metrics(self.metrics,
                                                                  source="manifest metrics")))
@@ -309,8 +350,24 @@ class Manifest:
         if self.lineage is not None and not isinstance(self.lineage, Lineage):
             raise _invalid("manifest lineage must be a Lineage value")
         set_(self, "params", _freeze_params(self.params))
-        set_(self, "total_size", sum(entry.size for entry in files))
-        set_(self, "file_count", len(files))
+
+    def _check_summary(self) -> None:
+        for name in ("file_count", "total_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise _invalid(f"summary {name} must be a non-negative integer, got {value!r}")
+        if not self.is_dir and self.file_count != 1:
+            raise _invalid(f"manifest of the single file {self.path!r} must count exactly one "
+                           f"file, not {self.file_count}")
+
+    @property
+    def schema_version(self) -> int:
+        """1 when the manifest lists its files (an old version), 2 for a pointer manifest."""
+        return 1 if self.files is not None else 2
+
+    def as_pointer(self, changes: ChangeCounts | None = None) -> Manifest:
+        """The same version as a schema-2 manifest (what ``cpv migrate`` commits)."""
+        return dataclasses.replace(self, files=None, changes=changes or self.changes)
 
     def __hash__(self) -> int:
         # metrics/extra are read-only mappings (not hashable); the rest identifies a manifest.
@@ -328,11 +385,11 @@ class Manifest:
         return manifest_relpath(self.kind, self.name)
 
     def replace(self, **changes: Any) -> Manifest:
-        """A copy with some fields changed (validated again; totals recomputed)."""
+        """A copy with some fields changed (validated again; schema-1 totals recomputed)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, object]:
-        """The manifest as plain JSON-ready data (keys as written to disk).
+        """The manifest as plain JSON-ready data (keys as written to disk), in its schema.
 
         ``lineage`` and ``params`` are written only when set, so a version without them has
         the same bytes as before they existed (older cpv reads it; no churn in Git).
@@ -342,7 +399,31 @@ class Manifest:
             optional["lineage"] = self.lineage.to_dict()
         if self.params:
             optional["params"] = dict(self.params)
-        return {**optional,
+        if self.files is None:
+            counts = self.changes
+            return {
+                **optional,
+                "author": self.author,
+                "created_at": format_timestamp(self.created_at),
+                "extra": dict(self.extra),
+                "is_dir": self.is_dir,
+                "kind": self.kind,
+                "message": self.message,
+                "metrics": dict(self.metrics),
+                "path": self.path,
+                "schema_version": 2,
+                "snapshot_id": self.snapshot_id,
+                "store_url": self.store_url,
+                "summary": {
+                    "added": counts.added if counts else None,
+                    "changed": counts.changed if counts else None,
+                    "file_count": self.file_count,
+                    "removed": counts.removed if counts else None,
+                    "total_size": self.total_size,
+                },
+            }
+        return {
+            **optional,
             "author": self.author,
             "created_at": format_timestamp(self.created_at),
             "extra": dict(self.extra),
@@ -353,14 +434,15 @@ class Manifest:
             "message": self.message,
             "metrics": dict(self.metrics),
             "path": self.path,
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": 1,
             "snapshot_id": self.snapshot_id,
             "store_url": self.store_url,
             "total_size": self.total_size,
         }
 
     def to_json(self) -> str:
-        """The canonical text: sorted keys, one key per line, one file per line, final newline."""
+        """The canonical text: sorted keys, one key per line (schema 1: one file per line),
+        final newline."""
 
         def dump(value: object) -> str:
             return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(", ", ": "))
@@ -369,7 +451,7 @@ class Manifest:
         items = sorted(self.to_dict().items())
         for index, (key, value) in enumerate(items):
             comma = "," if index < len(items) - 1 else ""
-            if key == "files" and self.files:
+            if key == "files" and self.files is not None and self.files:
                 lines.append(' "files": [')
                 rows = [f"  {dump(entry.to_dict())}" for entry in self.files]
                 lines.append(",\n".join(rows))
@@ -420,21 +502,29 @@ class Manifest:
         version = data.get("schema_version")
         if not _is_int(version):
             raise FormatError("missing or invalid schema_version", hint=_HINT_DAMAGED)
-        if version != SCHEMA_VERSION:
+        if version not in READ_SCHEMAS:
             raise FormatError(
-                f"unknown manifest schema_version {version} (this cpv reads {SCHEMA_VERSION})",
-                hint="upgrade cpv to read manifests written by a newer version",
+                f"manifest schema_version {version} was written by a newer cpv (this one reads "
+                f"{' and '.join(map(str, READ_SCHEMAS))}): upgrade cpv",
+                hint="upgrade cpv (pip install -U cpv-checkpoints) to read manifests written by "
+                     "a newer version",
             )
-        missing = sorted(_REQUIRED_KEYS - data.keys())
+        required = _REQUIRED_KEYS if version == 1 else _REQUIRED_KEYS_V2
+        missing = sorted(required - data.keys())
         if missing:
             raise FormatError(f"missing field(s): {', '.join(missing)}", hint=_HINT_DAMAGED)
-        unknown = sorted(data.keys() - _REQUIRED_KEYS - _OPTIONAL_KEYS)
+        unknown = sorted(data.keys() - required - _OPTIONAL_KEYS)
         if unknown:
             raise FormatError(f"unknown field(s): {', '.join(unknown)}", hint=_HINT_DAMAGED)
-        raw_files = data["files"]
-        if not isinstance(raw_files, list):
-            raise FormatError("files must be a list", hint=_HINT_DAMAGED)
-        files = tuple(_file_entry(raw) for raw in raw_files)
+        files: tuple[FileEntry, ...] | None = None
+        summary: dict[str, Any] = {}
+        if version == 1:
+            raw_files = data["files"]
+            if not isinstance(raw_files, list):
+                raise FormatError("files must be a list", hint=_HINT_DAMAGED)
+            files = tuple(_file_entry(raw) for raw in raw_files)
+        else:
+            summary = _summary(data["summary"])
         for key in ("kind", "path", "snapshot_id", "store_url", "message", "author"):
             if not isinstance(data[key], str):
                 raise FormatError(f"{key} must be a string", hint=_HINT_DAMAGED)
@@ -452,8 +542,10 @@ class Manifest:
             store_url=data["store_url"], files=files, message=data["message"],
             author=data["author"], created_at=parse_timestamp(data["created_at"]),
             metrics=data["metrics"], is_dir=data["is_dir"], extra=extra,
-            lineage=lineage, params=params,
+            lineage=lineage, params=params, **summary,
         )
+        if files is None:
+            return manifest
         for key, actual in (("total_size", manifest.total_size),
                             ("file_count", manifest.file_count)):
             if not _is_int(data[key]) or data[key] != actual:
@@ -461,6 +553,23 @@ class Manifest:
                                   hint=_HINT_DAMAGED)
         return manifest
 
+
+
+def _summary(raw: object) -> dict[str, Any]:
+    """The ``summary`` object of a schema-2 manifest as constructor arguments."""
+    if not isinstance(raw, dict) or raw.keys() != _SUMMARY_KEYS:
+        raise FormatError("summary must be an object with exactly "
+                          f"{', '.join(sorted(_SUMMARY_KEYS))}", hint=_HINT_DAMAGED)
+    counts = [raw[k] for k in ("added", "changed", "removed")]
+    if all(c is None for c in counts):
+        changes = None
+    elif any(c is None for c in counts):
+        raise FormatError("summary added/changed/removed are all numbers or all null",
+                          hint=_HINT_DAMAGED)
+    else:
+        changes = ChangeCounts(*counts)
+    return {"file_count": raw["file_count"], "total_size": raw["total_size"],
+            "changes": changes}
 
 
 def _file_entry(raw: object) -> FileEntry:
@@ -499,10 +608,10 @@ def manifest_for_files(
     lineage: Lineage | None = None,
     params: Mapping[str, str] | None = None,
 ) -> Manifest:
-    """Build a manifest from ``(relative path, size, blake3)`` tuples, e.g. an engine summary.
+    """Build a schema-1 manifest (every file listed) from ``(path, size, blake3)`` tuples.
 
-    A convenience for the API layer, which holds the engine's push result and must not pass
-    engine types into versioning.
+    What cpv wrote before pointer manifests; kept to read and test old workspaces. New
+    versions are made by :func:`pointer_manifest`.
     """
     return Manifest(
         kind=kind, path=path, snapshot_id=snapshot_id, store_url=store_url,
@@ -510,4 +619,34 @@ def manifest_for_files(
         is_dir=is_dir, message=message, author=author, metrics=dict(metrics or {}),
         extra=dict(extra or {}), created_at=created_at or _utc_now(),
         lineage=lineage, params=dict(params or {}),
+    )
+
+
+def pointer_manifest(
+    *,
+    kind: Kind,
+    path: str,
+    snapshot_id: str,
+    store_url: str,
+    file_count: int,
+    total_size: int,
+    changes: ChangeCounts | None,
+    is_dir: bool = True,
+    message: str = "",
+    author: str = "",
+    metrics: Mapping[str, float] | None = None,
+    extra: Mapping[str, ExtraValue] | None = None,
+    created_at: datetime | None = None,
+    lineage: Lineage | None = None,
+    params: Mapping[str, str] | None = None,
+) -> Manifest:
+    """Build the schema-2 manifest of a new version: the snapshot it points at, and a summary.
+
+    ``changes`` counts files against the previous version of ``path`` (None: not known).
+    """
+    return Manifest(
+        kind=kind, path=path, snapshot_id=snapshot_id, store_url=store_url, files=None,
+        file_count=file_count, total_size=total_size, changes=changes, is_dir=is_dir,
+        message=message, author=author, metrics=dict(metrics or {}), extra=dict(extra or {}),
+        created_at=created_at or _utc_now(), lineage=lineage, params=dict(params or {}),
     )

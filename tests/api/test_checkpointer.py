@@ -52,7 +52,7 @@ def test_every_checkpoint_versioned_with_its_step_and_metrics(
         assert manifest.metrics == {"loss": 1 / 20}
         assert manifest.extra["step"] == 20
         assert manifest.message == "step 20"
-        assert {f.path for f in manifest.files} == {"model.bin", "trainer_state.json"}
+        assert {f.path for f in service.files_of(manifest)} == {"model.bin", "trainer_state.json"}
 
 
 def test_a_newer_checkpoint_supersedes_the_waiting_one_and_the_loop_never_waits(

@@ -37,7 +37,7 @@ def _history(ws: Path, config: CPVConfig) -> list[tuple[str, dict[str, float], A
         for info in service.versions("model"):
             m = info.manifests[0]
             out.append((info.tag, dict(m.metrics), m.extra.get("step"),
-                        {f.path for f in m.files}))
+                        {f.path for f in service.files_of(m, info.tag)}))
         return out
 
 
@@ -115,7 +115,7 @@ def test_lightning_trainer_versions_each_checkpoint_file(
     with WorkspaceService.open(ws, config=local_config) as service:
         current = service.ws.history.current_manifest("model", "model")
         assert current is not None
-        assert [f.path for f in current.files] == [files[-1]]
+        assert [f.path for f in service.files_of(current)] == [files[-1]]
         assert "train_loss" in current.metrics
         assert current.extra["step"] == 8
 
@@ -139,7 +139,7 @@ def test_plain_pytorch_example_runs_and_versions(tmp_path: Path, local_config: C
         assert current is not None
         assert current.extra["step"] == 30
         assert "loss" in current.metrics
-        assert [f.path for f in current.files] == ["checkpoint.pt"]
+        assert [f.path for f in service.files_of(current)] == ["checkpoint.pt"]
 
 
 _RANK = textwrap.dedent("""

@@ -30,7 +30,7 @@ from cpv.engine.packs import (
 )
 from cpv.engine.snapshot import SNAPSHOT_MAGIC, FileEntry, Snapshot
 from cpv.errors import FormatError, UnsafePathError
-from cpv.versioning.manifest import Manifest, manifest_for_files
+from cpv.versioning.manifest import ChangeCounts, Manifest, manifest_for_files, pointer_manifest
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ALLOWED = (FormatError, UnsafePathError)
@@ -233,13 +233,43 @@ def _check_manifest(text: str | bytes) -> None:
         message = str(exc)
         assert message.startswith("fuzz: "), message
         return
-    assert all(".." not in f.path.split("/") for f in manifest.files)
+    assert all(".." not in f.path.split("/") for f in manifest.files or ())
+    assert manifest.file_count >= 0 and manifest.total_size >= 0
 
 
 VALID_MANIFEST = manifest_for_files(
     kind="model", path="model", snapshot_id="a" * 64, store_url="s3://b/p",
     files=[("w.bin", 3, "b" * 64), ("sub/x.bin", 5, "c" * 64)], metrics={"loss": 0.5},
 ).to_json()
+
+
+VALID_POINTER = pointer_manifest(
+    kind="model", path="model", snapshot_id="a" * 64, store_url="s3://b/p", file_count=2,
+    total_size=8, changes=ChangeCounts(1, 0, 0), metrics={"loss": 0.5},
+).to_json()
+
+
+@FUZZ
+@given(st.sampled_from(sorted(json.loads(VALID_POINTER))), json_values)
+def test_fuzz_pointer_manifest_one_field_replaced(key: str, value: Any) -> None:
+    doc = json.loads(VALID_POINTER)
+    doc[key] = value
+    _check_manifest(json.dumps(doc))
+
+
+@FUZZ
+@given(st.sampled_from(["file_count", "total_size", "added", "changed", "removed"]),
+       json_values)
+def test_fuzz_pointer_manifest_summary(key: str, value: Any) -> None:
+    doc = json.loads(VALID_POINTER)
+    doc["summary"][key] = value
+    _check_manifest(json.dumps(doc))
+
+
+@FUZZ
+@given(edits)
+def test_fuzz_pointer_manifest_mutations(changes: list[tuple[int, int]]) -> None:
+    _check_manifest(_mutate(VALID_POINTER.encode(), changes))
 
 
 @FUZZ

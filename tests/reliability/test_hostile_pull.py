@@ -12,6 +12,7 @@ import dataclasses
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,9 @@ from cpv.engine import Repository, pull, push
 from cpv.engine.snapshot import Snapshot, check_snapshot_matches, snapshot_key
 from cpv.errors import IntegrityError, UnsafePathError
 from cpv.pathrules import check_link_graph, resolve_in_tree
+from cpv.service.filelist import FileLists, check_snapshot
 from cpv.store.s3 import S3Store
+from cpv.versioning import ChangeCounts, Manifest, pointer_manifest
 from tests.engine.conftest import LIMITS, make_repo
 
 FSMONITOR_CONFIG = b"[core]\n\tfsmonitor = touch /tmp/cpv-pwned\n"
@@ -188,3 +191,39 @@ def test_snapshot_breaking_the_path_rule_still_counts_for_gc_and_verify(
     assert verify(Repository.open(s3_store), deep=True).ok
     with pytest.raises(UnsafePathError):
         pull(repo, sid, tmp_path / "out", limits=LIMITS)
+
+
+def test_pointer_manifest_checks_what_its_snapshot_holds(s3_store: S3Store, tmp_path: Path) -> None:
+    """Schema 2 lists no files: the snapshot id pins them, the path rule guards each entry, and
+    the summary and the single-file rule are checked before a list is used or a byte written."""
+    src = tmp_path / "src"
+    (src / "tok" / "dotgit").mkdir(parents=True)
+    (src / "tok" / "vocab.json").write_bytes(b"{}")
+    (src / "tok" / "dotgit" / "config").write_bytes(FSMONITOR_CONFIG)
+    repo = make_repo(s3_store, tmp_path / "cache")
+    snapshot = _pushed(repo, src)
+
+    def manifest(sid: str, **kw: Any) -> Manifest:
+        base: dict[str, Any] = {"kind": "model", "path": "tok", "snapshot_id": sid, "store_url": "s3://x",
+                                    "file_count": 2, "total_size": 2 + len(FSMONITOR_CONFIG),
+                                    "changes": ChangeCounts(2, 0, 0)}
+        base.update(kw)
+        return pointer_manifest(**base)
+
+    lists = FileLists(tmp_path / "ws", lambda: repo)
+    planted = _forge(repo, s3_store, snapshot, {"tok/dotgit/config": "tok/.git/config"})
+    with pytest.raises(UnsafePathError, match=r"\.git"):
+        lists.files(manifest(planted), "v0.1")
+    climbing = _forge(repo, s3_store, snapshot, {"tok/dotgit/config": "../x"})
+    with pytest.raises(UnsafePathError):
+        lists.files(manifest(climbing), "v0.1")
+    assert not (tmp_path / "ws").exists(), "nothing hostile is cached"
+
+    honest = repo.save_snapshot(snapshot)[0]
+    assert len(lists.files(manifest(honest), "v0.1")) == 2
+    with pytest.raises(IntegrityError, match="the manifest says 3 of"):
+        lists.files(manifest(honest, file_count=3), "v0.1")
+    # A single-file tracked path whose snapshot also holds another file never reaches disk.
+    one = manifest(honest, path="tok/vocab.json", is_dir=False, file_count=1, total_size=2)
+    with pytest.raises(IntegrityError, match="only entry"):
+        check_snapshot(one, repo.load_snapshot(honest), "v0.1")

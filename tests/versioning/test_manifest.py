@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 
 from cpv.errors import FormatError, UnsafePathError
 from cpv.versioning.manifest import (
+    ChangeCounts,
     FileEntry,
     Manifest,
     check_tracked_path,
     manifest_name,
     manifest_relpath,
+    pointer_manifest,
 )
 from tests.versioning.conftest import digest, make_manifest
 
@@ -55,6 +57,7 @@ def test_round_trip_is_identity_and_canonical() -> None:
 
 def test_files_are_sorted_and_totals_derived() -> None:
     manifest = make_manifest(files={"b/x": 5, "a": 7, "b/a": 1})
+    assert manifest.files is not None
     assert [f.path for f in manifest.files] == ["a", "b/a", "b/x"]
     assert (manifest.total_size, manifest.file_count) == (13, 3)
     assert manifest.replace(files=manifest.files[:1]).total_size == 7
@@ -135,7 +138,8 @@ def test_hostile_tracked_paths_are_refused(tracked: str) -> None:
     ("text", "match"),
     [("", "not valid JSON"), ("{", "not valid JSON"), ("[]", "JSON object"),
      ('{"schema_version": 1, "schema_version": 1}', "duplicate key"),
-     (json.dumps(_doc(schema_version=2)), "unknown manifest schema_version 2"),
+     (json.dumps(_doc(schema_version=3)), "schema_version 3 was written by a newer cpv"),
+     (json.dumps(_doc(schema_version=2)), "missing field"),
      (json.dumps(_doc(schema_version="1")), "schema_version"),
      (json.dumps({k: v for k, v in _doc().items() if k != "snapshot_id"}), "missing field"),
      (json.dumps(_doc(surprise=1)), "unknown field"),
@@ -211,3 +215,85 @@ def test_encode_decode_is_identity(paths: set[str], sizes: int, metrics: dict[st
     text = manifest.to_json()
     assert Manifest.from_json(text) == manifest
     assert Manifest.from_json(text).to_json() == text
+
+
+# -- schema 2: pointer manifests -----------------------------------------------------------------
+
+
+def _pointer(file_count: int = 2, total_size: int = 1010, **overrides: Any) -> Manifest:
+    base: dict[str, Any] = {
+        "kind": "model", "path": "model", "snapshot_id": digest("snap"), "store_url": "s3://bucket/team/m",
+        "file_count": file_count, "total_size": total_size, "changes": ChangeCounts(1, 2, 3),
+        "message": "run 7", "metrics": {"loss": 0.25}, "author": "Ada <ada@example.test>"}
+    base.update(overrides)
+    return pointer_manifest(**base)
+
+
+def test_pointer_manifest_round_trip_has_a_summary_and_no_files() -> None:
+    manifest = _pointer()
+    text = manifest.to_json()
+    doc = json.loads(text)
+    assert doc["schema_version"] == manifest.schema_version == 2
+    assert "files" not in doc
+    assert doc["summary"] == {"file_count": 2, "total_size": 1010, "added": 1, "changed": 2,
+                              "removed": 3}
+    parsed = Manifest.from_json(text)
+    assert parsed == manifest and parsed.to_json() == text
+    assert parsed.files is None and parsed.changes == ChangeCounts(1, 2, 3)
+    unknown = _pointer(changes=None)
+    assert json.loads(unknown.to_json())["summary"]["added"] is None
+    assert Manifest.from_json(unknown.to_json()).changes is None
+
+
+def test_pointer_manifest_size_does_not_depend_on_the_file_count() -> None:
+    small = _pointer(file_count=1, total_size=10)
+    huge = _pointer(file_count=10**7, total_size=10**13)
+    # Only the digits of the two numbers differ.
+    assert len(huge.to_json()) - len(small.to_json()) == (8 - 1) + (14 - 2)
+    assert len(huge.to_json().encode()) < 4096
+
+
+def test_schema_one_manifest_becomes_a_pointer_to_the_same_version() -> None:
+    old = make_manifest(metrics={"loss": 0.5}, message="old")
+    new = old.as_pointer()
+    assert old.schema_version == 1 and new.schema_version == 2
+    assert (new.snapshot_id, new.file_count, new.total_size, dict(new.metrics), new.message) == (
+        old.snapshot_id, old.file_count, old.total_size, dict(old.metrics), old.message)
+    assert Manifest.from_json(new.to_json()) == new
+    assert Manifest.from_json(old.to_json()).files == old.files  # schema 1 is still read
+
+
+@pytest.mark.parametrize(
+    ("summary", "match"),
+    [({"file_count": 1, "total_size": 1}, "summary must be an object with exactly"),
+     ({"file_count": -1, "total_size": 1, "added": None, "changed": None, "removed": None},
+      "file_count"),
+     ({"file_count": 1, "total_size": True, "added": None, "changed": None, "removed": None},
+      "total_size"),
+     ({"file_count": 1, "total_size": 1, "added": 1, "changed": None, "removed": None},
+      "all numbers or all null"),
+     ({"file_count": 1, "total_size": 1, "added": -1, "changed": 0, "removed": 0}, "added"),
+     ([], "summary must be an object")],
+)
+def test_bad_summaries_are_refused(summary: Any, match: str) -> None:
+    doc = json.loads(_pointer().to_json())
+    doc["summary"] = summary
+    with pytest.raises(FormatError, match=match):
+        Manifest.from_json(json.dumps(doc), source="x.json")
+
+
+def test_pointer_manifest_refuses_a_file_list_and_a_single_file_with_many() -> None:
+    doc = json.loads(_pointer().to_json())
+    doc["files"] = []
+    with pytest.raises(FormatError, match="unknown field"):
+        Manifest.from_json(json.dumps(doc))
+    with pytest.raises(FormatError, match="exactly one file"):
+        _pointer(path="model/w.bin", is_dir=False, file_count=2)
+
+
+def test_a_newer_schema_says_upgrade_cpv_in_one_line() -> None:
+    doc = json.loads(_pointer().to_json())
+    doc["schema_version"] = 3
+    with pytest.raises(FormatError) as info:
+        Manifest.from_json(json.dumps(doc), source="v0.9:.cpv/manifests/model/model.json")
+    assert "upgrade cpv" in info.value.message and "\n" not in info.value.message

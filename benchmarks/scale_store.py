@@ -171,8 +171,9 @@ def push_bench(args: argparse.Namespace) -> dict[str, Any]:
         src, store, cache = work / "src", work / "store", work / "cache"
         started = time.perf_counter()
         _write_tree(src, n)
-        Repository.init(LocalStore(str(store)))
-        out: dict[str, Any] = {"files": n, "write_tree_s": round(time.perf_counter() - started, 1)}
+        Repository.init(LocalStore(str(store)), version=args.store_format)
+        out: dict[str, Any] = {"files": n, "store_format": args.store_format,
+                               "write_tree_s": round(time.perf_counter() - started, 1)}
         first = _child("push", str(store), str(src), str(cache))
         out["first_push"] = first
         noop = [_child("push", str(store), str(src), str(cache)) for _ in range(args.repeat)]
@@ -187,7 +188,7 @@ def push_bench(args: argparse.Namespace) -> dict[str, Any]:
             _write_tree(src, n, range(start, start + k), gen=version)
             before = {p: _store_bytes(store, p) for p in ("snapshots", "locations", "index")}
             r = _child("push", str(store), str(src), str(cache))
-            r["metadata_bytes"] = r["tree_bytes_new"] + sum(
+            r["metadata_bytes"] = r.get("tree_bytes_new", 0) + sum(
                 _store_bytes(store, p) - before[p] for p in before)
             changed.append(r)
         out["one_percent_push"] = {
@@ -307,6 +308,8 @@ def main() -> None:
     p.add_argument("--versions", type=int, default=10)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--scratch", default=None)
+    p.add_argument("--store-format", type=int, default=2, choices=(1, 2),
+                   help="1: the format-1 baseline on the same machine")
     f = sub.add_parser("fresh-pull")
     f.add_argument("--version-mib", type=int, default=2048)
     f.add_argument("--simulated-tib", type=float, default=1.0)

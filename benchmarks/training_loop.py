@@ -210,6 +210,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=["loop", "writers"])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--server-nice", type=int, default=0,
+                        help="lower the local server's CPU priority, as if it ran elsewhere")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cpv-bench-loop-"))
     server = S3Server.start(work / "server")
@@ -221,6 +223,10 @@ def main() -> None:
                        "GIT_COMMITTER_EMAIL": "bench@example.test"})
     result: dict[str, Any] = {"size_mib": args.size_mib, "cpus": os.cpu_count(),
                               "load_before": os.getloadavg()[0]}
+    if args.server_nice:
+        for task in Path(f"/proc/{server.process.pid}/task").iterdir():
+            os.setpriority(os.PRIO_PROCESS, int(task.name), args.server_nice)
+    result["server_nice"] = args.server_nice
     try:
         with server:
             if args.only in (None, "loop"):

@@ -77,14 +77,14 @@ def test_a_newer_checkpoint_supersedes_the_waiting_one_and_the_loop_never_waits(
 
 
 def test_an_unreachable_store_costs_the_loop_nothing_and_is_reported(
-    tmp_path: Path, local_config: CPVConfig
+    tmp_path: Path, local_config: CPVConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws = _workspace(tmp_path, local_config)
     down = local_config.replace(
         store={"url": "s3://bucket/prefix"},
         aws={"endpoint_url": "http://127.0.0.1:9", "region": "us-east-1"})
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "x")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
     cp = Checkpointer(ws, config=down, on_error="warn")
     started = time.monotonic()
     for step in range(1, 21):

@@ -501,11 +501,11 @@ def _split_rev_and_paths(
 
     words = [word(a) for a in args]
     first = words[0]
-    if in_tracked(first) or _GLOB_CHARS & set(first):
+    if _GLOB_CHARS & set(first) or in_tracked(first):
         return None, words
     rev, paths = args[0], words[1:]
     for p in paths:
-        if not in_tracked(p) and not _GLOB_CHARS & set(p):
+        if not _GLOB_CHARS & set(p) and not in_tracked(p):
             raise click.BadParameter(f"{p!r} is not under a tracked path (model/, data/, ...)",
                                      param_hint="PATH")
     return rev, paths

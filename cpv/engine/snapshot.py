@@ -22,7 +22,6 @@ When and by whom a version was made is Git's business (the manifest and the comm
 from __future__ import annotations
 
 import json
-import re
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +36,6 @@ SNAPSHOT_PREFIX = "snapshots/"
 SNAPSHOT_VERSION = 1
 MAX_SNAPSHOT_BYTES = 2 * 1024**3
 _HEX = frozenset("0123456789abcdef")
-_HEX_DIGEST = re.compile(rf"[0-9a-f]{{{2 * DIGEST_SIZE}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +183,13 @@ def decode_file_doc(doc: Mapping[str, Any], path: object, check_paths: bool) -> 
     size, mode, digest = doc["s"], doc["m"], doc["h"]
     if not isinstance(size, int) or size < 0 or not isinstance(mode, int):
         raise ValueError(f"bad size or mode for {path!r}")
-    if not isinstance(digest, str) or not _HEX_DIGEST.fullmatch(digest):
+    # fromhex and back: 64 lowercase hex digits exactly, several times cheaper than a regex.
+    try:
+        ok_text = isinstance(digest, str) and len(digest) == 2 * DIGEST_SIZE
+        whole = bytes.fromhex(digest) if ok_text else b""
+    except ValueError:
+        whole = b""
+    if len(whole) != DIGEST_SIZE or whole.hex() != digest:
         raise ValueError(f"bad blake3 for {path!r}")
     link = doc.get("l")
     if link is not None and check_paths:
@@ -193,7 +197,7 @@ def decode_file_doc(doc: Mapping[str, Any], path: object, check_paths: bool) -> 
     packed = doc.get("c")
     chunks: tuple[bytes, ...]
     if packed is None:
-        chunks = () if size == 0 or link is not None else (bytes.fromhex(digest),)
+        chunks = () if size == 0 or link is not None else (whole,)
     else:
         if not isinstance(packed, str) or len(packed) % (2 * DIGEST_SIZE):
             raise ValueError(f"bad chunk list for {path!r}")

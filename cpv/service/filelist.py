@@ -134,6 +134,7 @@ class FileLists:
         self._dir = workspace_root / CACHE_DIR
         self._repository = repository
         self._memo: dict[str, tuple[ListedFile, ...]] = {}
+        self._snapshots: dict[str, Snapshot] = {}
 
     def files(self, manifest: Manifest, label: str) -> tuple[ListedFile, ...]:
         """Every entry of the version, sorted by path, checked against the manifest.
@@ -157,7 +158,14 @@ class FileLists:
     def snapshot(self, manifest: Manifest, label: str) -> Snapshot:
         """The version's snapshot from the store (a pull needs its chunks), checked against
         the manifest; its list is cached on the way."""
-        snapshot = self._repository().load_snapshot(manifest.snapshot_id)
+        # Read once per command: planning, the refusal check and the write of a pull all need
+        # it, and a 100,000-file snapshot is megabytes (content-addressed: immutable).
+        snapshot = self._snapshots.get(manifest.snapshot_id)
+        if snapshot is None:
+            snapshot = self._repository().load_snapshot(manifest.snapshot_id)
+            if len(self._snapshots) >= 8:
+                self._snapshots.clear()
+            self._snapshots[manifest.snapshot_id] = snapshot
         check_snapshot(manifest, snapshot, label)
         self.remember(manifest.snapshot_id, snapshot)
         return snapshot

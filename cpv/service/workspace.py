@@ -477,15 +477,6 @@ class WorkspaceService:
                         f"{rel} is tracked as {track.kind}, not {kind}",
                         hint=f"push it without --kind, or as --kind {track.kind}")
                 return track
-        if not full.exists():
-            raise TrackedPathError(
-                f"{rel} does not exist", hint="save the files there first, or check the path "
-                "(relative to the current folder, or to the workspace)")
-        if not full.is_dir():
-            raise TrackedPathError(
-                f"{rel} is a file; cpv tracks folders",
-                hint=f"put it in a folder of its own and push that folder "
-                     f"(e.g. {rel.rsplit('/', 1)[0] if '/' in rel else 'weights'}/)")
         for track in existing:
             if rel.startswith(track.path + "/") or track.path.startswith(rel + "/"):
                 inner, outer = (rel, track.path) if len(rel) > len(track.path) else (
@@ -495,6 +486,15 @@ class WorkspaceService:
                     "cannot nest",
                     hint=f"push {track.path} (it holds {rel})" if track.path == outer
                     else f"push folders beside {track.path}, or stop tracking it first")
+        if not full.exists():
+            raise TrackedPathError(
+                f"{rel} does not exist", hint="save the files there first, or check the path "
+                "(relative to the current folder, or to the workspace)")
+        if not full.is_dir():
+            raise TrackedPathError(
+                f"{rel} is a file; cpv tracks folders",
+                hint=f"put it in a folder of its own and push that folder "
+                     f"(e.g. {rel.rsplit('/', 1)[0] if '/' in rel else 'weights'}/)")
         new = Track(kind or "model", rel)
         for track in existing:
             if track.name == new.name:
@@ -882,7 +882,17 @@ class WorkspaceService:
     ) -> PushOutcome:
         named = [t for t in dict.fromkeys(tracks) if not t.is_default]
         given = [*(kinds or ()), *(t.kind for t in tracks if t.is_default)]
-        chosen = given if given or named else self.kinds_with_files()
+        if not given and not named:
+            # Plain `cpv push`: model/ and data/, and every other tracked path changed here.
+            named = [t for t in self.tracked_paths() if not t.is_default
+                     and (self.root / t.path).is_dir()
+                     and self._changes(t, self.root / t.path)[0].all()]
+            try:
+                given = self.kinds_with_files()
+            except LocalIOError:
+                if not named:
+                    raise
+        chosen = given
         ordered = [k for k in KINDS if k in chosen]
         plan = self.planned_tags(ordered, version, force=force) if tag and ordered else []
         plan += [self.planned_line_tag(t, version, force=force) for t in named] if tag else []
@@ -1480,25 +1490,25 @@ class WorkspaceService:
             entry = labels.setdefault(manifest.snapshot_id, [])
             entry.insert(0, (label, kind)) if first else entry.append((label, kind))
 
-        for kind in KINDS:
-            current = history.current_manifest(kind, TRACKED[kind])
+        for track in self.tracked_paths():
+            current = history.current_manifest(track.kind, track.name)
             if current is not None:
-                note(current, "HEAD", kind)
+                note(current, "HEAD", track.kind)
         if all_snapshots or rev is None:
-            for kind in KINDS:
-                for info in history.list_versions(kind):
+            for track in self.tracked_paths():
+                for info in self.line_versions(track):
                     for m in info.manifests:
-                        note(m, info.tag, kind)
+                        note(m, info.tag, track.kind)
         selected: list[str] = []
         if all_snapshots:
             stored = [o.key[len(SNAPSHOT_PREFIX):]
                       for o in self.ws.repository().store.list(SNAPSHOT_PREFIX)]
             selected = sorted(set(stored) | set(labels))
         else:
-            for kind, ref in self.resolve(rev, None).items():
-                manifest, label = self.manifest_at(kind, ref)
+            for track, ref in self._targets(rev, Selection([])):
+                manifest, label = self._line_manifest(track, ref)
                 if ref is not None:
-                    note(manifest, label, kind, first=True)
+                    note(manifest, label, track.kind, first=True)
                 if manifest.snapshot_id not in selected:
                     selected.append(manifest.snapshot_id)
         snapshot_ids = selected
@@ -1696,7 +1706,8 @@ class WorkspaceService:
     def repair(self) -> RepairReport:
         """Heal the store: rebuild damaged index objects from pack footers and re-upload
         damaged or missing chunks from the files in this workspace's tracked folders."""
-        sources = [self.ws.tracked_dir(k) for k in KINDS if self.ws.tracked_dir(k).exists()]
+        sources = [self.root / t.path for t in self.tracked_paths()
+                   if (self.root / t.path).exists()]
         return repair(self.ws.repository(), sources=sources, limits=self.ws.limits,
                       progress=self.ws.progress)
 

@@ -72,6 +72,11 @@ def test_run_directories_have_their_own_version_lines(
     assert model_versions[0]["file_count"] == 2  # model/ alone, not the other model lines
     assert cpv("tag", "--path", "outputs/checkpoint-500", "v1.0", "--json", cwd=a,
                env_extra=s3_env).json()["tags"] == [f"{CKPT}@v1.0"]
+    # A plain push: model/ and data/, plus every other tracked path changed here.
+    (a / "runs" / "llama-ft" / "step-4000" / "config.json").write_text('{"lr": 0.0001}')
+    plain = cpv("push", "--json", cwd=a, env_extra=s3_env).json()
+    assert {r["path"]: r["changed"] for r in plain["results"]} == {
+        "model": False, "runs/llama-ft/step-4000": True}
 
     listed = cpv("ls", f"{CKPT}@v0.1", "--json", cwd=a, env_extra=s3_env).json()
     assert [f["path"] for f in listed["files"]] == [
@@ -106,13 +111,17 @@ def test_run_directories_have_their_own_version_lines(
     assert {p["path"]: p["version"] for p in status["paths"]} == {
         "model": "v0.1", "data": None, "evalsets/squad": "evalsets-squad@v0.1",
         "outputs/checkpoint-500": f"{CKPT}@v0.1",
-        "runs/llama-ft/step-4000": "runs-llama-ft-step-4000@v0.1"}
+        "runs/llama-ft/step-4000": None}  # pushed since its v0.1, not tagged
 
     # gc keeps every tagged version of every line (roots in the store, not one clone's Git).
     cpv("forget", "--keep-last", "0", "-q", cwd=a, env_extra=s3_env)
     cpv("gc", "--grace-hours", "0", "--yes", "-q", cwd=a, env_extra=s3_env)
     cpv("pull", f"{CKPT}@v0.2", "--force", "-q", cwd=b, env_extra=s3_env)
     assert tree(b / "outputs" / "checkpoint-500") == v2_ckpt
+    verified = cpv("verify", f"{CKPT}@v0.2", "--json", cwd=a, env_extra=s3_env).json()
+    assert f"{CKPT}@v0.2" in verified["checked"]
+    current = cpv("verify", "--json", cwd=a, env_extra=s3_env).json()["checked"]
+    assert {f"{CKPT}@v0.1", "evalsets-squad@v0.1"} <= set(current)
 
 
 def test_bad_paths_are_refused_with_nothing_changed(
@@ -127,6 +136,7 @@ def test_bad_paths_are_refused_with_nothing_changed(
     (tmp_path / "elsewhere" / "w.bin").write_bytes(b"x" * 100)
     write_checkpoint(ws / "outputs-checkpoint-500", 1000, seed=3)  # same line name
     write_checkpoint(ws / "Model", 1000, seed=4)  # the model line's name
+    (ws / "loose.bin").write_bytes(b"x" * 10)
     before = state_of(ws, env)
     cases = {
         str(tmp_path / "elsewhere"): "outside the workspace",
@@ -138,7 +148,9 @@ def test_bad_paths_are_refused_with_nothing_changed(
         ".git": "which Git and cpv own",
         "outputs-checkpoint-500": "share the version line",
         "Model": "share the version line 'model'",
-        "outputs/checkpoint-500/sub/model.safetensors": "cpv tracks folders",
+        "outputs/checkpoint-500/sub/model.safetensors": "cannot nest",
+        "loose.bin": "cpv tracks folders",
+        "nowhere": "does not exist",
     }
     for path, why in cases.items():
         r = cpv("push", path, "--tag", cwd=ws, env_extra=s3_env, expect=EXIT_USAGE)

@@ -405,3 +405,17 @@ def test_fuzz_nodes_raise_only_clear_errors(raw: bytes) -> None:
             assert f.path and ".." not in f.path.split("/")
     except (FormatError, UnsafePathError):
         pass
+
+
+def test_needed_chunks_is_exactly_the_snapshots_chunks_and_nodes(memory_store: Any,
+                                                                 tmp_path: Path) -> None:
+    """What gc streams instead of loading trees must be what the loaded snapshot names."""
+    src = make_tree(tmp_path / "src")
+    for version in (1, 2):
+        store = MemoryStore()
+        repo = make_repo(store, tmp_path / f"c{version}", version=version)
+        snap = push(repo, src, limits=LIMITS).snapshot
+        fresh = Repository.open(store)
+        sid = snap.encode()[0]
+        want = {c for f in snap.files for c in f.chunks} | snap.node_ids
+        assert set(fresh.needed_chunks(sid)) == want and want

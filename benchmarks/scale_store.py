@@ -79,7 +79,7 @@ def _entry(i: int, gen: int) -> FileEntry:
 def metadata(args: argparse.Namespace) -> dict[str, Any]:
     n = args.files
     out: dict[str, Any] = {"files": n, "folder_size": FOLDER}
-    for mode in ("clustered", "scattered"):
+    for mode in args.modes.split(","):
         gens = [0] * n
         rng = random.Random(1)
         known: set[bytes] = set()
@@ -303,6 +303,7 @@ def main() -> None:
     m = sub.add_parser("metadata")
     m.add_argument("--files", type=int, default=100_000)
     m.add_argument("--versions", type=int, default=5)
+    m.add_argument("--modes", default="clustered,scattered")
     p = sub.add_parser("push")
     p.add_argument("--files", type=int, default=100_000)
     p.add_argument("--versions", type=int, default=10)

@@ -59,7 +59,7 @@ from cpv.engine.locks import (
 from cpv.engine.packs import PackEntry, pack_id_from_key, pack_key
 from cpv.engine.repository import SNAPSHOT_TOUCH_AGE_S
 from cpv.engine.roots import live_for_gc
-from cpv.engine.snapshot import SNAPSHOT_PREFIX, Snapshot, check_snapshot_id, snapshot_key
+from cpv.engine.snapshot import SNAPSHOT_PREFIX, check_snapshot_id, snapshot_key
 from cpv.engine.transfer import (
     ChunkWant,
     PackRange,
@@ -269,10 +269,14 @@ def _mark(
     for sid in report.missing_live:
         log.warning("live snapshot %s is not in store %s; nothing to keep for it", sid, repo.url)
     dead = sorted(sid for sid, o in listed.items() if sid not in live and o.mtime <= cutoff)
-    survivors: dict[str, Snapshot] = {}
+    # Only the set of needed chunk ids is kept, streamed from each snapshot: RAM grows with
+    # the store's unique chunks, not with versions times files.
+    survivors: set[str] = set()
+    needed: set[bytes] = set()
     for sid in sorted(listed.keys() - set(dead)):
         try:
-            survivors[sid] = repo.load_snapshot(sid, check_paths=False)
+            needed.update(repo.needed_chunks(sid))
+            survivors.add(sid)
         except ObjectNotFoundError:
             continue  # deleted under us cannot happen under the lock; tolerate it anyway
         except FormatError as exc:
@@ -298,11 +302,6 @@ def _mark(
                 store.delete(obj.key)
     report.snapshots_deleted = dead
     report.snapshots_kept = len(survivors)
-    needed: set[bytes] = set()
-    for snap in survivors.values():
-        needed.update(snap.node_ids)  # format 2: the tree's nodes are chunks in packs
-        for f in snap.files:
-            needed.update(f.chunks)
 
     # 2. What the index says, and what is really there.
     index_keys = [o.key for o in store.list(INDEX_PREFIX)]
@@ -579,12 +578,10 @@ def _sweep(
     repo.refresh_index()  # format-2 trees are read through it; pushes may have indexed more
     for obj in store.list(SNAPSHOT_PREFIX):
         try:
-            snap = repo.load_snapshot(obj.key[len(SNAPSHOT_PREFIX) :], check_paths=False)
+            needed.update(c for c in repo.needed_chunks(obj.key[len(SNAPSHOT_PREFIX) :])
+                          if c not in located)
         except (ObjectNotFoundError, FormatError) as exc:
             raise FormatError(f"gc sweep stopped: {exc}", hint="run 'cpv verify'") from exc
-        needed.update(c for c in snap.node_ids if c not in located)
-        for f in snap.files:
-            needed.update(c for c in f.chunks if c not in located)
     if needed:
         rescued = rescue_chunks(repo, needed, candidates=doomed)
         doomed -= rescued

@@ -398,6 +398,8 @@ def push(
     sources = scan.found
     skipped = tuple(sorted(scan.skipped))
     if dry_run:
+        if repo.partial_index:
+            repo.refresh_index()  # what is new is judged against the whole store
         return _push(repo, root, sources, exclude=exclude, progress=progress, limits=limits,
                      dry_run=True, rehash=rehash, meta=meta, record_root=record_root,
                      started=started,

@@ -235,6 +235,22 @@ class Repository:
         return Snapshot(files=files, meta=root.meta, tree_id=root.tree,
                         node_ids=frozenset(walker.node_ids))
 
+    def needed_chunks(self, snapshot_id: str) -> Iterator[bytes]:
+        """Every chunk id a snapshot needs, tree nodes included, streamed (ids may repeat).
+
+        For gc and its sweep: no file entries are built and no path rule applies (see
+        :meth:`Snapshot.decode`), but a tree that cannot be read raises FormatError, never ends
+        early, so liveness is exact or gc stops.
+        """
+        raw = self._snapshot_bytes(snapshot_id)
+        if not is_tree_root(raw):
+            for f in Snapshot.decode(raw, snapshot_id=snapshot_id, check_paths=False).files:
+                yield from f.chunks
+            return
+        root = self._tree_root(raw, snapshot_id)
+        self.use_snapshot_locations(snapshot_id)
+        yield from self._walker(snapshot_id, False).chunk_ids(root.tree)
+
     def iter_files(self, snapshot_id: str, *, check_paths: bool = True) -> Iterator[FileEntry]:
         """A snapshot's files in path order without holding them all (format 2 streams).
 

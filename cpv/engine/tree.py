@@ -377,6 +377,32 @@ class TreeWalker:
                 yield from self._folder(got[e.child], prefix + e.name + "/",
                                         (*ancestors, e.child))
 
+    def chunk_ids(self, top: bytes) -> Iterator[bytes]:
+        """Every node id and file chunk id under ``top``, without building file entries.
+
+        What gc and the sweep need, at a fraction of the cost of :meth:`files`: the same
+        structural checks (order, duplicates, cycles, depth), no per-file objects.
+        """
+        node = self.fetch([top])[top]
+        yield top
+        yield from self._chunks(node, (top,))
+
+    def _chunks(self, node: Node, ancestors: tuple[bytes, ...]) -> Iterator[bytes]:
+        if len(ancestors) > MAX_DEPTH:
+            raise FormatError(f"tree of snapshot {self.where} is deeper than {MAX_DEPTH}")
+        dirs: list[bytes] = []
+        for e in self.folder_entries(node, ancestors):
+            if e.child is not None:
+                dirs.append(e.child)
+                continue
+            yield from _doc_chunks(e, self.where)
+        for start in range(0, len(dirs), PREFETCH):
+            batch = dirs[start:start + PREFETCH]
+            got = self.fetch(batch)
+            for child in batch:
+                yield child
+                yield from self._chunks(got[child], (*ancestors, child))
+
     def file(self, path: str, e: Entry) -> FileEntry:
         assert e.doc is not None
         try:
@@ -455,3 +481,24 @@ class TreeWalker:
                     raise FormatError(f"tree of snapshot {self.where} lists {e.name!r} twice")
                 out[e.name] = e
         return out
+
+
+def _doc_chunks(e: Entry, where: str) -> Iterator[bytes]:
+    """A file entry's chunk ids, checked as strictly as :func:`decode_file_doc` checks them."""
+    doc = e.doc
+    assert doc is not None
+    try:
+        packed, digest, size = doc.get("c"), doc["h"], doc["s"]
+        if packed is None:
+            if size != 0 and doc.get("l") is None:
+                if not isinstance(digest, str) or len(digest) != 2 * DIGEST_SIZE:
+                    raise ValueError(f"bad blake3 for {e.name!r}")
+                yield bytes.fromhex(digest)
+            return
+        if not isinstance(packed, str) or len(packed) % (2 * DIGEST_SIZE):
+            raise ValueError(f"bad chunk list for {e.name!r}")
+        blob = bytes.fromhex(packed)
+        for i in range(0, len(blob), DIGEST_SIZE):
+            yield blob[i:i + DIGEST_SIZE]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise FormatError(f"snapshot {where} is malformed: {exc!r}") from exc

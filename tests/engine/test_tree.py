@@ -405,3 +405,35 @@ def test_fuzz_nodes_raise_only_clear_errors(raw: bytes) -> None:
             assert f.path and ".." not in f.path.split("/")
     except (FormatError, UnsafePathError):
         pass
+
+
+def test_needed_chunks_is_exactly_the_snapshots_chunks_and_nodes(memory_store: Any,
+                                                                 tmp_path: Path) -> None:
+    """What gc streams instead of loading trees must be what the loaded snapshot names."""
+    src = make_tree(tmp_path / "src")
+    for version in (1, 2):
+        store = MemoryStore()
+        repo = make_repo(store, tmp_path / f"c{version}", version=version)
+        snap = push(repo, src, limits=LIMITS).snapshot
+        fresh = Repository.open(store)
+        sid = snap.encode()[0]
+        want = {c for f in snap.files for c in f.chunks} | snap.node_ids
+        assert set(fresh.needed_chunks(sid)) == want and want
+
+
+def test_dry_run_after_a_partial_index_judges_against_the_whole_store(memory_store: Any,
+                                                                      tmp_path: Path) -> None:
+    from tests.engine.conftest import rand_bytes
+
+    repo = make_repo(memory_store, tmp_path / "c")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x.bin").write_bytes(rand_bytes(100_000, 1))
+    (b / "y.bin").write_bytes(rand_bytes(100_000, 2))
+    sid_a = push(repo, a, limits=LIMITS).snapshot_id
+    push(repo, b, limits=LIMITS)
+    fresh = Repository.open(memory_store)
+    fresh.load_snapshot(sid_a)
+    assert fresh.partial_index  # only a's packs are indexed
+    assert push(fresh, b, limits=LIMITS, dry_run=True).new_bytes == 0

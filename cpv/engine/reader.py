@@ -37,12 +37,8 @@ from typing import TYPE_CHECKING, Literal
 
 from cpv.engine.hashing import Buffer, chunk_id
 from cpv.engine.transfer import (
-    ChunkWant,
-    PackRange,
-    TaskPool,
     TransferLimits,
-    fetch_ranges,
-    plan_ranges,
+    fetch_chunks,
 )
 from cpv.errors import (
     IntegrityError,
@@ -475,37 +471,15 @@ class SnapshotReader:
         return self._fetch_from(index, ids, path)
 
     def _fetch_from(self, index: ChunkIndex, ids: list[bytes], path: str) -> dict[bytes, bytes]:
-        by_pack: dict[str, list[ChunkWant[None]]] = {}
-        for cid in ids:
-            loc = index.get(cid)
-            if loc is None:
-                raise IntegrityError(
-                    f"{path}: chunk {cid.hex()[:16]}… is missing from the store",
-                    object_id=cid.hex(),
-                )
-            by_pack.setdefault(loc.pack_id, []).append(ChunkWant(cid, loc.offset, loc.length,
-                                                                 None))
-        ranges = plan_ranges(by_pack, self.limits)
-        result: dict[bytes, bytes] = {}
-        lock = threading.Lock()
-
-        def deliver(r: PackRange[None], view: memoryview) -> None:
-            part = {w.chunk_id: bytes(view[w.offset - r.start : w.offset - r.start + w.length])
-                    for w in r.wants}
-            with lock:
-                result.update(part)
-
-        def damaged(w: ChunkWant[None], r: PackRange[None], actual: bytes) -> None:
-            raise IntegrityError(
+        return fetch_chunks(
+            self.repo.store, ids, locate=index.get, limits=self.limits, name="read",
+            missing=lambda cid: IntegrityError(
+                f"{path}: chunk {cid.hex()[:16]}… is missing from the store",
+                object_id=cid.hex()),
+            damaged=lambda w, r, actual: IntegrityError(
                 f"pack {r.pack_id} holds damaged data for chunk {w.chunk_id.hex()[:16]}… "
                 f"(needed by {path})",
-                object_id=r.pack_id, expected=w.chunk_id.hex(), actual=actual.hex())
-
-        # The pull's own range planner and fetcher: one owner of coalescing and verifying.
-        workers = max(1, min(self.limits.workers, len(ranges)))
-        with TaskPool(workers, name="read", serial=self.limits.serial) as pool:
-            fetch_ranges(self.repo.store, ranges, pool=pool, deliver=deliver, on_damaged=damaged)
-        return result
+                object_id=r.pack_id, expected=w.chunk_id.hex(), actual=actual.hex()))
 
     def _remember(self, cid: bytes, data: bytes) -> None:
         if cid in self._memory or len(data) > MEMORY_CACHE_BYTES:

@@ -42,13 +42,10 @@ from cpv.engine.snapshot import (
 )
 from cpv.engine.statcache import STAT_CACHE_FILE, StatCache
 from cpv.engine.transfer import (
-    ChunkWant,
     CountingStore,
-    PackRange,
     TaskPool,
     TransferLimits,
-    fetch_ranges,
-    plan_ranges,
+    fetch_chunks,
 )
 from cpv.engine.tree import Change, Root, TreeWalker, decode_root
 from cpv.engine.tree import is_root as is_tree_root
@@ -322,35 +319,15 @@ class Repository:
         index = self.index
         if self.partial_index and any(index.get(cid) is None for cid in ids):
             index = self.refresh_index()  # another snapshot's nodes: the whole index then
-        by_pack: dict[str, list[ChunkWant[None]]] = {}
-        for cid in ids:
-            loc = index.get(cid)
-            if loc is None:
-                raise TreeDamagedError(
-                    f"{what}: tree node {cid.hex()} is missing from the store (damaged)",
-                    object_id=cid.hex())
-            by_pack.setdefault(loc.pack_id, []).append(ChunkWant(cid, loc.offset, loc.length,
-                                                                 None))
-        limits = TransferLimits()
-        ranges = plan_ranges(by_pack, limits)
-        result: dict[bytes, bytes] = {}
-        lock = threading.Lock()
-
-        def deliver(r: PackRange[None], view: memoryview) -> None:
-            part = {w.chunk_id: bytes(view[w.offset - r.start : w.offset - r.start + w.length])
-                    for w in r.wants}
-            with lock:
-                result.update(part)
-
-        def damaged(w: ChunkWant[None], r: PackRange[None], actual: bytes) -> None:
-            raise TreeDamagedError(
-                f"{what}: pack {r.pack_id} holds damaged data for tree node "
-                f"{w.chunk_id.hex()}", object_id=w.chunk_id.hex())
-
-        workers = max(1, min(limits.workers, len(ranges)))
         try:
-            with TaskPool(workers, name="tree") as pool:
-                fetch_ranges(self.store, ranges, pool=pool, deliver=deliver, on_damaged=damaged)
+            return fetch_chunks(
+                self.store, ids, locate=index.get, limits=TransferLimits(), name="tree",
+                missing=lambda cid: TreeDamagedError(
+                    f"{what}: tree node {cid.hex()} is missing from the store (damaged)",
+                    object_id=cid.hex()),
+                damaged=lambda w, r, actual: TreeDamagedError(
+                    f"{what}: pack {r.pack_id} holds damaged data for tree node "
+                    f"{w.chunk_id.hex()}", object_id=w.chunk_id.hex()))
         except (ObjectNotFoundError, FormatError) as exc:
             if self.partial_index:
                 # Stale locations (a gc moved a node and swept its old pack): the whole index.
@@ -361,7 +338,6 @@ class Repository:
             raise TreeDamagedError(
                 f"{what}: the store lost data this version needs ({exc.key} is missing)",
                 object_id=exc.key, missing_pack=pack_id_from_key(exc.key) or "") from exc
-        return result
 
     def save_snapshot(self, snapshot: Snapshot) -> tuple[str, bool]:
         """Store ``snapshot`` unless an identical one exists; returns (id, written)."""

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Generic, ParamSpec, TypeVar
 
 from cpv.engine.hashing import chunk_id
-from cpv.engine.index import PackRecord
+from cpv.engine.index import Location, PackRecord
 from cpv.engine.packs import PackEntry, encode_footer, new_pack_id, pack_key
 from cpv.errors import CPVError, StoreError, TransferError
 from cpv.progress import NULL_PROGRESS, Phase, Progress
@@ -876,3 +876,44 @@ class _CountingUpload:
     def abort(self) -> None:
         self._owner._count("abort_multipart")
         self._inner.abort()
+
+
+def fetch_chunks(
+    store: CountingStore | ObjectStore,
+    ids: Iterable[bytes],
+    *,
+    locate: Callable[[bytes], Location | None],
+    limits: TransferLimits,
+    missing: Callable[[bytes], Exception],
+    damaged: Callable[[ChunkWant[None], PackRange[None], bytes], Exception],
+    name: str,
+) -> dict[bytes, bytes]:
+    """Small chunks by id, in memory, each verified: the lazy reader's tensors and the tree
+    walker's nodes, through the pull's own range planner and fetcher.
+
+    ``missing(cid)`` is raised for an id ``locate`` cannot place, ``damaged(...)`` for a chunk
+    whose bytes do not hash to its id; store errors propagate to the caller.
+    """
+    by_pack: dict[str, list[ChunkWant[None]]] = {}
+    for cid in ids:
+        loc = locate(cid)
+        if loc is None:
+            raise missing(cid)
+        by_pack.setdefault(loc.pack_id, []).append(ChunkWant(cid, loc.offset, loc.length, None))
+    ranges = plan_ranges(by_pack, limits)
+    result: dict[bytes, bytes] = {}
+    lock = threading.Lock()
+
+    def deliver(r: PackRange[None], view: memoryview) -> None:
+        part = {w.chunk_id: bytes(view[w.offset - r.start : w.offset - r.start + w.length])
+                for w in r.wants}
+        with lock:
+            result.update(part)
+
+    def on_damaged(w: ChunkWant[None], r: PackRange[None], actual: bytes) -> None:
+        raise damaged(w, r, actual)
+
+    workers = max(1, min(limits.workers, len(ranges)))
+    with TaskPool(workers, name=name, serial=limits.serial) as pool:
+        fetch_ranges(store, ranges, pool=pool, deliver=deliver, on_damaged=on_damaged)
+    return result

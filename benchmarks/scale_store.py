@@ -4,6 +4,7 @@ The store-side rows of issue 11 (the Git-side rows belong to ``benchmarks/scale.
 
     python benchmarks/scale_store.py metadata --files 100000 --versions 5
     python benchmarks/scale_store.py push --files 100000 --versions 10
+    python benchmarks/scale_store.py gc --files 100000 --versions 100
     python benchmarks/scale_store.py fresh-pull --version-mib 2048 --simulated-tib 1
 
 ``metadata``: a synthetic tree of ``--files`` entries (names, sizes, blake3 ids; no file bytes)
@@ -14,6 +15,10 @@ the bytes each version adds (new nodes, root, pack list) and the format-1 snapsh
 ``push``: real files of 1 KiB in folders of 1,000 on the local disk, pushed to a local store:
 first push, no-op push, then versions with 1% (clustered) changed, each in a child process
 (time and peak RSS of that process alone); then ``gc --dry-run`` over every version.
+
+``gc``: ``--versions`` tree snapshots of ``--files`` files, 1% (one folder) changed per version,
+made at the tree level (see :func:`_synthetic_versions`), then ``gc --dry-run`` in a child
+process: wall and CPU seconds, peak RSS.
 
 ``fresh-pull``: a local store whose index simulates ``--simulated-tib`` of other versions (index
 objects naming 768 KiB chunks in 64 MiB packs that do not exist), plus one real version of
@@ -51,8 +56,9 @@ from cpv.engine.gc import collect_garbage  # noqa: E402
 from cpv.engine.hashing import chunk_id  # noqa: E402
 from cpv.engine.index import INDEX_PREFIX, PackRecord, encode_index  # noqa: E402
 from cpv.engine.packs import PackEntry  # noqa: E402
-from cpv.engine.roots import RootInfo  # noqa: E402
-from cpv.engine.snapshot import FileEntry, Snapshot  # noqa: E402
+from cpv.engine.roots import RootInfo, mark_roots_enabled, record_push  # noqa: E402
+from cpv.engine.snapshot import FileEntry, Snapshot, snapshot_key  # noqa: E402
+from cpv.engine.transfer import PackUploader, TaskPool, TransferLimits  # noqa: E402
 from cpv.engine.tree import build_tree, encode_root  # noqa: E402
 from cpv.progress import Phase, Unit  # noqa: E402
 from cpv.store.local import LocalStore  # noqa: E402
@@ -153,6 +159,8 @@ def child(args: argparse.Namespace) -> None:
     elif op == "gc":
         report = collect_garbage(Repository.open(store), dry_run=True)
         out = {"snapshots": report.snapshots_total, "kept": report.snapshots_kept}
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
     else:
         raise SystemExit(f"unknown op {op}")
     out["seconds"] = round(time.perf_counter() - started, 2)
@@ -203,6 +211,77 @@ def push_bench(args: argparse.Namespace) -> dict[str, Any]:
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# -- gc over many versions ------------------------------------------------------------------
+
+
+def _synthetic_versions(store_dir: Path, n: int, versions: int) -> dict[str, Any]:
+    """``versions`` tree snapshots of ``n`` files, 1% (one whole folder) changed per version.
+
+    Made at the tree level, not by pushes (100 real pushes of 10^5 files take over an hour
+    here): each file is one small chunk whose bytes really hash to its id, written with the
+    push's own ``PackUploader``; the new tree nodes go into the same packs; then the index, the
+    root and a root record, in the push's order. What gc reads is what a push would have
+    written; only the file bytes are tiny (gc never reads file data).
+    """
+    store = LocalStore(str(store_dir))
+    repo = Repository.init(store)
+    gens = [0] * n
+    known: set[bytes] = set()
+    rng = random.Random(5)
+    for version in range(versions):
+        if version:
+            start = rng.randrange(0, n // FOLDER) * FOLDER
+            for i in range(start, min(n, start + n // 100)):
+                gens[i] += 1
+        files = []
+        with TaskPool(2, name="synth") as pool, PackUploader(
+                store, pool=pool, pack_size=repo.config.pack_size,
+                limits=TransferLimits()) as up:
+            for i in range(n):
+                data = f"{i}:{gens[i]}".encode()
+                cid = chunk_id(data)
+                if cid not in known:
+                    known.add(cid)
+                    up.add(cid, memoryview(data))
+                files.append(FileEntry(f"train/d{i // FOLDER:05d}/img{i:08d}.jpg", len(data),
+                                       0o644, cid.hex(), (cid,)))
+
+            def put(nid: bytes, raw: bytes) -> None:
+                if nid not in known:
+                    known.add(nid)
+                    up.add(nid, memoryview(raw))
+
+            top = build_tree(files, put)
+            repo.add_packs(up.finish())
+        sid, raw = encode_root(top, files=n, size=sum(f.size for f in files), meta={})
+        store.put(snapshot_key(sid), raw)
+        record_push(repo, sid, RootInfo(kind="data", name="data"))
+    mark_roots_enabled(store)
+    return {"chunks_and_nodes": len(known)}
+
+
+def gc_bench(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(args.keep) if args.keep else Path(
+        tempfile.mkdtemp(prefix="cpv-gc-", dir=args.scratch))
+    store = work / "store"
+    try:
+        out: dict[str, Any] = {"files": args.files, "versions": args.versions}
+        if not (store / "config").exists():
+            started = time.perf_counter()
+            out.update(_synthetic_versions(store, args.files, args.versions))
+            out["synthesize_s"] = round(time.perf_counter() - started, 1)
+        runs = [_child("gc", str(store)) for _ in range(args.repeat)]
+        out["gc_dry_run"] = {"snapshots": runs[0]["snapshots"],
+                             "seconds": _stats([r["seconds"] for r in runs]),
+                             "cpu_s": _stats([r["cpu_s"] for r in runs]),
+                             "rss_mib": max(r["rss_mib"] for r in runs),
+                             "load_average": os.getloadavg()[0]}
+        return out
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 # -- fresh pull -----------------------------------------------------------------------------
@@ -311,6 +390,13 @@ def main() -> None:
     p.add_argument("--scratch", default=None)
     p.add_argument("--store-format", type=int, default=2, choices=(1, 2),
                    help="1: the format-1 baseline on the same machine")
+    g = sub.add_parser("gc")
+    g.add_argument("--files", type=int, default=100_000)
+    g.add_argument("--versions", type=int, default=100)
+    g.add_argument("--repeat", type=int, default=3)
+    g.add_argument("--scratch", default=None)
+    g.add_argument("--keep", default=None,
+                   help="make (or reuse) the synthetic store in this folder and keep it")
     f = sub.add_parser("fresh-pull")
     f.add_argument("--version-mib", type=int, default=2048)
     f.add_argument("--simulated-tib", type=float, default=1.0)
@@ -323,7 +409,8 @@ def main() -> None:
     if args.cmd == "_child":
         child(args)
         return
-    run = {"metadata": metadata, "push": push_bench, "fresh-pull": fresh_pull}[args.cmd]
+    run = {"metadata": metadata, "push": push_bench, "gc": gc_bench,
+           "fresh-pull": fresh_pull}[args.cmd]
     print(json.dumps(run(args), indent=1))
 
 

@@ -482,7 +482,7 @@ def test_cycles_stop_gcs_walk_too() -> None:
     _, loop = _node({"e": [{"n": "loop", "d": fake.hex()}]})
     _, parts = _node({"p": [fake.hex()]})
     for raw in (loop, parts):
-        for walked in (None, set()):
+        for walked in (None, set[bytes]()):
             walker = TreeWalker(_reader({fake: raw}), check_paths=False, walked=walked)
             with pytest.raises(FormatError, match="cycle"):
                 list(walker.chunk_ids(fake))

@@ -2,8 +2,9 @@
 
 Each push that writes packs writes one index object naming them, *after* the packs are durable
 and *before* the snapshot (invariant 1). Index objects are content-addressed and never change;
-a client merges all of them into an in-memory map and keeps a local copy of each, so a later
-open fetches only the index objects it has not seen (one LIST, then GETs of the new ones)::
+a client merges all of them into one map (in RAM, or for a large store in a sorted table on
+disk: :class:`IndexTable`) and keeps a local copy of each, so a later open fetches only the
+index objects it has not seen (one LIST, then GETs of the new ones)::
 
     index   := b"CPVIDX01" | u32 npacks | npacks * pack id (32 B)
                | u32 nentries | nentries * entry | blake3(everything before) (32 B)
@@ -22,6 +23,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -144,11 +146,11 @@ class IndexTable:
                     | u64 nrecords | (65536 + 1) * u64 fan-out
                     | nrecords * entry (same 48 B as an index object's, pack numbers global)
 
-    RAM per chunk is ~0: a lookup bisects the records that share the id's first two bytes
-    (~130 at 8.75 M chunks: 7 comparisons, reading one or two pages the kernel caches and may
-    drop). Only the pack ids (32 B per pack) are kept in RAM. The file is derived data: it is
-    rebuilt from the cached index objects whenever an index object it was built from is gone
-    (a gc rewrote the index), and deleting it is always safe.
+    RAM per chunk is ~0: a lookup searches the records that share the id's first two bytes
+    (~130 at 8.75 M chunks, 6 KB: two pages the kernel caches and may drop). Only the pack ids
+    (32 B per pack) are kept in RAM. The file is derived data: it is rebuilt from the cached
+    index objects whenever an index object it was built from is gone (a gc rewrote the index),
+    and deleting it is always safe.
     """
 
     def __init__(self, path: Path) -> None:
@@ -182,6 +184,9 @@ class IndexTable:
             self._base = pos
             if pos + self.count * _ENTRY.size != len(mm) or self._fanout[_FANOUT] != self.count:
                 raise ValueError("size does not match its counts")
+            fanout = self._fanout.tolist()
+            if fanout[0] != 0 or any(a > b for a, b in pairwise(fanout)):
+                raise ValueError("fan-out is not sorted")
         except (ValueError, struct.error, TypeError) as exc:
             mm.close()
             raise FormatError(f"local index table {path} is damaged ({exc})") from exc
@@ -198,21 +203,20 @@ class IndexTable:
             return []
         prefix = cid[0] << 8 | cid[1]
         lo, hi = self._fanout[prefix], self._fanout[prefix + 1]
-        mm, base, size = self._mm, self._base, _ENTRY.size
-        while lo < hi:
-            mid = (lo + hi) >> 1
-            at = base + mid * size
-            if mm[at : at + DIGEST_SIZE] < cid:
-                lo = mid + 1
-            else:
-                hi = mid
+        if lo == hi:
+            return []
+        size = _ENTRY.size
+        # The records of one prefix (~6 KB at 8.75 M chunks) searched by bytes.find in C: a
+        # few times faster than bisecting them in Python. A match must start a record.
+        block = self._mm[self._base + lo * size : self._base + hi * size]
+        at = block.find(cid)
+        while at > 0 and at % size:
+            at = block.find(cid, at + 1)
         found: list[Location] = []
-        at = base + lo * size
-        end = base + self.count * size
-        while at < end and mm[at : at + DIGEST_SIZE] == cid:
-            _, pnum, offset, length = _ENTRY.unpack_from(mm, at)
+        while at >= 0 and at < len(block) and block[at : at + DIGEST_SIZE] == cid:
+            _, pnum, offset, length = _ENTRY.unpack_from(block, at)
             loc = Location(self.pack_id(pnum), offset, length)
-            if loc not in found:
+            if loc not in found and pnum < self.npacks:
                 found.append(loc)
             at += size
         return found
@@ -221,7 +225,8 @@ class IndexTable:
         """Every record in chunk-id order (a full scan: for tools, never a push's hot path)."""
         for at in range(self._base, self._base + self.count * _ENTRY.size, _ENTRY.size):
             cid, pnum, offset, length = _ENTRY.unpack_from(self._mm, at)
-            yield cid, Location(self.pack_id(pnum), offset, length)
+            if pnum < self.npacks:
+                yield cid, Location(self.pack_id(pnum), offset, length)
 
     @classmethod
     def build(cls, path: Path, sources: Iterable[tuple[str, bytes]]) -> IndexTable:
@@ -417,6 +422,10 @@ class ChunkIndex:
 
 def sync_index(store: ObjectStore, cache_dir: Path | None) -> ChunkIndex:
     """Load every index object of ``store``, fetching only those not cached locally.
+
+    Above :data:`SPILL_ENTRIES` entries (with a cache to spill to) they go into an
+    :class:`IndexTable` on disk instead of RAM; the table stays valid while every index object
+    it was built from is listed, and objects added since are held in RAM on top of it.
 
     A damaged index object is skipped with a warning and listed in ``damaged_ids``: it must
     never block the versions it does not concern. The caller rebuilds what it described from

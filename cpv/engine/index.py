@@ -137,7 +137,7 @@ _BUCKET_FLUSH = 2048  # records buffered per first byte while building (~25 MB f
 
 
 class IndexTable:
-    """Index entries in a file of the local cache, sorted by chunk id, read through mmap.
+    """Index entries in a file of the local cache, sorted by chunk id, read with pread.
 
     Layout (little-endian; one file, replaced atomically, so readers never see half)::
 
@@ -146,49 +146,47 @@ class IndexTable:
                     | u64 nrecords | (65536 + 1) * u64 fan-out
                     | nrecords * entry (same 48 B as an index object's, pack numbers global)
 
-    RAM per chunk is ~0: a lookup searches the records that share the id's first two bytes
-    (~130 at 8.75 M chunks, 6 KB: two pages the kernel caches and may drop). Only the pack ids
-    (32 B per pack) are kept in RAM. The file is derived data: it is rebuilt from the cached
-    index objects whenever an index object it was built from is gone (a gc rewrote the index),
-    and deleting it is always safe.
+    RAM per chunk is ~0: a lookup reads and searches the records that share the id's first two
+    bytes (~130 at 8.75 M chunks, 6 KB the kernel caches and may drop). Only the pack ids (32 B
+    per pack) and the fan-out (512 KB) are kept in RAM. The file is derived data: it is rebuilt
+    from the cached index objects whenever an index object it was built from is gone (a gc
+    rewrote the index), and deleting it is always safe.
     """
 
     def __init__(self, path: Path) -> None:
-        import mmap
-
-        with open(path, "rb") as fh:
-            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        mm = self._mm
+        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
-            if mm[: len(TABLE_MAGIC)] != TABLE_MAGIC:
+            size = os.fstat(self._fd).st_size
+
+            def read(at: int, n: int) -> bytes:
+                if at + n > size:
+                    raise ValueError("truncated")
+                return os.pread(self._fd, n, at)
+
+            if read(0, len(TABLE_MAGIC)) != TABLE_MAGIC:
                 raise ValueError("not an index table")
             pos = len(TABLE_MAGIC)
-            (nsources,) = _U32.unpack_from(mm, pos)
+            (nsources,) = _U32.unpack(read(pos, _U32.size))
             pos += _U32.size
-            if pos + 32 * nsources > len(mm):
-                raise ValueError("truncated")
-            self.sources = frozenset(
-                mm[pos + 32 * i : pos + 32 * (i + 1)].hex() for i in range(nsources))
+            raw = read(pos, 32 * nsources)
+            self.sources = frozenset(raw[32 * i : 32 * (i + 1)].hex() for i in range(nsources))
             pos += 32 * nsources
-            (npacks,) = _U32.unpack_from(mm, pos)
+            (npacks,) = _U32.unpack(read(pos, _U32.size))
             pos += _U32.size
-            if pos + 32 * npacks + _U64.size + 8 * (_FANOUT + 1) > len(mm):
-                raise ValueError("truncated")
-            self._packs = mm[pos : pos + 32 * npacks]
+            self._packs = read(pos, 32 * npacks)
             self.npacks = npacks
             pos += 32 * npacks
-            (self.count,) = _U64.unpack_from(mm, pos)
+            (self.count,) = _U64.unpack(read(pos, _U64.size))
             pos += _U64.size
-            self._fanout = memoryview(mm[pos : pos + 8 * (_FANOUT + 1)]).cast("Q")
+            self._fanout = array("Q", read(pos, 8 * (_FANOUT + 1)))
             pos += 8 * (_FANOUT + 1)
             self._base = pos
-            if pos + self.count * _ENTRY.size != len(mm) or self._fanout[_FANOUT] != self.count:
+            if pos + self.count * _ENTRY.size != size or self._fanout[_FANOUT] != self.count:
                 raise ValueError("size does not match its counts")
-            fanout = self._fanout.tolist()
-            if fanout[0] != 0 or any(a > b for a, b in pairwise(fanout)):
+            if self._fanout[0] != 0 or any(a > b for a, b in pairwise(self._fanout)):
                 raise ValueError("fan-out is not sorted")
-        except (ValueError, struct.error, TypeError) as exc:
-            mm.close()
+        except (ValueError, struct.error, OSError) as exc:
+            self.close()
             raise FormatError(f"local index table {path} is damaged ({exc})") from exc
 
     def pack_id(self, number: int) -> str:
@@ -196,6 +194,27 @@ class IndexTable:
 
     def pack_ids(self) -> set[str]:
         return {self.pack_id(i) for i in range(self.npacks)}
+
+    def _block(self, cid: bytes, lo: int, hi: int) -> tuple[bytes, int]:
+        """The records from ``lo`` to ``hi`` and where ``cid``'s first one starts (-1: none).
+
+        One pread (~6 KB at 8.75 M chunks: nothing mapped, so nothing stays resident but the
+        kernel's page cache), searched by bytes.find in C, a few times faster than a bisect in
+        Python. A match must start a record.
+        """
+        size = _ENTRY.size
+        block = os.pread(self._fd, (hi - lo) * size, self._base + lo * size)
+        at = block.find(cid)
+        while at > 0 and at % size:
+            at = block.find(cid, at + 1)
+        return block, at
+
+    def __contains__(self, cid: bytes) -> bool:
+        if len(cid) != DIGEST_SIZE:
+            return False
+        prefix = cid[0] << 8 | cid[1]
+        lo, hi = self._fanout[prefix], self._fanout[prefix + 1]
+        return lo != hi and self._block(cid, lo, hi)[1] >= 0
 
     def find(self, cid: bytes) -> list[Location]:
         """Every location recorded for ``cid`` (several after a repair or a re-push)."""
@@ -205,13 +224,8 @@ class IndexTable:
         lo, hi = self._fanout[prefix], self._fanout[prefix + 1]
         if lo == hi:
             return []
+        block, at = self._block(cid, lo, hi)
         size = _ENTRY.size
-        # The records of one prefix (~6 KB at 8.75 M chunks) searched by bytes.find in C: a
-        # few times faster than bisecting them in Python. A match must start a record.
-        block = self._mm[self._base + lo * size : self._base + hi * size]
-        at = block.find(cid)
-        while at > 0 and at % size:
-            at = block.find(cid, at + 1)
         found: list[Location] = []
         while at >= 0 and at < len(block) and block[at : at + DIGEST_SIZE] == cid:
             _, pnum, offset, length = _ENTRY.unpack_from(block, at)
@@ -223,10 +237,13 @@ class IndexTable:
 
     def records(self) -> Iterator[tuple[bytes, Location]]:
         """Every record in chunk-id order (a full scan: for tools, never a push's hot path)."""
-        for at in range(self._base, self._base + self.count * _ENTRY.size, _ENTRY.size):
-            cid, pnum, offset, length = _ENTRY.unpack_from(self._mm, at)
-            if pnum < self.npacks:
-                yield cid, Location(self.pack_id(pnum), offset, length)
+        step = 20_000 * _ENTRY.size
+        end = self._base + self.count * _ENTRY.size
+        for at in range(self._base, end, step):
+            block = os.pread(self._fd, min(step, end - at), at)
+            for cid, pnum, offset, length in _ENTRY.iter_unpack(block):
+                if pnum < self.npacks:
+                    yield cid, Location(self.pack_id(pnum), offset, length)
 
     @classmethod
     def build(cls, path: Path, sources: Iterable[tuple[str, bytes]]) -> IndexTable:
@@ -291,8 +308,12 @@ class IndexTable:
         return cls(path)
 
     def close(self) -> None:
-        self._fanout.release()
-        self._mm.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class ChunkIndex:
@@ -330,6 +351,8 @@ class ChunkIndex:
     def __contains__(self, cid: object) -> bool:
         if self.table is None or not isinstance(cid, bytes):
             return cid in self._chunks and not (self._suspect and cid in self._suspect)
+        if not self._bad:  # no damage known (so nothing suspect): any entry will do
+            return cid in self._chunks or cid in self.table
         loc, suspect = self._lookup(cid)
         return loc is not None and not suspect
 

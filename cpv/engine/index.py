@@ -14,6 +14,7 @@ index objects it has not seen (one LIST, then GETs of the new ones)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -252,9 +253,17 @@ class IndexTable:
         Memory stays bounded by one index object plus one 256th of the entries: the records
         are spread over 256 files by their first byte, then each is sorted alone.
         """
+        import shutil
         import tempfile
+        import time
 
         path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob(".index-table-*"):
+            # A build killed half-way (kill -9 skips the clean-up) left this; a day-old one is
+            # no other process's build in progress.
+            with contextlib.suppress(OSError):
+                if time.time() - old.stat().st_mtime > 24 * 3600:
+                    shutil.rmtree(old, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix=".index-table-", dir=path.parent) as tmp:
             spill = [open(Path(tmp) / f"{b:02x}", "wb") for b in range(256)]  # noqa: SIM115
             try:

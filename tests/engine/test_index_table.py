@@ -201,3 +201,22 @@ def test_fuzz_a_damaged_table_file_is_refused_or_harmless(tmp_path: Path,
         assert sum(1 for _ in table.records()) <= table.count
     finally:
         table.close()
+
+
+def test_a_build_that_dies_half_way_leaves_the_old_table(spill: None, tmp_path: Path) -> None:
+    """The table is replaced atomically: a build that fails mid-way (a damaged source, a full
+    disk, a kill) leaves the previous table as it was and no half-written file in use."""
+    store, records = _store_with_index()
+    sync_index(store, tmp_path)
+    before = (tmp_path / TABLE_FILE).read_bytes()
+    sources = [(o.key[len(INDEX_PREFIX):], store.get(o.key)) for o in store.list(INDEX_PREFIX)]
+
+    def dying() -> Any:
+        yield sources[0]
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        IndexTable.build(tmp_path / TABLE_FILE, dying())
+    assert (tmp_path / TABLE_FILE).read_bytes() == before
+    assert not list(tmp_path.glob(".index-table-*"))
+    assert records[0].entries[0].chunk_id in sync_index(store, tmp_path)

@@ -394,7 +394,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=220, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(_json.map(lambda d: _node(d)[1]), st.binary(max_size=64).map(
     lambda b: TREE_MAGIC + b)))
 def test_fuzz_nodes_raise_only_clear_errors(raw: bytes) -> None:

@@ -4,6 +4,8 @@ The store-side rows of issue 11 (the Git-side rows belong to ``benchmarks/scale.
 
     python benchmarks/scale_store.py metadata --files 100000 --versions 5
     python benchmarks/scale_store.py push --files 100000 --versions 10
+    python benchmarks/scale_store.py gc --files 100000 --versions 100
+    python benchmarks/scale_store.py index --chunks 8750000
     python benchmarks/scale_store.py fresh-pull --version-mib 2048 --simulated-tib 1
 
 ``metadata``: a synthetic tree of ``--files`` entries (names, sizes, blake3 ids; no file bytes)
@@ -14,6 +16,15 @@ the bytes each version adds (new nodes, root, pack list) and the format-1 snapsh
 ``push``: real files of 1 KiB in folders of 1,000 on the local disk, pushed to a local store:
 first push, no-op push, then versions with 1% (clustered) changed, each in a child process
 (time and peak RSS of that process alone); then ``gc --dry-run`` over every version.
+
+``gc``: ``--versions`` tree snapshots of ``--files`` files, 1% (one folder) changed per version,
+made at the tree level (see :func:`_synthetic_versions`), then ``gc --dry-run`` in a child
+process: wall and CPU seconds, peak RSS.
+
+``index``: a local store whose index objects name ``--chunks`` chunks (8.75 M: 10 TB of
+1.2 MB chunks); a child process loads the whole index as a push does, in RAM (``dict``, as
+every store did before) or in the on-disk table, and reports RSS per chunk and membership tests
+per second (half known chunks, half unknown), on a first open and on one with the table cached.
 
 ``fresh-pull``: a local store whose index simulates ``--simulated-tib`` of other versions (index
 objects naming 768 KiB chunks in 64 MiB packs that do not exist), plus one real version of
@@ -51,8 +62,9 @@ from cpv.engine.gc import collect_garbage  # noqa: E402
 from cpv.engine.hashing import chunk_id  # noqa: E402
 from cpv.engine.index import INDEX_PREFIX, PackRecord, encode_index  # noqa: E402
 from cpv.engine.packs import PackEntry  # noqa: E402
-from cpv.engine.roots import RootInfo  # noqa: E402
-from cpv.engine.snapshot import FileEntry, Snapshot  # noqa: E402
+from cpv.engine.roots import RootInfo, mark_roots_enabled, record_push  # noqa: E402
+from cpv.engine.snapshot import FileEntry, Snapshot, snapshot_key  # noqa: E402
+from cpv.engine.transfer import PackUploader, TaskPool, TransferLimits  # noqa: E402
 from cpv.engine.tree import build_tree, encode_root  # noqa: E402
 from cpv.progress import Phase, Unit  # noqa: E402
 from cpv.store.local import LocalStore  # noqa: E402
@@ -150,9 +162,13 @@ def child(args: argparse.Namespace) -> None:
         out = {"snapshot_id": r.snapshot_id, "tree_nodes_new": r.tree_nodes_new,
                "tree_bytes_new": r.tree_bytes_new, "new_bytes": r.new_bytes,
                "requests": r.requests}
+    elif op == "index":
+        out = _index_child(store, Path(argv[1]), argv[2], int(argv[3]))
     elif op == "gc":
         report = collect_garbage(Repository.open(store), dry_run=True)
         out = {"snapshots": report.snapshots_total, "kept": report.snapshots_kept}
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
     else:
         raise SystemExit(f"unknown op {op}")
     out["seconds"] = round(time.perf_counter() - started, 2)
@@ -205,6 +221,161 @@ def push_bench(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+# -- gc over many versions ------------------------------------------------------------------
+
+
+def _synthetic_versions(store_dir: Path, n: int, versions: int) -> dict[str, Any]:
+    """``versions`` tree snapshots of ``n`` files, 1% (one whole folder) changed per version.
+
+    Made at the tree level, not by pushes (100 real pushes of 10^5 files take over an hour
+    here): each file is one small chunk whose bytes really hash to its id, written with the
+    push's own ``PackUploader``; the new tree nodes go into the same packs; then the index, the
+    root and a root record, in the push's order. What gc reads is what a push would have
+    written; only the file bytes are tiny (gc never reads file data).
+    """
+    store = LocalStore(str(store_dir))
+    repo = Repository.init(store)
+    gens = [0] * n
+    known: set[bytes] = set()
+    rng = random.Random(5)
+    for version in range(versions):
+        if version:
+            start = rng.randrange(0, n // FOLDER) * FOLDER
+            for i in range(start, min(n, start + n // 100)):
+                gens[i] += 1
+        files = []
+        with TaskPool(2, name="synth") as pool, PackUploader(
+                store, pool=pool, pack_size=repo.config.pack_size,
+                limits=TransferLimits()) as up:
+            for i in range(n):
+                data = f"{i}:{gens[i]}".encode()
+                cid = chunk_id(data)
+                if cid not in known:
+                    known.add(cid)
+                    up.add(cid, memoryview(data))
+                files.append(FileEntry(f"train/d{i // FOLDER:05d}/img{i:08d}.jpg", len(data),
+                                       0o644, cid.hex(), (cid,)))
+
+            def put(nid: bytes, raw: bytes) -> None:
+                if nid not in known:
+                    known.add(nid)
+                    up.add(nid, memoryview(raw))
+
+            top = build_tree(files, put)
+            repo.add_packs(up.finish())
+        sid, raw = encode_root(top, files=n, size=sum(f.size for f in files), meta={})
+        store.put(snapshot_key(sid), raw)
+        record_push(repo, sid, RootInfo(kind="data", name="data"))
+    mark_roots_enabled(store)
+    return {"chunks_and_nodes": len(known)}
+
+
+def gc_bench(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(args.keep) if args.keep else Path(
+        tempfile.mkdtemp(prefix="cpv-gc-", dir=args.scratch))
+    store = work / "store"
+    try:
+        out: dict[str, Any] = {"files": args.files, "versions": args.versions}
+        if not (store / "config").exists():
+            started = time.perf_counter()
+            out.update(_synthetic_versions(store, args.files, args.versions))
+            out["synthesize_s"] = round(time.perf_counter() - started, 1)
+        runs = [_child("gc", str(store)) for _ in range(args.repeat)]
+        out["gc_dry_run"] = {"snapshots": runs[0]["snapshots"],
+                             "seconds": _stats([r["seconds"] for r in runs]),
+                             "cpu_s": _stats([r["cpu_s"] for r in runs]),
+                             "rss_mib": max(r["rss_mib"] for r in runs),
+                             "load_average": os.getloadavg()[0]}
+        return out
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+# -- index RAM --------------------------------------------------------------------------------
+
+
+def _rss_now_mib() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024**2
+
+
+def _index_child(store: LocalStore, cache: Path, mode: str, lookups: int) -> dict[str, Any]:
+    """Load the whole index as a push does, then time membership tests (a push's dedup)."""
+    from cpv.engine import index as index_mod
+    from cpv.engine.index import parse_index
+    from cpv.engine.objcache import read_cached
+
+    # "dict": what every store got before the table; "table": the table at any size (a store
+    # above SPILL_ENTRIES gets it anyway).
+    index_mod.SPILL_ENTRIES = 1 << 62 if mode == "dict" else 0
+    base = _rss_now_mib()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
+    started = time.perf_counter()
+    repo = Repository.open(store, cache_dir=cache)
+    index = repo.index
+    assert repo.cache_dir is not None
+    out: dict[str, Any] = {"mode": mode, "entries": len(index),
+                           "load_s": round(time.perf_counter() - started, 2)}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out["load_cpu_s"] = round(usage.ru_utime + usage.ru_stime - cpu0, 2)
+    out["rss_after_load_mib"] = round(_rss_now_mib() - base, 1)
+    out["bytes_per_chunk"] = round((_rss_now_mib() - base) * 1024**2 / max(1, len(index)), 1)
+    # Half the probes are known chunks (from a few index objects), half unknown ones.
+    rng = random.Random(6)
+    known: list[bytes] = []
+    for info in store.list("index/"):
+        raw = read_cached(repo.cache_dir, "index", info.key[len("index/"):])
+        assert raw is not None
+        _, entries = parse_index(raw, where="bench")
+        known += [bytes(entries[i:i + 32]) for i in range(0, len(entries), 48 * 7)]
+        if len(known) >= lookups // 2:
+            break
+    probes = known[: lookups // 2] + [rng.randbytes(32) for _ in range(lookups // 2)]
+    rng.shuffle(probes)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu0 = usage.ru_utime + usage.ru_stime
+    started = time.perf_counter()
+    hits = sum(1 for c in probes if c in index)
+    took = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out["lookups"] = len(probes)
+    out["hits"] = hits
+    out["lookups_per_s"] = round(len(probes) / took)
+    out["lookups_per_cpu_s"] = round(len(probes) / max(1e-6, usage.ru_utime + usage.ru_stime
+                                                       - cpu0))
+    out["rss_after_lookups_mib"] = round(_rss_now_mib() - base, 1)
+    return out
+
+
+def index_bench(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(args.keep) if args.keep else Path(
+        tempfile.mkdtemp(prefix="cpv-index-", dir=args.scratch))
+    store_dir = work / "store"
+    try:
+        out: dict[str, Any] = {"chunks": args.chunks}
+        if not (store_dir / "config").exists():
+            store = LocalStore(str(store_dir))
+            Repository.init(store)
+            started = time.perf_counter()
+            objects, size = _simulate_index(store, 0, chunks=args.chunks,
+                                            chunk=args.chunk_kib * 1024)
+            out.update(index_objects=objects, index_bytes=size,
+                       simulate_s=round(time.perf_counter() - started, 1))
+        for mode in args.modes.split(","):
+            cache = work / f"cache-{mode}"
+            shutil.rmtree(cache, ignore_errors=True)
+            first = _child("index", str(store_dir), str(cache), mode, str(args.lookups))
+            again = _child("index", str(store_dir), str(cache), mode, str(args.lookups))
+            out[mode] = {"first_open": first, "cached_open": again}
+        out["load_average"] = os.getloadavg()[0]
+        return out
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 # -- fresh pull -----------------------------------------------------------------------------
 
 
@@ -226,11 +397,14 @@ class _FirstByte:
         pass
 
 
-def _simulate_index(store: LocalStore, tib: float) -> tuple[int, int]:
-    """Index objects for ``tib`` TiB of 768 KiB chunks in 64 MiB packs that do not exist."""
-    chunk, pack = 768 * 1024, 64 * 1024 * 1024
-    chunks = int(tib * 1024**4 // chunk)
-    per_pack = pack // chunk
+def _simulate_index(store: LocalStore, tib: float, chunks: int | None = None,
+                    chunk: int = 768 * 1024) -> tuple[int, int]:
+    """Index objects for ``tib`` TiB (or ``chunks``) of ``chunk``-byte chunks in 64 MiB packs
+    that do not exist."""
+    pack = 64 * 1024 * 1024
+    if chunks is None:
+        chunks = int(tib * 1024**4 // chunk)
+    per_pack = max(1, pack // chunk)
     rng = random.Random(3)
     total = 0
     objects = 0
@@ -311,6 +485,21 @@ def main() -> None:
     p.add_argument("--scratch", default=None)
     p.add_argument("--store-format", type=int, default=2, choices=(1, 2),
                    help="1: the format-1 baseline on the same machine")
+    g = sub.add_parser("gc")
+    g.add_argument("--files", type=int, default=100_000)
+    g.add_argument("--versions", type=int, default=100)
+    g.add_argument("--repeat", type=int, default=3)
+    g.add_argument("--scratch", default=None)
+    g.add_argument("--keep", default=None,
+                   help="make (or reuse) the synthetic store in this folder and keep it")
+    x = sub.add_parser("index")
+    x.add_argument("--chunks", type=int, default=8_750_000)
+    x.add_argument("--chunk-kib", type=int, default=1200, help="10 TB / 8.75 M chunks")
+    x.add_argument("--lookups", type=int, default=200_000)
+    x.add_argument("--modes", default="dict,table")
+    x.add_argument("--scratch", default=None)
+    x.add_argument("--keep", default=None,
+                   help="make (or reuse) the simulated store in this folder and keep it")
     f = sub.add_parser("fresh-pull")
     f.add_argument("--version-mib", type=int, default=2048)
     f.add_argument("--simulated-tib", type=float, default=1.0)
@@ -323,7 +512,8 @@ def main() -> None:
     if args.cmd == "_child":
         child(args)
         return
-    run = {"metadata": metadata, "push": push_bench, "fresh-pull": fresh_pull}[args.cmd]
+    run = {"metadata": metadata, "push": push_bench, "gc": gc_bench, "index": index_bench,
+           "fresh-pull": fresh_pull}[args.cmd]
     print(json.dumps(run(args), indent=1))
 
 

@@ -271,14 +271,20 @@ def _mark(
     dead = sorted(sid for sid, o in listed.items() if sid not in live and o.mtime <= cutoff)
     # Only the set of needed chunk ids is kept, streamed from each snapshot: RAM grows with
     # the store's unique chunks, not with versions times files.
+    # Tree nodes shared by versions are walked once (content addressing: same id, same
+    # sub-tree), so 100 versions of which each changed 1% cost one tree plus the changes.
     survivors: set[str] = set()
     needed: set[bytes] = set()
+    walked: set[bytes] = set()
     for sid in sorted(listed.keys() - set(dead)):
         try:
-            needed.update(repo.needed_chunks(sid))
+            needed.update(repo.needed_chunks(sid, walked=walked))
             survivors.add(sid)
         except ObjectNotFoundError:
-            continue  # deleted under us cannot happen under the lock; tolerate it anyway
+            # Deleted under us cannot happen under the lock; tolerate it anyway. Its walk may
+            # have stopped half-way, so no node it marked as walked can be trusted to be.
+            walked.clear()
+            continue
         except FormatError as exc:
             raise FormatError(
                 f"gc stopped before deleting anything: snapshot {sid} cannot be read ({exc}), "
@@ -575,10 +581,12 @@ def _sweep(
     # Every chunk of every snapshot must stay somewhere: re-index a condemned pack if it is the
     # only holder (a push that started before the mark deduplicated against it).
     needed: set[bytes] = set()
+    walked: set[bytes] = set()
     repo.refresh_index()  # format-2 trees are read through it; pushes may have indexed more
     for obj in store.list(SNAPSHOT_PREFIX):
         try:
-            needed.update(c for c in repo.needed_chunks(obj.key[len(SNAPSHOT_PREFIX) :])
+            needed.update(c for c in repo.needed_chunks(obj.key[len(SNAPSHOT_PREFIX) :],
+                                                         walked=walked)
                           if c not in located)
         except (ObjectNotFoundError, FormatError) as exc:
             raise FormatError(f"gc sweep stopped: {exc}", hint="run 'cpv verify'") from exc

@@ -2,8 +2,9 @@
 
 Each push that writes packs writes one index object naming them, *after* the packs are durable
 and *before* the snapshot (invariant 1). Index objects are content-addressed and never change;
-a client merges all of them into an in-memory map and keeps a local copy of each, so a later
-open fetches only the index objects it has not seen (one LIST, then GETs of the new ones)::
+a client merges all of them into one map (in RAM, or for a large store in a sorted table on
+disk: :class:`IndexTable`) and keeps a local copy of each, so a later open fetches only the
+index objects it has not seen (one LIST, then GETs of the new ones)::
 
     index   := b"CPVIDX01" | u32 npacks | npacks * pack id (32 B)
                | u32 nentries | nentries * entry | blake3(everything before) (32 B)
@@ -13,12 +14,17 @@ open fetches only the index objects it has not seen (one LIST, then GETs of the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import secrets
 import struct
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,11 +76,15 @@ def encode_index(packs: Iterable[PackRecord]) -> tuple[str, bytes]:
     return chunk_id(raw).hex(), raw
 
 
-def decode_index(raw: bytes, *, where: str) -> Iterator[tuple[bytes, Location]]:
-    """Parse an index object, checking its checksum and bounds."""
+def parse_index(raw: bytes, *, where: str) -> tuple[list[bytes], memoryview]:
+    """Check an index object's checksum and bounds; returns its pack ids and raw entries.
+
+    The entries are :data:`_ENTRY` records whose pack numbers are not checked yet (each
+    reader checks them as it reads: :func:`decode_index`, :meth:`IndexTable.build`).
+    """
     if len(raw) < len(INDEX_MAGIC) + 2 * _U32.size + DIGEST_SIZE or not raw.startswith(INDEX_MAGIC):
         raise FormatError(f"index {where} is not a cpv index (damaged or unknown version)")
-    body, digest = raw[:-DIGEST_SIZE], raw[-DIGEST_SIZE:]
+    body, digest = memoryview(raw)[:-DIGEST_SIZE], raw[-DIGEST_SIZE:]
     if chunk_id(body) != digest:
         raise FormatError(f"index {where} fails its checksum (damaged)")
     pos = len(INDEX_MAGIC)
@@ -82,20 +92,241 @@ def decode_index(raw: bytes, *, where: str) -> Iterator[tuple[bytes, Location]]:
     pos += _U32.size
     if pos + npacks * 32 + _U32.size > len(body):
         raise FormatError(f"index {where} is truncated")
-    pack_ids = [body[pos + 32 * i : pos + 32 * (i + 1)].hex() for i in range(npacks)]
+    pack_ids = [bytes(body[pos + 32 * i : pos + 32 * (i + 1)]) for i in range(npacks)]
     pos += 32 * npacks
     (nentries,) = _U32.unpack_from(body, pos)
     pos += _U32.size
     if nentries > MAX_INDEX_ENTRIES or pos + nentries * _ENTRY.size != len(body):
         raise FormatError(f"index {where} entry count does not match its size")
-    for cid, pnum, offset, length in _ENTRY.iter_unpack(body[pos:]):
+    return pack_ids, body[pos:]
+
+
+def decode_index(raw: bytes, *, where: str) -> Iterator[tuple[bytes, Location]]:
+    """Parse an index object, checking its checksum and bounds."""
+    packs, entries = parse_index(raw, where=where)
+    pack_ids = [p.hex() for p in packs]
+    npacks = len(pack_ids)
+    for cid, pnum, offset, length in _ENTRY.iter_unpack(entries):
         if pnum >= npacks:
             raise FormatError(f"index {where} names a pack number out of range")
         yield cid, Location(pack_ids[pnum], offset, length)
 
 
+class DamagedIndexError(FormatError):
+    """An index object found damaged while a table was built from it (see sync_index)."""
+
+    def __init__(self, index_id: str, message: str) -> None:
+        super().__init__(message)
+        self.index_id = index_id
+
+
+# -- the on-disk table of a large index ------------------------------------------------------
+
+SPILL_ENTRIES = 1_000_000
+"""Above this many index entries, :func:`sync_index` keeps them in an :class:`IndexTable`.
+
+A Python dict costs ~195 B of RAM per chunk (key, location object, two ints, the slot), so a
+10 TB store of 8.75 M chunks needed 2.1 GB before a push could start. Below the threshold the
+dict is kept: it is faster to build, and 1 M entries cost ~200 MB at most.
+"""
+
+TABLE_FILE = "index-table"
+TABLE_MAGIC = b"CPVITAB1"
+_U64 = struct.Struct("<Q")
+_FANOUT = 1 << 16  # first two bytes of a chunk id -> first record with that prefix
+_BUCKET_FLUSH = 2048  # records buffered per first byte while building (~25 MB for 256)
+
+
+class IndexTable:
+    """Index entries in a file of the local cache, sorted by chunk id, read with pread.
+
+    Layout (little-endian; one file, replaced atomically, so readers never see half)::
+
+        b"CPVITAB1" | u32 nsources | nsources * index id (32 B)
+                    | u32 npacks | npacks * pack id (32 B)
+                    | u64 nrecords | (65536 + 1) * u64 fan-out
+                    | nrecords * entry (same 48 B as an index object's, pack numbers global)
+
+    RAM per chunk is ~0: a lookup reads and searches the records that share the id's first two
+    bytes (~130 at 8.75 M chunks, 6 KB the kernel caches and may drop). Only the pack ids (32 B
+    per pack) and the fan-out (512 KB) are kept in RAM. The file is derived data: it is rebuilt
+    from the cached index objects whenever an index object it was built from is gone (a gc
+    rewrote the index), and deleting it is always safe.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            size = os.fstat(self._fd).st_size
+
+            def read(at: int, n: int) -> bytes:
+                if at + n > size:
+                    raise ValueError("truncated")
+                return os.pread(self._fd, n, at)
+
+            if read(0, len(TABLE_MAGIC)) != TABLE_MAGIC:
+                raise ValueError("not an index table")
+            pos = len(TABLE_MAGIC)
+            (nsources,) = _U32.unpack(read(pos, _U32.size))
+            pos += _U32.size
+            raw = read(pos, 32 * nsources)
+            self.sources = frozenset(raw[32 * i : 32 * (i + 1)].hex() for i in range(nsources))
+            pos += 32 * nsources
+            (npacks,) = _U32.unpack(read(pos, _U32.size))
+            pos += _U32.size
+            self._packs = read(pos, 32 * npacks)
+            self.npacks = npacks
+            pos += 32 * npacks
+            (self.count,) = _U64.unpack(read(pos, _U64.size))
+            pos += _U64.size
+            self._fanout = array("Q", read(pos, 8 * (_FANOUT + 1)))
+            pos += 8 * (_FANOUT + 1)
+            self._base = pos
+            if pos + self.count * _ENTRY.size != size or self._fanout[_FANOUT] != self.count:
+                raise ValueError("size does not match its counts")
+            if self._fanout[0] != 0 or any(a > b for a, b in pairwise(self._fanout)):
+                raise ValueError("fan-out is not sorted")
+        except (ValueError, struct.error, OSError) as exc:
+            self.close()
+            raise FormatError(f"local index table {path} is damaged ({exc})") from exc
+
+    def pack_id(self, number: int) -> str:
+        return self._packs[32 * number : 32 * (number + 1)].hex()
+
+    def pack_ids(self) -> set[str]:
+        return {self.pack_id(i) for i in range(self.npacks)}
+
+    def _block(self, cid: bytes, lo: int, hi: int) -> tuple[bytes, int]:
+        """The records from ``lo`` to ``hi`` and where ``cid``'s first one starts (-1: none).
+
+        One pread (~6 KB at 8.75 M chunks: nothing mapped, so nothing stays resident but the
+        kernel's page cache), searched by bytes.find in C, a few times faster than a bisect in
+        Python. A match must start a record.
+        """
+        size = _ENTRY.size
+        block = os.pread(self._fd, (hi - lo) * size, self._base + lo * size)
+        at = block.find(cid)
+        while at > 0 and at % size:
+            at = block.find(cid, at + 1)
+        return block, at
+
+    def __contains__(self, cid: bytes) -> bool:
+        if len(cid) != DIGEST_SIZE:
+            return False
+        prefix = cid[0] << 8 | cid[1]
+        lo, hi = self._fanout[prefix], self._fanout[prefix + 1]
+        return lo != hi and self._block(cid, lo, hi)[1] >= 0
+
+    def find(self, cid: bytes) -> list[Location]:
+        """Every location recorded for ``cid`` (several after a repair or a re-push)."""
+        if len(cid) != DIGEST_SIZE:
+            return []
+        prefix = cid[0] << 8 | cid[1]
+        lo, hi = self._fanout[prefix], self._fanout[prefix + 1]
+        if lo == hi:
+            return []
+        block, at = self._block(cid, lo, hi)
+        size = _ENTRY.size
+        found: list[Location] = []
+        while at >= 0 and at < len(block) and block[at : at + DIGEST_SIZE] == cid:
+            _, pnum, offset, length = _ENTRY.unpack_from(block, at)
+            loc = Location(self.pack_id(pnum), offset, length)
+            if loc not in found and pnum < self.npacks:
+                found.append(loc)
+            at += size
+        return found
+
+    def records(self) -> Iterator[tuple[bytes, Location]]:
+        """Every record in chunk-id order (a full scan: for tools, never a push's hot path)."""
+        step = 20_000 * _ENTRY.size
+        end = self._base + self.count * _ENTRY.size
+        for at in range(self._base, end, step):
+            block = os.pread(self._fd, min(step, end - at), at)
+            for cid, pnum, offset, length in _ENTRY.iter_unpack(block):
+                if pnum < self.npacks:
+                    yield cid, Location(self.pack_id(pnum), offset, length)
+
+    @classmethod
+    def build(cls, path: Path, sources: Iterable[tuple[str, bytes]]) -> IndexTable:
+        """Write the table of ``sources`` (index id, verified bytes) to ``path`` and open it.
+
+        Memory stays bounded by one index object plus one 256th of the entries: the records
+        are spread over 256 files by their first byte, then each is sorted alone.
+        """
+        import shutil
+        import tempfile
+        import time
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob(".index-table-*"):
+            # A build killed half-way (kill -9 skips the clean-up) left this; a day-old one is
+            # no other process's build in progress.
+            with contextlib.suppress(OSError):
+                if time.time() - old.stat().st_mtime > 24 * 3600:
+                    shutil.rmtree(old, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix=".index-table-", dir=path.parent) as tmp:
+            spill = [open(Path(tmp) / f"{b:02x}", "wb") for b in range(256)]  # noqa: SIM115
+            try:
+                buffers: list[list[bytes]] = [[] for _ in range(256)]
+                packs: dict[bytes, int] = {}
+                ids: list[str] = []
+                for index_id, raw in sources:
+                    local, entries = parse_index(raw, where=index_id)
+                    remap = [packs.setdefault(p, len(packs)) for p in local]
+                    pack = _ENTRY.pack
+                    for cid, pnum, offset, length in _ENTRY.iter_unpack(entries):
+                        if pnum >= len(remap):
+                            raise DamagedIndexError(
+                                index_id, f"index {index_id} names a pack number out of range")
+                        buf = buffers[cid[0]]
+                        buf.append(pack(cid, remap[pnum], offset, length))
+                        if len(buf) >= _BUCKET_FLUSH:
+                            spill[cid[0]].write(b"".join(buf))
+                            buf.clear()
+                    ids.append(index_id)
+                for b, buf in enumerate(buffers):
+                    spill[b].write(b"".join(buf))
+                    buf.clear()
+            finally:
+                for fh in spill:
+                    fh.close()
+            fanout = array("Q", bytes(8 * (_FANOUT + 1)))
+            out = Path(tmp) / "table"
+            total = 0
+            with open(out, "wb") as fh:
+                fh.write(TABLE_MAGIC + _U32.pack(len(ids)))
+                fh.write(b"".join(bytes.fromhex(i) for i in ids))
+                fh.write(_U32.pack(len(packs)) + b"".join(packs))
+                header = fh.tell()
+                fh.write(bytes(_U64.size + len(fanout) * 8))  # counts, written below
+                size = _ENTRY.size
+                for b in range(256):
+                    data = (Path(tmp) / f"{b:02x}").read_bytes()
+                    records = sorted(data[i : i + size] for i in range(0, len(data), size))
+                    del data
+                    # First record of each two-byte prefix: 256 bisects per bucket, no scan.
+                    for second in range(256):
+                        key = bytes((b, second))
+                        fanout[b << 8 | second] = total + bisect_left(records, key)
+                    fh.write(b"".join(records))
+                    total += len(records)
+                fanout[_FANOUT] = total
+                fh.seek(header)
+                fh.write(_U64.pack(total) + fanout.tobytes())
+            os.replace(out, path)
+        return cls(path)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class ChunkIndex:
-    """The merged, in-memory view of every index object in a store.
+    """The merged view of every index object in a store: in RAM, or on disk when large.
 
     A chunk may be named by several index entries (a repair or a re-push wrote a second copy).
     The first one is used unless damage records (:func:`read_damage`) or a missing pack say it
@@ -103,10 +334,15 @@ class ChunkIndex:
     not ``in`` the index (a push uploads it again, which is how a push of the original files
     repairs a damaged version), but :meth:`get` still returns its location as a last resort.
 
+    A large store's entries live in an :class:`IndexTable` (``table``) instead of the dict;
+    the dict then holds only what was added since (new index objects, a push's packs) and is
+    consulted first. Damage applies to both: the table's copies are judged at lookup.
+
     Not thread-safe for writers: the push pipeline adds entries under its own lock.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, table: IndexTable | None = None) -> None:
+        self.table = table
         self._chunks: dict[bytes, Location] = {}
         self._alts: dict[bytes, list[Location]] = {}
         self._suspect: set[bytes] = set()
@@ -118,16 +354,42 @@ class ChunkIndex:
         """True for one snapshot's locations only (:func:`load_locations`): never for writers."""
 
     def __len__(self) -> int:
-        return len(self._chunks)
+        """Entries (a chunk the table and the dict both name counts twice: a size, not a set)."""
+        return len(self._chunks) + (self.table.count if self.table is not None else 0)
 
     def __contains__(self, cid: object) -> bool:
-        return cid in self._chunks and not (self._suspect and cid in self._suspect)
+        if self.table is None or not isinstance(cid, bytes):
+            return cid in self._chunks and not (self._suspect and cid in self._suspect)
+        if not self._bad:  # no damage known (so nothing suspect): any entry will do
+            return cid in self._chunks or cid in self.table
+        loc, suspect = self._lookup(cid)
+        return loc is not None and not suspect
 
     def get(self, cid: bytes) -> Location | None:
-        return self._chunks.get(cid)
+        if self.table is None:
+            return self._chunks.get(cid)
+        return self._lookup(cid)[0]
 
     def is_suspect(self, cid: bytes) -> bool:
-        return cid in self._suspect
+        if self.table is None:
+            return cid in self._suspect
+        return self._lookup(cid)[1]
+
+    def _lookup(self, cid: bytes) -> tuple[Location | None, bool]:
+        """The location to use and whether every copy is known bad (dict first, then table)."""
+        assert self.table is not None
+        loc = self._chunks.get(cid)
+        if loc is not None and not (self._suspect and cid in self._suspect):
+            return loc, False
+        found = self.table.find(cid)
+        if not self._bad:
+            return (found[0], False) if found else (loc, loc is not None)
+        for candidate in found:
+            if not self._is_bad(cid, candidate):
+                return candidate, False
+        if loc is not None:
+            return loc, True
+        return (found[0], True) if found else (None, False)
 
     def add_pack(self, record: PackRecord) -> None:
         for e in record.entries:
@@ -173,44 +435,139 @@ class ChunkIndex:
     def pack_ids(self) -> set[str]:
         found = {loc.pack_id for loc in self._chunks.values()}
         found.update(loc.pack_id for alts in self._alts.values() for loc in alts)
+        if self.table is not None:
+            found |= self.table.pack_ids()
         return found
 
     def items(self) -> Iterator[tuple[bytes, Location]]:
-        return iter(self._chunks.items())
+        """Every chunk once, with the location :meth:`get` gives (the table: a full scan)."""
+        yield from self._chunks.items()
+        if self.table is not None:
+            last = b""
+            for cid, _loc in self.table.records():
+                if cid != last and cid not in self._chunks:
+                    loc = self.get(cid)
+                    if loc is not None:
+                        yield cid, loc
+                last = cid
 
 
 def sync_index(store: ObjectStore, cache_dir: Path | None) -> ChunkIndex:
     """Load every index object of ``store``, fetching only those not cached locally.
+
+    Above :data:`SPILL_ENTRIES` entries (with a cache to spill to) they go into an
+    :class:`IndexTable` on disk instead of RAM; the table stays valid while every index object
+    it was built from is listed, and objects added since are held in RAM on top of it.
 
     A damaged index object is skipped with a warning and listed in ``damaged_ids``: it must
     never block the versions it does not concern. The caller rebuilds what it described from
     pack footers (:meth:`~cpv.engine.repository.Repository.index`). Damage records are applied
     last, so a good copy of a chunk wins over a damaged one.
     """
-    index = ChunkIndex()
     listed = [info.key[len(INDEX_PREFIX) :] for info in store.list(INDEX_PREFIX)]
+    table = _usable_table(cache_dir, listed) if cache_dir is not None else None
+    index = ChunkIndex(table)
+    covered = table.sources if table is not None else frozenset()
+    index.index_ids.update(covered)
+    # Fetch and check what the table does not cover, counting its entries; the bytes are kept
+    # only while the total is small. A large total goes into a new table instead of the dict
+    # (the objects are read once more, from the cache), so RAM never holds a large index.
+    kept: dict[str, bytes] = {}
+    entries = 0
     for index_id in listed:
-        raw = read_cached(cache_dir, "index", index_id)
-        try:
-            if raw is None:
-                try:
-                    raw = store.get(INDEX_PREFIX + index_id)
-                except ObjectNotFoundError:
-                    log.debug("index %s vanished while listing (gc?)", index_id)
-                    continue
-                if chunk_id(raw).hex() != index_id:
-                    raise FormatError(f"index object {index_id} does not match its id (damaged)")
-                write_cached(cache_dir, "index", index_id, raw)
-            # Streamed: the checksum is checked before the first entry comes out.
-            index.add_entries(decode_index(raw, where=index_id))
-        except FormatError as exc:
-            log.warning("skipping %s; its packs are read from their footers instead "
-                        "(cpv repair rewrites it)", exc)
-            index.damaged_ids.add(index_id)
+        if index_id in covered:
             continue
-        index.index_ids.add(index_id)
+        raw = _fetch_index(store, cache_dir, index, index_id)
+        if raw is None:
+            continue
+        if cache_dir is None:  # nowhere to spill: the dict, one object at a time
+            _add_index_object(index, index_id, raw)
+            continue
+        entries += (len(raw) - DIGEST_SIZE) // _ENTRY.size
+        if entries <= SPILL_ENTRIES:
+            kept[index_id] = raw
+        else:
+            kept.clear()
+    if cache_dir is not None and entries > SPILL_ENTRIES:
+        if table is not None:
+            table.close()
+        damaged = set(index.damaged_ids)
+        while True:
+            try:
+                table = IndexTable.build(cache_dir / TABLE_FILE, (
+                    (i, raw) for i in listed if i not in damaged
+                    and (raw := _fetch_index(store, cache_dir, index, i)) is not None))
+                break
+            except DamagedIndexError as exc:  # found only once its entries are read
+                _skip_damaged(index, exc.index_id, exc)
+                damaged.add(exc.index_id)
+        damaged |= index.damaged_ids
+        index = ChunkIndex(table)
+        index.damaged_ids = damaged
+        index.index_ids.update(table.sources)
+    for index_id, raw in kept.items():
+        _add_index_object(index, index_id, raw)
     index.exclude(read_damage(store))
     return index
+
+
+def _add_index_object(index: ChunkIndex, index_id: str, raw: bytes) -> None:
+    try:
+        # Whole, then added: a damaged object contributes nothing, not the entries before the
+        # damage (objects reaching here are small, or there is no cache to spill to).
+        index.add_entries(list(decode_index(raw, where=index_id)))
+    except FormatError as exc:
+        _skip_damaged(index, index_id, exc)
+        return
+    index.index_ids.add(index_id)
+
+
+def _fetch_index(store: ObjectStore, cache_dir: Path | None, index: ChunkIndex,
+                 index_id: str) -> bytes | None:
+    """One index object, from the cache or the store, its id and checksum checked; None if
+    it vanished (a gc) or is damaged (then it is recorded in ``index.damaged_ids``)."""
+    raw = read_cached(cache_dir, "index", index_id)
+    try:
+        if raw is None:
+            try:
+                raw = store.get(INDEX_PREFIX + index_id)
+            except ObjectNotFoundError:
+                log.debug("index %s vanished while listing (gc?)", index_id)
+                return None
+            if chunk_id(raw).hex() != index_id:
+                raise FormatError(f"index object {index_id} does not match its id (damaged)")
+            write_cached(cache_dir, "index", index_id, raw)
+        parse_index(raw, where=index_id)  # checksum and bounds (pack numbers: as it is read)
+    except FormatError as exc:
+        _skip_damaged(index, index_id, exc)
+        return None
+    return raw
+
+
+def _skip_damaged(index: ChunkIndex, index_id: str, exc: FormatError) -> None:
+    log.warning("skipping %s; its packs are read from their footers instead "
+                "(cpv repair rewrites it)", exc)
+    index.damaged_ids.add(index_id)
+
+
+def _usable_table(cache_dir: Path, listed: list[str]) -> IndexTable | None:
+    """The cached table if every index object it was built from is still listed.
+
+    An object that is gone was rewritten by a gc, and its entries may name condemned packs:
+    then the table is stale and rebuilt (invariant 9: an entry whose pack is gone is not reused).
+    """
+    path = cache_dir / TABLE_FILE
+    if not path.exists():
+        return None
+    try:
+        table = IndexTable(path)
+    except (OSError, FormatError) as exc:
+        log.info("rebuilding the local index table: %s", exc)
+        return None
+    if table.sources - set(listed):
+        table.close()
+        return None
+    return table
 
 
 # -- damage records -------------------------------------------------------------------------

@@ -232,12 +232,16 @@ class Repository:
         return Snapshot(files=files, meta=root.meta, tree_id=root.tree,
                         node_ids=frozenset(walker.node_ids))
 
-    def needed_chunks(self, snapshot_id: str) -> Iterator[bytes]:
+    def needed_chunks(self, snapshot_id: str, *,
+                      walked: set[bytes] | None = None) -> Iterator[bytes]:
         """Every chunk id a snapshot needs, tree nodes included, streamed (ids may repeat).
 
         For gc and its sweep: no file entries are built and no path rule applies (see
         :meth:`Snapshot.decode`), but a tree that cannot be read raises FormatError, never ends
-        early, so liveness is exact or gc stops.
+        early, so liveness is exact or gc stops. ``walked``, shared across the snapshots of
+        one gc, skips the sub-trees an earlier snapshot yielded already (their chunks are in
+        the caller's set): 100 versions cost one tree plus what changed (see
+        :attr:`TreeWalker.walked`).
         """
         raw = self._snapshot_bytes(snapshot_id)
         if not is_tree_root(raw):
@@ -246,7 +250,9 @@ class Repository:
             return
         root = self._tree_root(raw, snapshot_id)
         self.use_snapshot_locations(snapshot_id)
-        yield from self._walker(snapshot_id, False).chunk_ids(root.tree)
+        walker = self._walker(snapshot_id, False)
+        walker.walked = walked
+        yield from walker.chunk_ids(root.tree)
 
     def iter_files(self, snapshot_id: str, *, check_paths: bool = True) -> Iterator[FileEntry]:
         """A snapshot's files in path order without holding them all (format 2 streams).

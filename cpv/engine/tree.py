@@ -294,11 +294,20 @@ def _node_id(value: object) -> bytes:
 class TreeWalker:
     """Reads a tree through ``read``; records every node id it read (gc marks them live)."""
 
-    def __init__(self, read: ReadNodes, *, check_paths: bool = True, where: str = "") -> None:
+    def __init__(self, read: ReadNodes, *, check_paths: bool = True, where: str = "",
+                 walked: set[bytes] | None = None) -> None:
         self._read = read
         self.check_paths = check_paths
         self.where = where
         self.node_ids: set[bytes] = set()
+        self.walked = walked
+        """Nodes whose sub-trees :meth:`chunk_ids` already yielded (shared across snapshots).
+
+        A node id names its bytes and so its whole sub-tree: once walked, every chunk under it
+        has been yielded, and gc over 100 versions that share 99 % of their nodes reads one
+        full tree plus the changed nodes. A walk that fails raises, so a node is never left in
+        the set with part of its sub-tree unread by a walk that went on.
+        """
 
     def fetch(self, ids: Sequence[bytes]) -> dict[bytes, Node]:
         wanted = list(dict.fromkeys(ids))
@@ -317,13 +326,20 @@ class TreeWalker:
         node = self.fetch([top])[top]
         yield from self._folder(node, "", (top,))
 
-    def folder_entries(self, node: Node, ancestors: tuple[bytes, ...]) -> Iterator[Entry]:
-        """A folder's entries in order, reading the parts of a split folder in batches."""
+    def folder_entries(self, node: Node, ancestors: tuple[bytes, ...],
+                       skip: set[bytes] | None = None,
+                       parts_read: list[bytes] | None = None) -> Iterator[Entry]:
+        """A folder's entries in order, reading the parts of a split folder in batches.
+
+        Parts in ``skip`` (walked already, see :attr:`walked`) are left out, and the parts
+        read are added to it. ``parts_read`` receives the id of every part read: they are
+        chunks a snapshot needs as much as its folders' nodes.
+        """
         last: list[str] = []
         # Files that a later folder of the same name could still follow ("a" < "a.b" < "a/"):
         # a sorted window, so the check costs no set of every name of a huge folder.
         files: deque[str] = deque()
-        for e in self._entries(node, ancestors, 0):
+        for e in self._entries(node, ancestors, 0, skip, parts_read):
             key = e.sort_key
             while files and files[0] + "/" < key:
                 files.popleft()
@@ -338,7 +354,9 @@ class TreeWalker:
                 raise FormatError(f"tree of snapshot {self.where} has a cycle at {e.name!r}")
             yield e
 
-    def _entries(self, node: Node, ancestors: tuple[bytes, ...], level: int) -> Iterator[Entry]:
+    def _entries(self, node: Node, ancestors: tuple[bytes, ...], level: int,
+                 skip: set[bytes] | None = None,
+                 parts_read: list[bytes] | None = None) -> Iterator[Entry]:
         if not node.is_parts:
             yield from node.entries
             return
@@ -348,9 +366,15 @@ class TreeWalker:
             batch = node.parts[start:start + PREFETCH]
             if any(p in ancestors for p in batch):
                 raise FormatError(f"tree of snapshot {self.where} has a cycle")
+            if skip is not None:
+                batch = tuple(dict.fromkeys(p for p in batch if p not in skip))
+                skip.update(batch)
             got = self.fetch(batch)
+            if parts_read is not None:
+                parts_read.extend(batch)
             for pid in batch:
-                yield from self._entries(got[pid], (*ancestors, pid), level + 1)
+                yield from self._entries(got[pid], (*ancestors, pid), level + 1, skip,
+                                         parts_read)
 
     def _folder(self, node: Node, prefix: str, ancestors: tuple[bytes, ...]) -> Iterator[FileEntry]:
         if len(ancestors) > MAX_DEPTH:
@@ -383,19 +407,31 @@ class TreeWalker:
         What gc and the sweep need, at a fraction of the cost of :meth:`files`: the same
         structural checks (order, duplicates, cycles, depth), no per-file objects.
         """
+        walked = self.walked
+        if walked is not None and top in walked:
+            return
         node = self.fetch([top])[top]
         yield top
+        if walked is not None:
+            walked.add(top)
         yield from self._chunks(node, (top,))
 
     def _chunks(self, node: Node, ancestors: tuple[bytes, ...]) -> Iterator[bytes]:
         if len(ancestors) > MAX_DEPTH:
             raise FormatError(f"tree of snapshot {self.where} is deeper than {MAX_DEPTH}")
+        walked = self.walked
         dirs: list[bytes] = []
-        for e in self.folder_entries(node, ancestors):
+        parts: list[bytes] = []
+        # The cycle check (folder_entries) runs before a walked sub-tree is skipped.
+        for e in self.folder_entries(node, ancestors, skip=walked, parts_read=parts):
             if e.child is not None:
-                dirs.append(e.child)
+                if walked is None or e.child not in walked:
+                    dirs.append(e.child)
+                    if walked is not None:
+                        walked.add(e.child)
                 continue
             yield from _doc_chunks(e, self.where)
+        yield from parts  # the leaves and inner parts of a split folder are chunks too
         for start in range(0, len(dirs), PREFETCH):
             batch = dirs[start:start + PREFETCH]
             got = self.fetch(batch)

@@ -394,7 +394,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=220, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(_json.map(lambda d: _node(d)[1]), st.binary(max_size=64).map(
     lambda b: TREE_MAGIC + b)))
 def test_fuzz_nodes_raise_only_clear_errors(raw: bytes) -> None:
@@ -404,6 +404,13 @@ def test_fuzz_nodes_raise_only_clear_errors(raw: bytes) -> None:
         for f in TreeWalker(_reader({nid: raw})).files(nid):
             assert f.path and ".." not in f.path.split("/")
     except (FormatError, UnsafePathError):
+        pass
+    # gc's walk (no path rule, shared walked set) must fail just as clearly.
+    try:
+        for cid in TreeWalker(_reader({nid: raw}), check_paths=False,
+                              walked=set()).chunk_ids(nid):
+            assert len(cid) == 32
+    except FormatError:
         pass
 
 
@@ -437,3 +444,61 @@ def test_dry_run_after_a_partial_index_judges_against_the_whole_store(memory_sto
     fresh.load_snapshot(sid_a)
     assert fresh.partial_index  # only a's packs are indexed
     assert push(fresh, b, limits=LIMITS, dry_run=True).new_bytes == 0
+
+
+def test_chunk_ids_names_every_part_of_a_split_folder() -> None:
+    """gc keeps what this yields: a split folder's leaves must be in it, or a repack loses them."""
+    files = _files(3000)  # above SINGLE_NODE_MAX: split into parts
+    top, nodes = _nodes(files)
+    assert len(nodes) > 3  # the folder really is split
+    want = set(nodes) | {c for f in files for c in f.chunks}
+    assert set(TreeWalker(_reader(nodes), check_paths=False).chunk_ids(top)) == want
+    assert set(TreeWalker(_reader(nodes), walked=set()).chunk_ids(top)) == want
+
+
+def test_walk_shared_across_versions_reads_each_node_once() -> None:
+    """gc over many versions: what they share is read once, and nothing any of them needs is
+    missed (the union equals the versions walked one by one)."""
+    v1 = _files(4000, folders=40)
+    v2 = [f if i // 100 != 7 else FileEntry(f.path, 1, 0o644, H, (bytes.fromhex(H),))
+          for i, f in enumerate(v1)]  # one whole folder (of 40) changed
+    (t1, n1), (t2, n2) = _nodes(v1), _nodes(v2)
+    nodes = {**n1, **n2}
+    alone = set(TreeWalker(_reader(nodes)).chunk_ids(t1)) | set(
+        TreeWalker(_reader(nodes)).chunk_ids(t2))
+    log: list[bytes] = []
+    walked: set[bytes] = set()
+    shared = set()
+    for top in (t1, t2, t2):
+        shared |= set(TreeWalker(_reader(nodes, log), walked=walked).chunk_ids(top))
+    assert shared == alone
+    assert len(log) == len(set(log)) == len(nodes)  # every node read once, the third walk none
+    assert len(set(n2) - set(n1)) <= 3  # the second version's new nodes: top and one folder
+
+
+def test_cycles_stop_gcs_walk_too() -> None:
+    """The chunk walk gc uses (no path rule, shared walked set) refuses a cycle, never loops."""
+    fake = bytes.fromhex("cc" * 32)
+    _, loop = _node({"e": [{"n": "loop", "d": fake.hex()}]})
+    _, parts = _node({"p": [fake.hex()]})
+    for raw in (loop, parts):
+        for walked in (None, set[bytes]()):
+            walker = TreeWalker(_reader({fake: raw}), check_paths=False, walked=walked)
+            with pytest.raises(FormatError, match="cycle"):
+                list(walker.chunk_ids(fake))
+    # A longer loop, through a sub-folder that an earlier version walked: still a cycle.
+    a, b = bytes.fromhex("aa" * 32), bytes.fromhex("bb" * 32)
+    _, raw_a = _node({"e": [{"n": "b", "d": b.hex()}]})
+    _, raw_b = _node({"e": [{"n": "a", "d": a.hex()}]})
+    with pytest.raises(FormatError, match="cycle"):
+        list(TreeWalker(_reader({a: raw_a, b: raw_b}), walked=set()).chunk_ids(a))
+
+
+def test_node_listing_a_parent_name_is_live_for_gc_but_refused_for_pull() -> None:
+    """``../x`` in a node never reaches a file system, but its chunks count as live: gc must
+    not decide liveness by the path rule (it would free data a repaired snapshot needs)."""
+    top, raw = _node({"e": [{"n": "../x", "s": 5, "m": 420, "h": H, "c": None}]})
+    with pytest.raises(UnsafePathError):
+        list(TreeWalker(_reader({top: raw})).files(top))
+    assert set(TreeWalker(_reader({top: raw}), check_paths=False,
+                          walked=set()).chunk_ids(top)) == {top, bytes.fromhex(H)}

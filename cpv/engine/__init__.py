@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cpv.engine.chunking import DEFAULT_CHUNKER, ChunkerParams
+    from cpv.engine.limits import TransferLimits
     from cpv.engine.pull import PullResult, pull
     from cpv.engine.push import PushResult, SymlinkPolicy, push
     from cpv.engine.repair import RepairReport, repair
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
         list_roots,
     )
     from cpv.engine.snapshot import FileEntry, Snapshot, check_snapshot_matches
-    from cpv.engine.transfer import TransferLimits
     from cpv.engine.verify import VerifyReport, verify
     from cpv.engine.worktree import local_changes, remove_replaced
 
@@ -53,7 +53,7 @@ _LAZY = {
     "Snapshot": "snapshot",
     "SnapshotInfo": "repository",
     "SymlinkPolicy": "push",
-    "TransferLimits": "transfer",
+    "TransferLimits": "limits",
     "VerifyReport": "verify",
     "check_snapshot_matches": "snapshot",
     "forget": "roots",

@@ -36,6 +36,11 @@ CREATE TABLE IF NOT EXISTS files (
 )
 """
 
+_LOAD_ROWS = ("SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, chunks"
+              " FROM files WHERE path >= ? AND path < ?")
+_LOAD_DIGESTS = ("SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, X''"
+                 " FROM files WHERE path >= ? AND path < ?")
+
 
 def cache_key(folder: str, relpath: str) -> str:
     """The key of a file in a tree: ``folder`` is the tree's absolute path (``os.path.abspath``).
@@ -104,13 +109,12 @@ class StatCache:
             return
         base = folder.rstrip("/")
         low, high = base + "/", base + "0"  # "0" is the character after "/"
+        # Without a chunker only digest() answers: the chunk lists (32 bytes per chunk, most
+        # of a big file's row) are not read.
+        query = _LOAD_DIGESTS if self._chunker_key is None else _LOAD_ROWS
         with self._lock:
             try:
-                rows = self._db.execute(
-                    "SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, chunks"
-                    " FROM files WHERE path >= ? AND path < ?",
-                    (low, high),
-                ).fetchall()
+                rows = self._db.execute(query, (low, high)).fetchall()
             except sqlite3.Error as exc:
                 log.debug("stat cache load failed: %s", exc)
                 return

@@ -223,6 +223,10 @@ class BaselineStore:
     def __init__(self, workspace_root: Path) -> None:
         self._dir = workspace_root / LOCAL_DIR / "baseline"
         self._root = workspace_root
+        # file -> (its stamp when read, what it held): a command asks for the same folder's
+        # baseline several times (push: left-out check, no-op check, lineage), and 20,000
+        # entries cost a JSON decode each time.
+        self._read: dict[Path, tuple[tuple[int, int, int], Baseline]] = {}
 
     def _file(self, folder: Path) -> Path:
         folder = Path(os.path.abspath(folder))
@@ -237,12 +241,21 @@ class BaselineStore:
         return self._dir / f"{name}.json"
 
     def load(self, folder: Path) -> Baseline | None:
+        """The baseline of ``folder``; the caller must not change the returned table."""
         path = self._file(folder)
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                known = self._read.get(path)
+                if known is not None and known[0] == stamp:
+                    return known[1]
+                doc = json.loads(fh.read())
             files = {str(p): (int(v[0]), str(v[1])) for p, v in doc["files"].items()}
             sid = doc.get("snapshot_id")
-            return Baseline(str(sid) if sid else None, files)
+            baseline = Baseline(str(sid) if sid else None, files)
+            self._read[path] = (stamp, baseline)
+            return baseline
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:

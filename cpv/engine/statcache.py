@@ -40,6 +40,8 @@ _LOAD_ROWS = ("SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, chun
               " FROM files WHERE path >= ? AND path < ?")
 _LOAD_DIGESTS = ("SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, X''"
                  " FROM files WHERE path >= ? AND path < ?")
+_LOAD_STAMPS = ("SELECT substr(path, ?), size, mtime_ns, ctime_ns, ino, blake3"
+                " FROM files WHERE path >= ? AND path < ?")
 
 
 def cache_key(folder: str, relpath: str) -> str:
@@ -120,6 +122,22 @@ class StatCache:
                 return
             self._loaded = {r[0]: r[1:] for r in rows}
             self._loaded_prefix = low
+
+    def stamps_under(self, folder: str) -> dict[str, tuple[int, int, int, int, str]]:
+        """Every entry written under the absolute ``folder``, by path relative to it:
+        ``(size, mtime_ns, ctime_ns, ino, blake3)``. One query answers a whole tree, and each
+        file then costs one lookup by the name a walk already has (a no-op push of 20,000
+        files asks this); an entry is valid only if all four stamp fields still match."""
+        if self._db is None:
+            return {}
+        base = folder.rstrip("/")
+        with self._lock:
+            try:
+                rows = self._db.execute(_LOAD_STAMPS, (len(base) + 2, base + "/", base + "0"))
+                return {r[0]: r[1:] for r in rows}
+            except sqlite3.Error as exc:
+                log.debug("stat cache load failed: %s", exc)
+                return {}
 
     def lookup(self, path: Path | str, stamp: FileStamp) -> CachedHash | None:
         row = self._row(str(path), stamp)

@@ -113,9 +113,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'cpv.engine' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"cpv.engine.{module}"), name)
+    # __import__, not importlib.import_module: the module then shows in ``-X importtime``.
+    value = getattr(__import__(f"cpv.engine.{module}", fromlist=[name]), name)
     globals()[name] = value
     return value
 

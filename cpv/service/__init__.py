@@ -74,9 +74,8 @@ _HOME = {
 def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module 'cpv.service' has no attribute {name!r}")
-    import importlib
-
-    module = importlib.import_module(f"cpv.service.{_HOME.get(name, 'results')}")
+    # __import__, not importlib.import_module: the module then shows in ``-X importtime``.
+    module = __import__(f"cpv.service.{_HOME.get(name, 'results')}", fromlist=[name])
     value = getattr(module, name)
     globals()[name] = value
     return value

@@ -587,8 +587,12 @@ class WorkspaceService:
     ) -> tuple[LocalChanges, Baseline, StatCache | None]:
         baseline = self._baseline(track, folder)
         cache = self.ws.stat_digests()
-        changes = local_changes(folder, baseline.files, cache, self.exclude(track))
-        return changes, baseline, cache
+        exclude = self.exclude(track)
+        if baseline.files and unchanged_since(folder, baseline.files, cache, exclude):
+            # The no-op push's test: every file vouched for by one stat and one lookup, so
+            # status of an unchanged tree builds no per-file comparison.
+            return LocalChanges((), (), ()), baseline, cache
+        return local_changes(folder, baseline.files, cache, exclude), baseline, cache
 
     def local_changes(self, kind: Kind) -> list[str]:
         """Files of ``kind``'s folder edited, added or deleted here since the last push/pull."""

@@ -46,16 +46,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import Self
 
-from cpv.engine.transfer import PART_SIZE_RANGE, WORKERS_RANGE
+from cpv.engine.limits import PART_SIZE_RANGE, WORKERS_RANGE
 from cpv.errors import ConfigError
-from cpv.provision import (
-    ensure_private_dir,
-    ensure_ssh_key,
-    find_aws_profile,
-    rewrite_remote,
-    write_private_file,
-    write_ssh_host_block,
-)
 from cpv.secrets import find_secret, find_token, redact, redact_url, url_credential
 
 logger = logging.getLogger(__name__)
@@ -286,7 +278,11 @@ HostAlias = Annotated[str, AfterValidator(_check_host_alias)]
 class _Model(BaseModel):
     """Frozen, typo-intolerant base; direct construction raises ConfigError, not pydantic's."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    # defer_build: the validators are built when first used, not when this module is imported;
+    # loading the config validates CPVConfig alone (its sections inline), so the sections'
+    # own validators are never built on the way (a no-op push's start-up, docs/benchmarks.md).
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True,
+                              defer_build=True)
 
     if not TYPE_CHECKING:  # keep the field-typed __init__ that pydantic synthesises for mypy
 
@@ -633,6 +629,8 @@ class CPVConfig(_Model):
             ConfigError: the file or its folder cannot be written.
         """
         target = self._env.expand(path)
+        from cpv.provision import write_private_file  # here: loading needs none of it
+
         write_private_file(target, _to_json(self.model_dump(mode="json", exclude_defaults=True)))
         logger.info("saved cpv config to %s", target)
         return target
@@ -787,6 +785,8 @@ class CPVConfig(_Model):
                 f"AWS credential file not found: {candidates[0]}",
                 hint=f"check the path, or run: aws configure --profile {profile}",
             )
+        from cpv.provision import find_aws_profile
+
         if find_aws_profile(profile, candidates) is None:
             raise ConfigError(
                 f"AWS profile {profile!r} not found in {', '.join(map(str, candidates))}",
@@ -850,6 +850,13 @@ class CPVConfig(_Model):
                 f"keygen_filename {keygen_filename!r} must be a plain file name",
                 hint="e.g. id_rsa_bitbucket (the public key is written next to it as .pub)",
             )
+        from cpv.provision import (
+            ensure_private_dir,
+            ensure_ssh_key,
+            rewrite_remote,
+            write_ssh_host_block,
+        )
+
         new_remote, port = rewrite_remote(remote, host=host, alias=alias)
         directory = Path(
             os.path.abspath(

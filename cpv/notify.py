@@ -17,8 +17,6 @@ import ipaddress
 import json
 import logging
 import math
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -75,6 +73,9 @@ def post_event(webhook_url: str, event: Mapping[str, object], *, timeout_s: floa
         NotifyError: the URL is not http(s), the host cannot be reached or times out, or the
             receiver answers with a non-2xx status.
     """
+    import urllib.error  # here, not at the top: most commands notify nobody
+    import urllib.request
+
     where = redact_url(webhook_url)
     try:
         parts = urlsplit(webhook_url)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from cpv.config import CPVConfig
-from cpv.engine import Repository, TransferLimits
 from cpv.engine.statcache import STAT_CACHE_FILE, StatCache
 from cpv.errors import NoStoreError, NotAWorkspaceError
 from cpv.progress import NULL_PROGRESS, Progress
@@ -35,6 +34,7 @@ from cpv.versioning.manifest import manifest_name
 from cpv.versioning.tags import Version, line_tag
 
 if TYPE_CHECKING:
+    from cpv.engine import Repository, TransferLimits
     from cpv.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,8 @@ class Workspace:
 
     @property
     def limits(self) -> TransferLimits:
+        from cpv.engine import TransferLimits  # here: a no-op push moves no byte (and is quick)
+
         t = self.config.transfer
         return TransferLimits(workers=t.effective_workers, part_size=t.part_size)
 
@@ -155,6 +157,8 @@ class Workspace:
     def repository(self, *, create: bool = False) -> Repository:
         """The engine's view of the store; ``create`` initialises a store that has none."""
         if self._repo is None:
+            from cpv.engine import Repository
+
             cache = self.config.cache_dir
             try:
                 self._repo = Repository.open(self.store(), cache_dir=cache)

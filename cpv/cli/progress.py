@@ -9,12 +9,14 @@ from __future__ import annotations
 import shutil
 import sys
 import threading
-from typing import Any
-
-from tqdm import tqdm
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from cpv.cli.render import fmt_bytes
 from cpv.progress import Phase, Unit
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 _KNOWN = "{desc}: {percentage:3.0f}%|{bar}| {done}/{all} [{elapsed}<{remaining}, {speed}]"
 _UNKNOWN = "{desc}: {done} [{elapsed}, {speed}]"
@@ -30,25 +32,33 @@ _LABELS: dict[str, str] = {
 }
 
 
-class _Bar(tqdm):  # type: ignore[misc]
-    """Byte counts and rates in the same binary units as every summary line (``12.0 MiB``).
+@cache
+def _bar_class() -> type[tqdm]:
+    """The bar class, built on first use: a command that draws no bar (``-q``, a pipe, a
+    no-op push) does not import tqdm."""
+    from tqdm import tqdm
 
-    tqdm's own scaling shows sizes divided by 1024 but rates by 1000, both labelled ``MB``.
-    """
+    class _Bar(tqdm):  # type: ignore[misc]
+        """Byte counts and rates in the same binary units as every summary line (``12.0 MiB``).
 
-    @property
-    def format_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = super().format_dict
-        if d.get("unit") == "B":
-            elapsed = d.get("elapsed") or 0
-            rate = d.get("rate") or (d["n"] / elapsed if elapsed else None)
-            d["done"] = fmt_bytes(d["n"])
-            d["all"] = fmt_bytes(d["total"]) if d.get("total") else "?"
-            d["speed"] = f"{fmt_bytes(rate)}/s" if rate else "- B/s"
-        else:
-            d["done"], d["all"] = str(d["n"]), str(d.get("total") or "?")
-            d["speed"] = f"{d['rate']:.0f} {d.get('unit')}/s" if d.get("rate") else "-"
-        return d
+        tqdm's own scaling shows sizes divided by 1024 but rates by 1000, both labelled ``MB``.
+        """
+
+        @property
+        def format_dict(self) -> dict[str, Any]:
+            d: dict[str, Any] = super().format_dict
+            if d.get("unit") == "B":
+                elapsed = d.get("elapsed") or 0
+                rate = d.get("rate") or (d["n"] / elapsed if elapsed else None)
+                d["done"] = fmt_bytes(d["n"])
+                d["all"] = fmt_bytes(d["total"]) if d.get("total") else "?"
+                d["speed"] = f"{fmt_bytes(rate)}/s" if rate else "- B/s"
+            else:
+                d["done"], d["all"] = str(d["n"]), str(d.get("total") or "?")
+                d["speed"] = f"{d['rate']:.0f} {d.get('unit')}/s" if d.get("rate") else "-"
+            return d
+
+    return _Bar
 
 
 class TqdmProgress:
@@ -69,7 +79,7 @@ class TqdmProgress:
                 self._bars[phase].close()
             # A fresh pty or some CI consoles report 0 columns; tqdm then draws nothing.
             narrow = shutil.get_terminal_size((80, 24)).columns <= 0
-            self._bars[phase] = _Bar(
+            self._bars[phase] = _bar_class()(
                 total=total or None,
                 desc=_LABELS.get(phase, phase),
                 unit=unit,

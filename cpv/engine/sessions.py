@@ -47,7 +47,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cpv.engine.push import Exclude, PushResult, SymlinkPolicy, push
 from cpv.engine.roots import RootInfo, record_retire
 from cpv.engine.snapshot import FileEntry, Snapshot
 from cpv.errors import (
@@ -63,6 +62,7 @@ from cpv.progress import NULL_PROGRESS, Progress
 from cpv.store.capabilities import store_features
 
 if TYPE_CHECKING:
+    from cpv.engine.push import Exclude, PushResult, SymlinkPolicy
     from cpv.engine.repository import Repository
     from cpv.engine.transfer import TransferLimits
 
@@ -215,6 +215,8 @@ def push_part(
             f"session {session} was already committed by {claim.coordinator}; "
             f"part {part} cannot join it", session=session, holder=claim.coordinator,
             snapshot_id=claim.snapshot_id, hint="push the next checkpoint under a new session id")
+    from cpv.engine.push import push  # here: reading a snapshot's parts (ls, pull) needs no push
+
     result = push(repo, Path(folder), exclude=exclude, progress=progress, limits=limits,
                   symlinks=symlinks, meta={SESSION_META_KEY: session, "part": part},
                   record_root=RootInfo(kind=PART_KIND, name=f"{session}/{part}"))

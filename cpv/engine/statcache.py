@@ -36,6 +36,13 @@ CREATE TABLE IF NOT EXISTS files (
 )
 """
 
+_LOAD_ROWS = ("SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, chunks"
+              " FROM files WHERE path >= ? AND path < ?")
+_LOAD_DIGESTS = ("SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, X''"
+                 " FROM files WHERE path >= ? AND path < ?")
+_LOAD_STAMPS = ("SELECT substr(path, ?), size, mtime_ns, ctime_ns, ino, blake3"
+                " FROM files WHERE path >= ? AND path < ?")
+
 
 def cache_key(folder: str, relpath: str) -> str:
     """The key of a file in a tree: ``folder`` is the tree's absolute path (``os.path.abspath``).
@@ -104,18 +111,33 @@ class StatCache:
             return
         base = folder.rstrip("/")
         low, high = base + "/", base + "0"  # "0" is the character after "/"
+        # Without a chunker only digest() answers: the chunk lists (32 bytes per chunk, most
+        # of a big file's row) are not read.
+        query = _LOAD_DIGESTS if self._chunker_key is None else _LOAD_ROWS
         with self._lock:
             try:
-                rows = self._db.execute(
-                    "SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, chunks"
-                    " FROM files WHERE path >= ? AND path < ?",
-                    (low, high),
-                ).fetchall()
+                rows = self._db.execute(query, (low, high)).fetchall()
             except sqlite3.Error as exc:
                 log.debug("stat cache load failed: %s", exc)
                 return
             self._loaded = {r[0]: r[1:] for r in rows}
             self._loaded_prefix = low
+
+    def stamps_under(self, folder: str) -> dict[str, tuple[int, int, int, int, str]]:
+        """Every entry written under the absolute ``folder``, by path relative to it:
+        ``(size, mtime_ns, ctime_ns, ino, blake3)``. One query answers a whole tree, and each
+        file then costs one lookup by the name a walk already has (a no-op push of 20,000
+        files asks this); an entry is valid only if all four stamp fields still match."""
+        if self._db is None:
+            return {}
+        base = folder.rstrip("/")
+        with self._lock:
+            try:
+                rows = self._db.execute(_LOAD_STAMPS, (len(base) + 2, base + "/", base + "0"))
+                return {r[0]: r[1:] for r in rows}
+            except sqlite3.Error as exc:
+                log.debug("stat cache load failed: %s", exc)
+                return {}
 
     def lookup(self, path: Path | str, stamp: FileStamp) -> CachedHash | None:
         row = self._row(str(path), stamp)

@@ -147,10 +147,9 @@ def unchanged_by_stat(
     doubt too: the full push then says what is wrong with it.
     """
     expected = {f.path: f for f in files}
-    tree_key = os.path.abspath(root)
-    cache.load_folder(tree_key)
+    stamps = cache.stamps_under(os.path.abspath(root))
     try:
-        seen = _all_known(str(root), "", expected, cache, tree_key, exclude)
+        seen = _all_known(str(root), "", expected, stamps, exclude)
     except OSError:
         return False
     return seen == len(expected)
@@ -160,8 +159,7 @@ def _all_known(
     folder: str,
     prefix: str,
     expected: dict[str, FileEntry],
-    cache: StatCache,
-    tree_key: str,
+    stamps: dict[str, tuple[int, int, int, int, str]],
     exclude: Callable[[str], bool] | None,
 ) -> int:
     """How many entries of ``expected`` were found unchanged under ``folder``; -1 (and no
@@ -175,7 +173,7 @@ def _all_known(
             continue
         st = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
-            found = _all_known(entry.path, rel + "/", expected, cache, tree_key, exclude)
+            found = _all_known(entry.path, rel + "/", expected, stamps, exclude)
             if found < 0:
                 return -1
             seen += found
@@ -186,13 +184,14 @@ def _all_known(
         if stat.S_ISLNK(st.st_mode):
             if want.link is None or os.readlink(entry.path) != want.link:
                 return -1
-        elif (
-            not stat.S_ISREG(st.st_mode)
-            or want.is_symlink
-            or want.size != st.st_size
-            or cache.digest(cache_key(tree_key, rel), FileStamp.of(st)) != want.blake3
-        ):
+        elif not stat.S_ISREG(st.st_mode) or want.link is not None:
             return -1
+        else:
+            known = stamps.get(rel)
+            if (known is None or known[4] != want.blake3 or known[0] != st.st_size
+                    or known[1] != st.st_mtime_ns or known[2] != st.st_ctime_ns
+                    or known[3] != st.st_ino):
+                return -1
         seen += 1
     return seen
 

@@ -25,12 +25,15 @@ import os
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
-from cpv.engine import Repository, Snapshot, check_snapshot_matches
 from cpv.engine.hashing import chunk_id
+from cpv.engine.snapshot import Snapshot, check_snapshot_matches
 from cpv.errors import IntegrityError
 from cpv.versioning import ChangeCounts, Manifest
+
+if TYPE_CHECKING:
+    from cpv.engine.repository import Repository
 
 log = logging.getLogger(__name__)
 

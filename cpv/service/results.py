@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from cpv.config import CredentialCheck
-from cpv.engine import VerifyReport
-from cpv.engine.gc import GCReport
 from cpv.versioning import ManifestChange, MetricDelta
 from cpv.workspace import Kind
+
+if TYPE_CHECKING:  # fields' types only: a push's result needs neither gc nor verify
+    from cpv.engine.gc import GCReport
+    from cpv.engine.verify import VerifyReport
 
 MB = 1024 * 1024
 

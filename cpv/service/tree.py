@@ -111,20 +111,21 @@ class IgnoreRules:
         the rest go through pathspec's ordered, negation-aware match (6x faster on a walk of
         100,000 files, where every push and status asks this of every entry)."""
         maybe = self._maybe
-        if maybe is None or not (maybe.search(path) or maybe.search(f"{path}/")):
+        if maybe is None or not maybe.search(f"{path}/"):  # also finds whatever ``path`` would
             return False
         return self._spec.match_file(path) or self._spec.match_file(f"{path}/")
 
     def for_folder(self, folder: str) -> Callable[[str], bool]:
         """The exclude test for paths relative to the tracked folder ``folder``."""
-        options = self.options
+        options = self.options if self.options else None
         root = self._root
+        ignored = self.ignored
 
         def excluded(rel: str) -> bool:
             path = f"{folder}/{rel}"
-            if exclude_internal(rel) or self.ignored(path):
+            if exclude_internal(rel) or ignored(path):
                 return True
-            return bool(options) and options.drops(path, is_dir=_is_dir(root / path))
+            return options is not None and options.drops(path, is_dir=_is_dir(root / path))
 
         return excluded
 
@@ -152,17 +153,29 @@ class IgnoreRules:
 _FLOATING = "^(?:.+/)?"  # how pathspec starts a pattern that may match at any depth
 
 
+#: How pathspec ends a gitignore pattern: "then a ``/`` (more path) or the end", or "then a
+#: ``/``" (a folder-only pattern).
+_ENDINGS = ("(?:(?P<ps_d>/)|$)", "(?P<ps_d>/)")
+
+
 def _any_positive(spec: pathspec.GitIgnoreSpec) -> re.Pattern[str] | None:
-    """One regex, for ``search``, that finds wherever any ignoring (non-``!``) pattern of
-    ``spec`` would match: a pattern that may match at any depth becomes ``(?:^|/)...``, which
-    a scan finds without backtracking over every ``/`` as ``^(?:.+/)?`` makes it do."""
+    """One regex, for ``search`` in ``path + "/"``, that finds wherever any ignoring
+    (non-``!``) pattern of ``spec`` would match ``path`` or ``path/``: a pattern that may match
+    at any depth becomes ``(?:^|/)...``, which a scan finds without backtracking over every
+    ``/`` as ``^(?:.+/)?`` makes it do. One search serves both forms because each pattern
+    ends with "``/`` or the end" (a match ending at the end of ``path`` also matches at the
+    ``/`` after it) or with "``/``"; a pattern ending otherwise is searched as "anywhere", a
+    looser test, which only costs the exact match that follows."""
     floating: list[str] = []
     anchored: list[str] = []
     for pattern in spec.patterns:
         regex = getattr(pattern, "regex", None)
         if not getattr(pattern, "include", None) or regex is None:
             continue
-        text = re.sub(r"\(\?P<[^>]+>", "(?:", str(regex.pattern))
+        raw = str(regex.pattern)
+        if not raw.endswith(_ENDINGS):
+            raw = "(?:.*)"
+        text = re.sub(r"\(\?P<[^>]+>", "(?:", raw)
         if text.startswith(_FLOATING):
             floating.append(text[len(_FLOATING):])
         else:
@@ -223,6 +236,10 @@ class BaselineStore:
     def __init__(self, workspace_root: Path) -> None:
         self._dir = workspace_root / LOCAL_DIR / "baseline"
         self._root = workspace_root
+        # file -> (its stamp when read, what it held): a command asks for the same folder's
+        # baseline several times (push: left-out check, no-op check, lineage), and 20,000
+        # entries cost a JSON decode each time.
+        self._read: dict[Path, tuple[tuple[int, int, int], Baseline]] = {}
 
     def _file(self, folder: Path) -> Path:
         folder = Path(os.path.abspath(folder))
@@ -237,12 +254,21 @@ class BaselineStore:
         return self._dir / f"{name}.json"
 
     def load(self, folder: Path) -> Baseline | None:
+        """The baseline of ``folder``; the caller must not change the returned table."""
         path = self._file(folder)
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                known = self._read.get(path)
+                if known is not None and known[0] == stamp:
+                    return known[1]
+                doc = json.loads(fh.read())
             files = {str(p): (int(v[0]), str(v[1])) for p, v in doc["files"].items()}
             sid = doc.get("snapshot_id")
-            return Baseline(str(sid) if sid else None, files)
+            baseline = Baseline(str(sid) if sid else None, files)
+            self._read[path] = (stamp, baseline)
+            return baseline
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:

@@ -22,17 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpv.config import CPVConfig
-from cpv.engine import (
-    PullResult,
-    PushResult,
-    Snapshot,
-    SymlinkPolicy,
-    pull,
-    push,
-)
-from cpv.engine import verify as engine_verify
-from cpv.engine.gc import DEFAULT_GRACE_S, collect_garbage
-from cpv.engine.repair import RepairReport, repair
 from cpv.engine.roots import (
     AdoptReport,
     ForgetPolicy,
@@ -47,8 +36,7 @@ from cpv.engine.roots import (
     record_untag,
 )
 from cpv.engine.sessions import parts_of
-from cpv.engine.snapshot import SNAPSHOT_PREFIX
-from cpv.engine.statcache import StatCache
+from cpv.engine.snapshot import SNAPSHOT_PREFIX, Snapshot
 from cpv.engine.worktree import remove_replaced
 from cpv.errors import (
     ConfigError,
@@ -135,6 +123,12 @@ from cpv.workspace import (
 )
 
 if TYPE_CHECKING:
+    # The engine's transfer side (push, pull, verify, gc, repair) is imported by the methods
+    # that move bytes: a no-op push and status decide without it (docs/benchmarks.md).
+    from cpv.engine.pull import PullResult
+    from cpv.engine.push import PushResult, SymlinkPolicy
+    from cpv.engine.repair import RepairReport
+    from cpv.engine.statcache import StatCache
     from cpv.service.sessions import SessionCommit
 
 log = logging.getLogger(__name__)
@@ -593,8 +587,12 @@ class WorkspaceService:
     ) -> tuple[LocalChanges, Baseline, StatCache | None]:
         baseline = self._baseline(track, folder)
         cache = self.ws.stat_digests()
-        changes = local_changes(folder, baseline.files, cache, self.exclude(track))
-        return changes, baseline, cache
+        exclude = self.exclude(track)
+        if baseline.files and unchanged_since(folder, baseline.files, cache, exclude):
+            # The no-op push's test: every file vouched for by one stat and one lookup, so
+            # status of an unchanged tree builds no per-file comparison.
+            return LocalChanges((), (), ()), baseline, cache
+        return local_changes(folder, baseline.files, cache, exclude), baseline, cache
 
     def local_changes(self, kind: Kind) -> list[str]:
         """Files of ``kind``'s folder edited, added or deleted here since the last push/pull."""
@@ -662,19 +660,20 @@ class WorkspaceService:
                 f"nothing to upload: {source} does not exist", path=str(source),
                 hint=f"put the {kind} files in {folder} or pass a path")
         current = ws.history.current_manifest(kind, track.name)
+        params = dict(params or {})
+        resolved = resolve_metrics(metrics) if metrics is not None else {}
+        if not (dry_run or force or extra) and source == folder and current is not None:
+            # Before _left_out: a no-op found every baseline file present and not excluded,
+            # so no rule hides a file of the current version, and the per-file check is spared.
+            unchanged = self._unchanged_upload(track, current, resolved, message, params,
+                                               publish=publish)
+            if unchanged is not None:
+                return unchanged
         left_out = self._left_out(track, source, current) if source == folder else []
         if not has_files(source, self.exclude(track)):
             raise LocalIOError(
                 f"nothing to upload: {source} holds no files", path=str(source),
                 hint=f"save the {kind} files there first; an empty folder records no version")
-        params = dict(params or {})
-        resolved = resolve_metrics(metrics) if metrics is not None else {}
-        if (not (dry_run or force or extra or left_out) and source == folder
-                and current is not None):
-            unchanged = self._unchanged_upload(track, current, resolved, message, params,
-                                               publish=publish)
-            if unchanged is not None:
-                return unchanged
         lineage = self.lineage_now() if kind == "model" else None
         repo = ws.repository(create=not dry_run)
         # The store records the version itself (a root), so what is live never depends on one
@@ -683,6 +682,8 @@ class WorkspaceService:
                         author=ws.history.default_author(), metrics=resolved,
                         workspace=ws.workspace_id or "",
                         parents=(current.snapshot_id,) if current is not None else ())
+        from cpv.engine.push import push
+
         try:
             result: PushResult = push(
                 repo, source, exclude=self.exclude(track), progress=ws.progress,
@@ -804,8 +805,8 @@ class WorkspaceService:
                 or (params and dict(current.params) != dict(params))):
             return None
         baseline = self._baselines.load(folder)
-        if baseline is None or baseline.snapshot_id != current.snapshot_id:
-            return None
+        if baseline is None or not baseline.files or baseline.snapshot_id != current.snapshot_id:
+            return None  # (no files: the full path says "nothing to upload")
         if not unchanged_since(folder, baseline.files, ws.stat_digests(), self.exclude(track)):
             return None
         if ws.history.status().changes:
@@ -1195,6 +1196,8 @@ class WorkspaceService:
         # turned into a folder, by this pull; the user's own files never.
         replaced = [p for p in baseline.files if inside(p)
                     and (force or (p not in changes.edited and p not in changes.added))]
+        from cpv.engine.pull import pull
+
         try:
             result = pull(self.ws.repository(), manifest.snapshot_id, target, paths=subs,
                           progress=self.ws.progress, limits=self.ws.limits,
@@ -1512,6 +1515,8 @@ class WorkspaceService:
                 if manifest.snapshot_id not in selected:
                     selected.append(manifest.snapshot_id)
         snapshot_ids = selected
+        from cpv.engine.verify import verify as engine_verify
+
         report = engine_verify(self.ws.repository(), snapshot_ids=snapshot_ids, deep=deep,
                                progress=self.ws.progress, limits=self.ws.limits)
         checked = sorted({label for sid in snapshot_ids for label, _ in labels.get(sid, [])})
@@ -1547,6 +1552,8 @@ class WorkspaceService:
             MigrationNeededError: a store written before roots (run ``cpv migrate`` once).
             StoreLockedError: another gc runs (exit 11). StoreError: re-run to finish.
         """
+        from cpv.engine.gc import DEFAULT_GRACE_S, collect_garbage
+
         repo = self.ws.repository()
         with self._migration_hint():
             report = collect_garbage(
@@ -1706,6 +1713,8 @@ class WorkspaceService:
     def repair(self) -> RepairReport:
         """Heal the store: rebuild damaged index objects from pack footers and re-upload
         damaged or missing chunks from the files in this workspace's tracked folders."""
+        from cpv.engine.repair import repair
+
         sources = [self.root / t.path for t in self.tracked_paths()
                    if (self.root / t.path).exists()]
         return repair(self.ws.repository(), sources=sources, limits=self.ws.limits,

@@ -13,10 +13,12 @@ push/fetch/clone refused or unreached  :class:`~cpv.errors.GitRemoteError` (one 
 ``git`` not installed, any other fail  :class:`~cpv.errors.VersioningError`
 =====================================  ===============================================
 
-Why subprocess ``git`` (via ``Git.execute``) for most commands and GitPython objects only for
-reading blobs: porcelain commands honour the user's configuration, hooks, credential helpers
-and SSH setup exactly as ``git`` on the command line does, while reading many small manifests at
-many tags goes through GitPython's persistent ``cat-file`` process instead of one process each.
+Why subprocess ``git`` for most commands and GitPython objects only for reading blobs:
+porcelain commands honour the user's configuration, hooks, credential helpers and SSH setup
+exactly as ``git`` on the command line does, while reading many small manifests at many tags
+goes through GitPython's persistent ``cat-file`` process instead of one process each. GitPython
+is imported and its ``Repo`` opened only when an object is first read: a command that only runs
+``git`` (a no-op ``cpv push``, ``cpv status``) does not pay for it (docs/benchmarks.md).
 
 Identity: commits and tags use the author/committer git would use (environment or config). Only
 if git has none (a fresh CI machine) does cpv pass ``cpv <cpv@localhost>`` for that one command,
@@ -28,17 +30,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
+import subprocess
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
-
-import git
-import git.exc
 
 from cpv.errors import (
     FormatError,
@@ -48,6 +47,9 @@ from cpv.errors import (
     VersioningError,
 )
 from cpv.secrets import redact, url_credential
+
+if TYPE_CHECKING:
+    import git
 
 log = logging.getLogger(__name__)
 
@@ -238,16 +240,32 @@ class GitRepo:
     to stop GitPython's helper processes.
     """
 
-    def __init__(self, repo: git.Repo, *, ssh_command: str | None = None) -> None:
-        """Wrap an open GitPython repository. Prefer :meth:`open`, which validates it."""
-        self._repo = repo
+    def __init__(self, root: Path, *, repo: git.Repo | None = None,
+                 ssh_command: str | None = None) -> None:
+        """The work tree at ``root`` (``repo``: GitPython's, if already open). Prefer
+        :meth:`open`, which validates it."""
+        self._root = root
+        self._gitpython = repo
         self._ssh_command = ssh_command
         self._has_identity = False
+
+    @classmethod
+    def _wrap(cls, repo: git.Repo, *, ssh_command: str | None) -> GitRepo:
         work_tree = repo.working_tree_dir
         if work_tree is None:
+            repo.close()
             raise NotAWorkspaceError(f"{repo.git_dir} is a bare Git repository",
                                      hint="use a clone with a working tree as the workspace")
-        self._root = Path(work_tree)
+        return cls(Path(work_tree), repo=repo, ssh_command=ssh_command)
+
+    @property
+    def _repo(self) -> git.Repo:
+        """GitPython's view of the repository, opened on first use (reading objects)."""
+        if self._gitpython is None:
+            import git
+
+            self._gitpython = git.Repo(self._root, search_parent_directories=False)
+        return self._gitpython
 
     # -- construction ------------------------------------------------------------------------
 
@@ -262,6 +280,10 @@ class GitRepo:
             NotAWorkspaceError: ``path`` does not exist, is not a Git working tree root, or is bare.
         """
         folder = Path(path)
+        if _is_work_tree_root(folder):
+            return cls(folder, ssh_command=ssh_command)
+        import git
+
         try:
             repo = git.Repo(folder, search_parent_directories=False)
         except git.exc.NoSuchPathError as exc:
@@ -272,11 +294,7 @@ class GitRepo:
                 raise NotAWorkspaceError(f"{folder} is inside a Git repository, not its root",
                                          hint=f"open {outer} instead") from exc
             raise NotAWorkspaceError(f"{folder} is not a Git repository") from exc
-        try:
-            gitrepo = cls(repo, ssh_command=ssh_command)
-        except BaseException:
-            repo.close()
-            raise
+        gitrepo = cls._wrap(repo, ssh_command=ssh_command)
         if gitrepo.root.resolve() != folder.resolve():
             repo.close()
             raise NotAWorkspaceError(f"{folder} is inside a Git repository, not its root",
@@ -305,12 +323,14 @@ class GitRepo:
         if (folder / ".git").exists():
             raise VersioningError(f"{folder} is already a Git repository",
                                   hint="open it instead of initializing it again")
+        import git
+
         try:
             folder.mkdir(parents=True, exist_ok=True)
             repo = git.Repo.init(folder)
         except (OSError, git.exc.GitCommandError) as exc:
             raise VersioningError(f"cannot create a Git repository in {folder}: {exc}") from exc
-        gitrepo = cls(repo, ssh_command=ssh_command)
+        gitrepo = cls._wrap(repo, ssh_command=ssh_command)
         try:
             gitrepo._git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
             gitrepo._git("commit", "--allow-empty", "--no-verify", "-q", "-m", message,
@@ -338,6 +358,8 @@ class GitRepo:
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise VersioningError(f"cannot clone into {folder}: it exists and is not empty",
                                   hint="choose a new folder for the workspace")
+        import git
+
         env = _remote_env(ssh_command)
         try:
             result = git.Git().execute(
@@ -361,6 +383,8 @@ class GitRepo:
             GitRemoteError: the remote cannot be reached, authenticated or read.
         """
         _check_url(url)
+        import git
+
         try:
             status, stdout, stderr = git.Git().execute(
                 ["git", "ls-remote", "-q", "--heads", "--", url], with_extended_output=True,
@@ -375,7 +399,9 @@ class GitRepo:
 
     def close(self) -> None:
         """Stop GitPython's persistent helper processes."""
-        self._repo.close()
+        if self._gitpython is not None:
+            self._gitpython.close()
+            self._gitpython = None
 
     def __enter__(self) -> GitRepo:
         return self
@@ -410,19 +436,19 @@ class GitRepo:
             full_env.update(_remote_env(self._ssh_command))
         if env:
             full_env.update(env)
-        with tempfile.TemporaryFile() as fh:
-            if stdin is not None:
-                fh.write(stdin)
-                fh.seek(0)
-            try:
-                status, stdout, stderr = self._repo.git.execute(
-                    ["git", *args], with_extended_output=True, with_exceptions=False,
-                    env=full_env, strip_newline_in_stdout=False,
-                    istream=fh if stdin is not None else None,
-                )
-            except git.exc.GitCommandNotFound as exc:
-                raise _no_git(exc) from exc
-        return _Result(int(status or 0), str(stdout), str(stderr))
+        # As GitPython's Git.execute ran it: English messages (the hints read them), the
+        # executable GIT_PYTHON_GIT_EXECUTABLE names, stderr without its last newline.
+        full_env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **full_env}
+        command = [os.environ.get("GIT_PYTHON_GIT_EXECUTABLE") or "git", *args]
+        try:
+            done = subprocess.run(
+                command, cwd=self._root, env=full_env, capture_output=True, check=False,
+                input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            raise _no_git(exc) from exc
+        stderr = done.stderr[:-1] if done.stderr.endswith(b"\n") else done.stderr
+        return _Result(done.returncode, done.stdout.decode("utf-8", "surrogateescape"),
+                       stderr.decode("utf-8", "surrogateescape"))
 
     def _git(
         self, *args: str, env: Mapping[str, str] | None = None, stdin: bytes | None = None
@@ -527,6 +553,8 @@ class GitRepo:
     def _tree(self, rev: str) -> Any:
         """The root tree of ``rev``'s commit (a full commit id skips the rev-parse process)."""
         sha = rev if _SHA_RE.fullmatch(rev or "") else self.resolve(rev)
+        import git.exc
+
         try:
             return self._repo.commit(sha).tree
         except (ValueError, git.exc.BadName, git.exc.BadObject) as exc:
@@ -911,6 +939,8 @@ class GitRepo:
         if not (path / "HEAD").is_file() or not (path / "refs").is_dir():
             return
         bare = ["git", f"--git-dir={path}"]
+        import git
+
         try:
             head = git.Git().execute([*bare, "symbolic-ref", "-q", "HEAD"],
                                      with_exceptions=False).strip()
@@ -929,7 +959,20 @@ class GitRepo:
         return GitRemoteError(f"{verb} {where} failed: {text}", hint=_remote_hint(text, url))
 
 
+def _is_work_tree_root(folder: Path) -> bool:
+    """True if ``folder`` is plainly the root of a work tree: its ``.git`` is a repository
+    folder (HEAD, objects, refs) and no ``GIT_DIR`` points elsewhere. Anything else (a
+    ``.git`` file of a linked work tree or submodule, a bare repository, no repository) goes
+    through GitPython's checks and their precise errors."""
+    dot_git = folder / ".git"
+    return ("GIT_DIR" not in os.environ and "GIT_WORK_TREE" not in os.environ
+            and (dot_git / "HEAD").is_file() and (dot_git / "objects").is_dir()
+            and (dot_git / "refs").is_dir())
+
+
 def _enclosing_work_tree(folder: Path) -> str | None:
+    import git
+
     try:
         with git.Repo(folder, search_parent_directories=True) as outer:
             tree = outer.working_tree_dir

@@ -3,7 +3,7 @@
 Every test drives the real ``cpv`` against the real S3 test server. The proof that a push did
 not touch the store is a dead endpoint: with ``CPV_ENDPOINT_URL`` pointing at a closed port a
 push that needed one request would fail, and ``PYTHONPROFILEIMPORTTIME`` shows whether boto3
-was even imported. Every way a file can change must send the push down the full path, which
+(or GitPython, tqdm, the transfer engine) was even imported. Every way a file can change must send the push down the full path, which
 records the change as a new version.
 """
 
@@ -64,6 +64,21 @@ def _changed(result: Result) -> dict[str, bool]:
     return {r["kind"]: r["changed"] for r in result.json()["results"]}
 
 
+def _imported(result: Result) -> set[str]:
+    """The modules the run imported, from ``-X importtime`` lines (``... | cumulative | name``)."""
+    return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+            if line.startswith("import time:") and line.count("|") == 2}
+
+
+#: What the no-op path must not load (docs/benchmarks.md, "No-op push"): the S3 client,
+#: GitPython (git runs as a plain subprocess), progress bars, the webhook client, and the
+#: engine's transfer side (the decision needs the stat cache and the baseline only).
+_NOT_ON_THE_NOOP_PATH = frozenset({
+    "boto3", "botocore", "git", "tqdm", "urllib.request", "cpv.engine.transfer",
+    "cpv.engine.push", "cpv.engine.pull", "cpv.engine.repository", "cpv.engine.gc",
+})
+
+
 def test_unchanged_tree_needs_no_store_and_no_boto3(
     cpv: Runner, pushed: Path, s3_env: dict[str, str]
 ) -> None:
@@ -71,11 +86,15 @@ def test_unchanged_tree_needs_no_store_and_no_boto3(
     assert _changed(result) == {"model": False, "data": False}
     assert all(r["uploaded_bytes"] == 0 and r["commit"] is None
                for r in result.json()["results"])
-    assert "botocore" not in result.stderr and "boto3" not in result.stderr
+    imported = _imported(result)
+    assert "cpv.engine.statcache" in imported  # the parse works: the decision was made here
+    assert not imported & _NOT_ON_THE_NOOP_PATH, sorted(imported & _NOT_ON_THE_NOOP_PATH)
     # status needs no store either, and sees a clean tree
     status = cpv("status", "--json", cwd=pushed, env_extra=_offline(s3_env))
-    assert "botocore" not in status.stderr
     assert all(not k["changed"] for k in status.json()["kinds"].values())
+    imported = _imported(status)
+    assert "cpv.engine.statcache" in imported
+    assert not imported & _NOT_ON_THE_NOOP_PATH, sorted(imported & _NOT_ON_THE_NOOP_PATH)
 
 
 @pytest.mark.parametrize("change", ["touched", "same_size_same_mtime", "replaced", "deleted",

@@ -18,6 +18,8 @@ _NAMES = ["a", "b.pyc", "__pycache__", "x~", ".DS_Store", "c.swp", "d.tmp", "cac
 @pytest.mark.parametrize("lines", [
     [], ["*.tmp"], ["cache/"], ["data/**/cache/"], ["model/*.bin", "/data/train/x"],
     ["# a comment", "", "**/g.txt"], ["*.bin", "!e.bin"], ["!b.pyc"],
+    # one search of "path/" stands for "path" and "path/": anchored, folder-only, any depth
+    ["/a", "cache", "x~/"], ["a/**", "e.bin/", "?.txt"], ["/data/a/b.pyc", "**/a/cache"],
 ])
 def test_exclude_matches_pathspec(tmp_path: Path, lines: list[str]) -> None:
     (tmp_path / IGNORE_FILE).write_text("\n".join(lines) + "\n")

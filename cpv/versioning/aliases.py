@@ -28,7 +28,7 @@ from typing import Final
 from cpv.errors import CPVError, FormatError, InvalidAliasError, VersioningError
 from cpv.versioning.gitrepo import GitRepo
 from cpv.versioning.manifest import format_timestamp, parse_timestamp
-from cpv.versioning.tags import try_parse_tag
+from cpv.versioning.tags import parse_line_tag, try_parse_tag
 
 ALIAS_DIR: Final = ".cpv/aliases"
 """Folder (relative to the workspace root, posix) of ``<name>.json``, one file per alias."""
@@ -168,7 +168,7 @@ def _parse(name: str, text: str) -> Alias:
         moves = []
         for raw in doc["moves"]:
             target = raw["target"]
-            if target is not None and try_parse_tag(target) is None:
+            if target is not None and parse_line_tag(target) is None:
                 raise ValueError(f"{target!r} is not a version tag")
             moves.append(AliasMove(target, str(raw["author"]), parse_timestamp(raw["at"]),
                                    str(raw.get("message", ""))))

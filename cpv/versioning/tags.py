@@ -15,7 +15,8 @@ kind       tag                   example
 
 Any other tracked path (``outputs/checkpoint-500``, ``runs/llama-ft/step-4000``) has its own
 version line, named GTO's way: ``{name}@v{major}.{minor}`` (``outputs-checkpoint-500@v0.1``),
-where ``name`` is the path's manifest name (:func:`cpv.versioning.manifest.manifest_name`). The
+where ``name`` is the path's manifest name (:func:`cpv.versioning.manifest.manifest_name`, or
+the ``--name`` its first push chose, checked by :func:`line_name_problem`). The
 default folders keep their seed tags: the line named ``model`` (the ``model/`` folder) is
 ``v0.1``, the line named ``data`` (``data/``) is ``data-v0.1``. :func:`line_tag` and
 :func:`parse_line_tag` are the one rule for both.

@@ -68,7 +68,7 @@ def test_a_single_file_is_a_tracked_path_with_a_named_line(
     """One file of a run folder is versioned alone (its siblings are not its files), on a
     line its first upload names; every way of reading a version takes that line's tags, an
     alias of one, and a branch; gc keeps its tagged versions."""
-    import fsspec
+    import fsspec  # type: ignore[import-untyped, unused-ignore]
 
     import cpv
     from cpv.service import WorkspaceService

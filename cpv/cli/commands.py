@@ -544,10 +544,11 @@ def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool,
          exclude: tuple[str, ...], include: tuple[str, ...], parts: tuple[str, ...]) -> None:
     """Bring files to a version, fetching only what is missing.
 
-    REV is a version tag (v0.1, data-v0.1), a branch or a commit; default: the
-    current version. Files that are already right are left alone, and chunks
-    that local files already hold are copied, not downloaded. This does not
-    change the recorded version (cpv checkout does).
+    REV is a version tag (v0.1, data-v0.1, name@v0.1 of a tracked path), an
+    alias, a branch or a commit; default: the current version. Files that are
+    already right are left alone, and chunks that local files already hold are
+    copied, not downloaded. This does not change the recorded version (cpv
+    checkout does).
     """
     with state.service(progress=True) as service:
         rev, paths = _split_rev_and_paths(

@@ -366,7 +366,8 @@ def status_dict(s: StatusReport) -> dict[str, object]:
         "paths": [{"path": k.path, "kind": k.kind, "recorded": k.recorded,
                    "version": k.version, "snapshot_id": k.snapshot_id, "files": k.files,
                    "total_bytes": k.total_bytes, "changed": list(k.changed),
-                   "behind": k.behind, "hidden": list(k.hidden)} for k in s.kinds],
+                   "behind": k.behind, "hidden": list(k.hidden), "is_dir": k.is_dir}
+                  for k in s.kinds],
         "manifest_changes": [jsonable(c) for c in s.manifest_changes],
         "unpublished_commits": s.unpublished_commits,
         "unpublished_tags": list(s.unpublished_tags), "remote_problem": s.remote_problem,

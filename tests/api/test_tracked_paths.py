@@ -11,7 +11,7 @@ import pytest
 from cpv import ModelsCheckpointsManage
 from cpv.api import CPVConfig, DataCheckpointsManage, clone_workspace
 from cpv.engine.roots import ForgetPolicy
-from cpv.errors import TrackedPathError
+from cpv.errors import InvalidAliasError, TrackedPathError
 
 MiB = 1024 * 1024
 
@@ -96,6 +96,8 @@ def test_a_single_file_is_a_tracked_path_with_a_named_line(
     assert opt.tag_model_checkpoint() == "runs-exp1-optimizer.pt@v0.1"
     svc = one.service
     svc.set_alias("best", "exp1@v0.2", message="lowest loss")
+    with pytest.raises(InvalidAliasError, match=r"would shadow the version tag exp1@v0\.1"):
+        svc.set_alias("exp1@v0.1", "exp1@v0.2")
     # cpv.open and cpv:// find the store as a user's program does: from the environment.
     monkeypatch.setenv("CPV_STORE_URL", svc.ws.store_url)
     monkeypatch.setenv("CPV_ENDPOINT_URL", str(s3_config.aws.endpoint_url))

@@ -428,7 +428,8 @@ class WorkspaceService:
         ``0.3``) is the line's own v0.3; an alias is its target.
 
         Raises:
-            TagNotFoundError: a rev that is no version of that line.
+            UnknownVersionError: a rev that is no version of that line (a question about a
+                version that does not exist: exit 2, as ``cpv lineage``).
         """
         if track is None:
             try:

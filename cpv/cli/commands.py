@@ -261,7 +261,7 @@ def _push_targets(
     tracks: list[Track] = []
     for raw in paths:
         rel = _relative_to_root(raw, root).rstrip("/") or "/"
-        if rel == "." and kind is None:
+        if rel == "." and kind is None and name is None:
             kinds += [k for k in ("model", "data") if k not in kinds]
             continue
         track = service.track_for(rel, kind, name=name)

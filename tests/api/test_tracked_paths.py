@@ -11,7 +11,7 @@ import pytest
 from cpv import ModelsCheckpointsManage
 from cpv.api import CPVConfig, DataCheckpointsManage, clone_workspace
 from cpv.engine.roots import ForgetPolicy
-from cpv.errors import InvalidAliasError, TrackedPathError
+from cpv.errors import ConfigError, InvalidAliasError, TrackedPathError, UnknownVersionError
 
 MiB = 1024 * 1024
 
@@ -96,6 +96,18 @@ def test_a_single_file_is_a_tracked_path_with_a_named_line(
     assert opt.tag_model_checkpoint() == "runs-exp1-optimizer.pt@v0.1"
     svc = one.service
     svc.set_alias("best", "exp1@v0.2", message="lowest loss")
+    refused = {
+        ("runs/exp1/events.log", "model"): "is the line of the model/ folder",
+        ("runs/exp1/events.log", "Run 1"): "a line name is",
+        ("runs/exp1/events.log", "exp1"): "would share the version line 'exp1'",
+        ("runs/exp1/model.safetensors", "weights"): "keeps the name its first push gave",
+        ("model", "weights"): "keeps its seed line",
+    }
+    for (path, name), why in refused.items():
+        with pytest.raises(TrackedPathError, match=why):
+            svc.track_for(path, name=name)
+    with pytest.raises(UnknownVersionError, match=r"exp1@v0\.9"):
+        svc.picked_versions("model", ["exp1@v0.9"])
     with pytest.raises(InvalidAliasError, match=r"would shadow the version tag exp1@v0\.1"):
         svc.set_alias("exp1@v0.1", "exp1@v0.2")
     # cpv.open and cpv:// find the store as a user's program does: from the environment.
@@ -141,6 +153,14 @@ def test_a_single_file_is_a_tracked_path_with_a_named_line(
         fresh.gc(grace_period_s=0)
         fresh.pull("exp1@v0.1")
         assert weights.read_bytes() == b"1" * 200_000
+    # An ignore rule that hides the tracked file: one line saying which rule line keeps it.
+    (ws / ".cpvignore").write_text("*.safetensors\n")
+    weights.write_bytes(b"3" * 1000)
+    again = ModelsCheckpointsManage(workspace=ws, config=s3_config,
+                                    path="runs/exp1/model.safetensors")
+    with pytest.raises(ConfigError, match=r"hides the tracked file runs/exp1/model\.safetensors"):
+        again.upload_model_checkpoint()
+    again.close()
     one.close()
     opt.close()
     mcm.close()

@@ -158,16 +158,9 @@ def test_bad_paths_are_refused_with_nothing_changed(
         assert why in r.stderr and "hint" in r.stderr.lower(), r
         assert len([line for line in r.stderr.splitlines() if line.startswith("error")]) <= 1
         assert state_of(ws, env) == before, path
-    names = {
-        ("loose.bin", "--name", "model"): "is the line of the model/ folder",
-        ("loose.bin", "--name", "Run 1"): "a line name is",
-        ("loose.bin", "--name", "outputs-checkpoint-500"): "share the version line",
-        ("outputs/checkpoint-500", "--name", "ckpt"): "keeps the name its first push gave",
-        ("loose.bin", "model", "--name", "x"): "names the line of one PATH",
-    }
-    for args, why in names.items():
-        r = cpv("push", *args, cwd=ws, env_extra=s3_env, expect=EXIT_USAGE)
-        assert why in r.stderr, r
+    r = cpv("push", "loose.bin", "model", "--name", "x", cwd=ws, env_extra=s3_env,
+            expect=EXIT_USAGE)
+    assert "names the line of one PATH" in r.stderr, r
     r = cpv("push", "model", "--kind", "data", cwd=ws, env_extra=s3_env, expect=EXIT_USAGE)
     assert "model folder" in r.stderr
     r = cpv("push", "outputs/checkpoint-500", "--kind", "data", cwd=ws, env_extra=s3_env,
@@ -179,8 +172,8 @@ def test_bad_paths_are_refused_with_nothing_changed(
 def test_a_single_file_on_a_named_line_through_the_cli(
     cpv: Runner, tmp_path: Path, s3_env: dict[str, str], s3_url: str,
 ) -> None:
-    """``cpv push FILE --name NAME`` versions one file of a run folder; metrics, lineage and
-    diff read that line; an ignore rule that would hide the tracked file is one clear line."""
+    """``cpv push FILE --name NAME`` versions one file of a run folder; ``metrics --path`` and
+    ``lineage name@v0.1`` read that line (refusals: tests/api/test_tracked_paths.py)."""
     ws = tmp_path / "ws"
     cpv("init", str(ws), "--store", s3_url, "-q", env_extra=s3_env)
     weights = ws / "runs" / "exp1" / "model.safetensors"
@@ -199,10 +192,3 @@ def test_a_single_file_on_a_named_line_through_the_cli(
         ("exp1@v0.1", {"loss": 0.5}), ("exp1@v0.2", {"loss": 0.25})]
     assert cpv("lineage", "exp1@v0.1", "--json", cwd=ws,
                env_extra=s3_env).json()["tag"] == "exp1@v0.1"
-    r = cpv("metrics", "exp1@v0.9", cwd=ws, env_extra=s3_env, expect=EXIT_USAGE)
-    assert "no version exp1@v0.9" in r.stderr
-    (ws / ".cpvignore").write_text("*.safetensors\n")
-    weights.write_bytes(b"3" * 4000)
-    r = cpv("push", "runs/exp1/model.safetensors", cwd=ws, env_extra=s3_env, expect=1)
-    assert "hides the tracked file runs/exp1/model.safetensors" in r.stderr
-    assert "'!runs/exp1/model.safetensors'" in r.stderr

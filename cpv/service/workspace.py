@@ -1395,7 +1395,8 @@ class WorkspaceService:
             result, removed = self._write_version(track, manifest, label, folder, subs=subs,
                                                   force=force, action=f"pull {label}")
             out.append(PullSummary(
-                kind=track.kind, ref=label, path=str(folder), snapshot_id=manifest.snapshot_id,
+                kind=track.kind, ref=label, path=str(self._at(track, folder)),
+                snapshot_id=manifest.snapshot_id,
                 files=result.files, total_bytes=result.total_bytes,
                 files_written=result.files_written, files_unchanged=result.files_unchanged,
                 downloaded_bytes=result.downloaded_bytes, local_bytes=result.local_bytes,

@@ -130,11 +130,14 @@ class _Facade:
         progress: Progress | None = None,
         verbose: bool = False,
         path: str | Path | None = None,
+        name: str | None = None,
     ) -> None:
         self.workspace_dir = locate_workspace(model_name, workspace)
-        # Any folder of the workspace (``outputs/checkpoint-500``), versioned on its own line
-        # (``name@v0.1``); default: the seed layout's model/ or data/ folder.
+        # Any folder or file of the workspace (``outputs/checkpoint-500``), versioned on its
+        # own line (``name@v0.1``, ``name`` chosen by the first upload, else the path's slug);
+        # default: the seed layout's model/ or data/ folder.
         self.tracked_path = path
+        self.line_name = name
         if config is None:
             is_ws = (self.workspace_dir / ".cpv").is_dir()
             config = CPVConfig.load(workspace=self.workspace_dir if is_ws else None)
@@ -166,7 +169,7 @@ class _Facade:
             return DEFAULT_TRACKS[self.kind]
         path = Path(self.tracked_path)
         return self.service.track_for(path if path.is_absolute() else self.workspace_dir / path,
-                                      self.kind)
+                                      self.kind, name=self.line_name)
 
     def close(self) -> None:
         if self._service is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import posixpath
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -107,16 +106,17 @@ class WorkspaceResolver:
             InvalidTagError, TagNotFoundError, VersioningError (nothing of that version),
             NoStoreError / StoreError: the store cannot be opened.
         """
-        from cpv.versioning.tags import parse_tag
+        from cpv.errors import InvalidTagError
+        from cpv.versioning.tags import parse_line_tag
 
         version = self._service.dealias(version)  # cpv://production/... reads what it names
-        parse_tag(version)  # InvalidTagError for a name that is no version
+        if parse_line_tag(version) is None:
+            raise InvalidTagError(version, hint="name a version: v0.3, data-v0.3, "
+                                  "name@v0.3 (a tracked path's line) or an alias")
         mounts = []
         repo = self._service.ws.repository()
-        for kind, ref in self._service.resolve(version).items():
-            manifest, _ = self._service.manifest_at(kind, ref)
-            root = manifest.path if manifest.is_dir else posixpath.dirname(manifest.path)
-            mounts.append(Mount(root, repo, manifest.snapshot_id))
+        for track, manifest in self._service.version_manifests(version):
+            mounts.append(Mount(track.folder, repo, manifest.snapshot_id))
         if not mounts:
             raise VersioningError(f"{version} holds no manifest",
                                   hint="list versions with 'cpv versions'")
@@ -124,10 +124,10 @@ class WorkspaceResolver:
 
     def versions(self) -> list[str]:
         """Version tags of the workspace, for listing the filesystem's root."""
-        from cpv.versioning.tags import try_parse_tag
+        from cpv.versioning.tags import parse_line_tag
 
         return sorted(t.name for t in self._service.ws.git.list_tags()
-                      if try_parse_tag(t.name) is not None)
+                      if parse_line_tag(t.name) is not None)
 
     def close(self) -> None:
         self._service.close()

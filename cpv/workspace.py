@@ -20,6 +20,7 @@ Workspace layout (see ``docs/versioning.md``)::
 from __future__ import annotations
 
 import logging
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -36,6 +37,7 @@ from cpv.versioning.tags import Version, line_tag
 if TYPE_CHECKING:
     from cpv.engine import Repository, TransferLimits
     from cpv.store import ObjectStore
+    from cpv.versioning import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +51,45 @@ WORKSPACE_ID_FILE = ".cpv/workspace-id"
 @dataclass(frozen=True, slots=True)
 class Track:
     """One tracked path and its version line: ``model/`` and ``data/`` (the seed layout), or
-    any folder of the workspace a push named (``outputs/checkpoint-500``).
+    any folder or single file of the workspace a push named (``outputs/checkpoint-500``,
+    ``runs/exp1/model.safetensors``).
 
-    The line's name is the path's manifest name, so the manifest file, the tag prefix and the
-    path can never disagree; :func:`~cpv.versioning.tags.line_tag` makes its tags.
+    The line's name is the path's manifest name (or the ``--name`` its first push chose, kept
+    in the manifest), so the manifest file, the tag prefix and the path can never disagree;
+    :func:`~cpv.versioning.tags.line_tag` makes its tags.
+
+    A single file lives in a folder it does not own: :attr:`folder` is where its bytes are
+    written and compared (its parent), and the version holds one file, named after it.
     """
 
     kind: Kind
     path: str
     """Workspace-relative, ``/``-separated."""
+    is_dir: bool = True
+    line: str | None = None
+    """The line name a push chose with ``--name``; None: the path's slug."""
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Track:
+        """The tracked path a manifest records."""
+        return cls(manifest.kind, manifest.path, manifest.is_dir, manifest.line)
 
     @property
     def name(self) -> str:
-        return manifest_name(self.path)
+        return self.line if self.line is not None else manifest_name(self.path)
 
     @property
     def is_default(self) -> bool:
-        return self.path == TRACKED[self.kind]
+        return self.is_dir and self.path == TRACKED[self.kind]
+
+    @property
+    def folder(self) -> str:
+        """The workspace folder its version's paths are relative to ("" = the root)."""
+        return self.path if self.is_dir else posixpath.dirname(self.path)
+
+    def workspace_path(self, rel: str) -> str:
+        """A path of its version (relative to :attr:`folder`) as a workspace path."""
+        return f"{self.folder}/{rel}" if self.folder else rel
 
     def tag(self, version: Version) -> str:
         return line_tag(self.name, version)

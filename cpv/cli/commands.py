@@ -249,18 +249,22 @@ def _relative_to_root(raw: str, root: Path) -> str:
 
 
 def _push_targets(
-    paths: Sequence[str], root: Path, service: WorkspaceService, kind: Kind | None
+    paths: Sequence[str], root: Path, service: WorkspaceService, kind: Kind | None,
+    name: str | None = None,
 ) -> tuple[list[Kind], list[Track]]:
-    """``.`` means model/ and data/; any other folder of the workspace is a tracked path
-    (the first push of a new one starts tracking it, as ``kind``)."""
+    """``.`` means model/ and data/; any other folder or file of the workspace is a tracked
+    path (the first push of a new one starts tracking it, as ``kind``, on the line ``name``)."""
+    if name is not None and len(paths) != 1:
+        raise click.UsageError("--name names the line of one PATH: push that path alone, "
+                               "e.g. cpv push runs/exp1/model.safetensors --name exp1")
     kinds: list[Kind] = []
     tracks: list[Track] = []
     for raw in paths:
         rel = _relative_to_root(raw, root).rstrip("/") or "/"
-        if rel == "." and kind is None:
+        if rel == "." and kind is None and name is None:
             kinds += [k for k in ("model", "data") if k not in kinds]
             continue
-        track = service.track_for(rel, kind)
+        track = service.track_for(rel, kind, name=name)
         if track.is_default and kind is None:
             kinds += [track.kind] if track.kind not in kinds else []
         elif track not in tracks:
@@ -393,6 +397,7 @@ def init(
      "leave optimizer states out; record a hyper-parameter"),
     ("cpv push outputs/checkpoint-500 --tag", "track any folder: tag outputs-checkpoint-500@v0.1"),
     ("cpv push runs/eval-set --kind data", "a data set outside data/"),
+    ("cpv push runs/exp1/model.safetensors --name exp1 --tag", "one file, on the line exp1@v0.1"),
 ], codes=(0, 1, 2, 3, 10, 11, 12)))
 @click.argument("paths", nargs=-1, metavar="[PATH]...")
 @click.option("-m", "--message", default="", help="What changed (stored in the version).")
@@ -412,6 +417,9 @@ def init(
 @_filter_options("version")
 @click.option("--kind", "kind", type=click.Choice(["model", "data"]), default=None,
               help="What a newly tracked PATH holds (default: model).")
+@click.option("--name", "line_name", default=None, metavar="NAME",
+              help="The version line of a newly tracked PATH (tags NAME@v0.1; default: the "
+                   "path in lower case with '/' as '-').")
 @common
 @click.pass_obj
 def push(
@@ -429,13 +437,14 @@ def push(
     exclude: tuple[str, ...],
     include: tuple[str, ...],
     kind: Kind | None,
+    line_name: str | None,
 ) -> None:
-    """Upload model/ and data/ (or any folder) and record a new version.
+    """Upload model/ and data/ (or any folder or file) and record a new version.
 
     PATH is 'model' and/or 'data' (default: both, if they hold files), or any
-    folder of the workspace: its first push starts tracking it on a version
-    line of its own (tags name@v0.1, the name being the path in lower case
-    with '/' as '-'). Only chunks the store does not already hold are
+    folder or file of the workspace: its first push starts tracking it on a
+    version line of its own (tags name@v0.1, the name being the path in lower
+    case with '/' as '-', or --name). Only chunks the store does not already hold are
     uploaded; unchanged files are not even re-read. The manifest is
     committed to Git, tagged with --tag, and pushed to the Git remote if the
     workspace has one.
@@ -446,7 +455,7 @@ def push(
         paths, tag = (*paths, tag), AUTO_TAG
     metrics = _load_metrics(metrics_file, metric_pairs)
     with state.service(progress=True) as service:
-        kinds, tracks = _push_targets(paths, service.root, service, kind)
+        kinds, tracks = _push_targets(paths, service.root, service, kind, line_name)
         outcome = service.push(
             kinds or None, message=message, metrics=metrics, tag=tag is not None,
             version=None if tag in (None, AUTO_TAG) else tag, force=force, dry_run=dry_run,
@@ -535,10 +544,11 @@ def pull(state: State, args: tuple[str, ...], dest: str | None, force: bool,
          exclude: tuple[str, ...], include: tuple[str, ...], parts: tuple[str, ...]) -> None:
     """Bring files to a version, fetching only what is missing.
 
-    REV is a version tag (v0.1, data-v0.1), a branch or a commit; default: the
-    current version. Files that are already right are left alone, and chunks
-    that local files already hold are copied, not downloaded. This does not
-    change the recorded version (cpv checkout does).
+    REV is a version tag (v0.1, data-v0.1, name@v0.1 of a tracked path), an
+    alias, a branch or a commit; default: the current version. Files that are
+    already right are left alone, and chunks that local files already hold are
+    copied, not downloaded. This does not change the recorded version (cpv
+    checkout does).
     """
     with state.service(progress=True) as service:
         rev, paths = _split_rev_and_paths(
@@ -682,33 +692,32 @@ def versions(state: State, model_flag: bool, data_flag: bool, track_path: str | 
     ("cpv metrics", "every model version's metrics as a table"),
     ("cpv metrics v0.1 v0.4", "only these versions"),
     ("cpv metrics --plot metrics.png", "a chart (needs matplotlib)"),
+    ("cpv metrics --path outputs/checkpoint-500", "the versions of a tracked path's own line"),
+    ("cpv metrics exp1@v0.2 exp1@v0.5", "versions of the line exp1"),
 ]))
 @click.argument("revs", nargs=-1, metavar="[REV]...")
 @_kind_options("Model versions (the default).", "Data versions.")
+@click.option("--path", "track_path", default=None, metavar="PATH",
+              help="Versions of this tracked path (its own line, name@v0.1 ...).")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False),
               help="Also draw the metrics over versions into this PNG file.")
 @common
 @click.pass_obj
 def metrics(
     state: State, revs: tuple[str, ...], model_flag: bool, data_flag: bool,
-    plot_file: str | None,
+    track_path: str | None, plot_file: str | None,
 ) -> None:
-    """Show metrics of versions side by side, or plot them."""
-    from cpv.errors import TagNotFoundError
+    """Show metrics of versions side by side, or plot them.
 
+    REV is a version of one line: v0.3 (or 0.3) of model/ (of data/ with
+    --data, of PATH with --path), data-v0.3, or name@v0.3 of a tracked path.
+    """
     kind = _kind_flag(model_flag, data_flag) or (
         "data" if revs and all(r.startswith("data-") for r in revs) else "model")
-    infos = _versions_and_aliases(state, kind)[0]
-    if revs:
-        by_tag = {v.tag: v for v in infos}
-        wanted = [r if r in by_tag or r.startswith(("v", "data-")) else f"v{r}" for r in revs]
-        if kind == "data":
-            wanted = [w if w.startswith("data-") else f"data-{w}" for w in wanted]
-        missing = [w for w in wanted if w not in by_tag]
-        if missing:
-            raise TagNotFoundError(missing[0], hint=f"list versions with 'cpv versions"
-                                   f"{' --data' if kind == 'data' else ''}'")
-        infos = [by_tag[w] for w in wanted]
+    with state.service() as service:
+        track = (service.track_for(_relative_to_root(track_path, service.root))
+                 if track_path is not None else None)
+        infos = service.picked_versions(kind, revs, track=track)
     if plot_file is not None:
         _plot(infos, Path(plot_file))
         state.out.info(f"wrote {plot_file}")
@@ -794,18 +803,24 @@ def alias(state: State, name: str | None, rev: str | None, message: str, delete:
     ("cpv lineage v0.3", "which data trained model v0.3, and its hyper-parameters"),
     ("cpv lineage", "the current model version"),
     ("cpv lineage production --json", ""),
+    ("cpv lineage exp1@v0.2", "a version of another tracked model path"),
 ], codes=(0, 1, 2, 10)))
 @click.argument("rev", required=False)
+@click.option("--path", "track_path", default=None, metavar="PATH",
+              help="A tracked model path's own line (REV: its v0.3, or name@v0.3).")
 @common
 @click.pass_obj
-def lineage(state: State, rev: str | None) -> None:
+def lineage(state: State, rev: str | None, track_path: str | None) -> None:
     """Show which data version a model version was pushed with.
 
+    REV is v0.3 of model/, name@v0.3 of another tracked path, or an alias.
     Recorded at push time: the data snapshot in the workspace then, and its
     data tag (found again if it was tagged later), plus --param values.
     """
     with state.service() as service:
-        found = service.lineage(rev)
+        track = (service.track_for(_relative_to_root(track_path, service.root))
+                 if track_path is not None else None)
+        found = service.lineage(rev, track=track)
     state.out.emit(found, lambda: render.lineage_lines(found), essential=True)
 
 

@@ -239,7 +239,7 @@ def upload_lines(r: UploadResult) -> list[str]:
 
 def _upload_summary(r: UploadResult) -> list[str]:
     reused = 1.0 - (r.new_bytes / r.total_bytes) if r.total_bytes else 1.0
-    label = r.kind if r.path in ("", r.kind) else f"{r.path}/"
+    label = r.kind if r.path in ("", r.kind) else f"{r.path}{'/' if r.is_dir else ''}"
     head = f"{label:<5}  {r.files} file{'s' if r.files != 1 else ''}, {fmt_bytes(r.total_bytes)}"
     if r.dry_run:
         return [f"{head}: would upload {fmt_bytes(r.new_bytes)} of new data "
@@ -366,7 +366,8 @@ def status_dict(s: StatusReport) -> dict[str, object]:
         "paths": [{"path": k.path, "kind": k.kind, "recorded": k.recorded,
                    "version": k.version, "snapshot_id": k.snapshot_id, "files": k.files,
                    "total_bytes": k.total_bytes, "changed": list(k.changed),
-                   "behind": k.behind, "hidden": list(k.hidden)} for k in s.kinds],
+                   "behind": k.behind, "hidden": list(k.hidden), "is_dir": k.is_dir}
+                  for k in s.kinds],
         "manifest_changes": [jsonable(c) for c in s.manifest_changes],
         "unpublished_commits": s.unpublished_commits,
         "unpublished_tags": list(s.unpublished_tags), "remote_problem": s.remote_problem,
@@ -385,10 +386,11 @@ def status_lines(s: StatusReport) -> list[str]:
             tag = k.version or "not tagged"
             state = (f"{tag}, {k.files} file(s), {fmt_bytes(k.total_bytes)}, "
                      f"snapshot {short(k.snapshot_id)}")
+        shown = f"{k.path}/" if k.is_dir else k.path
         lines.append(f"{k.kind:<5}  {state}" if k.path == k.kind
-                     else f"{k.path}/ ({k.kind})  {state}")
+                     else f"{shown} ({k.kind})  {state}")
         if k.behind:
-            lines.append(f"       {k.path}/ is not at this version here (a fresh clone, a "
+            lines.append(f"       {shown} is not at this version here (a fresh clone, a "
                          "git pull, or an older version pulled): 'cpv pull' brings it there")
         if k.changed:
             lines.append(f"       {len(k.changed)} file(s) changed here since the last push, "
@@ -396,7 +398,10 @@ def status_lines(s: StatusReport) -> list[str]:
             lines.extend(f"         {p}" for p in k.changed[:20])
             if len(k.changed) > 20:
                 lines.append(f"         ... and {len(k.changed) - 20} more")
-        if k.hidden:
+        if k.hidden and not k.is_dir:
+            lines.append(f"       .cpvignore hides this tracked file: add '!{k.path}' to "
+                         ".cpvignore, or the next push of it records nothing")
+        elif k.hidden:
             lines.append(f"       .cpvignore hides {len(k.hidden)} file(s) of this version "
                          f"({', '.join(k.hidden[:3])}{' ...' if len(k.hidden) > 3 else ''}): "
                          f"add '!{k.hidden[0]}' to .cpvignore to keep them, or push with "

@@ -69,6 +69,8 @@ class UploadResult:
     left_out: tuple[str, ...] = ()
     path: str = ""
     """The tracked path pushed (``model``, ``outputs/checkpoint-500``)."""
+    is_dir: bool = True
+    """False when the tracked path is a single file."""
 
     @property
     def size_mb(self) -> float:
@@ -134,6 +136,8 @@ class KindStatus:
     #: Files of the current version still here that .cpvignore (or a default rule) hides:
     #: the next push would refuse rather than drop them unnoticed.
     hidden: tuple[str, ...] = ()
+    is_dir: bool = True
+    """False when the tracked path is a single file."""
 
 
 @dataclass(frozen=True, slots=True)

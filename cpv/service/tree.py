@@ -116,13 +116,14 @@ class IgnoreRules:
         return self._spec.match_file(path) or self._spec.match_file(f"{path}/")
 
     def for_folder(self, folder: str) -> Callable[[str], bool]:
-        """The exclude test for paths relative to the tracked folder ``folder``."""
+        """The exclude test for paths relative to the tracked folder ``folder`` ("" = the
+        workspace root, where a tracked single file may live)."""
         options = self.options if self.options else None
         root = self._root
         ignored = self.ignored
 
         def excluded(rel: str) -> bool:
-            path = f"{folder}/{rel}"
+            path = f"{folder}/{rel}" if folder else rel
             if exclude_internal(rel) or ignored(path):
                 return True
             return options is not None and options.drops(path, is_dir=_is_dir(root / path))
@@ -136,7 +137,7 @@ class IgnoreRules:
         by_file: list[str] = []
         by_option: list[str] = []
         for rel in sorted(tracked):
-            path = f"{name}/{rel}"
+            path = f"{name}/{rel}" if name else rel
             if exclude_internal(rel):
                 continue
             if self.options and self.options.drops(path):

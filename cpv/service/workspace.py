@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import posixpath
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -108,9 +109,16 @@ from cpv.versioning import (
     pointer_manifest,
 )
 from cpv.versioning.aliases import Alias, AliasBook, check_alias_name
-from cpv.versioning.manifest import check_tracked_path
+from cpv.versioning.manifest import check_tracked_path, manifest_name
 from cpv.versioning.metrics import merge_metrics, normalize_metrics, resolve_metrics
-from cpv.versioning.tags import KINDS, Version, parse_line_tag, tag_name, try_parse_tag
+from cpv.versioning.tags import (
+    KINDS,
+    Version,
+    line_name_problem,
+    parse_line_tag,
+    tag_name,
+    try_parse_tag,
+)
 from cpv.workspace import (
     DATA_SPLITS,
     DEFAULT_TRACKS,
@@ -203,7 +211,24 @@ class WorkspaceService:
         """The one "not versioned" test for a tracked path's files (``kind``: its default
         folder): cpv's own, defaults, .cpvignore, and the running command's ``--exclude`` /
         ``--include``."""
-        return self._rules().for_folder(kind.path if isinstance(kind, Track) else TRACKED[kind])
+        if not isinstance(kind, Track):
+            return self._rules().for_folder(TRACKED[kind])
+        rules = self._rules().for_folder(kind.folder)
+        if kind.is_dir:
+            return rules
+        name = posixpath.basename(kind.path)  # a single file: nothing else of its folder
+        return lambda rel: rel != name or rules(rel)
+
+    def _place(self, track: Track) -> Path:
+        """Where ``track``'s version is written and compared in the workspace: its folder, or
+        a single file's parent (whose other files are not the track's)."""
+        return self.root / track.folder
+
+    @staticmethod
+    def _at(track: Track, folder: Path) -> Path:
+        """``track`` when its version is written to ``folder``: the folder, or a single file's
+        own path in it. Baselines are kept under it (two tracked files may share a folder)."""
+        return folder if track.is_dir else folder / posixpath.basename(track.path)
 
     def _rules(self) -> IgnoreRules:
         if self._ignore is None:
@@ -297,7 +322,7 @@ class WorkspaceService:
         """The version tag an alias points to; any other name unchanged. Every name a user
         gives passes here first (:meth:`resolve`, :meth:`kind_ref`), so ``cpv pull production``,
         ``cpv ls production`` and ``cpv://production/...`` mean the same version."""
-        if _VERSION_ONLY.match(rev) or try_parse_tag(rev) is not None:
+        if _VERSION_ONLY.match(rev) or parse_line_tag(rev) is not None:
             return rev
         alias = AliasBook(self.ws.git).get(rev)
         return alias.target if alias is not None and alias.target is not None else rev
@@ -334,7 +359,7 @@ class WorkspaceService:
         parsed = try_parse_tag(rev)
         if parsed is None:
             self.ws.git.resolve(rev)  # TagNotFoundError when it names nothing
-            out = {k: rev for k in wanted if history.read_manifests(rev, k)}
+            out = {k: rev for k in wanted if TRACKED[k] in history.read_manifests(rev, k)}
             if not out:
                 raise VersioningError(f"{rev} records no {' or '.join(wanted)} version",
                                       hint="list versions with 'cpv versions'")
@@ -388,6 +413,42 @@ class WorkspaceService:
         """Versions of one tracked path (``name@v0.1`` ...; ``v0.1`` for ``model``)."""
         return self.ws.history.list_versions(track.kind, line=track.name)
 
+    def picked_versions(
+        self, kind: Kind, revs: Sequence[str] = (), *, track: Track | None = None,
+    ) -> list[VersionInfo]:
+        """The versions ``revs`` name on one line (``cpv metrics``), in the order given; every
+        version of the line when ``revs`` is empty. The line is ``track``'s, else that of the
+        first ``name@v0.3`` among ``revs``, else ``kind``'s folder. A bare ``v0.3`` (or
+        ``0.3``) is the line's own v0.3; an alias is its target.
+
+        Raises:
+            UnknownVersionError: a rev that is no version of that line (a question about a
+                version that does not exist: exit 2, as ``cpv lineage``).
+        """
+        if track is None:
+            try:
+                track = next((t for r in revs if (t := self._named_ref(r)) is not None),
+                             DEFAULT_TRACKS[kind])
+            except TagNotFoundError as exc:
+                raise UnknownVersionError(exc.tag, hint=exc.hint) from exc
+        infos = self.line_versions(track)
+        if not revs:
+            return infos
+        by_tag = {v.tag: v for v in infos}
+        picked = []
+        for rev in revs:
+            target = self.dealias(rev)
+            parsed = parse_line_tag(f"v{target}" if _VERSION_ONLY.match(target) else target)
+            if parsed is not None and parsed[0] == "model" and "@" not in target:
+                target = track.tag(parsed[1])  # bare: this line's number
+            if target not in by_tag:
+                where = (f" --path {track.path}" if not track.is_default
+                         else " --data" if track.kind == "data" else "")
+                raise UnknownVersionError(rev, hint=f"{rev} is no version of {track.path}; list "
+                                       f"them with 'cpv versions{where}'")
+            picked.append(by_tag[target])
+        return picked
+
     def compare(
         self, kind: Kind, ref_a: str, ref_b: str, *, track: Track | None = None
     ) -> list[MetricDelta]:
@@ -419,21 +480,24 @@ class WorkspaceService:
         if self._tracks is None:
             # Read once per command (a 100,000-file manifest takes a while to check); a push
             # or checkout that changes the manifests forgets it.
-            named = {m.path: Track(m.kind, m.path) for m in self.ws.history.current_manifests()}
+            named = {m.path: Track.of(m) for m in self.ws.history.current_manifests()}
             self._tracks = [*DEFAULT_TRACKS.values(),
                             *(named[p] for p in sorted(named) if not named[p].is_default)]
         return list(self._tracks)
 
-    def track_for(self, path: str | os.PathLike[str], kind: Kind | None = None) -> Track:
+    def track_for(
+        self, path: str | os.PathLike[str], kind: Kind | None = None, *, name: str | None = None,
+    ) -> Track:
         """The tracked path a push of ``path`` (workspace-relative, or absolute) means: one
-        tracked already, or a new one on a version line of its own (``kind``, default model).
+        tracked already, or a new one on a version line of its own (``kind``, default model),
+        named ``name`` (default: the path's slug). A path may be a folder or a single file.
 
         Checked before any byte moves, so a refusal changes nothing.
 
         Raises:
-            TrackedPathError: outside the workspace, inside ``.git``/``.cpv``, not a folder,
-                nested in (or holding) another tracked path, its line name taken, or tracked
-                already as the other kind.
+            TrackedPathError: outside the workspace, inside ``.git``/``.cpv``, neither a folder
+                nor a regular file, nested in (or holding) another tracked path, its line name
+                taken or malformed, or tracked already as the other kind or under another name.
         """
         raw = os.fspath(path)
         full = Path(os.path.normpath(self.root / raw))
@@ -462,6 +526,11 @@ class WorkspaceService:
                     raise TrackedPathError(
                         f"{rel}/ is the workspace's {default_kind} folder; it cannot hold {kind}",
                         hint=f"put the {kind} files in another folder, e.g. {kind}-extra/")
+                if name not in (None, default.name):
+                    raise TrackedPathError(
+                        f"{rel}/ keeps its seed line {default.name!r} (tags "
+                        f"{default.tag(Version(0, 1))}, ...); it cannot be renamed",
+                        hint=f"push it without {self._opt('--name', 'name=')}")
                 return default
         existing = self.tracked_paths()
         for track in existing:
@@ -470,33 +539,43 @@ class WorkspaceService:
                     raise TrackedPathError(
                         f"{rel} is tracked as {track.kind}, not {kind}",
                         hint=f"push it without --kind, or as --kind {track.kind}")
+                if name not in (None, track.name):
+                    raise TrackedPathError(
+                        f"{rel} is tracked already, on the line {track.name!r}; a line keeps "
+                        "the name its first push gave it",
+                        hint=f"push it without {self._opt('--name', 'name=')}, or with "
+                             f"{self._opt('--name', 'name=')} {track.name}")
                 return track
         for track in existing:
-            if rel.startswith(track.path + "/") or track.path.startswith(rel + "/"):
-                inner, outer = (rel, track.path) if len(rel) > len(track.path) else (
-                    track.path, rel)
+            if rel.startswith(track.path + "/"):
                 raise TrackedPathError(
-                    f"{inner} is inside {outer}, and {track.path} is tracked: tracked paths "
-                    "cannot nest",
-                    hint=f"push {track.path} (it holds {rel})" if track.path == outer
-                    else f"push folders beside {track.path}, or stop tracking it first")
+                    f"{rel} is inside {track.path}, which is tracked: tracked paths cannot nest",
+                    hint=f"push {track.path} (it holds {rel})")
+            if track.path.startswith(rel + "/"):
+                raise TrackedPathError(
+                    f"{rel} holds {track.path}, which is tracked: tracked paths cannot nest",
+                    hint=f"push {track.path} itself, or folders beside it")
         if not full.exists():
             raise TrackedPathError(
                 f"{rel} does not exist", hint="save the files there first, or check the path "
                 "(relative to the current folder, or to the workspace)")
-        if not full.is_dir():
+        if full.is_symlink() or not (full.is_dir() or full.is_file()):
             raise TrackedPathError(
-                f"{rel} is a file; cpv tracks folders",
-                hint=f"put it in a folder of its own and push that folder "
-                     f"(e.g. {rel.rsplit('/', 1)[0] if '/' in rel else 'weights'}/)")
-        new = Track(kind or "model", rel)
+                f"{rel} is {'a symlink' if full.is_symlink() else 'neither a folder nor a file'}"
+                "; cpv tracks folders and regular files",
+                hint="push the folder or file it points to")
+        if name is not None and (problem := line_name_problem(name)) is not None:
+            raise TrackedPathError(f"cannot name the line of {rel} {name!r}: {problem}",
+                                   hint=f"e.g. {self._opt('--name', 'name=')} "
+                                        f"{manifest_name(rel)[:40]}")
+        new = Track(kind or "model", rel, full.is_dir(), name)
         for track in existing:
             if track.name == new.name:
                 raise TrackedPathError(
                     f"{rel} and {track.path} would share the version line {new.name!r} "
                     f"(tags {new.name}@v0.1, ...)",
-                    hint="line names are the path in lower case with '/' as '-': rename or "
-                         "move one of the two folders")
+                    hint=self._opt(f"give this path a line of its own: cpv push {rel} "
+                                   "--name NAME", "pass name='...' for this path"))
         return new
 
     def _named_ref(self, rev: str | None) -> Track | None:
@@ -505,6 +584,7 @@ class WorkspaceService:
         Raises:
             TagNotFoundError: no such tag (after fetching from the remote).
         """
+        rev = self.dealias(rev) if rev is not None else None
         parsed = parse_line_tag(rev) if rev is not None else None
         if rev is None or parsed is None or parsed[0] in KINDS:
             return None
@@ -514,9 +594,14 @@ class WorkspaceService:
         for kind in KINDS:
             found = self.ws.history.read_manifests(rev, kind).get(parsed[0])
             if found is not None:
-                return Track(kind, found.path)
+                return Track.of(found)
         raise VersioningError(f"{rev} records no manifest {parsed[0]!r}",
                               hint="the tag was not made by cpv; list versions with cpv versions")
+
+    def _is_commit_ref(self, rev: str) -> bool:
+        """True when ``rev`` (after its alias) names a branch or commit, not a version."""
+        rev = self.dealias(rev)
+        return not _VERSION_ONLY.match(rev) and parse_line_tag(rev) is None
 
     def _line_manifest(self, track: Track, ref: str | None) -> tuple[Manifest, str]:
         """``track``'s manifest at ``ref`` (None: the current one) and the ref's label."""
@@ -529,11 +614,19 @@ class WorkspaceService:
                                       hint=self._opt(f"push one first: cpv push {track.path}",
                                                      "upload one first"))
             return manifest, "HEAD"
+        ref = self.dealias(ref)
         if _VERSION_ONLY.match(ref.removeprefix("v")):
             ref = track.tag(Version.parse(ref))  # v0.2 of this path's own line
         if parse_line_tag(ref) is not None and not self.have_ref(ref):
             raise TagNotFoundError(ref)
         return self.ws.history.read_manifest(ref, track.kind, track.name), ref
+
+    def version_manifests(self, rev: str) -> list[tuple[Track, Manifest]]:
+        """Each tracked path's manifest of the version ``rev`` names, read as ``cpv ls REV``
+        reads it (``name@v0.3``: that path; ``v0.3``: model/, and data/ when ``data-v0.3``
+        exists; an alias: its version; a branch or commit: every path recorded there)."""
+        return [(track, self._line_manifest(track, ref)[0])
+                for track, ref in self._targets(rev, Selection([]))]
 
     def _targets(
         self, rev: str | None, selection: Selection, *, data_at_commit: bool = False,
@@ -546,20 +639,31 @@ class WorkspaceService:
             if selection.tracks is not None and named not in selection.tracks:
                 raise ConfigError(f"{rev} is a version of {named.path}; the paths given are not "
                                   "under it", hint=f"e.g. cpv pull {rev} {named.path}")
-            return [(named, rev)]
-        others = [t for t in self.tracked_paths() if not t.is_default
-                  and (selection.tracks is None or t in selection.tracks)] if rev is None else []
+            return [(named, self.dealias(rev) if rev is not None else None)]
+        at_commit = rev is not None and self._is_commit_ref(rev)
+        if rev is None:
+            others = [t for t in self.tracked_paths() if not t.is_default]
+        elif at_commit:
+            # A branch or commit holds a version of every path it records, as for model/.
+            others = [Track.of(m) for k in KINDS
+                      for m in self.ws.history.read_manifests(rev, k).values()]
+            others = [t for t in others if not t.is_default]
+        else:
+            others = []
+        if selection.tracks is not None:
+            chosen = {t.path for t in selection.tracks}
+            others = [t for t in others if t.path in chosen]
         out: list[tuple[Track, str | None]] = []
         if selection.kinds is None or selection.kinds:
             try:
                 resolved = self.resolve(rev, selection.kinds, data_at_commit=data_at_commit)
             except VersioningError:
-                if rev is not None or not others:
+                if not (rev is None or at_commit) or not others:
                     raise
                 resolved = {}
             out = [(DEFAULT_TRACKS[k], ref) for k, ref in resolved.items()]
-        if rev is None:
-            out += [(t, None) for t in others]
+        if rev is None or at_commit:
+            out += [(t, rev) for t in others]
         if not out:
             raise VersioningError(
                 f"{rev} is not a version of {', '.join(t.path for t in others) or 'those paths'}",
@@ -573,10 +677,10 @@ class WorkspaceService:
         """What this machine last wrote to ``folder``. A workspace folder that holds files but
         no record (made before baselines existed) takes its current manifest once; an empty
         one (a fresh clone) holds nothing yet."""
-        found = self._baselines.load(folder)
+        found = self._baselines.load(self._at(track, folder))
         if found is not None:
             return found
-        if folder == self.root / track.path and has_files(folder, self.exclude(track)):
+        if folder == self._place(track) and has_files(folder, self.exclude(track)):
             current = self.ws.history.current_manifest(track.kind, track.name)
             if current is not None:
                 return Baseline(current.snapshot_id, table_of(self.files_of(current, "HEAD")))
@@ -653,7 +757,7 @@ class WorkspaceService:
         ws = self.ws
         track = track or DEFAULT_TRACKS[kind]
         kind = track.kind
-        folder = self.root / track.path
+        folder = self._place(track)
         source = Path(path).absolute() if path is not None else folder
         if not source.exists():
             raise LocalIOError(
@@ -670,6 +774,14 @@ class WorkspaceService:
             if unchanged is not None:
                 return unchanged
         left_out = self._left_out(track, source, current) if source == folder else []
+        if not track.is_dir and source == folder and not has_files(source, self.exclude(track)):
+            gone = not (self.root / track.path).is_file()
+            raise LocalIOError(
+                f"nothing to upload: {track.path} "
+                + ("is not a file here" if gone else "is left out by .cpvignore or --exclude"),
+                path=str(self.root / track.path),
+                hint="save the file there first" if gone else
+                f"remove the rule that hides it, or add '!{track.path}' to {IGNORE_FILE}")
         if not has_files(source, self.exclude(track)):
             raise LocalIOError(
                 f"nothing to upload: {source} holds no files", path=str(source),
@@ -697,7 +809,8 @@ class WorkspaceService:
         files = regular(listing)
         split_counts = _split_counts([f.path for f in files]) if kind == "data" else {}
         outcome = partial(
-            UploadResult, kind=kind, path=track.path, snapshot_id=result.snapshot_id,
+            UploadResult, kind=kind, path=track.path, is_dir=track.is_dir,
+            snapshot_id=result.snapshot_id,
             files=result.files,
             skipped_links=result.skipped_links,
             total_bytes=result.total_bytes, new_bytes=result.new_bytes,
@@ -709,8 +822,8 @@ class WorkspaceService:
                            else self.planned_line_tag(track, None))
         self.remember_listing(result.snapshot_id, result.snapshot)
         if source == folder:
-            self._baselines.save(folder, Baseline(result.snapshot_id,
-                                                  snapshot_table(result.snapshot)))
+            self._baselines.save(self._at(track, folder),
+                                 Baseline(result.snapshot_id, snapshot_table(result.snapshot)))
         if (current is not None and current.snapshot_id == result.snapshot_id
                 and (not resolved or dict(current.metrics) == resolved)
                 and (not message or current.message == message)
@@ -725,10 +838,10 @@ class WorkspaceService:
             kind=kind, path=track.path, snapshot_id=result.snapshot_id,
             store_url=ws.store_url, file_count=len(files),
             total_size=sum(f.size for f in files), changes=self.changes_since(current, listing),
-            is_dir=source.is_dir(), message=message,
+            is_dir=track.is_dir if source == folder else source.is_dir(), message=message,
             author=ws.history.default_author(), metrics=resolved,
             extra={**{f"samples.{k}": v for k, v in split_counts.items()}, **(extra or {})},
-            lineage=lineage, params=params,
+            lineage=lineage, params=params, line=track.line,
         )
         # Invariant 1: the snapshot is durable in the store; only now does Git reference it.
         record = ws.history.record_version(manifest, message=message or None)
@@ -745,7 +858,14 @@ class WorkspaceService:
         if current is None:
             return []
         by_file, by_option = self._rules().hidden_tracked(
-            folder, track.path, self._version_paths(current, self._baselines.load(folder)))
+            folder, track.folder,
+            self._version_paths(current, self._baselines.load(self._at(track, folder))))
+        if by_file and not track.is_dir:
+            raise ConfigError(
+                f"{IGNORE_FILE} (or a default rule) hides the tracked file {track.path}; a push "
+                "would record nothing",
+                hint=f"add a line '!{track.path}' to {IGNORE_FILE}, or change the rule that "
+                     "matches it")
         if by_file:
             raise ConfigError(
                 f"{IGNORE_FILE} (or a default rule) hides {len(by_file)} file(s) of the current "
@@ -798,13 +918,13 @@ class WorkspaceService:
         """
         started = time.monotonic()
         ws = self.ws
-        folder = self.root / track.path
+        folder = self._place(track)
         if (current.store_url != ws.store_url
                 or (metrics and dict(current.metrics) != dict(metrics))
                 or (message and current.message != message)
                 or (params and dict(current.params) != dict(params))):
             return None
-        baseline = self._baselines.load(folder)
+        baseline = self._baselines.load(self._at(track, folder))
         if baseline is None or not baseline.files or baseline.snapshot_id != current.snapshot_id:
             return None  # (no files: the full path says "nothing to upload")
         if not unchanged_since(folder, baseline.files, ws.stat_digests(), self.exclude(track)):
@@ -812,7 +932,8 @@ class WorkspaceService:
         if ws.history.status().changes:
             return None
         return UploadResult(
-            kind=track.kind, path=track.path, snapshot_id=current.snapshot_id, commit=None,
+            kind=track.kind, path=track.path, is_dir=track.is_dir,
+            snapshot_id=current.snapshot_id, commit=None,
             files=len(baseline.files), total_bytes=sum(v[0] for v in baseline.files.values()),
             uploaded_bytes=0, new_bytes=0, chunks_new=0, chunks_reused=0,
             seconds=time.monotonic() - started, dry_run=False, changed=False,
@@ -886,8 +1007,8 @@ class WorkspaceService:
         if not given and not named:
             # Plain `cpv push`: model/ and data/, and every other tracked path changed here.
             named = [t for t in self.tracked_paths() if not t.is_default
-                     and (self.root / t.path).is_dir()
-                     and self._changes(t, self.root / t.path)[0].all()]
+                     and (self.root / t.path).exists()
+                     and self._changes(t, self._place(t))[0].all()]
             try:
                 given = self.kinds_with_files()
             except LocalIOError:
@@ -1213,7 +1334,7 @@ class WorkspaceService:
             kept = {p: v for p, v in baseline.files.items() if not inside(p)}
             kept.update({p: v for p, v in table.items() if inside(p)})
             new = Baseline(None, kept)
-        self._baselines.save(target, new)
+        self._baselines.save(self._at(track, target), new)
         return result, removed
 
     def pull(
@@ -1262,7 +1383,7 @@ class WorkspaceService:
         plans = []
         for track, ref in targets:
             manifest, label = self._line_manifest(track, ref)
-            folder = Path(dest).absolute() if dest is not None else self.root / track.path
+            folder = Path(dest).absolute() if dest is not None else self._place(track)
             snapshot = self._checked_snapshot(manifest, label)
             subs = selection.files(track, [f.path for f in snapshot.files],
                                    parts_of(snapshot) if selection.wants_parts else None)
@@ -1277,7 +1398,8 @@ class WorkspaceService:
             result, removed = self._write_version(track, manifest, label, folder, subs=subs,
                                                   force=force, action=f"pull {label}")
             out.append(PullSummary(
-                kind=track.kind, ref=label, path=str(folder), snapshot_id=manifest.snapshot_id,
+                kind=track.kind, ref=label, path=str(self._at(track, folder)),
+                snapshot_id=manifest.snapshot_id,
                 files=result.files, total_bytes=result.total_bytes,
                 files_written=result.files_written, files_unchanged=result.files_unchanged,
                 downloaded_bytes=result.downloaded_bytes, local_bytes=result.local_bytes,
@@ -1294,8 +1416,8 @@ class WorkspaceService:
         changes, baseline, cache = self._changes(track, folder)
         lost = conflicts(folder, changes, snapshot_table(snapshot), cache, scope=subs)
         if lost and not force:
-            in_workspace = folder == self.root / track.path
-            shown = [f"{track.path}/{p}" if in_workspace else str(folder / p) for p in lost]
+            in_workspace = folder == self._place(track)
+            shown = [track.workspace_path(p) if in_workspace else str(folder / p) for p in lost]
             raise DirtyWorkspaceError(
                 f"cannot {action}: {len(lost)} file(s) have local changes that were not "
                 f"pushed ({_listed(shown)}); it would overwrite or remove them",
@@ -1317,14 +1439,14 @@ class WorkspaceService:
         track: Track | None = None,
     ) -> tuple[Manifest, str, Path, PullResult]:
         """One kind's (or ``track``'s) version into its folder or ``dest`` (relative to the
-        current folder)."""
+        current folder); returns where it is (a single file's own path)."""
         track = track or DEFAULT_TRACKS[kind]
         manifest, label = self._line_manifest(track, ref)
-        target = Path(dest).absolute() if dest is not None else self.root / track.path
+        target = Path(dest).absolute() if dest is not None else self._place(track)
         result, _ = self._write_version(track, manifest, label, target,
                                         subs=paths, force=force,
                                         action=f"download {label}")
-        return manifest, label, target, result
+        return manifest, label, self._at(track, target), result
 
     def checkout(self, rev: str, *, force: bool = False, dry_run: bool = False,
                  kinds: Sequence[Kind] | None = None) -> list[RevertResult]:
@@ -1332,8 +1454,8 @@ class WorkspaceService:
 
         Every kind is checked before anything is touched, so a refusal changes nothing.
         """
-        named = self._named_ref(rev)
-        targets = ([(named, rev)] if named is not None else
+        targets = (self._targets(rev, Selection([]))
+                   if not kinds or self._named_ref(rev) is not None else
                    [(DEFAULT_TRACKS[k], ref) for k, ref in self.resolve(rev, kinds).items()])
         plans = []
         for track, ref in targets:
@@ -1341,14 +1463,14 @@ class WorkspaceService:
             plans.append((track, manifest, label))
         if not force:
             for track, manifest, label in plans:
-                self._prepare_write(track, manifest, label, self.root / track.path, None,
+                self._prepare_write(track, manifest, label, self._place(track), None,
                                     f"check out {label}")
         if dry_run:
             return [RevertResult(label, (t.kind,), None, 0, 0) for t, _, label in plans]
         results = []
         for track, manifest, label in plans:
             pulled, removed = self._write_version(
-                track, manifest, label, self.root / track.path, subs=None, force=force,
+                track, manifest, label, self._place(track), subs=None, force=force,
                 action=f"check out {label}")
             # Only this path's manifest: the kind's other tracked paths keep their versions.
             record = self.ws.history.revert(label, kinds=[track.kind], line=track.name,
@@ -1384,7 +1506,7 @@ class WorkspaceService:
                 listing = self.files_of(manifest, label)
                 chosen = selection.files(track, [f.path for f in listing])
             wanted = None if chosen is None else set(chosen)
-            out += [(f"{track.path}/{f.path}", f.size) for f in listing
+            out += [(track.workspace_path(f.path), f.size) for f in listing
                     if wanted is None or f.path in wanted]
         if not out and paths:
             raise PathNotFoundError(", ".join(paths), where=rev or "the current version",
@@ -1407,20 +1529,20 @@ class WorkspaceService:
         for track in self.tracked_paths():
             kind = track.kind
             manifest = history.current_manifest(kind, track.name)
-            folder = self.root / track.path
+            folder = self._place(track)
             changes, baseline, _ = self._changes(track, folder)
             behind = manifest is not None and baseline.snapshot_id != manifest.snapshot_id
             hidden: list[str] = []
             if manifest is not None:
                 hidden, _ = self._rules().hidden_tracked(
-                    folder, track.path, self._version_paths(manifest, baseline))
+                    folder, track.folder, self._version_paths(manifest, baseline))
             kinds.append(KindStatus(
-                kind=kind, path=track.path, recorded=manifest is not None,
+                kind=kind, path=track.path, is_dir=track.is_dir, recorded=manifest is not None,
                 snapshot_id=manifest.snapshot_id if manifest else None,
                 files=manifest.file_count if manifest else 0,
                 total_bytes=manifest.total_size if manifest else 0,
                 version=self._tag_of(kind, manifest, track),
-                changed=tuple(f"{track.path}/{p}" for p in changes.all()), behind=behind,
+                changed=tuple(track.workspace_path(p) for p in changes.all()), behind=behind,
                 hidden=tuple(hidden)))
         state = history.status()
         remote = self.ws.remote
@@ -1440,7 +1562,14 @@ class WorkspaceService:
 
     def diff(self, ref_a: str, ref_b: str = "HEAD", *, kind: Kind | None = None) -> VersionDiff:
         """Files and metrics that differ between the ``kind`` manifests of two refs."""
-        named = self._named_ref(ref_a) or self._named_ref(ref_b)
+        named_a, named_b = self._named_ref(ref_a), self._named_ref(ref_b)
+        if named_a is not None and named_b is not None and named_a != named_b:
+            raise ConfigError(
+                f"{ref_a} and {ref_b} are versions of two tracked paths ({named_a.path}, "
+                f"{named_b.path}); diff compares two versions of one path",
+                hint=f"e.g. cpv diff {ref_a} HEAD (its current version); cpv ls REV lists the "
+                     "files of any version")
+        named = named_a or named_b
         if named is not None:
             kind = named.kind
             a, ref_a = self._line_manifest(named, None if ref_a == "HEAD" else ref_a)
@@ -1764,11 +1893,12 @@ class WorkspaceService:
         target = self.dealias(rev)
         if _VERSION_ONLY.match(target):
             target = f"v{target}"
-        if try_parse_tag(target) is None or not self.have_ref(target):
+        if parse_line_tag(target) is None or not self.have_ref(target):
             raise InvalidAliasError(
                 f"cannot point alias {name!r} at {rev!r}: it is not a version here",
-                hint=self._opt("an alias names a version tag such as v0.3 or data-v0.2; list "
-                               "them with cpv versions", "pass a version tag such as 'v0.3'"))
+                hint=self._opt("an alias names a version tag such as v0.3, data-v0.2 or "
+                               "name@v0.1; list them with cpv versions (--path PATH)",
+                               "pass a version tag such as 'v0.3' or 'name@v0.1'"))
         alias = book.move(name, target, author=self.ws.history.default_author(),
                           at=datetime.now(timezone.utc), message=message)
         self.publish()
@@ -1804,16 +1934,24 @@ class WorkspaceService:
 
     # -- lineage -----------------------------------------------------------------------------
 
-    def lineage(self, rev: str | None = None) -> dict[str, Any]:
+    def lineage(self, rev: str | None = None, *, track: Track | None = None) -> dict[str, Any]:
         """Which data trained the model version ``rev`` (default: the current one), and its
         hyper-parameters: the data snapshot recorded at push time and every data tag that
         holds it now (a combined ``push --tag`` makes the data tag after the model's push).
+        ``name@v0.3`` (or ``track``) reads another tracked model path's line.
 
         Raises:
             UnknownVersionError: ``rev`` names no model version.
         """
         try:
-            manifest, label = self.manifest_at("model", rev)
+            track = track or self._named_ref(rev) or DEFAULT_TRACKS["model"]
+        except TagNotFoundError as exc:
+            raise UnknownVersionError(exc.tag, hint=exc.hint) from exc
+        if track.kind != "model":
+            raise UnknownVersionError(rev or track.path, hint=(
+                f"{track.path} holds data; lineage is recorded with model versions"))
+        try:
+            manifest, label = self._line_manifest(track, rev)
         except TagNotFoundError as exc:
             raise UnknownVersionError(exc.tag, hint=self._opt(
                 "list model versions with cpv versions", "see read_checkpoint_tag()")) from exc
@@ -1928,7 +2066,7 @@ class Selection:
             return chosen
         drops = self._options.drops
         return [p for p in (chosen if chosen is not None else paths)
-                if not drops(f"{track.path}/{p}")]
+                if not drops(track.workspace_path(p))]
 
     def _chosen(self, track: Track, paths: Sequence[str]) -> list[str] | None:
         restrict = (self._restrict.get(track.kind) if track.is_default
@@ -1936,10 +2074,9 @@ class Selection:
         if self.tracks is None or restrict == []:
             return None
         inside = in_scope(restrict) if restrict else None
-        folder = track.path
         return [p for p in paths
                 if (inside is not None and inside(p))
-                or (self._spec is not None and self._spec.match_file(f"{folder}/{p}"))]
+                or (self._spec is not None and self._spec.match_file(track.workspace_path(p)))]
 
     def check_matched(self, chosen: Sequence[list[str] | None], rev: str | None) -> None:
         """A pattern that selects nothing is a mistake to say at once, with nothing changed."""

@@ -28,7 +28,7 @@ from typing import Final
 from cpv.errors import CPVError, FormatError, InvalidAliasError, VersioningError
 from cpv.versioning.gitrepo import GitRepo
 from cpv.versioning.manifest import format_timestamp, parse_timestamp
-from cpv.versioning.tags import try_parse_tag
+from cpv.versioning.tags import parse_line_tag
 
 ALIAS_DIR: Final = ".cpv/aliases"
 """Folder (relative to the workspace root, posix) of ``<name>.json``, one file per alias."""
@@ -79,7 +79,7 @@ def check_alias_name(name: str, *, taken: set[str] | frozenset[str] = frozenset(
         InvalidAliasError: one line saying why, and what names work.
     """
     hint = "an alias is a lower-case word such as production or staging"
-    if isinstance(name, str) and (try_parse_tag(name) is not None
+    if isinstance(name, str) and (parse_line_tag(name) is not None
                                   or re.fullmatch(r"v?\d+\.\d+", name)):
         raise InvalidAliasError(f"alias {name!r} would shadow the version tag {name}",
                                 hint=hint)
@@ -168,7 +168,7 @@ def _parse(name: str, text: str) -> Alias:
         moves = []
         for raw in doc["moves"]:
             target = raw["target"]
-            if target is not None and try_parse_tag(target) is None:
+            if target is not None and parse_line_tag(target) is None:
                 raise ValueError(f"{target!r} is not a version tag")
             moves.append(AliasMove(target, str(raw["author"]), parse_timestamp(raw["at"]),
                                    str(raw.get("message", ""))))

@@ -42,7 +42,7 @@ from typing import Any, Final
 from cpv.errors import CPVError, FormatError, UnsafePathError
 from cpv.pathrules import check_relpath
 from cpv.versioning.metrics import normalize_metrics
-from cpv.versioning.tags import KINDS, Kind
+from cpv.versioning.tags import KINDS, LINE_NAME, Kind, line_name_problem
 
 SCHEMA_VERSION: Final = 2
 """The manifest schema this code writes (a pointer manifest, no file list)."""
@@ -57,7 +57,7 @@ ExtraValue = str | int | float | bool | None
 """What ``extra`` may hold: JSON scalars only (e.g. ``sample_count`` for data)."""
 
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
-_NAME_RE: Final = re.compile(r"[a-z0-9_][a-z0-9._-]{0,127}")
+_NAME_RE: Final = re.compile(LINE_NAME)
 _TAG_LIKE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9@._-]{0,127}")
 _RESERVED_TOP: Final = frozenset({".git", ".cpv"})
 _REQUIRED_KEYS: Final = frozenset({
@@ -68,7 +68,7 @@ _REQUIRED_KEYS_V2: Final = frozenset({
     "schema_version", "kind", "path", "is_dir", "snapshot_id", "store_url", "summary",
     "metrics", "message", "created_at", "author",
 })
-_OPTIONAL_KEYS: Final = frozenset({"extra", "lineage", "params"})
+_OPTIONAL_KEYS: Final = frozenset({"extra", "lineage", "params", "line"})
 _LINEAGE_KEYS: Final = frozenset({"data_path", "data_snapshot_id", "data_tag"})
 _SUMMARY_KEYS: Final = frozenset({"file_count", "total_size", "added", "changed", "removed"})
 _FILE_KEYS: Final = frozenset({"path", "size", "blake3"})
@@ -305,11 +305,18 @@ class Manifest:
     total_size: int = -1
     file_count: int = -1
     changes: ChangeCounts | None = None
+    line: str | None = None
+    """The version line's name when a push chose it (``--name``); None: the path's slug."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise _invalid(f"manifest kind must be 'model' or 'data', not {self.kind!r}")
         check_tracked_path(self.path)
+        if self.line is not None:
+            if self.line == manifest_name(self.path):
+                object.__setattr__(self, "line", None)  # one spelling: the slug is implied
+            elif (problem := line_name_problem(self.line)) is not None:
+                raise _invalid(f"manifest line {self.line!r}: {problem}")
         if not isinstance(self.snapshot_id, str) or not _HEX64.fullmatch(self.snapshot_id):
             raise _invalid("manifest snapshot_id must be 64 lowercase hex digits")
         if not isinstance(self.store_url, str) or not self.store_url.strip() or any(
@@ -376,8 +383,9 @@ class Manifest:
 
     @property
     def name(self) -> str:
-        """The manifest's file name slug (see :func:`manifest_name`)."""
-        return manifest_name(self.path)
+        """The version line's name, which is the manifest's file name: the ``line`` a push
+        chose, else the path's slug (see :func:`manifest_name`)."""
+        return self.line if self.line is not None else manifest_name(self.path)
 
     @property
     def relpath(self) -> str:
@@ -391,14 +399,16 @@ class Manifest:
     def to_dict(self) -> dict[str, object]:
         """The manifest as plain JSON-ready data (keys as written to disk), in its schema.
 
-        ``lineage`` and ``params`` are written only when set, so a version without them has
-        the same bytes as before they existed (older cpv reads it; no churn in Git).
+        ``lineage``, ``params`` and ``line`` are written only when set, so a version without
+        them has the same bytes as before they existed (older cpv reads it; no churn in Git).
         """
         optional: dict[str, object] = {}
         if self.lineage is not None:
             optional["lineage"] = self.lineage.to_dict()
         if self.params:
             optional["params"] = dict(self.params)
+        if self.line is not None:
+            optional["line"] = self.line
         if self.files is None:
             counts = self.changes
             return {
@@ -537,12 +547,15 @@ class Manifest:
         params = data.get("params", {})
         if not isinstance(params, dict):
             raise FormatError("params must be an object", hint=_HINT_DAMAGED)
+        line = data.get("line")
+        if line is not None and not isinstance(line, str):
+            raise FormatError("line must be a string", hint=_HINT_DAMAGED)
         manifest = cls(
             kind=data["kind"], path=data["path"], snapshot_id=data["snapshot_id"],
             store_url=data["store_url"], files=files, message=data["message"],
             author=data["author"], created_at=parse_timestamp(data["created_at"]),
             metrics=data["metrics"], is_dir=data["is_dir"], extra=extra,
-            lineage=lineage, params=params, **summary,
+            lineage=lineage, params=params, line=line, **summary,
         )
         if files is None:
             return manifest
@@ -607,6 +620,7 @@ def manifest_for_files(
     created_at: datetime | None = None,
     lineage: Lineage | None = None,
     params: Mapping[str, str] | None = None,
+    line: str | None = None,
 ) -> Manifest:
     """Build a schema-1 manifest (every file listed) from ``(path, size, blake3)`` tuples.
 
@@ -639,6 +653,7 @@ def pointer_manifest(
     created_at: datetime | None = None,
     lineage: Lineage | None = None,
     params: Mapping[str, str] | None = None,
+    line: str | None = None,
 ) -> Manifest:
     """Build the schema-2 manifest of a new version: the snapshot it points at, and a summary.
 
@@ -649,4 +664,5 @@ def pointer_manifest(
         file_count=file_count, total_size=total_size, changes=changes, is_dir=is_dir,
         message=message, author=author, metrics=dict(metrics or {}), extra=dict(extra or {}),
         created_at=created_at or _utc_now(), lineage=lineage, params=dict(params or {}),
+        line=line,
     )

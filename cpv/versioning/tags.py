@@ -15,7 +15,8 @@ kind       tag                   example
 
 Any other tracked path (``outputs/checkpoint-500``, ``runs/llama-ft/step-4000``) has its own
 version line, named GTO's way: ``{name}@v{major}.{minor}`` (``outputs-checkpoint-500@v0.1``),
-where ``name`` is the path's manifest name (:func:`cpv.versioning.manifest.manifest_name`). The
+where ``name`` is the path's manifest name (:func:`cpv.versioning.manifest.manifest_name`, or
+the ``--name`` its first push chose, checked by :func:`line_name_problem`). The
 default folders keep their seed tags: the line named ``model`` (the ``model/`` folder) is
 ``v0.1``, the line named ``data`` (``data/``) is ``data-v0.1``. :func:`line_tag` and
 :func:`parse_line_tag` are the one rule for both.
@@ -195,7 +196,26 @@ def versions_of_kind(tag_names: Iterable[str], kind: Kind) -> dict[Version, str]
     return found
 
 
-_LINE_TAG_RE: Final = re.compile(rf"(?P<name>[a-z0-9_][a-z0-9._-]{{0,127}})@v{_NUMBER}\.{_NUMBER}")
+LINE_NAME: Final = r"[a-z0-9_][a-z0-9._-]{0,127}"
+"""What a version line's name may be (and so a manifest's file name): lower case, digits,
+``._-``, not starting with ``.`` or ``-``, at most 128 characters. The one rule: a path's slug
+(:func:`cpv.versioning.manifest.manifest_name`) always obeys it, a ``--name`` is checked by
+:func:`line_name_problem`, and :func:`parse_line_tag` reads tags by it."""
+
+_LINE_NAME_RE: Final = re.compile(LINE_NAME)
+_LINE_TAG_RE: Final = re.compile(rf"(?P<name>{LINE_NAME})@v{_NUMBER}\.{_NUMBER}")
+
+
+def line_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a version line of a tracked path other than ``model/`` and
+    ``data/`` (their names ``model`` and ``data`` are the seed's tags), or None if it can."""
+    if not isinstance(name, str) or not _LINE_NAME_RE.fullmatch(name):
+        return ("a line name is 1-128 characters of a-z, 0-9, '.', '_' and '-', starting with "
+                "a letter, digit or '_'")
+    if name in KINDS:
+        first = tag_name(check_kind(name), FIRST_VERSION)
+        return f"{name!r} is the line of the {name}/ folder (tags {first}, ...)"
+    return None
 
 
 def line_tag(line: str, version: Version) -> str:

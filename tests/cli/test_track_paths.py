@@ -137,6 +137,7 @@ def test_bad_paths_are_refused_with_nothing_changed(
     write_checkpoint(ws / "outputs-checkpoint-500", 1000, seed=3)  # same line name
     write_checkpoint(ws / "Model", 1000, seed=4)  # the model line's name
     (ws / "loose.bin").write_bytes(b"x" * 10)
+    (ws / "loose-link").symlink_to("loose.bin")
     before = state_of(ws, env)
     cases = {
         str(tmp_path / "elsewhere"): "outside the workspace",
@@ -149,7 +150,7 @@ def test_bad_paths_are_refused_with_nothing_changed(
         "outputs-checkpoint-500": "share the version line",
         "Model": "share the version line 'model'",
         "outputs/checkpoint-500/sub/model.safetensors": "cannot nest",
-        "loose.bin": "cpv tracks folders",
+        "loose-link": "is a symlink",
         "nowhere": "does not exist",
     }
     for path, why in cases.items():
@@ -157,9 +158,37 @@ def test_bad_paths_are_refused_with_nothing_changed(
         assert why in r.stderr and "hint" in r.stderr.lower(), r
         assert len([line for line in r.stderr.splitlines() if line.startswith("error")]) <= 1
         assert state_of(ws, env) == before, path
+    r = cpv("push", "loose.bin", "model", "--name", "x", cwd=ws, env_extra=s3_env,
+            expect=EXIT_USAGE)
+    assert "names the line of one PATH" in r.stderr, r
     r = cpv("push", "model", "--kind", "data", cwd=ws, env_extra=s3_env, expect=EXIT_USAGE)
     assert "model folder" in r.stderr
     r = cpv("push", "outputs/checkpoint-500", "--kind", "data", cwd=ws, env_extra=s3_env,
             expect=EXIT_USAGE)
     assert "tracked as model" in r.stderr
     assert state_of(ws, env) == before
+
+
+def test_a_single_file_on_a_named_line_through_the_cli(
+    cpv: Runner, tmp_path: Path, s3_env: dict[str, str], s3_url: str,
+) -> None:
+    """``cpv push FILE --name NAME`` versions one file of a run folder; ``metrics --path`` and
+    ``lineage name@v0.1`` read that line (refusals: tests/api/test_tracked_paths.py)."""
+    ws = tmp_path / "ws"
+    cpv("init", str(ws), "--store", s3_url, "-q", env_extra=s3_env)
+    weights = ws / "runs" / "exp1" / "model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"1" * 5000)
+    (weights.parent / "events.log").write_text("not versioned\n")
+    first = cpv("push", "runs/exp1/model.safetensors", "--name", "exp1", "--tag",
+                "--metric", "loss=0.5", "--json", cwd=ws, env_extra=s3_env).json()
+    assert first["tags"] == ["exp1@v0.1"] and first["results"][0]["files"] == 1
+    weights.write_bytes(b"2" * 4000)
+    cpv("push", "runs/exp1/model.safetensors", "--tag", "--metric", "loss=0.25", "-q",
+        cwd=ws, env_extra=s3_env)
+    table = cpv("metrics", "--path", "runs/exp1/model.safetensors", "v0.1", "exp1@v0.2",
+                "--json", cwd=ws, env_extra=s3_env).json()
+    assert [(v["tag"], v["metrics"]) for v in table] == [
+        ("exp1@v0.1", {"loss": 0.5}), ("exp1@v0.2", {"loss": 0.25})]
+    assert cpv("lineage", "exp1@v0.1", "--json", cwd=ws,
+               env_extra=s3_env).json()["tag"] == "exp1@v0.1"

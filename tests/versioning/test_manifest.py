@@ -297,3 +297,23 @@ def test_a_newer_schema_says_upgrade_cpv_in_one_line() -> None:
     with pytest.raises(FormatError) as info:
         Manifest.from_json(json.dumps(doc), source="v0.9:.cpv/manifests/model/model.json")
     assert "upgrade cpv" in info.value.message and "\n" not in info.value.message
+
+
+def test_a_chosen_line_name_names_the_manifest_file_and_round_trips() -> None:
+    """``--name`` is kept in the manifest as ``line`` (only when it differs from the slug), is
+    the manifest's file name, and obeys the one line-name rule."""
+    named = _pointer(path="runs/exp1/model.safetensors", is_dir=False, file_count=1,
+                     total_size=10, line="exp1")
+    assert named.name == "exp1" and named.relpath == ".cpv/manifests/model/exp1.json"
+    text = named.to_json()
+    assert json.loads(text)["line"] == "exp1"
+    assert Manifest.from_json(text) == named and Manifest.from_json(text).line == "exp1"
+    slug = _pointer(path="outputs/ck", line="outputs-ck")
+    assert slug.line is None and "line" not in json.loads(slug.to_json())
+    for bad in ("model", "data", "Exp 1", "-x", ".x", "x" * 129):
+        with pytest.raises(FormatError, match="manifest line"):
+            _pointer(path="outputs/ck", line=bad)
+    doc = json.loads(slug.to_json())
+    doc["line"] = 7
+    with pytest.raises(FormatError, match="line must be a string"):
+        Manifest.from_json(json.dumps(doc))

@@ -284,6 +284,7 @@ from cpv.versioning.gitrepo import GitRepo
 from cpv.versioning.history import History
 with GitRepo.open(sys.argv[1]) as repo:
     history = History(repo)
+    print("ready", flush=True)
     while True:
         history.create_combined_tag()
 """
@@ -300,8 +301,11 @@ def test_combined_tag_killed_at_any_instant_leaves_both_tags_or_neither(
     kills = 0
     for _ in range(12):
         proc = subprocess.Popen([sys.executable, "-c", _TAG_LOOP, str(root)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(rng.uniform(0.4, 1.2))
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # Kill instants count from the loop's start, not the interpreter's: on a loaded machine
+        # start-up alone can outlast any fixed delay, and then no kill would land in a tag.
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        time.sleep(rng.uniform(0.0, 0.8))
         if proc.poll() is None:
             proc.kill()
             kills += 1

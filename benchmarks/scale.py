@@ -15,7 +15,7 @@ committed the same way in a scratch repository; plus the size of the manifest bl
 
 ``read_commands``: ``cpv ls HEAD``, ``cpv diff HEAD~1 HEAD`` and ``cpv status`` through the real
 program, with the local list cache and without it: wall, CPU (user + sys) and peak RSS of each
-process (``wait4``), and the load average.
+``cpv`` process alone, and the load average.
 
 Output: a Markdown table on stdout and ``scale.json`` in ``--out``. Timings on a shared machine
 are noisy; the Git figures are exact byte counts.
@@ -179,17 +179,29 @@ def figure_git_growth(run: ScaleRun) -> list[dict[str, Any]]:
 
 def _timed_cpv(root: Path, args: list[str]) -> dict[str, float]:
     """One ``cpv`` run in ``root`` (output discarded): wall, CPU (user + sys) and peak RSS of
-    that process alone (``wait4``), and the load average it ran under."""
+    that process alone, and the load average it ran under.
+
+    Started through a small ``python -c`` that execs it, whose ``wait4`` figures are the
+    ``cpv`` process's own: a child forked straight from this (big, after an in-process push)
+    process would report this process's RSS as its peak."""
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "cpv", *args], cwd=root,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
+    probe = ("import os, sys, json; pid = os.fork()\n"
+             "if pid == 0:\n"
+             "    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)\n"
+             "    os.execv(sys.executable, [sys.executable, '-m', 'cpv', *sys.argv[1:]])\n"
+             "_, status, u = os.wait4(pid, 0)\n"
+             "print(json.dumps([status, u.ru_utime + u.ru_stime, u.ru_maxrss]))")
+    done = subprocess.run([sys.executable, "-c", probe, *args], cwd=root, capture_output=True,
+                          text=True, check=False)
     wall = time.perf_counter() - start
-    err = child.stderr.read().decode() if child.stderr else ""
+    try:
+        status, cpu, peak_kib = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        status, cpu, peak_kib = 1, 0.0, 0
     if status != 0:
-        raise RuntimeError(f"cpv {' '.join(args)} failed: {err.strip()}")
-    return {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024), "load": round(os.getloadavg()[0], 1)}
+        raise RuntimeError(f"cpv {' '.join(args)} failed: {done.stderr.strip()}")
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "peak_rss_mb": round(peak_kib / 1024), "load": round(os.getloadavg()[0], 1)}
 
 
 READ_COMMANDS = (["ls", "HEAD"], ["diff", "HEAD~1", "HEAD"], ["status"])

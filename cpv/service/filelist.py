@@ -293,10 +293,9 @@ class FileLists:
         listing = snapshot_listing(snapshot)
         self._memo[snapshot_id] = listing
         if not (self._dir / snapshot_id).exists():
-            writer = _CacheWriter.start(self._dir, snapshot_id)
-            if writer is not None:
-                writer.add(listing)
-                writer.commit()
+            writer = _CacheWriter(self._dir, snapshot_id)
+            writer.add(listing)
+            writer.commit()
         return listing
 
     def _rows(self, snapshot_id: str, under: str) -> Iterator[ListedFile]:
@@ -314,10 +313,7 @@ class FileLists:
         if under:
             yield from files
             return
-        writer = _CacheWriter.start(self._dir, snapshot_id)
-        if writer is None:
-            yield from files
-            return
+        writer = _CacheWriter(self._dir, snapshot_id)
         try:
             batch: list[ListedFile] = []
             for f in files:
@@ -385,31 +381,18 @@ def _rows_of(lines: bytes, path: Path) -> Iterator[ListedFile]:
 
 
 class _CacheWriter:
-    """Writes one list into the cache as it streams: a temporary file, renamed into place
+    """Writes one list into the cache as it streams: a temporary file (opened at the first
+    compressed bytes, so a refused small list leaves not even the folder), renamed into place
     only by :meth:`commit`, so an interrupted or refused walk leaves nothing behind."""
 
-    def __init__(self, folder: Path, snapshot_id: str, fh: BinaryIO, tmp: Path) -> None:
+    def __init__(self, folder: Path, snapshot_id: str) -> None:
+        self._folder = folder
         self._final = folder / snapshot_id
-        self._fh: BinaryIO | None = fh
-        self._tmp = tmp
-        # Level 1: the rows are mostly hex digests (incompressible); 6 only cost CPU time.
-        self._zip = zlib.compressobj(1)
+        self._tmp = folder / f".{snapshot_id}.{os.getpid()}.tmp"
+        self._fh: BinaryIO | None = None
+        self._failed = False
+        self._zip = zlib.compressobj(1)  # the rows are mostly hex digests: 6 only cost CPU
         self._hash = Hasher()
-
-    @classmethod
-    def start(cls, folder: Path, snapshot_id: str) -> _CacheWriter | None:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            ignore = folder.parent / ".gitignore"
-            if not ignore.exists():
-                ignore.write_text("*\n")
-            tmp = folder / f".{snapshot_id}.{os.getpid()}.tmp"
-            fh = tmp.open("wb")
-            fh.write(_MAGIC + bytes(_HASH_LEN))
-        except OSError as exc:
-            log.debug("could not cache the file list of %s: %s", snapshot_id, exc)
-            return None
-        return cls(folder, snapshot_id, fh, tmp)
 
     def add(self, files: Sequence[ListedFile]) -> None:
         for start in range(0, len(files), _ROWS):
@@ -418,9 +401,16 @@ class _CacheWriter:
             self._put(self._zip.compress(text.encode("utf-8", "surrogateescape")))
 
     def _put(self, data: bytes) -> None:
-        if self._fh is None or not data:
+        if self._failed or not data:
             return
         try:
+            if self._fh is None:
+                self._folder.mkdir(parents=True, exist_ok=True)
+                ignore = self._folder.parent / ".gitignore"
+                if not ignore.exists():
+                    ignore.write_text("*\n")
+                self._fh = self._tmp.open("wb")
+                self._fh.write(_MAGIC + bytes(_HASH_LEN))
             self._fh.write(data)
             self._hash.update(data)
         except OSError as exc:
@@ -442,6 +432,7 @@ class _CacheWriter:
             self.discard()
 
     def discard(self) -> None:
+        self._failed = True
         if self._fh is not None:
             self._fh.close()
             self._fh = None

@@ -31,7 +31,7 @@ import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Final, NamedTuple
+from typing import BinaryIO, Final, NamedTuple, NoReturn
 
 from cpv.engine import FileEntry, Repository, Snapshot, check_snapshot_matches
 from cpv.engine.hashing import Hasher, chunk_id
@@ -151,7 +151,7 @@ def checked(manifest: Manifest, files: Iterable[ListedFile], label: str
                                  f"{manifest.file_count} of {manifest.total_size}")
 
 
-def _refuse(manifest: Manifest, label: str, problem: str) -> None:
+def _refuse(manifest: Manifest, label: str, problem: str) -> NoReturn:
     raise IntegrityError(
         f"{label}: snapshot {manifest.snapshot_id[:12]} does not match its manifest: "
         f"{problem}", object_id=manifest.snapshot_id,

@@ -1,7 +1,7 @@
 """Scale of store format v2: what one version costs at 10^4, 10^5 (and 10^6) files.
 
     python benchmarks/scale.py [--files 10000,100000] [--changed 0.01] [--out DIR]
-        [--scratch DIR] [--figures git_growth]
+        [--scratch DIR] [--reuse] [--figures git_growth,read_commands]
 
 A workspace with a local store is made per file count; ``model/`` gets N files of 1 KiB (random,
 written fast), version 1 is pushed, then 1 % of the files are rewritten and version 2 is pushed.
@@ -13,6 +13,10 @@ adds, for the pointer manifest cpv writes now (schema 2: measured on the workspa
 after ``cpv push``) and for the schema-1 manifest (every file listed) of the same version,
 committed the same way in a scratch repository; plus the size of the manifest blob itself.
 
+``read_commands``: ``cpv ls HEAD``, ``cpv diff HEAD~1 HEAD`` and ``cpv status`` through the real
+program, with the local list cache and without it: wall, CPU (user + sys) and peak RSS of each
+``cpv`` process alone, and the load average.
+
 Output: a Markdown table on stdout and ``scale.json`` in ``--out``. Timings on a shared machine
 are noisy; the Git figures are exact byte counts.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -114,6 +119,17 @@ def prepare(files: int, fraction: float, scratch: Path) -> ScaleRun:
     return run
 
 
+def reuse(files: int, fraction: float, scratch: Path) -> ScaleRun:
+    """A workspace an earlier run left in ``scratch`` (``--reuse``): its two versions, for the
+    figures that only read them (not ``git_growth``, which needs the push's new objects)."""
+    root = scratch / f"ws-{files}"
+    run = ScaleRun(files=files, changed=max(1, int(files * fraction)), root=root)
+    with WorkspaceService.open(root, search_parents=False) as service:
+        run.manifests += [service.manifest_at("model", "HEAD~1")[0],
+                          service.manifest_at("model", None)[0]]
+    return run
+
+
 def _schema_one(run: ScaleRun, manifest: Manifest) -> Manifest:
     """The schema-1 manifest (every file listed) of a version, as cpv wrote it before v2."""
     with WorkspaceService.open(run.root, search_parents=False) as service:
@@ -161,8 +177,66 @@ def figure_git_growth(run: ScaleRun) -> list[dict[str, Any]]:
     return rows
 
 
+def _timed_cpv(root: Path, args: list[str]) -> dict[str, float]:
+    """One ``cpv`` run in ``root`` (output discarded): wall, CPU (user + sys) and peak RSS of
+    that process alone, and the load average it ran under.
+
+    Started through a small ``python -c`` that execs it, whose ``wait4`` figures are the
+    ``cpv`` process's own: a child forked straight from this (big, after an in-process push)
+    process would report this process's RSS as its peak."""
+    start = time.perf_counter()
+    probe = ("import os, sys, json; pid = os.fork()\n"
+             "if pid == 0:\n"
+             "    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)\n"
+             "    os.execv(sys.executable, [sys.executable, '-m', 'cpv', *sys.argv[1:]])\n"
+             "_, status, u = os.wait4(pid, 0)\n"
+             "print(json.dumps([status, u.ru_utime + u.ru_stime, u.ru_maxrss]))")
+    done = subprocess.run([sys.executable, "-c", probe, *args], cwd=root, capture_output=True,
+                          text=True, check=False)
+    wall = time.perf_counter() - start
+    try:
+        status, cpu, peak_kib = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        status, cpu, peak_kib = 1, 0.0, 0
+    if status != 0:
+        raise RuntimeError(f"cpv {' '.join(args)} failed: {done.stderr.strip()}")
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "peak_rss_mb": round(peak_kib / 1024), "load": round(os.getloadavg()[0], 1)}
+
+
+READ_COMMANDS = (["ls", "HEAD"], ["diff", "HEAD~1", "HEAD"], ["status"])
+"""What a user runs on a big version that only reads: issue 11's "status and diff under
+10 s, peak RSS under 1 GiB" and issue 13's ``cpv ls``."""
+
+
+def figure_read_commands(run: ScaleRun) -> list[dict[str, Any]]:
+    """``cpv ls``, ``diff`` (v1 -> v2) and ``status`` through the real program: once with the
+    local list cache as push left it, once without it (lists and trees from the store)."""
+    cache = run.root / ".cpv" / "local" / "filelists"
+    aside = run.root.parent / f"filelists-aside-{run.files}"
+    rows: list[dict[str, Any]] = []
+    for state in ("cached", "no cache"):
+        for args in READ_COMMANDS:
+            if state == "no cache":
+                if args == ["status"]:
+                    continue  # status reads the baseline and the stat cache, not the lists
+                if cache.exists():
+                    shutil.rmtree(aside, ignore_errors=True)
+                    cache.rename(aside)
+            try:
+                timed = _timed_cpv(run.root, args)
+            finally:
+                if aside.exists():
+                    shutil.rmtree(cache, ignore_errors=True)
+                    aside.rename(cache)
+            rows.append({"figure": "read_commands", "files": run.files,
+                         "command": "cpv " + " ".join(args), "lists": state, **timed})
+    return rows
+
+
 FIGURES: dict[str, Callable[[ScaleRun], list[dict[str, Any]]]] = {
     "git_growth": figure_git_growth,
+    "read_commands": figure_read_commands,
 }
 """Figure name -> function; add one entry per figure (the store side adds its own)."""
 
@@ -191,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="folder for scale.json")
     parser.add_argument("--scratch", type=Path, default=None,
                         help="where workspaces and stores go (default: a temporary folder)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure the workspaces an earlier --scratch run left (read-only "
+                             "figures such as read_commands)")
     args = parser.parse_args(argv)
     counts = [int(float(x)) for x in args.files.split(",") if x]
     chosen = [FIGURES[name] for name in args.figures.split(",") if name]
@@ -199,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         scratch = args.scratch or Path(tmp)
         scratch.mkdir(parents=True, exist_ok=True)
         for count in counts:
-            run = prepare(count, args.changed, scratch)
+            reused = args.reuse and (scratch / f"ws-{count}").is_dir()
+            run = (reuse if reused else prepare)(count, args.changed, scratch)
             print(f"# {count} files: " + ", ".join(f"{k} {v:.1f}s"
                                                   for k, v in run.seconds.items()),
                   file=sys.stderr)

@@ -36,6 +36,21 @@ with ``.`` (so no ``.``, ``..`` or ``.git``), at most 255 bytes. One regex match
 per-segment checks below: a 100,000-file version is checked in milliseconds (``cpv ls``)."""
 
 
+_PLAIN_NAMES: Final = re.compile(rf"(?:{_SEGMENT}\n)*")
+
+
+def all_plain_names(names: list[str]) -> bool:
+    """True if every one of ``names`` is a single segment that :data:`_PLAIN` accepts: one
+    regex pass over a whole tree node's names (False: check them one by one, as
+    :func:`path_problem` does, to say which breaks the rule and why)."""
+    try:
+        text = "\n".join(names) + "\n"
+    except TypeError:
+        return False
+    # As many lines as names: a name holding a newline must not pass as two plain ones.
+    return text.count("\n") == len(names) and _PLAIN_NAMES.fullmatch(text) is not None
+
+
 def path_problem(path: object) -> str | None:
     """Why ``path`` breaks the path rule, or None if it is a valid relative tree path.
 

@@ -578,16 +578,15 @@ def ls(state: State, args: tuple[str, ...]) -> None:
     with state.service() as service:
         rev, paths = _split_rev_and_paths(
             args, service.root, lambda: [t.path for t in service.tracked_paths()])
-        files = service.ls(rev, paths)
-    total = sum(size for _, size in files)
-
-    def human() -> list[str]:
-        width = max((len(render.fmt_bytes(size)) for _, size in files), default=1)
-        lines = [f"{render.fmt_bytes(size):>{width}}  {path}" for path, size in files]
-        return [*lines, f"{len(files)} file(s), {render.fmt_bytes(total)}"]
-
-    state.out.emit({"rev": rev, "files": [{"path": p, "size": n} for p, n in files],
-                    "count": len(files), "total_bytes": total}, human, essential=True)
+        files = service.iter_ls(rev, paths)
+        if not state.json_mode:
+            # Printed as the version streams in: a 10^6-file listing is never held whole.
+            state.out.emit(None, render.ls_lines(files), essential=True)
+            return
+        listed = list(files)
+    state.out.emit({"rev": rev, "files": [{"path": p, "size": n} for p, n in listed],
+                    "count": len(listed), "total_bytes": sum(n for _, n in listed)}, (),
+                   essential=True)
 
 
 # -- tag ---------------------------------------------------------------------------------------

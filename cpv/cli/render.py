@@ -15,8 +15,9 @@ import dataclasses
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -181,9 +182,11 @@ class Output:
             return
         if self.quiet and not essential:
             return
-        lines = human() if callable(human) else human
-        for line in lines:
-            print(line, file=self.stdout)
+        lines = iter(human() if callable(human) else human)
+        out = self.stdout
+        # A thousand lines per write: listing 10^6 files one print() each costs seconds.
+        while batch := list(islice(lines, 1000)):
+            out.write("\n".join(batch) + "\n")
 
     def json(self, data: object) -> None:
         print(json.dumps(jsonable(data), indent=2, ensure_ascii=False), file=self.stdout)
@@ -425,6 +428,25 @@ def status_lines(s: StatusReport) -> list[str]:
         lines.append("record the changes with 'cpv push', or restore the current version with "
                      "'cpv pull --force'")
     return lines
+
+
+LS_SIZE_WIDTH = 10
+"""Width of the size column of ``cpv ls`` ("1023.9 KiB"): fixed, since lines are printed as
+the listing streams in, before the largest size is known."""
+
+
+def ls_lines(files: Iterable[tuple[str, int]]) -> Iterator[str]:
+    """``cpv ls``'s lines, one per file as ``files`` streams, then the count and total."""
+    count = total = 0
+    shown: dict[int, str] = {}  # sizes repeat: each formatted once
+    for path, size in files:
+        count += 1
+        total += size
+        text = shown.get(size)
+        if text is None:
+            text = shown[size] = f"{fmt_bytes(size):>{LS_SIZE_WIDTH}}"
+        yield f"{text}  {path}"
+    yield f"{count} file(s), {fmt_bytes(total)}"
 
 
 def diff_dict(d: VersionDiff) -> dict[str, object]:

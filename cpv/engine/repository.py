@@ -47,7 +47,7 @@ from cpv.engine.transfer import (
     TransferLimits,
     fetch_chunks,
 )
-from cpv.engine.tree import Change, Root, TreeWalker, decode_root
+from cpv.engine.tree import Change, Root, TreeWalker, decode_root, merge_by_path
 from cpv.engine.tree import is_root as is_tree_root
 from cpv.errors import CPVError, FormatError, ObjectNotFoundError, TreeDamagedError
 
@@ -254,21 +254,29 @@ class Repository:
         walker.walked = walked
         yield from walker.chunk_ids(root.tree)
 
-    def iter_files(self, snapshot_id: str, *, check_paths: bool = True) -> Iterator[FileEntry]:
+    def iter_files(self, snapshot_id: str, *, check_paths: bool = True,
+                   under: str = "") -> Iterator[FileEntry]:
         """A snapshot's files in path order without holding them all (format 2 streams).
 
+        ``under`` (a folder or file path inside the snapshot) keeps that file or sub-tree
+        only; format 2 then reads only the nodes down to it and below it.
         Names are checked as they are read; the checks that need the whole tree (links that
         climb out through other links) run after the last file, so a consumer that writes
         files must use :meth:`load_snapshot`, as pull does.
         """
         raw = self._snapshot_bytes(snapshot_id)
+        under = under.strip("/")
         if not is_tree_root(raw):
-            yield from Snapshot.decode(raw, snapshot_id=snapshot_id, check_paths=check_paths).files
+            files = Snapshot.decode(raw, snapshot_id=snapshot_id, check_paths=check_paths).files
+            # Held whole anyway; sorted so that every caller may rely on path order.
+            yield from sorted((f for f in files if not under or f.path == under
+                               or f.path.startswith(under + "/")), key=lambda f: f.path)
             return
         root = self._tree_root(raw, snapshot_id)
         self.use_snapshot_locations(snapshot_id)
         links: list[FileEntry] = []
-        for f in self._walker(snapshot_id, check_paths).files(root.tree):
+        walker = self._walker(snapshot_id, check_paths)
+        for f in walker.files_under(root.tree, under) if under else walker.files(root.tree):
             if f.link is not None:
                 links.append(f)
             yield f
@@ -287,13 +295,11 @@ class Repository:
             a, b = self._tree_root(raw_a, old_id), self._tree_root(raw_b, new_id)
             yield from walker.diff(a.tree, b.tree)
             return
-        old = {f.path: f for f in self.iter_files(old_id)}
-        for f in self.iter_files(new_id):
-            before = old.pop(f.path, None)
-            if before != f:
-                yield Change(f.path, before, f)
-        for path in sorted(old):
-            yield Change(path, old[path], None)
+        pairs = merge_by_path(self.iter_files(old_id), self.iter_files(new_id),
+                              where=f"snapshot {old_id[:12]}..{new_id[:12]}")
+        for before, after in pairs:
+            if before != after:
+                yield Change((before or after).path, before, after)  # type: ignore[union-attr]
 
     def _snapshot_bytes(self, snapshot_id: str) -> bytes:
         check_snapshot_id(snapshot_id)

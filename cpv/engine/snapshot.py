@@ -174,11 +174,15 @@ def _decode_file(doc: Mapping[str, Any], check_paths: bool) -> FileEntry:
     return decode_file_doc(doc, doc["p"], check_paths)
 
 
-def decode_file_doc(doc: Mapping[str, Any], path: object, check_paths: bool) -> FileEntry:
-    """A file's stored fields under ``path``, checked (raises ValueError-family when malformed)."""
+def decode_file_doc(doc: Mapping[str, Any], path: object, check_paths: bool, *,
+                    segments_checked: bool = False) -> FileEntry:
+    """A file's stored fields under ``path``, checked (raises ValueError-family when malformed).
+
+    ``segments_checked``: every segment of ``path`` already passed the path rule (a tree
+    walker checks each node's names once), so only a link's target is left to check."""
     if not isinstance(path, str):
         raise ValueError(f"path {path!r} is not a string")
-    if check_paths:
+    if check_paths and not segments_checked:
         check_relpath(path)
     size, mode, digest = doc["s"], doc["m"], doc["h"]
     if not isinstance(size, int) or size < 0 or not isinstance(mode, int):

@@ -44,12 +44,12 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from cpv.engine.hashing import DIGEST_SIZE, chunk_id
 from cpv.engine.snapshot import FileEntry, decode_file_doc, file_doc
 from cpv.errors import FormatError, UnsafePathError
-from cpv.pathrules import path_problem
+from cpv.pathrules import all_plain_names, path_problem
 
 TREE_MAGIC = b"CPVTREE1"
 ROOT_MAGIC = b"CPVSNAP2"
@@ -71,9 +71,11 @@ ReadNodes = Callable[[Sequence[bytes]], Mapping[bytes, bytes]]
 """Fetches nodes by id, every one verified against its id; raises if one is missing."""
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One decoded entry of a folder node: a file (``doc``) or a sub-folder (``child``)."""
+class Entry(NamedTuple):
+    """One decoded entry of a folder node: a file (``doc``) or a sub-folder (``child``).
+
+    A named tuple: a walk makes one per file, and a tuple is built several times faster than
+    a frozen dataclass instance."""
 
     name: str
     doc: Mapping[str, Any] | None
@@ -245,11 +247,13 @@ def decode_node(raw: bytes, *, where: str, check_names: bool = True) -> Node:
         if set(doc) != {"e"} or not isinstance(doc["e"], list):
             raise ValueError("neither entries nor parts")
         entries = []
+        # Most nodes hold plain names only: one regex pass says so for the whole node.
+        one_by_one = check_names and not all_plain_names([e["n"] for e in doc["e"]])
         for e in doc["e"]:
             name = e["n"]
             if not isinstance(name, str):
                 raise ValueError(f"name {name!r} is not a string")
-            if check_names:
+            if one_by_one:
                 problem = path_problem(name)
                 if problem is None and "/" in name:
                     problem = "is not a single path segment"
@@ -325,6 +329,35 @@ class TreeWalker:
         """Every file and link under ``top``, in path order, one folder's batch at a time."""
         node = self.fetch([top])[top]
         yield from self._folder(node, "", (top,))
+
+    def files_under(self, top: bytes, path: str) -> Iterator[FileEntry]:
+        """The file ``path``, or every file under the folder ``path``, in path order.
+
+        Reads the nodes on the way down and the sub-tree only (``cpv ls data/train`` of a
+        10^6-file version costs that folder, not the version). Nothing there: nothing yielded.
+        """
+        node = self.fetch([top])[top]
+        ancestors: tuple[bytes, ...] = (top,)
+        prefix = ""
+        segments = path.strip("/").split("/")
+        for depth, name in enumerate(segments):
+            found = None
+            for e in self.folder_entries(node, ancestors):
+                if e.name == name:
+                    found = e
+                    break
+                if e.sort_key > name + "/":  # sorted: it is not in this folder
+                    break
+            if found is None:
+                return
+            if found.child is None:
+                if depth == len(segments) - 1:
+                    yield self.file(prefix + name, found)
+                return
+            node = self.fetch([found.child])[found.child]
+            ancestors = (*ancestors, found.child)
+            prefix += name + "/"
+        yield from self._folder(node, prefix, ancestors)
 
     def folder_entries(self, node: Node, ancestors: tuple[bytes, ...],
                        skip: set[bytes] | None = None,
@@ -442,7 +475,8 @@ class TreeWalker:
     def file(self, path: str, e: Entry) -> FileEntry:
         assert e.doc is not None
         try:
-            return decode_file_doc(e.doc, path, self.check_paths)
+            # decode_node checked every name of the path as one segment already.
+            return decode_file_doc(e.doc, path, self.check_paths, segments_checked=True)
         except UnsafePathError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -450,22 +484,41 @@ class TreeWalker:
 
     # -- diff ---------------------------------------------------------------------------------
 
-    def diff(self, a: bytes, b: bytes, prefix: str = "",
-             ancestors: tuple[bytes, ...] = ()) -> Iterator[Change]:
+    def diff(self, a: bytes, b: bytes, prefix: str = "", ancestors: tuple[bytes, ...] = (),
+             known: Mapping[bytes, Node] | None = None) -> Iterator[Change]:
         """What differs between the folders ``a`` and ``b``; equal sub-trees are never read."""
         if a == b:
             return
         if len(ancestors) > MAX_DEPTH:
             raise FormatError(f"tree of snapshot {self.where} is deeper than {MAX_DEPTH}")
-        old, new = self._unshared(a, b, ancestors)
-        names = sorted(old.keys() | new.keys(), key=lambda n: (n, 0))
-        for name in names:
-            ea, eb = old.get(name), new.get(name)
-            path = prefix + name
+        old, new = self._unshared(a, b, ancestors, known)
+        # By sort key, so that changes come in path order ("a.b" before the folder "a/").
+        # A name that is a file on one side and a folder on the other has two keys, one each.
+        keys = {e.sort_key: name for side in (old, new) for name, e in side.items()}
+        order = sorted(keys)
+        pairs: list[tuple[Entry | None, Entry | None]] = []
+        for key in order:
+            ea, eb = old.get(keys[key]), new.get(keys[key])
+            pairs.append((ea if ea is not None and ea.sort_key == key else None,
+                          eb if eb is not None and eb.sort_key == key else None))
+        # Sub-folders that differ on both sides are read PREFETCH pairs per request batch
+        # (one round trip, coalesced ranges), not one pair per request.
+        subdirs = [i for i, (ea, eb) in enumerate(pairs) if ea is not None and eb is not None
+                   and ea.child is not None and eb.child is not None and ea.child != eb.child]
+        batches = {subdirs[i]: subdirs[i:i + PREFETCH] for i in range(0, len(subdirs), PREFETCH)}
+        nodes: dict[bytes, Node] = {}
+        for i, (ea, eb) in enumerate(pairs):
+            path = prefix + keys[order[i]]
             if ea is not None and eb is not None and ea.child is not None and eb.child is not None:
-                yield from self.diff(ea.child, eb.child, path + "/", (*ancestors, ea.child))
+                if i in batches:
+                    nodes = self.fetch([e.child for j in batches[i] for e in pairs[j]
+                                        if e is not None and e.child is not None])
+                yield from self.diff(ea.child, eb.child, path + "/", (*ancestors, ea.child),
+                                     nodes)
                 continue
             if ea is not None and eb is not None and ea.child is None and eb.child is None:
+                if ea.doc == eb.doc:
+                    continue  # the same stored fields: equal, no entry to decode (most of them)
                 fa, fb = self.file(path, ea), self.file(path, eb)
                 if fa != fb:
                     yield Change(path, fa, fb)
@@ -485,7 +538,8 @@ class TreeWalker:
         for f in self._folder(node, path + "/", (*ancestors, e.child)):
             yield Change(f.path, f, None) if old else Change(f.path, None, f)
 
-    def _unshared(self, a: bytes, b: bytes, ancestors: tuple[bytes, ...]
+    def _unshared(self, a: bytes, b: bytes, ancestors: tuple[bytes, ...],
+                  known: Mapping[bytes, Node] | None = None,
                   ) -> tuple[dict[str, Entry], dict[str, Entry]]:
         """Entries of the two folders that are not in a part both share, by name.
 
@@ -493,7 +547,7 @@ class TreeWalker:
         entry is in exactly one part per side, so dropping shared parts drops only equal entries.
         """
         front_a, front_b = [a], [b]
-        nodes: dict[bytes, Node] = {}
+        nodes: dict[bytes, Node] = {n: known[n] for n in (a, b) if known and n in known}
         for _ in range(18):
             common = set(front_a) & set(front_b)
             front_a = [n for n in front_a if n not in common]
@@ -517,6 +571,44 @@ class TreeWalker:
                     raise FormatError(f"tree of snapshot {self.where} lists {e.name!r} twice")
                 out[e.name] = e
         return out
+
+
+class _HasPath(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+P = TypeVar("P", bound=_HasPath)
+
+
+def merge_by_path(
+    old: Iterable[P], new: Iterable[P], *, where: str
+) -> Iterator[tuple[P | None, P | None]]:
+    """The entries of two path-ordered streams paired by path (None where a side lacks one).
+
+    What compares two versions that are not both trees (format 1, a schema-1 manifest, lists
+    from the local cache) without holding either: one entry per side at a time. A stream out
+    of order would pair wrongly, so it is refused (FormatError naming ``where``).
+    """
+    a_it, b_it = iter(old), iter(new)
+    a, b = next(a_it, None), next(b_it, None)
+    last = ""
+    while a is not None or b is not None:
+        if b is None or (a is not None and a.path < b.path):
+            pair: tuple[P | None, P | None] = (a, None)
+        elif a is None or b.path < a.path:
+            pair = (None, b)
+        else:
+            pair = (a, b)
+        path = (pair[0] or pair[1]).path  # type: ignore[union-attr]
+        if path <= last and last:
+            raise FormatError(f"the file list of {where} is not in path order at {path!r}")
+        last = path
+        if pair[0] is not None:
+            a = next(a_it, None)
+        if pair[1] is not None:
+            b = next(b_it, None)
+        yield pair
 
 
 def _doc_chunks(e: Entry, where: str) -> Iterator[bytes]:

@@ -6,7 +6,13 @@ Everything that needs the files of a version (ls, diff, status's baseline fallba
 selection and checks, the change counts of a new manifest) asks :class:`FileLists`, never
 ``Manifest.files``; a schema-1 manifest still lists its files and is answered from that list.
 
-Lists read from the store are kept under ``.cpv/local/filelists/<snapshot id>``. A snapshot id
+Lists are streamed, one entry at a time, in path order (:meth:`FileLists.iter_files`,
+:meth:`FileLists.changes`): ``cpv ls`` and ``cpv diff`` of 10^6 files never hold a version's
+list as Python objects; a diff of two tree snapshots (store format 2) reads only the sub-trees
+that differ. Only :meth:`FileLists.files` (pull's planning, a push's change counts) builds a
+whole list.
+
+Lists read whole from the store are kept under ``.cpv/local/filelists/<snapshot id>``. A snapshot id
 is the hash of the snapshot's content, so an entry never goes stale; each entry carries the
 blake3 of its own payload so a damaged copy is dropped and read again. Deleting the folder is
 always safe: it only costs re-reading snapshots from the store. With the list cached, ``cpv ls``
@@ -23,13 +29,14 @@ import json
 import logging
 import os
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple, NoReturn
 
-from cpv.engine.hashing import chunk_id
-from cpv.engine.snapshot import Snapshot, check_snapshot_matches
-from cpv.errors import IntegrityError
+from cpv.engine.hashing import Hasher, chunk_id
+from cpv.engine.snapshot import FileEntry, Snapshot, check_snapshot_matches
+from cpv.engine.tree import merge_by_path
+from cpv.errors import IntegrityError, NoStoreError, StoreUnreachableError
 from cpv.versioning import ChangeCounts, Manifest
 
 if TYPE_CHECKING:
@@ -38,8 +45,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CACHE_DIR: Final = ".cpv/local/filelists"
-_MAGIC: Final = b"CPVLIST1"
+_MAGIC: Final = b"CPVLIST2"
+"""Then the blake3 of the payload, then the payload: zlib'd lines, each a JSON array of up to
+:data:`_ROWS` rows, so that a list is read back a block at a time (a ``CPVLIST1`` list, one
+JSON array, is read again from the store)."""
 _HASH_LEN: Final = 32
+_ROWS: Final = 4096
+"""Rows per line of a cached list: one ``json.loads`` per line, RAM bounded."""
 
 
 class ListedFile(NamedTuple):
@@ -57,7 +69,29 @@ class ListedFile(NamedTuple):
 
 def snapshot_listing(snapshot: Snapshot) -> tuple[ListedFile, ...]:
     """A decoded (so path-checked) snapshot's entries, sorted by path as the snapshot is."""
-    return tuple(ListedFile(f.path, f.size, f.blake3, f.link) for f in snapshot.files)
+    return tuple(map(listed, snapshot.files))
+
+
+def listed(f: FileEntry) -> ListedFile:
+    """What a version's list keeps of a snapshot entry."""
+    return ListedFile(f.path, f.size, f.blake3, f.link)
+
+
+def within(files: Iterable[ListedFile], under: str) -> Iterator[ListedFile]:
+    """The entries of a path-ordered list that are ``under`` or below it ("" = all).
+
+    Entries below a folder are contiguous in path order: the scan stops after them."""
+    if not under:
+        yield from files
+        return
+    below = under + "/"
+    seen = False
+    for f in files:
+        if f.path == under or f.path.startswith(below):
+            seen = True
+            yield f
+        elif seen and f.path > under:
+            return
 
 
 def table_of(files: Iterable[ListedFile]) -> dict[str, tuple[int, str]]:
@@ -91,22 +125,41 @@ def check_summary(manifest: Manifest, files: Sequence[ListedFile], label: str) -
     Raises:
         IntegrityError: naming the difference; nothing has been written.
     """
-    files_only = regular(files)
-    total = sum(f.size for f in files_only)
-    problem = None
-    if not manifest.is_dir:
-        basename = manifest.path.rsplit("/", 1)[-1]
-        if len(files) != 1 or files[0].path != basename or files[0].link is not None:
-            problem = f"the single file {manifest.path!r} is not the snapshot's only entry"
-    elif (len(files_only), total) != (manifest.file_count, manifest.total_size):
-        problem = (f"it holds {len(files_only)} file(s) of {total} bytes, the manifest says "
-                   f"{manifest.file_count} of {manifest.total_size}")
-    if problem:
-        raise IntegrityError(
-            f"{label}: snapshot {manifest.snapshot_id[:12]} does not match its manifest: "
-            f"{problem}", object_id=manifest.snapshot_id,
-            hint="the version was tampered with or its manifest names another snapshot; "
-                 "nothing was written")
+    for _ in checked(manifest, files, label):
+        pass
+
+
+def checked(manifest: Manifest, files: Iterable[ListedFile], label: str
+            ) -> Iterator[ListedFile]:
+    """``files`` as they stream, then :func:`check_summary`'s verdict on the whole list.
+
+    A single-file version is refused at its second entry, before it is passed on; the counts
+    of a folder's version can only be judged after its last entry (IntegrityError then)."""
+    count = total = entries = 0
+    basename = manifest.path.rsplit("/", 1)[-1]
+    for f in files:
+        entries += 1
+        if not manifest.is_dir and (entries > 1 or f.path != basename or f.link is not None):
+            _refuse(manifest, label,
+                    f"the single file {manifest.path!r} is not the snapshot's only entry")
+        if f.link is None:
+            count += 1
+            total += f.size
+        yield f
+    if not manifest.is_dir and entries != 1:
+        _refuse(manifest, label, f"the single file {manifest.path!r} is not the snapshot's "
+                                 "only entry")
+    if manifest.is_dir and (count, total) != (manifest.file_count, manifest.total_size):
+        _refuse(manifest, label, f"it holds {count} file(s) of {total} bytes, the manifest says "
+                                 f"{manifest.file_count} of {manifest.total_size}")
+
+
+def _refuse(manifest: Manifest, label: str, problem: str) -> NoReturn:
+    raise IntegrityError(
+        f"{label}: snapshot {manifest.snapshot_id[:12]} does not match its manifest: "
+        f"{problem}", object_id=manifest.snapshot_id,
+        hint="the version was tampered with or its manifest names another snapshot; "
+             "nothing was written")
 
 
 def check_snapshot(manifest: Manifest, snapshot: Snapshot, label: str) -> None:
@@ -129,6 +182,10 @@ def expected_files(manifest: Manifest) -> dict[str, tuple[int, str]] | None:
     return {f.path: (f.size, f.blake3) for f in manifest.files}
 
 
+Pair = tuple[ListedFile | None, ListedFile | None]
+"""One path of a diff: its entry in the older and in the newer version (None: absent)."""
+
+
 class FileLists:
     """File lists of recorded versions, from the manifest (schema 1), the local cache, or the
     store. One per service; ``repository`` opens the store only when a list is not cached."""
@@ -140,7 +197,10 @@ class FileLists:
         self._snapshots: dict[str, Snapshot] = {}
 
     def files(self, manifest: Manifest, label: str) -> tuple[ListedFile, ...]:
-        """Every entry of the version, sorted by path, checked against the manifest.
+        """Every entry of the version, sorted by path, checked against the manifest, whole.
+
+        For what needs the list at once (a pull's plan, a push's change counts); listing and
+        comparing use :meth:`iter_files` and :meth:`changes`, which hold no whole list.
 
         Raises:
             NoStoreError, ObjectNotFoundError, StoreUnreachableError: the list is not cached
@@ -151,12 +211,70 @@ class FileLists:
             return tuple(ListedFile(f.path, f.size, f.blake3) for f in manifest.files)
         listing = self._memo.get(manifest.snapshot_id)
         if listing is None:
-            listing = self._read(manifest.snapshot_id)
-        if listing is None:
-            snapshot = self._repository().load_snapshot(manifest.snapshot_id)
-            listing = self.remember(manifest.snapshot_id, snapshot)
+            listing = tuple(self._rows(manifest.snapshot_id, ""))
+            self._memo[manifest.snapshot_id] = listing
         check_summary(manifest, listing, label)
         return listing
+
+    def iter_files(self, manifest: Manifest, label: str, *, under: str = ""
+                   ) -> Iterator[ListedFile]:
+        """The version's entries at or below ``under`` (a path in the tracked folder; "" for
+        all), in path order, one at a time: from the manifest (schema 1), the local cache, or
+        the store, whose tree snapshots then read only the nodes of that sub-tree.
+
+        The whole version is checked against its manifest after its last entry (raising
+        IntegrityError then; a single-file version before any); a sub-tree is what the
+        snapshot, pinned by its id, holds there.
+        """
+        under = under.strip("/")
+        if manifest.files is not None:
+            rows: Iterable[ListedFile] = sorted(
+                (ListedFile(f.path, f.size, f.blake3) for f in manifest.files),
+                key=lambda f: f.path)
+            yield from within(rows, under)
+            return
+        rows = self._rows(manifest.snapshot_id, under)
+        yield from (rows if under else checked(manifest, rows, label))
+
+    def changes(self, a: Manifest, b: Manifest, labels: tuple[str, str]
+                ) -> tuple[list[Pair], int]:
+        """The entries that differ from version ``a`` to ``b`` (other content or link target,
+        in path order), and how many entries of ``a`` are unchanged.
+
+        Two pointer versions in a store of format 2 are compared tree against tree: every
+        sub-tree with the same id on both sides is skipped unread, so the cost is what
+        changed. Otherwise (schema-1 manifests, a format-1 store, no store reachable but both
+        lists cached) the two lists are merged as they stream, one entry of each at a time.
+        """
+        if a.files is None and b.files is None:
+            repo = self._store_for_tree_diff(a, b)
+            if repo is not None:
+                pairs = [(listed(c.old) if c.old else None, listed(c.new) if c.new else None)
+                         for c in repo.diff(a.snapshot_id, b.snapshot_id)]
+                pairs = [p for p in pairs if _differ(*p)]
+                entries = repo.snapshot_summary(a.snapshot_id)[0]
+                return pairs, entries - sum(1 for old, _ in pairs if old is not None)
+        out: list[Pair] = []
+        unchanged = 0
+        merged = merge_by_path(self.iter_files(a, labels[0]), self.iter_files(b, labels[1]),
+                               where=f"{labels[0]}..{labels[1]}")
+        for old, new in merged:
+            if _differ(old, new):
+                out.append((old, new))
+            else:
+                unchanged += 1
+        return out, unchanged
+
+    def _store_for_tree_diff(self, a: Manifest, b: Manifest) -> Repository | None:
+        """The store, when a tree diff is possible; None to merge the lists instead (a
+        format-1 store, or no store to reach while both lists are in the local cache)."""
+        try:
+            repo = self._repository()
+        except (NoStoreError, StoreUnreachableError):
+            if all((self._dir / m.snapshot_id).is_file() for m in (a, b)):
+                return None
+            raise
+        return repo if repo.config.version >= 2 else None
 
     def snapshot(self, manifest: Manifest, label: str) -> Snapshot:
         """The version's snapshot from the store (a pull needs its chunks), checked against
@@ -178,44 +296,152 @@ class FileLists:
         listing = snapshot_listing(snapshot)
         self._memo[snapshot_id] = listing
         if not (self._dir / snapshot_id).exists():
-            self._write(snapshot_id, listing)
+            writer = _CacheWriter(self._dir, snapshot_id)
+            writer.add(listing)
+            writer.commit()
         return listing
 
-    def _read(self, snapshot_id: str) -> tuple[ListedFile, ...] | None:
+    def _rows(self, snapshot_id: str, under: str) -> Iterator[ListedFile]:
+        """A snapshot's entries at or below ``under``, in path order: from this command's
+        memo, the local cache, or the store (a whole list read from there is cached)."""
+        memo = self._memo.get(snapshot_id)
+        if memo is not None:
+            yield from within(memo, under)
+            return
+        cached = self._read(snapshot_id)
+        if cached is not None:
+            yield from within(cached, under)
+            return
+        files = map(listed, self._repository().iter_files(snapshot_id, under=under))
+        if under:
+            yield from files
+            return
+        writer = _CacheWriter(self._dir, snapshot_id)
+        try:
+            batch: list[ListedFile] = []
+            for f in files:
+                batch.append(f)
+                if len(batch) >= _ROWS:
+                    writer.add(batch)
+                    yield from batch
+                    batch = []
+            writer.add(batch)
+            writer.commit()  # the walk ended: every name and link was checked
+            yield from batch
+        finally:
+            writer.discard()
+
+    def _read(self, snapshot_id: str) -> Iterator[ListedFile] | None:
+        """The cached list, its payload's hash checked before the first row; None if absent
+        or damaged (then read from the store again)."""
         path = self._dir / snapshot_id
         try:
             raw = path.read_bytes()
         except OSError:
             return None
-        payload = raw[len(_MAGIC) + _HASH_LEN:]
-        if (not raw.startswith(_MAGIC)
-                or raw[len(_MAGIC):len(_MAGIC) + _HASH_LEN] != chunk_id(payload)):
+        payload = memoryview(raw)[len(_MAGIC) + _HASH_LEN:]
+        if not raw.startswith(_MAGIC):
+            log.debug("cached file list %s has an older layout; reading it again", path)
+            return None
+        if raw[len(_MAGIC):len(_MAGIC) + _HASH_LEN] != chunk_id(payload):
             log.warning("cached file list %s is damaged; reading it from the store again", path)
             return None
-        try:
-            # The payload's hash matched: these are the rows _write wrote, types included.
-            listing = tuple(map(ListedFile._make, json.loads(zlib.decompress(payload))))
-        except (ValueError, TypeError, zlib.error) as exc:
-            log.warning("cached file list %s is unreadable (%s); reading it again", path, exc)
-            return None
-        self._memo[snapshot_id] = listing
-        return listing
+        return _parse(payload, path)
 
-    def _write(self, snapshot_id: str, listing: Sequence[ListedFile]) -> None:
-        rows = [[f.path, f.size, f.blake3, f.link] for f in listing]
-        payload = zlib.compress(json.dumps(rows, separators=(",", ":"),
-                                           ensure_ascii=False).encode("utf-8"), 6)
+
+def _differ(old: ListedFile | None, new: ListedFile | None) -> bool:
+    """Whether a path's entry changed in a way a diff shows: content, or link target."""
+    return (old is None or new is None or old.blake3 != new.blake3 or old.link != new.link)
+
+
+def _parse(payload: memoryview, path: Path) -> Iterator[ListedFile]:
+    """The rows of a cached list (hash already checked), a block at a time."""
+    inflate = zlib.decompressobj()
+    pending = b""
+    for start in range(0, len(payload), 1 << 20):
+        pending += inflate.decompress(payload[start:start + (1 << 20)])
+        cut = pending.rfind(b"\n")
+        if cut < 0:
+            continue
+        yield from _rows_of(pending[:cut], path)
+        pending = pending[cut + 1:]
+    pending += inflate.flush()
+    if pending.strip():
+        yield from _rows_of(pending, path)
+
+
+def _rows_of(lines: bytes, path: Path) -> Iterator[ListedFile]:
+    """Rows from whole lines, each a JSON array of up to :data:`_ROWS` rows."""
+    for line in lines.split(b"\n"):
         try:
-            self._dir.mkdir(parents=True, exist_ok=True)
-            ignore = self._dir.parent / ".gitignore"
-            if not ignore.exists():
-                ignore.write_text("*\n")
-            tmp = self._dir / f".{snapshot_id}.{os.getpid()}.tmp"
-            tmp.write_bytes(_MAGIC + chunk_id(payload) + payload)
-            os.replace(tmp, self._dir / snapshot_id)
+            # The payload's hash matched: these are the rows _CacheWriter wrote, types too.
+            rows = json.loads(line)
+        except ValueError as exc:
+            raise IntegrityError(
+                f"cached file list {path} is unreadable: {exc}",
+                hint=f"delete {path.parent} (always safe: it is a cache)") from exc
+        yield from map(ListedFile._make, rows)
+
+
+class _CacheWriter:
+    """Writes one list into the cache as it streams: a temporary file (opened at the first
+    compressed bytes, so a refused small list leaves not even the folder), renamed into place
+    only by :meth:`commit`, so an interrupted or refused walk leaves nothing behind."""
+
+    def __init__(self, folder: Path, snapshot_id: str) -> None:
+        self._folder = folder
+        self._final = folder / snapshot_id
+        self._tmp = folder / f".{snapshot_id}.{os.getpid()}.tmp"
+        self._fh: BinaryIO | None = None
+        self._failed = False
+        self._zip = zlib.compressobj(1)  # the rows are mostly hex digests: 6 only cost CPU
+        self._hash = Hasher()
+
+    def add(self, files: Sequence[ListedFile]) -> None:
+        for start in range(0, len(files), _ROWS):
+            rows = [[f.path, f.size, f.blake3, f.link] for f in files[start:start + _ROWS]]
+            text = json.dumps(rows, separators=(",", ":"), ensure_ascii=False) + "\n"
+            self._put(self._zip.compress(text.encode("utf-8", "surrogateescape")))
+
+    def _put(self, data: bytes) -> None:
+        if self._failed or not data:
+            return
+        try:
+            if self._fh is None:
+                self._folder.mkdir(parents=True, exist_ok=True)
+                ignore = self._folder.parent / ".gitignore"
+                if not ignore.exists():
+                    ignore.write_text("*\n")
+                self._fh = self._tmp.open("wb")
+                self._fh.write(_MAGIC + bytes(_HASH_LEN))
+            self._fh.write(data)
+            self._hash.update(data)
         except OSError as exc:
-            log.debug("could not cache the file list of %s: %s", snapshot_id, exc)
+            log.debug("could not cache the file list %s: %s", self._final.name, exc)
+            self.discard()
+
+    def commit(self) -> None:
+        self._put(self._zip.flush())
+        if self._fh is None:
+            return
+        try:
+            self._fh.seek(len(_MAGIC))
+            self._fh.write(self._hash.digest())
+            self._fh.close()
+            self._fh = None
+            os.replace(self._tmp, self._final)
+        except OSError as exc:
+            log.debug("could not cache the file list %s: %s", self._final.name, exc)
+            self.discard()
+
+    def discard(self) -> None:
+        self._failed = True
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+            self._tmp.unlink(missing_ok=True)
 
 
-__all__ = ["CACHE_DIR", "FileLists", "ListedFile", "check_snapshot", "check_summary",
-           "count_changes", "expected_files", "regular", "snapshot_listing", "table_of"]
+__all__ = ["CACHE_DIR", "FileLists", "ListedFile", "Pair", "check_snapshot", "check_summary",
+           "checked", "count_changes", "expected_files", "listed", "regular", "snapshot_listing",
+           "table_of", "within"]

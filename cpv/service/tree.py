@@ -324,11 +324,10 @@ def local_changes(
     Raises:
         LocalIOError: a file or folder cannot be read: never reported as unchanged.
     """
-    changed = worktree.local_changes(folder, _entries(baseline), cache=cache, exclude=exclude)
-    edited = tuple(p for p in changed if p in baseline)
-    added = tuple(p for p in changed if p not in baseline)
-    deleted = tuple(sorted(p for p in baseline if not os.path.lexists(folder / p)))
-    return LocalChanges(edited, added, deleted)
+    found = worktree.compare(folder, _entries(baseline), cache=cache, exclude=exclude)
+    edited = tuple(p for p in found.changed if p in baseline)
+    added = tuple(p for p in found.changed if p not in baseline)
+    return LocalChanges(edited, added, tuple(found.missing))
 
 
 def unchanged_since(

@@ -15,7 +15,7 @@ import os
 import posixpath
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from functools import partial
@@ -1263,9 +1263,17 @@ class WorkspaceService:
 
     def files_of(self, manifest: Manifest, label: str = "HEAD") -> tuple[ListedFile, ...]:
         """The version's files (checked, from the local cache when this machine has seen
-        them), for what only reads the list: ls, diff, status."""
+        them), whole: for what needs the list at once (a baseline, the paths of a version)."""
         try:
             return self._lists.files(manifest, label)
+        except (NoStoreError, ObjectNotFoundError) as exc:
+            raise self._store_mismatch(exc, manifest, label) from exc
+
+    def _stream(self, rows: Iterable[ListedFile], manifest: Manifest,
+                label: str) -> Iterator[ListedFile]:
+        """A streamed list, its store errors said as :meth:`files_of` says them."""
+        try:
+            yield from rows
         except (NoStoreError, ObjectNotFoundError) as exc:
             raise self._store_mismatch(exc, manifest, label) from exc
 
@@ -1485,34 +1493,49 @@ class WorkspaceService:
 
     def ls(self, rev: str | None = None, paths: Sequence[str] = (), *,
            parts: Sequence[str] = ()) -> list[tuple[str, int]]:
-        """The files of ``rev`` (default: the current version) at or under ``paths``
-        (workspace paths such as ``model`` or ``data/train``), with their sizes, sorted.
+        """:meth:`iter_ls` as a list."""
+        return list(self.iter_ls(rev, paths, parts=parts))
 
-        Read from the store's snapshot, checked against its manifest; nothing is downloaded
-        but the snapshot.
+    def iter_ls(self, rev: str | None = None, paths: Sequence[str] = (), *,
+                parts: Sequence[str] = ()) -> Iterator[tuple[str, int]]:
+        """The files of ``rev`` (default: the current version) at or under ``paths``
+        (workspace paths such as ``model`` or ``data/train``), with their sizes, in path
+        order, one at a time (a 10^6-file version is never held whole).
+
+        Read from the local cache or the store's snapshot (a plain path walks only its
+        sub-tree), checked against its manifest; nothing is downloaded but the snapshot.
 
         Raises:
             ConfigError: a path outside the tracked folders. PathNotFoundError: nothing there.
         """
         selection = Selection(paths, self.tracked_paths() if paths else (), parts=parts)
-        out: list[tuple[str, int]] = []
-        for track, ref in self._targets(rev, selection, data_at_commit=True):
+        targets = self._targets(rev, selection, data_at_commit=True)
+        found = False
+        for track, ref in sorted(targets, key=lambda t: t[0].path + "/"):
             manifest, label = self._line_manifest(track, ref)
-            if selection.wants_parts:
-                snapshot = self._checked_snapshot(manifest, label)
-                listing: Sequence[ListedFile] = snapshot_listing(snapshot)
-                chosen = selection.files(track, [f.path for f in listing], parts_of(snapshot))
-            else:
-                listing = self.files_of(manifest, label)
-                chosen = selection.files(track, [f.path for f in listing])
-            wanted = None if chosen is None else set(chosen)
-            out += [(track.workspace_path(f.path), f.size) for f in listing
-                    if wanted is None or f.path in wanted]
-        if not out and paths:
+            for f in self._selected(track, manifest, label, selection):
+                found = True
+                yield track.workspace_path(f.path), f.size
+        if not found and paths:
             raise PathNotFoundError(", ".join(paths), where=rev or "the current version",
                                     hint=self._opt("list the whole version: cpv ls REV",
                                                    "call ls() without paths"))
-        return sorted(out)
+
+    def _selected(self, track: Track, manifest: Manifest, label: str,
+                  selection: Selection) -> Iterator[ListedFile]:
+        """The entries of a version that ``selection`` chooses in ``track``, streamed."""
+        if selection.wants_parts:  # which writer pushed what: the whole snapshot says
+            snapshot = self._checked_snapshot(manifest, label)
+            listing = snapshot_listing(snapshot)
+            chosen = selection.files(track, [f.path for f in listing], parts_of(snapshot))
+            wanted = None if chosen is None else set(chosen)
+            yield from (f for f in listing if wanted is None or f.path in wanted)
+            return
+        keep = selection.keeps(track)
+        for sub in selection.subtrees(track):
+            rows = self._stream(self._lists.iter_files(manifest, label, under=sub),
+                                manifest, label)
+            yield from (rows if keep is None else (f for f in rows if keep(f.path)))
 
     # -- status, diff ------------------------------------------------------------------------
 
@@ -1580,20 +1603,18 @@ class WorkspaceService:
         if named is None:
             a, ref_a = self.manifest_at(kind, ref_a)
             b, ref_b = self.manifest_at(kind, ref_b)
-        files_a = {f.path: f for f in self.files_of(a, ref_a)}
-        files_b = {f.path: f for f in self.files_of(b, ref_b)}
+        try:
+            pairs, unchanged = self._lists.changes(a, b, (ref_a, ref_b))
+        except (NoStoreError, ObjectNotFoundError) as exc:
+            raise self._store_mismatch(exc, a, f"{ref_a}..{ref_b}") from exc
         changes: list[FileChange] = []
-        unchanged = 0
-        for path in sorted(set(files_a) | set(files_b)):
-            fa, fb = files_a.get(path), files_b.get(path)
+        for fa, fb in pairs:
             if fa is None and fb is not None:
-                changes.append(FileChange(path, "added", None, fb.size))
+                changes.append(FileChange(fb.path, "added", None, fb.size))
             elif fb is None and fa is not None:
-                changes.append(FileChange(path, "removed", fa.size, None))
-            elif fa is not None and fb is not None and fa.blake3 != fb.blake3:
-                changes.append(FileChange(path, "changed", fa.size, fb.size))
-            else:
-                unchanged += 1
+                changes.append(FileChange(fa.path, "removed", fa.size, None))
+            elif fa is not None and fb is not None:
+                changes.append(FileChange(fa.path, "changed", fa.size, fb.size))
         return VersionDiff(
             kind=kind, ref_a=ref_a, ref_b=ref_b, snapshot_a=a.snapshot_id,
             snapshot_b=b.snapshot_id, size_a=a.total_size, size_b=b.total_size,
@@ -2068,15 +2089,43 @@ class Selection:
         return [p for p in (chosen if chosen is not None else paths)
                 if not drops(track.workspace_path(p))]
 
-    def _chosen(self, track: Track, paths: Sequence[str]) -> list[str] | None:
-        restrict = (self._restrict.get(track.kind) if track.is_default
-                    else self._named.get(track))
+    def keeps(self, track: Track) -> Callable[[str], bool] | None:
+        """:meth:`files` as a test of one path at a time, for lists that stream (None: the
+        whole folder). Not for ``--part``, which needs the version's parts list."""
+        chosen = self._test(track)
+        if not self._options:
+            return chosen
+        drops = self._options.drops
+        return lambda p: (chosen is None or chosen(p)) and not drops(track.workspace_path(p))
+
+    def subtrees(self, track: Track) -> list[str]:
+        """The sub-trees of ``track`` that hold every selected file (``[""]``: the whole
+        folder): the plain paths given, unless a pattern may choose files anywhere. In the
+        order of their files, so that walking them one after the other keeps path order."""
+        restrict = self._restrict_of(track)
+        if self.tracks is None or self._spec is not None or not restrict:
+            return [""]
+        out: list[str] = []
+        for sub in sorted({s.strip("/") for s in restrict}, key=lambda s: s + "/"):
+            if not any(sub.startswith(o + "/") for o in out) and sub not in out:
+                out.append(sub)
+        return out
+
+    def _restrict_of(self, track: Track) -> list[str] | None:
+        return self._restrict.get(track.kind) if track.is_default else self._named.get(track)
+
+    def _test(self, track: Track) -> Callable[[str], bool] | None:
+        restrict = self._restrict_of(track)
         if self.tracks is None or restrict == []:
             return None
         inside = in_scope(restrict) if restrict else None
-        return [p for p in paths
-                if (inside is not None and inside(p))
-                or (self._spec is not None and self._spec.match_file(track.workspace_path(p)))]
+        spec = self._spec
+        return lambda p: ((inside is not None and inside(p))
+                          or (spec is not None and spec.match_file(track.workspace_path(p))))
+
+    def _chosen(self, track: Track, paths: Sequence[str]) -> list[str] | None:
+        chosen = self._test(track)
+        return None if chosen is None else [p for p in paths if chosen(p)]
 
     def check_matched(self, chosen: Sequence[list[str] | None], rev: str | None) -> None:
         """A pattern that selects nothing is a mistake to say at once, with nothing changed."""

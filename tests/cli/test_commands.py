@@ -391,7 +391,7 @@ def test_ls_lists_a_version_with_sizes_and_a_total(cpv: Runner, ws: Path) -> Non
     sizes = {f["path"]: f["size"] for f in listed["files"]}
     assert sizes["model/model.safetensors"] == 200_000  # v0.1's, not the working tree's
     only = cpv("ls", "v0.2", "data/train", cwd=ws).stdout.splitlines()
-    assert only == ["5 B  data/train/a.txt", "1 file(s), 5 B"]
+    assert only == ["       5 B  data/train/a.txt", "1 file(s), 5 B"]  # sizes: 10 wide
     missing = cpv("ls", "v0.2", "model/nope.bin", cwd=ws, expect=1)
     assert "model/nope.bin" in missing.stderr and "Traceback" not in missing.stderr
 

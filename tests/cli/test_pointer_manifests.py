@@ -73,6 +73,8 @@ def test_second_clone_reads_file_lists_from_the_store_and_caches_them(
     assert {f["path"]: f["state"] for f in diff["files"]} == {
         "new.txt": "added", "old.txt": "removed", "w.bin": "changed"}
     assert diff["unchanged"] == 2
+    # The diff compared the two trees node by node: it cached no whole list; ls does.
+    listed_v2 = _ls(cpv, "v0.2", b, s3_env)
     cached = sorted(p.name for p in (b / ".cpv" / "local" / "filelists").iterdir())
     assert len(cached) == 2
     assert git(b, "status", "--porcelain", env=env) == ""  # the cache is not for Git
@@ -83,8 +85,9 @@ def test_second_clone_reads_file_lists_from_the_store_and_caches_them(
     offline = cpv("diff", "v0.1", "v0.2", "--json", cwd=b, env_extra=dead).json()
     assert offline["files"] == diff["files"]
     # ... a damaged cache entry is read again from the store ...
-    entry = b / ".cpv" / "local" / "filelists" / cached[0]
-    entry.write_bytes(entry.read_bytes()[:-3] + b"xyz")
+    for entry in (b / ".cpv" / "local" / "filelists" / name for name in cached):
+        entry.write_bytes(entry.read_bytes()[:-3] + b"xyz")
+    assert _ls(cpv, "v0.2", b, s3_env) == listed_v2
     assert cpv("diff", "v0.1", "v0.2", "--json", cwd=b, env_extra=s3_env).json() == diff
     # ... and a clone that never read the list says the store is unreachable, in one line.
     git(tmp_path, "clone", "-q", bare_remote.as_uri(), str(c), env=env)

@@ -797,8 +797,8 @@ class FetchConcurrency:
         else:
             self.level = best_level
             self.settled = True
-        log.debug("fetch concurrency: %s -> %d%s", self.levels_tried[-1], self.level,
-                  " (settled)" if self.settled else "")
+        log.debug("%d ranges in flight: %.0f MB/s; now %d%s", self.levels_tried[-1][0],
+                  rate / 1e6, self.level, " (settled)" if self.settled else "")
         self._window_start = now
         self._window_bytes = 0
         self._window_done = 0
@@ -838,8 +838,7 @@ def fetch_ranges(
     finally:
         buffers.close()
     if concurrency.levels_tried:
-        log.debug("fetched %d ranges at %d in flight (tried %s)", len(ranges),
-                  concurrency.level, concurrency.levels_tried)
+        log.debug("fetched %d ranges, %d in flight at the end", len(ranges), concurrency.level)
 
 
 def _fetch_range(

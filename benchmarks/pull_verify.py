@@ -1,12 +1,14 @@
-"""Big-file pull (cpv and s5cmd) and cpv's deep verify of the same data, on one server.
+"""Big-file pull (cpv, s5cmd, restic) and cpv's deep verify of the same data, on one server.
 
     python benchmarks/pull_verify.py --size-gib 1 --reps 3 [--baseline DIR]
 
-A focused companion to ``run.py`` for the pull path: one checkpoint is pushed once (by cpv and
-by s5cmd, each to its own prefix), then every repetition pulls it with both tools into an empty
-folder and runs ``verify --deep`` of the snapshot. Each command runs as a child under
-``measure_child.py`` (wall time, CPU seconds, peak RSS), like in ``run.py``; the pulled file is
-compared with the source once. Prints a Markdown table of medians (min-max).
+A focused companion to ``run.py`` for the pull path: one checkpoint is pushed once (by cpv, by
+s5cmd and by restic with ``--compression off``, each to its own prefix), then every repetition
+pulls it with each tool into an empty folder and runs ``verify --deep`` of the snapshot. s5cmd and
+restic are skipped when not installed (``setup_peers.sh s5cmd``, ``apt-get install restic``).
+Each command runs as a child under ``measure_child.py`` (wall time, CPU seconds, peak RSS), like
+in ``run.py``; the pulled file is compared with the source once. Prints a Markdown table of
+medians (min-max) and the load average at the start and the end.
 
 ``--baseline DIR`` also runs the pull and the verify with the cpv of another checkout (e.g.
 ``git archive main | tar -x -C DIR``) against the same server and snapshot, interleaved in every
@@ -34,7 +36,7 @@ for p in (str(HERE), str(ROOT)):
         sys.path.insert(0, p)
 
 from server import BenchServer  # noqa: E402
-from tools import PEERS  # noqa: E402
+from tools import PEERS, clean_environ  # noqa: E402
 from workloads import evict, plan_checkpoint, write_checkpoint  # noqa: E402
 
 GIB = 1024**3
@@ -85,12 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, default=None, help="another cpv checkout")
     args = parser.parse_args(argv)
 
+    load_start = os.getloadavg()
     scratch = Path(tempfile.mkdtemp(prefix="cpv-pullbench-", dir=args.scratch))
     bs = BenchServer.start(scratch / "server")
     try:
         srv = bs.server
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+            **clean_environ(),
             "AWS_ACCESS_KEY_ID": srv.access_key,
             "AWS_SECRET_ACCESS_KEY": srv.secret_key,
             "AWS_DEFAULT_REGION": srv.region,
@@ -111,12 +114,24 @@ def main(argv: list[str] | None = None) -> int:
         if s5 is not None:
             _measure([str(s5), "--log", "error", "--endpoint-url", srv.endpoint_url, "cp",
                       f"{src}/model.safetensors", f"s3://{srv.bucket}/s5/"], env, scratch)
+        restic = shutil.which("restic")
+        restic_env = {**env, "RESTIC_PASSWORD": "cpv-benchmark"}
+        restic_repo = ["-r", f"s3:{srv.endpoint_url}/{srv.bucket}/restic"]
+        if restic is not None:
+            subprocess.run([restic, *restic_repo, "init", "--repository-version", "2"],
+                           env=restic_env, check=True, capture_output=True)
+            subprocess.run([restic, *restic_repo, "backup", "--quiet", "--compression", "off",
+                            "--host", "bench", "."], cwd=src, env=restic_env, check=True,
+                           capture_output=True)
         # This driver runs both trees: a copy of it outside any checkout imports the cpv that
         # PYTHONPATH names (the baseline may predate the driver's verify op).
         copy = scratch / "driver" / "benchmarks" / "cpv_driver.py"
         copy.parent.mkdir(parents=True)
         shutil.copy(HERE / "cpv_driver.py", copy)
         cpvs = [("cpv", ROOT)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
+        for _, root in cpvs:  # .pyc files now, so no timed run pays for compiling
+            subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "cpv")],
+                           env=env, check=False, capture_output=True)
         runs: dict[str, list[dict[str, Any]]] = {}
         for rep in range(args.reps):
             dest = scratch / "dest"
@@ -135,13 +150,21 @@ def main(argv: list[str] | None = None) -> int:
                     [str(s5), "--log", "error", "--endpoint-url", srv.endpoint_url, "cp",
                      f"s3://{srv.bucket}/s5/*", f"{dest}/"], env, scratch))
                 shutil.rmtree(dest)
+            if restic is not None:
+                runs.setdefault("restic restore", []).append(_measure(
+                    [restic, *restic_repo, "restore", "latest", "--host", "bench", "--target",
+                     str(dest), "--cache-dir", str(scratch / f"r-{rep}")], restic_env, scratch))
+                if rep == 0 and _sha256(dest / "model.safetensors") != digest:
+                    raise SystemExit("restic restored wrong bytes")
+                shutil.rmtree(dest)
             for label, root in cpvs:
                 tree_env = {**env, "PYTHONPATH": str(root)}
                 runs.setdefault(f"{label} verify --deep", []).append(_measure(
                     [sys.executable, str(copy), "verify", *common,
                      "--cache-dir", str(scratch / f"v-{label}-{rep}"), "--snapshot", sid, "."],
                     tree_env, scratch))
-        print(f"{size / 1e9:.2f} GB, {args.reps} repetitions, SeaweedFS on 127.0.0.1\n")
+        print(f"{size / 1e9:.2f} GB, {args.reps} repetitions, SeaweedFS on 127.0.0.1; load "
+              f"average {load_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n")
         print("| Tool / op | Runs | Wall s median (min-max) | MB/s | CPU s | Peak RSS MiB |")
         print("|---|---|---|---|---|---|")
         for name, rs in runs.items():

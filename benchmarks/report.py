@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 MiB = 1024 * 1024
-TOOL_ORDER = ("cpv", "boto3", "awscli", "s5cmd", "rclone", "dvc")
+TOOL_ORDER = ("cpv", "boto3", "awscli", "s5cmd", "rclone", "dvc", "restic", "restic-auto")
 WORKLOAD_ORDER = (
     "big",
     "noop-big",
@@ -18,7 +18,8 @@ WORKLOAD_ORDER = (
     "noop-small",
 )
 OP_ORDER = ("push", "add", "add+push", "pull")
-PEERS_FOR_BIG = ("boto3", "awscli", "s5cmd", "rclone", "dvc")
+PEERS_FOR_BIG = ("boto3", "awscli", "s5cmd", "rclone", "dvc", "restic", "restic-auto")
+RESTICS = ("restic", "restic-auto")
 
 
 def _row(summary: list[dict[str, Any]], tool: str, workload: str, op: str) -> dict[str, Any] | None:
@@ -92,6 +93,25 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             )
         else:
             add(name, "not measured", None)
+    restic_small = [r for t in RESTICS if (r := _row(s, t, "smallfiles", "push")) is not None]
+    name = "smallfiles push: cpv >= 1.5x faster than restic (its faster compression setting)"
+    if cpv_small and restic_small:
+        best = min(restic_small, key=lambda r: r["wall_s"])
+        ratio = best["wall_s"] / cpv_small["wall_s"]
+        add(name, f"{ratio:.2f}x (cpv {cpv_small['wall_s']:.2f} s, {best['tool']} "
+            f"{best['wall_s']:.2f} s)", ratio >= 1.5)
+    else:
+        add(name, "not measured", None)
+    cpv_pull = _row(s, "cpv", "smallfiles", "pull")
+    peer_pulls = [r for r in s if r["workload"] == "smallfiles" and r["op"] == "pull"
+                  and r["tool"] != "cpv"]
+    name = "smallfiles pull: cpv ahead of every peer"
+    if cpv_pull and peer_pulls:
+        best = min(peer_pulls, key=lambda r: r["wall_s"])
+        add(name, f"cpv {cpv_pull['wall_s']:.2f} s vs {best['tool']} {best['wall_s']:.2f} s",
+            cpv_pull["wall_s"] <= best["wall_s"])
+    else:
+        add(name, "not measured", None)
     if cpv_small:
         n = cpv_small["objects_total"]
         add(

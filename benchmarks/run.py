@@ -1,7 +1,8 @@
 """cpv side by side with the tools users would pick instead, on one local S3 server.
 
     python benchmarks/run.py [--quick] [--size-gib 2] [--reps 3]
-        [--peers cpv,boto3,awscli,s5cmd,rclone,dvc] [--workloads big,finetune,smallfiles,noop]
+        [--peers cpv,boto3,awscli,s5cmd,rclone,dvc,restic,restic-auto]
+        [--workloads big,finetune,smallfiles,noop]
         [--out benchmarks/results/<UTC timestamp>]
 
 One SeaweedFS server (``tests/s3server.py``, with its Prometheus metrics on) serves the whole run.
@@ -16,7 +17,8 @@ file (blake3 of every byte) against the source, in quick and in full mode.
 Output in ``--out``: ``results.json`` (every measurement and the summary), ``results.md`` (tables
 and the targets), ``throughput.png`` and ``finetune_bytes.png``. Exit code 1 if any transfer
 failed or pulled wrong bytes. Peers other than cpv and boto3 need
-``bash benchmarks/setup_peers.sh``.
+``bash benchmarks/setup_peers.sh``, and restic ``apt-get install restic``; a peer that is not
+installed is skipped and named in the output.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ for p in (str(HERE), str(ROOT)):
 import report  # noqa: E402
 import workloads as wl  # noqa: E402
 from server import BenchServer, Counters  # noqa: E402
-from tools import ALL_TOOLS, Boto3, Dvc, Server, Slot, Step, Tool  # noqa: E402
+from tools import ALL_TOOLS, Boto3, Dvc, Server, Slot, Step, Tool, clean_environ  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -110,14 +112,7 @@ class Bench:
         aws_config.write_text("[default]\nregion = us-east-1\n")
         empty = home / "aws-credentials"
         empty.write_text("")
-        # A clean environment: no developer ~/.aws, ~/.config, proxies or CA bundle (rclone
-        # refuses AWS_CA_BUNDLE on plain http, see /work/shared/notes/perf-limits.md).
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("AWS_", "RCLONE_", "DVC_", "S3_"))
-            and k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
-        }
+        self.env = clean_environ()
         self.env.update(
             {
                 "HOME": str(home),
@@ -294,8 +289,8 @@ class Bench:
         files: int,
         op: str = "push",
     ) -> None:
+        tool.setup_push(slot, src, self.env)
         if isinstance(tool, Dvc):
-            tool.setup_push(slot, src, self.env)
             wl.evict(slot.work / "dvc-project" / "data")
         wl.evict(src)
         self.measure(
@@ -320,10 +315,8 @@ class Bench:
         dataset_bytes: int,
     ) -> None:
         dest = slot.work / f"pulled-{slot.pulls + 1}"
-        if isinstance(tool, Dvc):
-            tool.setup_pull(slot, dest, self.env)
-        else:
-            dest.mkdir(parents=True)
+        dest.mkdir(parents=True)
+        tool.setup_pull(slot, dest, self.env)
         root = dest / tool.pull_subdir if tool.pull_subdir else dest
 
         def verify() -> str | None:
@@ -427,15 +420,12 @@ class Bench:
         (cold page cache, .pyc files) is not charged to whichever tool happens to run first."""
         slot = self.new_slot(tool, "warmup", 0)
         try:
-            if isinstance(tool, Dvc):
-                tool.setup_push(slot, tree, self.env)
+            tool.setup_push(slot, tree, self.env)
             for i, step in enumerate(tool.push(slot, tree)):
                 self.run_step(step, f"warmup.{tool.name}.push{i}")
             dest = slot.work / "pulled"
-            if isinstance(tool, Dvc):
-                tool.setup_pull(slot, dest, self.env)
-            else:
-                dest.mkdir()
+            dest.mkdir()
+            tool.setup_pull(slot, dest, self.env)
             for i, step in enumerate(tool.pull(slot, dest)):
                 self.run_step(step, f"warmup.{tool.name}.pull{i}")
         finally:
@@ -623,7 +613,8 @@ def generate(args: argparse.Namespace, root: Path) -> Data:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="cpv vs boto3, aws s3 sync, s5cmd, rclone and dvc on a local SeaweedFS."
+        description="cpv vs boto3, aws s3 sync, s5cmd, rclone, dvc and restic on a local "
+        "SeaweedFS."
     )
     parser.add_argument(
         "--quick",
@@ -633,7 +624,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size-gib", type=float, default=None, help="checkpoint size (default 2)")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3)")
     parser.add_argument(
-        "--peers", default=None, help="comma list of tools (default: all six; quick: cpv,boto3)"
+        "--peers",
+        default=None,
+        help="comma list of tools (default: all eight, the missing ones skipped; quick: cpv,boto3)",
     )
     parser.add_argument(
         "--workloads", default="big,finetune,smallfiles,noop",

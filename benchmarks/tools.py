@@ -69,6 +69,12 @@ class Tool:
     def version(self) -> str:
         return ""
 
+    def setup_push(self, slot: Slot, src: Path, env: dict[str, str]) -> None:
+        """Untimed work before a push that a user would have done once anyway."""
+
+    def setup_pull(self, slot: Slot, dest: Path, env: dict[str, str]) -> None:
+        """Untimed work before a pull into the (existing, empty) folder ``dest``."""
+
     def push(self, slot: Slot, src: Path) -> list[Step]:
         raise NotImplementedError
 
@@ -90,6 +96,24 @@ class Peer(Tool):
         if self.exe.exists():
             return None
         return f"not installed: bash benchmarks/setup_peers.sh {self.name}"
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment minus what would make the tools under test run unlike a user's.
+
+    No developer ~/.aws, rclone or dvc settings, proxies or CA bundle (rclone refuses
+    AWS_CA_BUNDLE on plain http, see /work/shared/notes/perf-limits.md). And no
+    ``PYTHONDONTWRITEBYTECODE``: the sandbox sets it, which made every Python tool (cpv's driver,
+    whose modules are not precompiled, above all) compile its modules again in every timed run,
+    0.2-0.25 CPU-s of a cpv pull that no user pays; the untimed warm-up now leaves ``.pyc`` files.
+    """
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "RCLONE_", "DVC_", "S3_", "RESTIC_"))
+        and k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "all_proxy")
+        and k != "PYTHONDONTWRITEBYTECODE"
+    }
 
 
 def _first_line(argv: list[str], env: dict[str, str] | None = None) -> str:
@@ -419,6 +443,83 @@ class Dvc(Peer):
         return [Step("pull", [str(self.exe), "pull", "-q"], cwd=dest)]
 
 
+class Restic(Tool):
+    """restic (Debian's 0.14, ``apt-get install restic``): a repository per prefix, format 2.
+
+    ``restic init --repository-version 2`` happens before the timed steps, once per prefix.
+    ``backup`` runs inside the tree (``backup .``: paths in the snapshot are relative, so
+    ``restore`` writes the files straight into the destination) with its own cache folder, as the
+    pushing machine would have; a repeated backup of the same folder finds its parent snapshot
+    and skips unchanged files (the no-op). ``restore latest`` runs with a fresh cache folder, as a
+    second machine would. restic checks every blob it reads against its MAC while decrypting
+    (its own "every byte verified"), so ``--verify`` (a second read of every restored file) is
+    not asked for. Compression: ``off`` here; :class:`ResticAuto` runs ``auto`` (zstd).
+    """
+
+    name = "restic"
+    compression = "off"
+    password = "cpv-benchmark"  # noqa: S105 - a throwaway repository on a loopback server
+
+    @property
+    def exe(self) -> str:
+        return shutil.which("restic") or "restic"
+
+    def check(self) -> str | None:
+        if shutil.which("restic"):
+            return None
+        return "not installed: apt-get install restic"
+
+    def version(self) -> str:
+        return _first_line([self.exe, "version"])
+
+    def _repo(self, slot: Slot) -> list[str]:
+        s = self.server
+        return ["-r", f"s3:{s.endpoint}/{s.bucket}/{slot.prefix}"]
+
+    def _env(self) -> dict[str, str]:
+        return {"RESTIC_PASSWORD": self.password}
+
+    def setup_push(self, slot: Slot, src: Path, env: dict[str, str]) -> None:
+        marker = slot.work / "restic-initialised"
+        if marker.exists():
+            return
+        subprocess.run(
+            [self.exe, *self._repo(slot), "init", "--repository-version", "2"],
+            env={**env, **self._env()}, check=True, capture_output=True,
+        )
+        marker.touch()
+
+    def push(self, slot: Slot, src: Path) -> list[Step]:
+        return [
+            Step(
+                "push",
+                [self.exe, *self._repo(slot), "backup", "--quiet", "--host", "bench",
+                 "--compression", self.compression, "--cache-dir", str(slot.work / "cache"), "."],
+                cwd=src,
+                env=self._env(),
+            )
+        ]
+
+    def pull(self, slot: Slot, dest: Path) -> list[Step]:
+        slot.pulls += 1
+        cache = slot.work / f"pull-cache-{slot.pulls}"
+        return [
+            Step(
+                "pull",
+                [self.exe, *self._repo(slot), "restore", "latest", "--host", "bench",
+                 "--target", str(dest), "--cache-dir", str(cache)],
+                env=self._env(),
+            )
+        ]
+
+
+class ResticAuto(Restic):
+    """restic with ``--compression auto`` (zstd on what compresses)."""
+
+    name = "restic-auto"
+    compression = "auto"
+
+
 ALL_TOOLS: dict[str, type[Tool]] = {
     "cpv": Cpv,
     "boto3": Boto3,
@@ -426,4 +527,6 @@ ALL_TOOLS: dict[str, type[Tool]] = {
     "s5cmd": S5cmd,
     "rclone": Rclone,
     "dvc": Dvc,
+    "restic": Restic,
+    "restic-auto": ResticAuto,
 }

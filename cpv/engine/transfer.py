@@ -52,17 +52,39 @@ P = ParamSpec("P")
 
 
 class BufferPool:
-    """A fixed set of page-aligned buffers, reused so fresh memory is touched only once."""
+    """At most ``count`` page-aligned buffers, made on first need and then reused.
+
+    Fresh memory is the dearest thing a transfer touches (a never-touched page costs more than
+    the bytes copied into it: ``docs/benchmarks.md``, "Pull vs s5cmd and restic"), so a buffer
+    is mapped only when every existing one is in use: a pull that settles on four ranges in
+    flight touches five buffers, not the ``workers + 2`` it may use.
+    """
 
     def __init__(self, count: int, size: int) -> None:
+        if count < 1:
+            raise ValueError("a buffer pool needs at least one buffer")
         self.size = size
-        self._maps = [mmap.mmap(-1, size) for _ in range(count)]
+        self._count = count
+        self._maps: list[mmap.mmap] = []
+        self._lock = threading.Lock()
         self._free: queue.Queue[memoryview] = queue.Queue()
-        for m in self._maps:
-            self._free.put(memoryview(m))
+
+    @property
+    def made(self) -> int:
+        """How many buffers were mapped so far (never more than ``count``)."""
+        return len(self._maps)
 
     def acquire(self, cancelled: Callable[[], bool]) -> memoryview:
         while True:
+            try:
+                return self._free.get_nowait()
+            except queue.Empty:
+                pass
+            with self._lock:
+                if len(self._maps) < self._count:
+                    m = mmap.mmap(-1, self.size)
+                    self._maps.append(m)
+                    return memoryview(m)
             try:
                 return self._free.get(timeout=0.2)
             except queue.Empty:
@@ -78,7 +100,9 @@ class BufferPool:
                 self._free.get_nowait().release()
             except queue.Empty:
                 break
-        for m in self._maps:
+        with self._lock:
+            maps = list(self._maps)
+        for m in maps:
             try:
                 m.close()
             except BufferError:
@@ -671,6 +695,86 @@ def plan_ranges(
     return ranges
 
 
+FETCH_START_WORKERS: Final = 4
+"""Ranges a fetch starts with in flight; it adds more only while that raises the throughput."""
+
+FETCH_GAIN: Final = 1.15
+"""The throughput gain (15 %) a doubling of the ranges in flight must bring to be kept."""
+
+
+class FetchConcurrency:
+    """How many ranges are on the wire at once: measured, not fixed.
+
+    Against a server on loopback or in the same rack, four ranges in flight already saturate
+    what two cores can write to the page cache; more threads only add lock contention and
+    buffers, i.e. CPU (``docs/benchmarks.md``, "Pull vs s5cmd and restic"). Against a distant
+    endpoint every range waits a round trip, and throughput keeps growing with requests in
+    flight. So a fetch starts at :data:`FETCH_START_WORKERS` and, after each window of
+    ``2 * level`` finished ranges, compares the window's bytes per second with the last one:
+    it doubles the level (up to the pool's workers) while a doubling brings at least
+    :data:`FETCH_GAIN`, and otherwise goes back to the best level seen and stays there.
+    """
+
+    def __init__(
+        self, start: int, most: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.most = max(1, most)
+        self.level = max(1, min(start, self.most))
+        self.settled = self.level >= self.most
+        self.levels_tried: list[tuple[int, float]] = []
+        """(level, bytes per second) of every finished window, for logs and tests."""
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._active = 0
+        self._best = (self.level, 0.0)
+        self._window_start: float | None = None
+        self._window_bytes = 0
+        self._window_done = 0
+
+    def acquire(self, cancelled: Callable[[], bool]) -> None:
+        """Wait until one more range may go on the wire (or the operation was cancelled)."""
+        with self._cond:
+            while self._active >= self.level:
+                self._cond.wait(0.2)
+                if cancelled():
+                    raise _CancelledError()
+            self._active += 1
+            if self._window_start is None:
+                self._window_start = self._clock()
+
+    def release(self, nbytes: int) -> None:
+        """A range is done (``nbytes`` moved; 0 if it failed): count it, maybe change level."""
+        with self._cond:
+            self._active -= 1
+            if not self.settled and self._window_start is not None:
+                self._window_bytes += nbytes
+                self._window_done += 1
+                if self._window_done >= 2 * self.level:
+                    self._end_window()
+            self._cond.notify_all()
+
+    def _end_window(self) -> None:
+        assert self._window_start is not None
+        now = self._clock()
+        rate = self._window_bytes / max(now - self._window_start, 1e-6)
+        self.levels_tried.append((self.level, rate))
+        best_level, best_rate = self._best
+        if rate >= best_rate * FETCH_GAIN or not best_rate:
+            self._best = (self.level, rate)
+            if self.level < self.most:
+                self.level = min(self.level * 2, self.most)
+            else:
+                self.settled = True
+        else:
+            self.level = best_level
+            self.settled = True
+        log.debug("%d ranges in flight: %.0f MB/s; now %d%s", self.levels_tried[-1][0],
+                  rate / 1e6, self.level, " (settled)" if self.settled else "")
+        self._window_start = now
+        self._window_bytes = 0
+        self._window_done = 0
+
+
 def fetch_ranges(
     store: CountingStore | ObjectStore,
     ranges: Sequence[PackRange[T]],
@@ -696,19 +800,23 @@ def fetch_ranges(
         return
     biggest = max(r.length for r in ranges)
     buffers = BufferPool(min(pool.workers + 2, len(ranges) + 1), biggest)
+    concurrency = FetchConcurrency(FETCH_START_WORKERS, pool.workers)
     try:
         for r in ranges:
-            pool.submit(_fetch_range, store, r, buffers, pool, deliver, on_damaged,
+            pool.submit(_fetch_range, store, r, buffers, concurrency, pool, deliver, on_damaged,
                         on_unreadable, progress, phase)
         pool.join()
     finally:
         buffers.close()
+    if concurrency.levels_tried:
+        log.debug("fetched %d ranges, %d in flight at the end", len(ranges), concurrency.level)
 
 
 def _fetch_range(
     store: CountingStore | ObjectStore,
     r: PackRange[T],
     buffers: BufferPool,
+    concurrency: FetchConcurrency,
     pool: TaskPool,
     deliver: Callable[[PackRange[T], memoryview], None],
     on_damaged: Callable[[ChunkWant[T], PackRange[T], bytes], None],
@@ -716,6 +824,27 @@ def _fetch_range(
     progress: Progress,
     phase: Phase,
 ) -> None:
+    concurrency.acquire(lambda: pool.cancelled)
+    delivered = False
+    try:
+        delivered = _fetch_range_into(store, r, buffers, pool, deliver, on_damaged,
+                                      on_unreadable)
+    finally:
+        concurrency.release(r.length if delivered else 0)
+    if delivered:
+        progress.advance(phase, r.length)
+
+
+def _fetch_range_into(
+    store: CountingStore | ObjectStore,
+    r: PackRange[T],
+    buffers: BufferPool,
+    pool: TaskPool,
+    deliver: Callable[[PackRange[T], memoryview], None],
+    on_damaged: Callable[[ChunkWant[T], PackRange[T], bytes], None],
+    on_unreadable: Callable[[PackRange[T], StoreError], None] | None,
+) -> bool:
+    """Fetch, check and deliver one range; False if ``on_unreadable`` took it instead."""
     buf = buffers.acquire(lambda: pool.cancelled)
     try:
         view = buf[: r.length]
@@ -726,7 +855,7 @@ def _fetch_range(
             if on_unreadable is None:
                 raise
             on_unreadable(r, exc)
-            return
+            return False
         for w in r.wants:
             data = view[w.offset - r.start : w.offset - r.start + w.length]
             if chunk_id(data) == w.chunk_id:
@@ -740,13 +869,13 @@ def _fetch_range(
                 if on_unreadable is None:
                     raise
                 on_unreadable(r, exc)
-                return
+                return False
             actual = chunk_id(data)
             if actual != w.chunk_id:
                 on_damaged(w, r, actual)
         pool.check()
         deliver(r, view)
-        progress.advance(phase, r.length)
+        return True
     finally:
         buffers.release(buf)
 

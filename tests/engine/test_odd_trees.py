@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from cpv.engine import pull, push
+from cpv.engine import Repository, pull, push
 from cpv.engine.push import scan_tree
 from cpv.errors import LocalIOError, UnsafePathError, UnsupportedPathError
+from cpv.store.memory import MemoryStore
 from cpv.store.s3 import S3Store
 
-from .conftest import LIMITS, as_nobody, make_repo, tree_digest
+from .conftest import LIMITS, SMALL_CHUNKER, SMALL_PACK, as_nobody, make_repo, tree_digest
 
 HOSTILE_HINT = "malformed or hostile"
 
@@ -197,3 +199,33 @@ def test_file_becomes_folder_and_back(s3_store: S3Store, tmp_path: Path) -> None
         pull(repo, v1.snapshot_id, out, limits=LIMITS, replace=v2_paths)
     assert (out / "a" / "mine.txt").read_bytes() == b"my notes"
     assert (out / "a" / "b").read_bytes() == b"now a folder"
+
+
+def test_pull_as_an_ordinary_user_restores_read_only_and_narrow_modes_exactly() -> None:
+    """Files are created with their mode (no fchmod per file), yet a 0o444 file of several
+    ranges must still be reopened for each range, and a umask must not narrow any mode."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to pull as another user")
+    base = Path(tempfile.mkdtemp(prefix="cpv-modes-"))
+    try:
+        base.chmod(0o777)
+        src = _tree(base / "model", {"big.bin": os.urandom(1024 * 1024), "small.txt": b"s" * 100,
+                                     "run.sh": b"#!/bin/sh\n"})
+        modes = {"big.bin": 0o444, "small.txt": 0o664, "run.sh": 0o755}
+        for name, mode in modes.items():
+            (src / name).chmod(mode)
+        repo = Repository.init(MemoryStore(), chunker=SMALL_CHUNKER, pack_size=SMALL_PACK)
+        sid = push(repo, src, limits=LIMITS).snapshot_id
+        dest = base / "out"
+
+        def pull_as_user() -> dict[str, int]:
+            os.umask(0o077)  # only in the forked child
+            result = pull(repo, sid, dest, limits=LIMITS)
+            assert result.files_written == 3
+            return {n: stat.S_IMODE(os.stat(dest / n).st_mode) for n in sorted(modes)}
+
+        assert as_nobody(pull_as_user) == repr(dict(sorted(modes.items())))
+        for name in modes:
+            assert (dest / name).read_bytes() == (src / name).read_bytes()
+    finally:
+        shutil.rmtree(base)

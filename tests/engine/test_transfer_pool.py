@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cpv.engine import Repository, pull, push, verify
-from cpv.engine.transfer import INTERRUPT_GRACE_S, TaskPool
+from cpv.engine.transfer import INTERRUPT_GRACE_S, BufferPool, FetchConcurrency, TaskPool
 from cpv.errors import TransferError
 from cpv.store import MiB
 from cpv.store.memory import MemoryStore
@@ -186,3 +186,74 @@ def test_serial_mode_pushes_pulls_and_verifies_on_one_thread(
     assert verify(repo, deep=True, limits=serial).ok
     assert threading.active_count() == before  # no worker thread was started
     assert tree_digest(tmp_path / "out") == tree_digest(src)
+
+
+class _Clock:
+    """A clock the test moves by hand: the throughput a window sees is exactly what we say."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _window(c: FetchConcurrency, clock: _Clock, *, seconds: float, nbytes: int) -> None:
+    """Finish one measuring window (2 x level ranges of ``nbytes``) in ``seconds``."""
+    n = 2 * c.level
+    for _ in range(n):
+        c.acquire(lambda: False)
+        clock.now += seconds / n
+        c.release(nbytes)
+
+
+def test_fetch_concurrency_doubles_while_throughput_grows_then_keeps_the_best() -> None:
+    clock = _Clock()
+    c = FetchConcurrency(4, 32, clock=clock)
+    _window(c, clock, seconds=1.0, nbytes=100)  # 800 B/s at 4
+    assert (c.level, c.settled) == (8, False)
+    _window(c, clock, seconds=1.0, nbytes=100)  # 1600 B/s at 8: doubling paid, try 16
+    assert (c.level, c.settled) == (16, False)
+    _window(c, clock, seconds=1.0, nbytes=55)  # 1760 B/s at 16: +10 %, not worth the threads
+    assert (c.level, c.settled) == (8, True)
+    _window(c, clock, seconds=10.0, nbytes=1)  # once settled, noise changes nothing
+    assert c.level == 8
+    assert [lvl for lvl, _ in c.levels_tried] == [4, 8, 16]
+
+
+def test_fetch_concurrency_stays_at_the_pool_size_and_never_exceeds_its_level() -> None:
+    clock = _Clock()
+    c = FetchConcurrency(4, 2, clock=clock)  # a pool of 2 workers caps the start
+    assert (c.level, c.settled) == (2, True)
+    c.acquire(lambda: False)
+    c.acquire(lambda: False)
+    third_in = threading.Event()
+    stop = threading.Event()
+
+    def third() -> None:
+        try:
+            c.acquire(stop.is_set)
+        except TransferError:
+            return
+        third_in.set()
+
+    t = threading.Thread(target=third)
+    t.start()
+    assert not third_in.wait(0.3), "a third range went on the wire at level 2"
+    c.release(1)
+    assert third_in.wait(5)
+    t.join()
+
+
+def test_buffer_pool_maps_a_buffer_only_when_all_mapped_ones_are_in_use() -> None:
+    pool = BufferPool(8, 1 * MiB)
+    try:
+        for _ in range(20):  # one at a time: one buffer serves every use
+            pool.release(pool.acquire(lambda: False))
+        assert pool.made == 1
+        held = [pool.acquire(lambda: False) for _ in range(3)]
+        assert pool.made == 3
+        for b in held:
+            pool.release(b)
+    finally:
+        pool.close()

@@ -143,19 +143,23 @@ def child(args: argparse.Namespace) -> None:
     op, argv = args.op, args.argv
     store = LocalStore(argv[0])
     started = time.perf_counter()
+    cpu_before = os.times()
     out: dict[str, Any]
     if op == "push":
         repo = Repository.open(store, cache_dir=Path(argv[2]))
         r = push(repo, Path(argv[1]), record_root=RootInfo(kind="data", name="data"))
         out = {"snapshot_id": r.snapshot_id, "tree_nodes_new": r.tree_nodes_new,
                "tree_bytes_new": r.tree_bytes_new, "new_bytes": r.new_bytes,
-               "requests": r.requests}
+               "requests": r.requests,
+               "folders_reused": getattr(r, "folders_reused", None)}  # None before reuse
     elif op == "gc":
         report = collect_garbage(Repository.open(store), dry_run=True)
         out = {"snapshots": report.snapshots_total, "kept": report.snapshots_kept}
     else:
         raise SystemExit(f"unknown op {op}")
     out["seconds"] = round(time.perf_counter() - started, 2)
+    cpu = os.times()
+    out["cpu_s"] = round(cpu.user + cpu.system - cpu_before.user - cpu_before.system, 2)
     out["rss_mib"] = round(_rss_mib(), 1)
     print(json.dumps(out))
 
@@ -178,8 +182,10 @@ def push_bench(args: argparse.Namespace) -> dict[str, Any]:
         out["first_push"] = first
         noop = [_child("push", str(store), str(src), str(cache)) for _ in range(args.repeat)]
         out["noop_push"] = {"seconds": _stats([r["seconds"] for r in noop]),
+                            "cpu_s": _stats([r["cpu_s"] for r in noop]),
                             "rss_mib": max(r["rss_mib"] for r in noop),
-                            "tree_nodes_new": noop[0]["tree_nodes_new"]}
+                            "tree_nodes_new": noop[0]["tree_nodes_new"],
+                            "folders_reused": [r.get("folders_reused") for r in noop]}
         rng = random.Random(2)
         changed = []
         for version in range(1, args.versions):
@@ -193,13 +199,16 @@ def push_bench(args: argparse.Namespace) -> dict[str, Any]:
             changed.append(r)
         out["one_percent_push"] = {
             "seconds": _stats([r["seconds"] for r in changed]),
+            "cpu_s": _stats([r["cpu_s"] for r in changed]),
+            "folders_reused": [r.get("folders_reused") for r in changed],
             "rss_mib": max(r["rss_mib"] for r in changed),
             "metadata_bytes_per_version": _stats([r["metadata_bytes"] for r in changed]),
             "full_listing_bytes": first["tree_bytes_new"]}
-        gcs = [_child("gc", str(store)) for _ in range(args.repeat)]
-        out["gc_dry_run"] = {"versions": gcs[0]["snapshots"],
-                             "seconds": _stats([r["seconds"] for r in gcs]),
-                             "rss_mib": max(r["rss_mib"] for r in gcs)}
+        if not args.skip_gc:
+            gcs = [_child("gc", str(store)) for _ in range(args.repeat)]
+            out["gc_dry_run"] = {"versions": gcs[0]["snapshots"],
+                                 "seconds": _stats([r["seconds"] for r in gcs]),
+                                 "rss_mib": max(r["rss_mib"] for r in gcs)}
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -309,6 +318,7 @@ def main() -> None:
     p.add_argument("--versions", type=int, default=10)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--scratch", default=None)
+    p.add_argument("--skip-gc", action="store_true", help="pushes only (gc is task D's row)")
     p.add_argument("--store-format", type=int, default=2, choices=(1, 2),
                    help="1: the format-1 baseline on the same machine")
     f = sub.add_parser("fresh-pull")

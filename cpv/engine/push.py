@@ -14,6 +14,7 @@ last hashed) are not read at all when the stat cache knows them and the store ho
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
 import os
 import stat
@@ -163,6 +164,8 @@ class _Scan:
     dirty: set[str] = field(default_factory=set)  # folders holding a link judged away
     single: _Source | None = None  # the root is this one file
     unknown_bytes: int = 0  # bytes of the files in folders not known: what may need hashing
+    big: list[tuple[int, str, _Source]] = field(default_factory=list)
+    """The biggest files of folders not known (a heap of at most :data:`_EARLY`): hashed first."""
     found: list[_Source] | None = None  # every file and link, for scan_tree only
 
 
@@ -341,11 +344,27 @@ def _walk(scan: _Scan, folder: str, prefix: str) -> bytes:
             if target is None:
                 _check_readable(scan, path, st)
                 scan.unknown_bytes += st.st_size
+                if st.st_size >= _EARLY_MIN:
+                    _note_big(scan, _Source.of(prefix + name, path, st))
     if scan.found is not None:
         scan.found.extend(_Source.of(prefix + name, path, st, target)
                           for name, path, st, target in own)
     scan.folders.append(_Folder(prefix, folder, fingerprint, known))
     return fingerprint
+
+
+_EARLY = 64
+_EARLY_MIN = 64 * 1024 * 1024
+
+
+def _note_big(scan: _Scan, src: _Source) -> None:
+    """Remember one of the biggest files, so that its hashing starts first, not with its
+    folder: one huge file must not start last and run alone at the end."""
+    item = (src.size, src.relpath, src)
+    if len(scan.big) < _EARLY:
+        heapq.heappush(scan.big, item)
+    elif item[:2] > scan.big[0][:2]:
+        heapq.heapreplace(scan.big, item)
 
 
 def _judge_links(scan: _Scan) -> None:
@@ -411,6 +430,8 @@ def _follow(scan: _Scan, rel: str, path: str, target: str) -> None:
         src = _Source.of(rel, real, st)
         scan.follow_files[rel] = src
         scan.unknown_bytes += st.st_size
+        if st.st_size >= _EARLY_MIN:
+            _note_big(scan, src)
         if scan.found is not None:
             scan.found.append(src)
     elif stat.S_ISDIR(st.st_mode):
@@ -603,6 +624,9 @@ def _push(
                          hash_total=scan.unknown_bytes)
         top = tree.run()
         records = uploader.finish()
+        # Every new chunk is in ``records`` now: the claims made while hashing (~100 B per
+        # chunk, 100 MB at 10^6 files) go before the index grows by as many entries.
+        state.pending = set()
     progress.end("hash")
     progress.end("upload")
 
@@ -706,6 +730,12 @@ class _Open:
     items: list[tuple[str, _Source | str]]  # (name, file or link | sub-folder prefix)
     results: list[tuple[FileEntry, FileStamp, bool] | None]  # (entry, stamp, was hashed now)
     left: int = 0
+    early: list[tuple[int, _Open]] = field(default_factory=list)
+    """Files of this folder whose hashing started before it: (item index, their own slot)."""
+
+    @property
+    def done(self) -> bool:
+        return self.left == 0 and all(slot.left == 0 for _, slot in self.early)
 
 
 class _TreePush:
@@ -744,13 +774,15 @@ class _TreePush:
         self._done: dict[str, tuple[bytes, bytes, bool]] = {}
         self._blocked: set[str] = set()  # folders with a sub-folder that was encoded again
         self._open: deque[_Open] = deque()
+        self._early: dict[str, _Open] = {}
 
     def run(self) -> bytes:
         """Encode every folder; returns the top folder's node id (b"" for format 1)."""
+        self._start_big()
         for folder in self.scan.folders:
             if not self._reused(folder):
                 self._start(folder)
-            while self._open and (len(self._open) > _AHEAD or self._open[0].left == 0):
+            while self._open and (len(self._open) > _AHEAD or self._open[0].done):
                 self._finish(self._open.popleft())
         while self._open:
             self._finish(self._open.popleft())
@@ -762,6 +794,20 @@ class _TreePush:
         for blob in self.chunk_ids:
             for i in range(0, len(blob), DIGEST_SIZE):
                 yield blob[i:i + DIGEST_SIZE]
+
+    def _start_big(self) -> None:
+        """Start hashing the biggest files the stat cache does not vouch for, biggest first."""
+        big = sorted(self.scan.big, reverse=True)
+        self.scan.big = []
+        cache, index = self.cache, self.state.index
+        hits = (cache.lookup_many([(cache_key(self.scan.tree_key, s.relpath), s.stamp)
+                                   for _, _, s in big])
+                if cache is not None else [None] * len(big))
+        for (_, rel, src), hit in zip(big, hits, strict=True):
+            if hit is None or not all(c in index for c in hit.chunks):
+                slot = _Open(_Folder("", "", b"", False), [], [None], 1)
+                self._early[rel] = slot
+                self.state.pool.submit(_ingest_into, slot, 0, self.state, src, self.params)
 
     def _reused(self, folder: _Folder) -> bool:
         if (not self.reuse or not folder.known or folder.prefix in self._blocked
@@ -801,7 +847,12 @@ class _TreePush:
         reads: list[tuple[int, _Source]] = []
         total = self.hash_total
         for (i, src), hit in zip(files, hits, strict=True):
-            if hit is not None and all(c in index for c in hit.chunks):
+            slot = self._early.pop(src.relpath, None)
+            if slot is not None:  # hashing since the push began (one of the biggest files)
+                op.early.append((i, slot))
+                if folder.known:
+                    total += src.size
+            elif hit is not None and all(c in index for c in hit.chunks):
                 op.results[i] = (FileEntry(src.relpath, src.size, stat.S_IMODE(src.mode),
                                            hit.blake3, hit.chunks), src.stamp, False)
                 if not folder.known:
@@ -822,8 +873,10 @@ class _TreePush:
 
     def _finish(self, op: _Open) -> None:
         """Build the folder's node once its files are hashed; record it for the next push."""
-        if op.left:
-            self.state.pool.wait_until(lambda: op.left == 0)
+        if not op.done:
+            self.state.pool.wait_until(lambda: op.done)
+        for i, slot in op.early:
+            op.results[i] = slot.results[0]
         prefix = op.folder.prefix
         entries: list[tuple[str, FileEntry | bytes]] = []
         parts: list[bytes] = []

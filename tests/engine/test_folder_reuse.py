@@ -9,6 +9,7 @@ not hold (invariant 9), and a folder whose files were just written is not truste
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -134,3 +135,20 @@ def test_a_folder_with_a_just_written_file_is_not_trusted(local_store: LocalStor
     # other/b holds a file too new to vouch for its content: it and its ancestors are read.
     assert again.folders_reused == FOLDERS - 3
     assert again.hashed_bytes == len(b"racy: written within the clock's tick")
+
+
+def test_files_hashed_ahead_of_their_folder_give_the_same_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    push_module = importlib.import_module("cpv.engine.push")  # the package's push is the function
+    src = _tree(tmp_path / "src")
+    plain = push(make_repo(LocalStore(tmp_path / "s1"), tmp_path / "c1"), src, limits=LIMITS)
+    # Every file over 2 KB counts as "big": its hashing starts before any folder is encoded.
+    monkeypatch.setattr(push_module, "_EARLY_MIN", 2000)
+    store = LocalStore(tmp_path / "s2")
+    early = push(make_repo(store, tmp_path / "c2"), src, limits=LIMITS)
+    assert early.snapshot_id == plain.snapshot_id and early.hashed_bytes == plain.total_bytes
+    (src / "other" / "a" / "a3.bin").write_bytes(rand_bytes(5000, 7))
+    age(src / "other" / "a" / "a3.bin")
+    again = _push_and_check(Repository.open(store, cache_dir=tmp_path / "c2"), src,
+                            tmp_path / "out")
+    assert again.hashed_bytes == 5000 and again.folders_reused == FOLDERS - 3

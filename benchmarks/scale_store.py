@@ -136,6 +136,9 @@ def _child(op: str, *argv: str) -> dict[str, Any]:
     if proc.returncode:
         raise SystemExit(f"{op} failed:\n{proc.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    # Each step as it ends: deleting 10^6 files afterwards takes minutes, and a run stopped
+    # then must not lose what it measured.
+    print(json.dumps({"op": op, **result}), file=sys.stderr, flush=True)
     return result
 
 

@@ -13,27 +13,29 @@ last hashed) are not read at all when the stat cache knows them and the store ho
 
 from __future__ import annotations
 
-import itertools
+import functools
+import heapq
 import logging
 import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from cpv import osio
 from cpv.engine.chunking import iter_file_chunks, new_read_buffer, read_small
-from cpv.engine.hashing import Hasher, chunk_id
+from cpv.engine.hashing import DIGEST_SIZE, Hasher, chunk_id
 from cpv.engine.index import write_locations
 from cpv.engine.locks import PushLease, wait_while_gc_runs
 from cpv.engine.roots import RootInfo, record_push
 from cpv.engine.snapshot import FileEntry, Snapshot
-from cpv.engine.statcache import FileStamp, cache_key
+from cpv.engine.statcache import CachedFolder, FileStamp, StatCache, cache_key, settled
 from cpv.engine.transfer import PackUploader, TaskPool, TransferLimits
-from cpv.engine.tree import build_tree
+from cpv.engine.tree import encode_folder, encode_root
 from cpv.errors import (
     IntegrityError,
     LocalIOError,
@@ -61,7 +63,8 @@ class PushResult:
     """What a push did. Byte counts are exact; ``uploaded_bytes`` is what went over the wire."""
 
     snapshot_id: str
-    snapshot: Snapshot
+    load_snapshot: Callable[[], Snapshot] = field(repr=False, compare=False)
+    """Gives :attr:`snapshot` (read back from the store when the push kept no file list)."""
     files: int
     total_bytes: int
     hashed_bytes: int
@@ -81,6 +84,21 @@ class PushResult:
     tree_nodes_new: int = 0
     tree_bytes_new: int = 0
     """Format 2: tree nodes (and their bytes) this push wrote; the rest existed already."""
+    folders_reused: int = 0
+    """Format 2: folders whose node was taken from the last push, unread (docs/format.md)."""
+    _memo: list[Snapshot] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The pushed snapshot with its file list.
+
+        A format-2 push holds no list of its files, so that its memory does not grow with the
+        file count; the list is read back from the store (and kept) the first time it is asked
+        for, exactly as any other version's would be.
+        """
+        if not self._memo:
+            self._memo.append(self.load_snapshot())
+        return self._memo[0]
 
     @property
     def dedup_ratio(self) -> float:
@@ -94,10 +112,12 @@ class _Source:
     path: str  # a str, not a Path: building 20,000 Path objects cost a no-op push 0.3 s
     mode: int
     stamp: FileStamp  # not the os.stat_result: ~600 B per file, 60 MiB at 100,000 files
+    link: str | None = None
+    """A symlink's target (as the scan read it); None for a file."""
 
     @classmethod
-    def of(cls, relpath: str, path: str, st: os.stat_result) -> _Source:
-        return cls(relpath, path, st.st_mode, FileStamp.of(st))
+    def of(cls, relpath: str, path: str, st: os.stat_result, link: str | None = None) -> _Source:
+        return cls(relpath, path, st.st_mode, FileStamp.of(st), link)
 
     @property
     def size(self) -> int:
@@ -109,19 +129,44 @@ _HINT_LINKS = (
     "symlinks must stay inside the pushed tree; leave such links out (symlinks='skip') or push "
     "what they point to (symlinks='follow')"
 )
+_FINGERPRINT_SEED = b"cpv folder 1\0"
+"""Changes whenever the path rule or the node format does: a folder is then encoded again."""
+
+
+@dataclass(slots=True)
+class _Folder:
+    """A folder the scan found, and what the names and stamps of its entries hash to."""
+
+    prefix: str  # "" for the top folder, else "a/b/"
+    path: str
+    fingerprint: bytes
+    known: bool
+    """The stat cache holds this fingerprint: the folder is as it was when last pushed."""
 
 
 @dataclass(slots=True)
 class _Scan:
-    """One scan's state: what was found, the links to judge together, and the policy."""
+    """One scan's state: the folders found, the links to judge together, and the policy."""
 
     exclude: Exclude | None
     symlinks: SymlinkPolicy
-    found: list[_Source]
-    links: dict[str, tuple[str, str]]  # relpath -> (absolute path, target)
-    followed: set[tuple[int, int]]  # folders entered through a followed link (loop guard)
-    skipped: list[str]
     readable: Callable[[os.stat_result], bool]
+    known: Callable[[str], bytes | None] | None = None
+    """A folder's stat-cache key -> the fingerprint it had when last pushed."""
+    tree_key: str = ""
+    folders: list[_Folder] = field(default_factory=list)
+    links: dict[str, tuple[str, str]] = field(default_factory=dict)  # relpath -> (path, target)
+    followed: set[tuple[int, int]] = field(default_factory=set)  # loop guard for followed links
+    skipped: list[str] = field(default_factory=list)
+    gone: set[str] = field(default_factory=set)  # links left out (skipped, or not followable)
+    follow_files: dict[str, _Source] = field(default_factory=dict)
+    follow_dirs: set[str] = field(default_factory=set)
+    dirty: set[str] = field(default_factory=set)  # folders holding a link judged away
+    single: _Source | None = None  # the root is this one file
+    unknown_bytes: int = 0  # bytes of the files in folders not known: what may need hashing
+    big: list[tuple[int, str, _Source]] = field(default_factory=list)
+    """The biggest files of folders not known (a heap of at most :data:`_EARLY`): hashed first."""
+    found: list[_Source] | None = None  # every file and link, for scan_tree only
 
 
 def scan_tree(
@@ -144,13 +189,25 @@ def scan_tree(
             the tree (with ``"keep"``); the hint says how to leave it out.
         LocalIOError: ``root`` is missing, or a file or folder cannot be read.
     """
-    return _scan(root, exclude, symlinks).found
+    found = _scan(root, exclude, symlinks, collect=True).found
+    assert found is not None
+    return found
 
 
-def _scan(root: Path, exclude: Exclude | None, symlinks: SymlinkPolicy) -> _Scan:
+def _scan(
+    root: Path, exclude: Exclude | None, symlinks: SymlinkPolicy, *,
+    known: Callable[[str], bytes | None] | None = None, collect: bool = False,
+) -> _Scan:
+    """Pass one of a push: every folder's fingerprint, every check, no list of files kept.
+
+    A folder whose fingerprint the stat cache ``known`` holds was checked by the push that
+    recorded it (same names, same stamps), so its names are not checked again; the push
+    reuses its node without reading the folder a second time.
+    """
     if symlinks not in ("keep", "skip", "follow"):
         raise ValueError(f"symlinks must be 'keep', 'skip' or 'follow', not {symlinks!r}")
-    scan = _Scan(exclude, symlinks, [], {}, set(), [], _read_permission())
+    scan = _Scan(exclude, symlinks, _read_permission(), known, os.path.abspath(root),
+                 found=[] if collect else None)
     try:
         st = os.stat(root)
     except FileNotFoundError as exc:
@@ -159,29 +216,42 @@ def _scan(root: Path, exclude: Exclude | None, symlinks: SymlinkPolicy) -> _Scan
         raise LocalIOError(f"cannot read {root}: {exc.strerror}", path=str(root)) from exc
     if stat.S_ISREG(st.st_mode):
         _check_readable(scan, str(root), st)
-        scan.found.append(_Source.of(root.name, os.path.realpath(root), st))
+        scan.single = _Source.of(root.name, os.path.realpath(root), st)
+        # A single-file root is keyed under its folder (its relpath is its name).
+        scan.tree_key = os.path.dirname(scan.tree_key)
+        scan.folders.append(_Folder("", scan.tree_key, b"", False))
+        scan.unknown_bytes = st.st_size
+        if scan.found is not None:
+            scan.found.append(scan.single)
         return scan
     if not stat.S_ISDIR(st.st_mode):
         raise LocalIOError(f"cannot push {root}: not a regular file or folder", path=str(root))
     scan.followed.add((st.st_dev, st.st_ino))
     _walk(scan, str(root), "")
     _judge_links(scan)
-    scan.found.sort(key=lambda s: s.relpath)
+    if scan.found is not None:
+        scan.found.sort(key=lambda s: s.relpath)
+    # Deepest first: a folder's node names its sub-folders' nodes, so they are encoded before it.
+    scan.folders.sort(key=lambda f: -f.prefix.count("/"))
     return scan
 
 
-def _walk(scan: _Scan, folder: str, prefix: str) -> None:
+def _list_folder(
+    scan: _Scan, folder: str, prefix: str
+) -> list[tuple[str, str, os.stat_result, str | None]]:
+    """A folder's entries that the push considers: (name, path, lstat, link target), by name."""
     try:
-        entries = list(os.scandir(folder))
+        with os.scandir(folder) as it:
+            entries = list(it)
     except OSError as exc:
         raise LocalIOError(
             f"cannot list {folder}: {exc.strerror}",
             path=folder,
             hint=f"check the folder's permissions, {_HINT_EXCLUDE}",
         ) from exc
+    out: list[tuple[str, str, os.stat_result, str | None]] = []
     for entry in entries:
-        rel = prefix + entry.name
-        if scan.exclude is not None and scan.exclude(rel):
+        if scan.exclude is not None and scan.exclude(prefix + entry.name):
             continue
         try:
             st = entry.stat(follow_symlinks=False)
@@ -189,31 +259,112 @@ def _walk(scan: _Scan, folder: str, prefix: str) -> None:
             raise LocalIOError(
                 f"cannot stat {entry.path}: {exc.strerror}", path=entry.path
             ) from exc
-        if is_git_segment(entry.name):
-            raise UnsupportedPathError(
-                rel, "is a nested Git repository (cpv cannot version one inside a tracked folder)",
-                hint=f"move the repository out of the tracked folder, {_HINT_EXCLUDE}",
-            )
-        problem = path_problem(rel)
-        if problem is not None:
-            hint = f"rename it, {_HINT_EXCLUDE}"
-            raise UnsupportedPathError(rel, f"its name {problem}", hint=hint)
-        if stat.S_ISDIR(st.st_mode):
-            _walk(scan, entry.path, rel + "/")
-        elif stat.S_ISREG(st.st_mode):
-            _check_readable(scan, entry.path, st)
-            scan.found.append(_Source.of(rel, entry.path, st))
-        elif stat.S_ISLNK(st.st_mode):
+        if stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(entry.path)
             except OSError as exc:
                 raise LocalIOError(
                     f"cannot read symlink {entry.path}: {exc.strerror}", path=entry.path
                 ) from exc
-            scan.links[rel] = (entry.path, target)
-            scan.found.append(_Source.of(rel, entry.path, st))
+            out.append((entry.name, entry.path, st, target))
+        elif stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+            out.append((entry.name, entry.path, st, None))
         else:
+            _check_name(prefix + entry.name, entry.name)
             log.warning("skipping %s: not a regular file, folder or symlink", entry.path)
+    out.sort(key=lambda e: e[0])
+    return out
+
+
+def _check_name(rel: str, name: str) -> None:
+    if is_git_segment(name):
+        raise UnsupportedPathError(
+            rel, "is a nested Git repository (cpv cannot version one inside a tracked folder)",
+            hint=f"move the repository out of the tracked folder, {_HINT_EXCLUDE}",
+        )
+    problem = path_problem(rel)
+    if problem is not None:
+        raise UnsupportedPathError(rel, f"its name {problem}", hint=f"rename it, {_HINT_EXCLUDE}")
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _file_part(name: str, mode: int, size: int, mtime_ns: int, ctime_ns: int, ino: int) -> bytes:
+    """A file's share of its folder's fingerprint: what the stat cache trusts, and the mode."""
+    return b"f%s\0%d,%d,%d,%d,%d\0" % (
+        _utf8(name), stat.S_IMODE(mode), size, mtime_ns, ctime_ns, ino)
+
+
+def _link_part(name: str, target: str) -> bytes:
+    return b"l%s\0%s\0" % (_utf8(name), _utf8(target))
+
+
+def _dir_part(name: str, fingerprint: bytes) -> bytes:
+    return b"d%s\0%s" % (_utf8(name), fingerprint)
+
+
+def _fingerprint(parts: list[bytes]) -> bytes:
+    """A folder's fingerprint: a Merkle hash of its entries' names, stamps, modes, link targets
+    and sub-folders' fingerprints, so equal fingerprints mean the same tree as far as the stat
+    cache can tell (names, kinds, modes, and every file's size, mtime, ctime and inode)."""
+    return chunk_id(_FINGERPRINT_SEED + b"".join(parts))
+
+
+def _parent(prefix_or_rel: str) -> str:
+    """The folder prefix (``"a/"``, or ``""`` at the top) that holds a path or folder prefix."""
+    cut = prefix_or_rel.rstrip("/").rfind("/")
+    return prefix_or_rel[: cut + 1] if cut >= 0 else ""
+
+
+def _walk(scan: _Scan, folder: str, prefix: str) -> bytes:
+    """Scan ``folder`` (and below), checking what is not known; returns its fingerprint."""
+    parts: list[bytes] = []
+    own: list[tuple[str, str, os.stat_result, str | None]] = []
+    for name, path, st, target in _list_folder(scan, folder, prefix):
+        rel = prefix + name
+        if target is not None:
+            scan.links[rel] = (path, target)
+            parts.append(_link_part(name, target))
+            own.append((name, path, st, target))
+        elif stat.S_ISDIR(st.st_mode):
+            _check_name(rel, name)
+            parts.append(_dir_part(name, _walk(scan, path, rel + "/")))
+        else:
+            parts.append(_file_part(name, st.st_mode, st.st_size, st.st_mtime_ns,
+                                    st.st_ctime_ns, st.st_ino))
+            own.append((name, path, st, None))
+    fingerprint = _fingerprint(parts)
+    known = (scan.known is not None
+             and scan.known(cache_key(scan.tree_key, prefix)) == fingerprint)
+    if not known:
+        for name, path, st, target in own:
+            _check_name(prefix + name, name)
+            if target is None:
+                _check_readable(scan, path, st)
+                scan.unknown_bytes += st.st_size
+                if st.st_size >= _EARLY_MIN:
+                    _note_big(scan, _Source.of(prefix + name, path, st))
+    if scan.found is not None:
+        scan.found.extend(_Source.of(prefix + name, path, st, target)
+                          for name, path, st, target in own)
+    scan.folders.append(_Folder(prefix, folder, fingerprint, known))
+    return fingerprint
+
+
+_EARLY = 64
+_EARLY_MIN = 64 * 1024 * 1024
+
+
+def _note_big(scan: _Scan, src: _Source) -> None:
+    """Remember one of the biggest files, so that its hashing starts first, not with its
+    folder: one huge file must not start last and run alone at the end."""
+    item = (src.size, src.relpath, src)
+    if len(scan.big) < _EARLY:
+        heapq.heappush(scan.big, item)
+    elif item[:2] > scan.big[0][:2]:
+        heapq.heapreplace(scan.big, item)
 
 
 def _judge_links(scan: _Scan) -> None:
@@ -223,7 +374,7 @@ def _judge_links(scan: _Scan) -> None:
     leave on their own (absolute, or climbing out) go first: ``python -> python3`` leaves only
     through ``python3 -> /usr/bin/python3``, and once that one is skipped or followed it stays
     in the tree. Following a link into a folder may find more links, so this repeats until no
-    link leaves the tree.
+    link leaves the tree. A folder holding a link judged away is encoded again (never reused).
     """
     while True:
         inside = {rel: target for rel, (_, target) in scan.links.items()}
@@ -243,12 +394,15 @@ def _judge_links(scan: _Scan) -> None:
                 hint=_HINT_LINKS,
             )
         gone = set(leaving)
-        scan.found = [s for s in scan.found if s.relpath not in gone]
+        if scan.found is not None:
+            scan.found = [s for s in scan.found if s.relpath not in gone]
         for rel in leaving:
             path, target = scan.links.pop(rel)
+            scan.dirty.add(_parent(rel))
             if scan.symlinks == "skip":
                 log.info("leaving out %s: symlink to %r points outside the tree", rel, target)
                 scan.skipped.append(rel)
+                scan.gone.add(rel)
             else:
                 _follow(scan, rel, path, target)
 
@@ -273,7 +427,13 @@ def _follow(scan: _Scan, rel: str, path: str, target: str) -> None:
     real = os.path.realpath(path)
     if stat.S_ISREG(st.st_mode):
         _check_readable(scan, path, st)
-        scan.found.append(_Source.of(rel, real, st))
+        src = _Source.of(rel, real, st)
+        scan.follow_files[rel] = src
+        scan.unknown_bytes += st.st_size
+        if st.st_size >= _EARLY_MIN:
+            _note_big(scan, src)
+        if scan.found is not None:
+            scan.found.append(src)
     elif stat.S_ISDIR(st.st_mode):
         if (st.st_dev, st.st_ino) in scan.followed:
             raise UnsupportedPathError(
@@ -281,9 +441,11 @@ def _follow(scan: _Scan, rel: str, path: str, target: str) -> None:
                 hint="leave such links out (symlinks='skip')",
             )
         scan.followed.add((st.st_dev, st.st_ino))
+        scan.follow_dirs.add(rel)
         _walk(scan, real, rel + "/")
     else:
         log.warning("skipping %s: symlink to something that is not a file or folder", path)
+        scan.gone.add(rel)
 
 
 def _read_permission() -> Callable[[os.stat_result], bool]:
@@ -394,17 +556,24 @@ def push(
     requests_before = repo.store.request_count
     bytes_before = repo.store.bytes_up
     root = Path(root)
-    scan = _scan(root, exclude, symlinks)
-    sources = scan.found
-    skipped = tuple(sorted(scan.skipped))
+    cache = None if rehash else repo.stat_cache
+    known: Callable[[str], bytes | None] | None = None
+    if cache is not None and repo.config.tree_snapshots and not dry_run:
+        folders = cache
+
+        def known(key: str) -> bytes | None:
+            row = folders.folder(key, with_ids=False)
+            return None if row is None else row.fingerprint
+
+    scan = _scan(root, exclude, symlinks, known=known)
+    run = functools.partial(
+        _push, repo, root, scan, progress=progress, limits=limits, cache=cache, meta=meta,
+        record_root=record_root, started=started, requests_before=requests_before,
+        bytes_before=bytes_before)
     if dry_run:
         if repo.partial_index:
             repo.refresh_index()  # what is new is judged against the whole store
-        return _push(repo, root, sources, exclude=exclude, progress=progress, limits=limits,
-                     dry_run=True, rehash=rehash, meta=meta, record_root=record_root,
-                     started=started,
-                     requests_before=requests_before, bytes_before=bytes_before, lease=None,
-                     skipped=skipped)
+        return run(dry_run=True, lease=None)
     # A shared lease tells a concurrent gc this push may rely on what the index names now
     # (invariant 6); the index is re-read *after* the lease exists so that a gc which did not
     # see the lease has already finished rewriting the index (docs/gc.md).
@@ -413,61 +582,31 @@ def push(
         # A push that died before: index its finished packs, abort its abandoned uploads.
         repo.recover_orphan_packs()
         repo.abort_stale_uploads()
-        return _push(repo, root, sources, exclude=exclude, progress=progress, limits=limits,
-                     dry_run=False, rehash=rehash, meta=meta, record_root=record_root,
-                     started=started,
-                     requests_before=requests_before, bytes_before=bytes_before, lease=lease,
-                     skipped=skipped)
-
+        return run(dry_run=False, lease=lease)
 
 def _push(
     repo: Repository,
     root: Path,
-    sources: list[_Source],
+    scan: _Scan,
     *,
-    exclude: Exclude | None,
     progress: Progress,
     limits: TransferLimits,
     dry_run: bool,
-    rehash: bool,
+    cache: StatCache | None,
     meta: dict[str, str] | None,
     record_root: RootInfo | None,
     started: float,
     requests_before: int,
     bytes_before: int,
     lease: PushLease | None,
-    skipped: tuple[str, ...] = (),
 ) -> PushResult:
     index = repo.index
     index_ids_at_start = set(index.index_ids)
-    cache = None if rehash else repo.stat_cache
-    params = repo.config.chunker
-
-    entries: dict[str, FileEntry] = {}
-    to_read: list[_Source] = []
-    total = 0
-    # Stat-cache keys are built from the tree's absolute path, without a syscall per file; a
-    # single-file root is keyed under its folder (its relpath is its name).
-    tree_key = os.path.abspath(root)
-    if not root.is_dir():
-        tree_key = os.path.dirname(tree_key)
-    elif cache is not None:
-        cache.load_folder(tree_key)
-    for src in sources:
-        total += src.size if not stat.S_ISLNK(src.mode) else 0
-        if stat.S_ISLNK(src.mode):
-            entries[src.relpath] = _link_entry(src)
-            continue
-        key = cache_key(tree_key, src.relpath)
-        hit = cache.lookup(key, src.stamp) if cache else None
-        if hit is not None and all(c in index for c in hit.chunks):
-            entries[src.relpath] = FileEntry(
-                src.relpath, src.size, stat.S_IMODE(src.mode), hit.blake3, hit.chunks
-            )
-        else:
-            to_read.append(src)
-
-    progress.begin("hash", total=sum(s.size for s in to_read), unit="B")
+    tree_mode = repo.config.tree_snapshots
+    # A format-1 snapshot lists every file, and a dry run hands its snapshot back without
+    # writing it: both need every file's entry, so neither reuses a folder's node.
+    collect = dry_run or not tree_mode
+    progress.begin("hash", total=scan.unknown_bytes, unit="B")
     progress.begin("upload", total=None, unit="B")
     # One pool for the whole push: the hash workers here, upload and completion lanes in the
     # uploader. An error or Ctrl-C cancels all of them at once.
@@ -480,51 +619,42 @@ def _push(
         dry_run=dry_run,
     ) as uploader:
         state = _PushState(repo, uploader, pool, progress)
-        # Biggest first, so one huge file does not start last and run alone at the end.
-        to_read.sort(key=lambda s: -s.size)
-        # Results land in one list, not in a Future kept per file: a finished Future (with its
-        # Condition and lock) cost ~1.2 KiB per file, 120 MiB for 100,000 small files.
-        done: list[tuple[FileEntry, FileStamp] | None] = [None] * len(to_read)
-        for i, src in enumerate(to_read):
-            pool.submit(_ingest_into, done, i, state, src, params)
-        pool.join()
-        for i, src in enumerate(to_read):
-            result = done[i]
-            assert result is not None  # join() raised if any file failed
-            done[i] = None
-            entry, stamp = result
-            entries[entry.path] = entry
-            if cache is not None and not dry_run:
-                key = cache_key(tree_key, src.relpath)
-                cache.record(key, stamp, entry.blake3, entry.chunks)
-        files = tuple(entries[k] for k in sorted(entries))
-        tree = _write_tree(state, files) if repo.config.tree_snapshots else None
+        tree = _TreePush(state, scan, cache, repo.config.chunker, tree_mode=tree_mode,
+                         collect=collect, record=cache is not None and not dry_run,
+                         hash_total=scan.unknown_bytes)
+        top = tree.run()
         records = uploader.finish()
+        # Every new chunk is in ``records`` now: the claims made while hashing (~100 B per
+        # chunk, 100 MB at 10^6 files) go before the index grows by as many entries.
+        state.pending = set()
     progress.end("hash")
     progress.end("upload")
 
-    snapshot = Snapshot(files=files, meta=dict(meta or {}),
-                        tree_id=tree.top if tree else None,
-                        node_ids=frozenset(tree.node_ids) if tree else frozenset())
-    root_id = None
-    if dry_run:
-        snapshot_id, _ = snapshot.encode()
+    meta = dict(meta or {})
+    snapshot: Snapshot | None = None
+    if collect:
+        assert tree.entries is not None
+        snapshot = Snapshot(files=tuple(sorted(tree.entries, key=lambda f: f.path)), meta=meta,
+                            tree_id=top if tree_mode else None,
+                            node_ids=frozenset(tree.node_ids))
+        snapshot_id, raw = snapshot.encode()
     else:
+        snapshot_id, raw = encode_root(top, files=tree.files, size=tree.size, meta=meta)
+    root_id = None
+    if not dry_run:
         # Invariant 1: packs are all confirmed by finish(); now the index, then the snapshot.
         repo.add_packs(records)
         assert lease is not None
-        _keep_reused_chunks_indexed(repo, snapshot, index_ids_at_start)
+        _keep_reused_chunks_indexed(repo, tree.needed, index_ids_at_start)
         lease.check_alive()
-        if snapshot.tree_id is not None:
+        if tree_mode:
             # After the index, before the root: one version's share of the index, for pulls.
-            write_locations(repo.store, snapshot.encode()[0], repo.index,
-                            itertools.chain(snapshot.node_ids,
-                                            (c for f in snapshot.files for c in f.chunks)))
-        snapshot_id, _ = repo.save_snapshot(snapshot)
+            write_locations(repo.store, snapshot_id, repo.index, tree.needed())
+        repo.save_snapshot_bytes(snapshot_id, raw)
         # A gc that listed snapshots before ours may rewrite the index after the check above;
         # once no gc runs, one more check sees any such rewrite (docs/gc.md, "push").
         wait_while_gc_runs(repo.store)
-        _keep_reused_chunks_indexed(repo, snapshot, index_ids_at_start)
+        _keep_reused_chunks_indexed(repo, tree.needed, index_ids_at_start)
         if record_root is not None:
             # After the snapshot (invariant 1): a root names only what is durable.
             # A new record even for an unchanged tree: a forget running now may be retiring the
@@ -532,41 +662,50 @@ def _push(
             root_id = record_push(repo, snapshot_id, record_root)
         if cache is not None:
             cache.flush()
+    if snapshot is None:
+        # The push kept no list of its files (memory bounded whatever the count): a caller that
+        # asks for them reads them back, as it would any other version.
+        load: Callable[[], Snapshot] = functools.partial(repo.load_snapshot, snapshot_id)
+    else:
+        load = functools.partial(lambda s: s, snapshot)
     return PushResult(
         snapshot_id=snapshot_id,
-        snapshot=snapshot,
-        files=len(snapshot.files),
-        total_bytes=total,
+        load_snapshot=load,
+        files=tree.files,
+        total_bytes=tree.size,
         hashed_bytes=state.hashed_bytes,
-        new_bytes=uploader.bytes_added - (tree.new_bytes if tree else 0),
+        new_bytes=uploader.bytes_added - tree.new_node_bytes,
         uploaded_bytes=repo.store.bytes_up - bytes_before,
-        chunks_new=uploader.chunks_added - (tree.new_nodes if tree else 0),
+        chunks_new=uploader.chunks_added - tree.new_nodes,
         chunks_reused=state.chunks_reused,
         packs_written=len(records),
         requests=repo.store.request_count - requests_before,
         seconds=time.monotonic() - started,
         dry_run=dry_run,
         root_id=root_id,
-        skipped_links=skipped,
-        tree_nodes=len(tree.node_ids) if tree else 0,
-        tree_nodes_new=tree.new_nodes if tree else 0,
-        tree_bytes_new=tree.new_bytes if tree else 0,
+        skipped_links=tuple(sorted(scan.skipped)),
+        tree_nodes=len(tree.node_ids),
+        tree_nodes_new=tree.new_nodes,
+        tree_bytes_new=tree.new_node_bytes,
+        folders_reused=tree.reused,
     )
 
 
-def _keep_reused_chunks_indexed(repo: Repository, snapshot: Snapshot, seen: set[str]) -> None:
+def _keep_reused_chunks_indexed(
+    repo: Repository, needed: Callable[[], Iterable[bytes]], seen: set[str]
+) -> None:
     """If a gc rewrote the index during this push, make sure every chunk reused is still indexed.
 
     The push may have deduplicated against a pack that the gc then condemned (it was dead when
     the gc looked). Re-indexing that pack un-condemns it; only then may the snapshot name it.
+    ``needed`` gives every chunk and tree node id the snapshot names.
     """
     if seen <= {key.split("/", 1)[1] for key in repo.index_keys()}:
         return
     from cpv.engine.gc import rescue_chunks
 
     index = repo.refresh_index()
-    missing = {c for f in snapshot.files for c in f.chunks if c not in index}
-    missing.update(n for n in snapshot.node_ids if n not in index)
+    missing = {c for c in needed() if c not in index}
     if missing:
         rescue_chunks(repo, missing)
         index = repo.index
@@ -579,51 +718,267 @@ def _keep_reused_chunks_indexed(repo: Repository, snapshot: Snapshot, seen: set[
             )
 
 
-@dataclass
-class _Tree:
-    top: bytes
-    node_ids: list[bytes]
-    new_nodes: int = 0
-    new_bytes: int = 0
+_AHEAD = 8
+"""Folders whose files may be hashing while the oldest one waits to be encoded."""
 
 
-def _write_tree(state: _PushState, files: tuple[FileEntry, ...]) -> _Tree:
-    """Queue the tree nodes the store does not hold yet, into the same packs as the data.
+@dataclass(slots=True)
+class _Open:
+    """A folder encoded again: its entries, and the hashing of its files still under way."""
 
-    A node that is already indexed is not written again (the index says it is durable), so a
-    version that changes 1% of the files writes the nodes along the changed paths only. The
-    packs that hold the nodes are confirmed before the index, and the index before the
-    snapshot root that names the top node (invariant 1).
+    folder: _Folder
+    items: list[tuple[str, _Source | str]]  # (name, file or link | sub-folder prefix)
+    results: list[tuple[FileEntry, FileStamp, bool] | None]  # (entry, stamp, was hashed now)
+    left: int = 0
+    early: list[tuple[int, _Open]] = field(default_factory=list)
+    """Files of this folder whose hashing started before it: (item index, their own slot)."""
+
+    @property
+    def done(self) -> bool:
+        return self.left == 0 and all(slot.left == 0 for _, slot in self.early)
+
+
+class _TreePush:
+    """Pass two of a push: each folder, sub-folders first, becomes its node (format 2).
+
+    A folder whose fingerprint is the one the stat cache recorded for it, whose sub-folders
+    were all reused too, and whose node ids and file chunk ids are all indexed, is not read
+    again: its node is the one pushed before (restic and Git reuse unchanged trees the same
+    way). Any other folder is listed again and encoded from its files' entries: from the stat
+    cache when it vouches for a file, else from hashing it. Only a few folders are open at a
+    time, so memory follows the folder size, not the tree size.
     """
-    ids: list[bytes] = []
-    counts = [0, 0]
 
-    def emit(node_id: bytes, raw: bytes) -> None:
-        ids.append(node_id)
-        if state.is_new(node_id):
-            state.uploader.add(node_id, memoryview(raw))
-            counts[0] += 1
-            counts[1] += len(raw)
+    def __init__(
+        self, state: _PushState, scan: _Scan, cache: StatCache | None, params: ChunkerParams,
+        *, tree_mode: bool, collect: bool, record: bool, hash_total: int,
+    ) -> None:
+        self.state = state
+        self.scan = scan
+        self.cache = cache
+        self.params = params
+        self.tree_mode = tree_mode
+        self.reuse = tree_mode and not collect and cache is not None
+        self.record_files = record
+        self.record = record and tree_mode and not collect
+        self.hash_total = hash_total
+        self.entries: list[FileEntry] | None = [] if collect else None
+        self.node_ids: set[bytes] = set()
+        self.chunk_ids: list[bytes] = []  # per folder: its files' chunk ids, concatenated
+        self.files = 0
+        self.size = 0
+        self.new_nodes = 0
+        self.new_node_bytes = 0
+        self.reused = 0
+        # Folders encoded whose parent is not yet: prefix -> (node id, fingerprint, settled).
+        self._done: dict[str, tuple[bytes, bytes, bool]] = {}
+        self._blocked: set[str] = set()  # folders with a sub-folder that was encoded again
+        self._open: deque[_Open] = deque()
+        self._early: dict[str, _Open] = {}
 
-    top = build_tree(files, emit)
-    return _Tree(top, ids, counts[0], counts[1])
+    def run(self) -> bytes:
+        """Encode every folder; returns the top folder's node id (b"" for format 1)."""
+        self._start_big()
+        for folder in self.scan.folders:
+            if not self._reused(folder):
+                self._start(folder)
+            while self._open and (len(self._open) > _AHEAD or self._open[0].done):
+                self._finish(self._open.popleft())
+        while self._open:
+            self._finish(self._open.popleft())
+        return self._done.pop("")[0]
+
+    def needed(self) -> Iterator[bytes]:
+        """Every tree node id and file chunk id the snapshot names."""
+        yield from self.node_ids
+        for blob in self.chunk_ids:
+            for i in range(0, len(blob), DIGEST_SIZE):
+                yield blob[i:i + DIGEST_SIZE]
+
+    def _start_big(self) -> None:
+        """Start hashing the biggest files the stat cache does not vouch for, biggest first."""
+        big = sorted(self.scan.big, reverse=True)
+        self.scan.big = []
+        cache, index = self.cache, self.state.index
+        hits = (cache.lookup_many([(cache_key(self.scan.tree_key, s.relpath), s.stamp)
+                                   for _, _, s in big])
+                if cache is not None else [None] * len(big))
+        for (_, rel, src), hit in zip(big, hits, strict=True):
+            if hit is None or not all(c in index for c in hit.chunks):
+                slot = _Open(_Folder("", "", b"", False), [], [None], 1)
+                self._early[rel] = slot
+                self.state.pool.submit(_ingest_into, slot, 0, self.state, src, self.params)
+
+    def _reused(self, folder: _Folder) -> bool:
+        if (not self.reuse or not folder.known or folder.prefix in self._blocked
+                or folder.prefix in self.scan.dirty):
+            return False
+        assert self.cache is not None
+        row = self.cache.folder(cache_key(self.scan.tree_key, folder.prefix))
+        if row is None or row.fingerprint != folder.fingerprint or not row.nodes:
+            return False
+        # Invariant 9: what a gc removed since is not reused (the folder is encoded again and
+        # its files' chunks uploaded again).
+        index = self.state.index
+        chunks = row.chunks
+        if (any(n not in index for n in row.nodes)
+                or any(chunks[i:i + DIGEST_SIZE] not in index
+                       for i in range(0, len(chunks), DIGEST_SIZE))):
+            return False
+        self.node_ids.update(row.nodes)
+        self.chunk_ids.append(chunks)
+        self.files += row.files
+        self.size += row.size
+        self.reused += 1
+        self._done[folder.prefix] = (row.nodes[0], folder.fingerprint, True)
+        return True
+
+    def _start(self, folder: _Folder) -> None:
+        """List the folder again, take what the stat cache vouches for, hash the rest."""
+        if folder.prefix:
+            self._blocked.add(_parent(folder.prefix))
+        items = _entries_now(self.scan, folder)
+        op = _Open(folder, items, [None] * len(items))
+        files = [(i, src) for i, (_, src) in enumerate(items)
+                 if isinstance(src, _Source) and src.link is None]
+        cache, index, tree_key = self.cache, self.state.index, self.scan.tree_key
+        hits = (cache.lookup_many([(cache_key(tree_key, s.relpath), s.stamp) for _, s in files])
+                if cache is not None else [None] * len(files))
+        reads: list[tuple[int, _Source]] = []
+        total = self.hash_total
+        for (i, src), hit in zip(files, hits, strict=True):
+            slot = self._early.pop(src.relpath, None)
+            if slot is not None:  # hashing since the push began (one of the biggest files)
+                op.early.append((i, slot))
+                if folder.known:
+                    total += src.size
+            elif hit is not None and all(c in index for c in hit.chunks):
+                op.results[i] = (FileEntry(src.relpath, src.size, stat.S_IMODE(src.mode),
+                                           hit.blake3, hit.chunks), src.stamp, False)
+                if not folder.known:
+                    total -= src.size
+            else:
+                reads.append((i, src))
+                if folder.known:
+                    total += src.size
+        if total != self.hash_total:
+            self.hash_total = total
+            self.state.progress.set_total("hash", max(total, 0))
+        op.left = len(reads)
+        # Biggest first, so one huge file does not start last and run alone at the end.
+        reads.sort(key=lambda r: -r[1].size)
+        for i, src in reads:
+            self.state.pool.submit(_ingest_into, op, i, self.state, src, self.params)
+        self._open.append(op)
+
+    def _finish(self, op: _Open) -> None:
+        """Build the folder's node once its files are hashed; record it for the next push."""
+        if not op.done:
+            self.state.pool.wait_until(lambda: op.done)
+        for i, slot in op.early:
+            op.results[i] = slot.results[0]
+        prefix = op.folder.prefix
+        entries: list[tuple[str, FileEntry | bytes]] = []
+        parts: list[bytes] = []
+        chunks: list[bytes] = []
+        settled_all = True
+        size = 0
+        for (name, item), result in zip(op.items, op.results, strict=True):
+            if isinstance(item, str):
+                child = self._done.pop(item, None)
+                if child is None:  # a folder made after the scan: this push did not check it
+                    raise SourceChangedError(os.path.join(op.folder.path, name))
+                entries.append((name, child[0]))
+                parts.append(_dir_part(name, child[1]))
+                settled_all = settled_all and child[2]
+                continue
+            if item.link is not None:
+                entry = _link_entry(item)
+                parts.append(_link_part(name, item.link))
+            else:
+                assert result is not None  # wait_until raised if a file failed
+                entry, stamp, hashed = result
+                parts.append(_file_part(name, entry.mode, stamp.size, stamp.mtime_ns,
+                                        stamp.ctime_ns, stamp.ino))
+                if hashed and self.cache is not None and self.record_files:
+                    self.cache.record(cache_key(self.scan.tree_key, item.relpath), stamp,
+                                      entry.blake3, entry.chunks)
+                settled_all = settled_all and settled(stamp)
+                size += entry.size
+            chunks.extend(entry.chunks)
+            entries.append((name, entry))
+            if self.entries is not None:
+                self.entries.append(entry)
+        blob = b"".join(chunks)
+        nodes: list[bytes] = []
+        top = b""
+        if self.tree_mode:
+
+            def emit(node_id: bytes, raw: bytes) -> None:
+                nodes.append(node_id)
+                if self.state.is_new(node_id):
+                    self.state.uploader.add(node_id, memoryview(raw))
+                    self.new_nodes += 1
+                    self.new_node_bytes += len(raw)
+
+            top = encode_folder(entries, emit)
+            self.node_ids.update(nodes)
+        self.chunk_ids.append(blob)
+        self.files += len(op.items) - sum(isinstance(item, str) for _, item in op.items)
+        self.size += size
+        fingerprint = _fingerprint(parts)
+        if self.record and settled_all:
+            assert self.cache is not None
+            others = tuple(n for n in nodes if n != top)
+            self.cache.record_folder(cache_key(self.scan.tree_key, prefix), CachedFolder(
+                fingerprint, (top, *others), blob, len(entries) - sum(
+                    isinstance(v, bytes) for _, v in entries), size))
+        self._done[prefix] = (top, fingerprint, settled_all)
+
+
+def _entries_now(scan: _Scan, folder: _Folder) -> list[tuple[str, _Source | str]]:
+    """A folder's entries as the push encodes them, listed again: files and links as sources,
+    sub-folders by prefix, links as the scan judged them.
+
+    The folder may have changed since the scan, so names are checked again; a link or folder
+    the scan did not see is refused (its checks need the whole tree) rather than pushed.
+    """
+    if scan.single is not None:
+        return [(scan.single.relpath, scan.single)]
+    out: list[tuple[str, _Source | str]] = []
+    for name, path, st, target in _list_folder(scan, folder.path, folder.prefix):
+        rel = folder.prefix + name
+        if target is not None:
+            if rel in scan.follow_dirs:
+                out.append((name, rel + "/"))
+            elif rel in scan.follow_files:
+                out.append((name, scan.follow_files[rel]))
+            elif rel not in scan.gone:
+                if scan.links.get(rel, ("", None))[1] != target:
+                    raise SourceChangedError(path)
+                out.append((name, _Source.of(rel, path, st, target)))
+            continue
+        _check_name(rel, name)
+        if stat.S_ISDIR(st.st_mode):
+            out.append((name, rel + "/"))
+        else:
+            _check_readable(scan, path, st)
+            out.append((name, _Source.of(rel, path, st)))
+    return out
 
 
 def _link_entry(src: _Source) -> FileEntry:
-    try:
-        target = os.readlink(src.path)
-    except OSError as exc:
-        raise LocalIOError(
-            f"cannot read symlink {src.path}: {exc.strerror}", path=src.path
-        ) from exc
-    return FileEntry(src.relpath, 0, 0o777, Hasher(target.encode()).hexdigest(), (), link=target)
+    assert src.link is not None
+    return FileEntry(src.relpath, 0, 0o777, Hasher(src.link.encode()).hexdigest(), (),
+                     link=src.link)
 
 
-def _ingest_into(
-    done: list[tuple[FileEntry, FileStamp] | None], i: int, state: _PushState, src: _Source,
-    params: ChunkerParams,
-) -> None:
-    done[i] = _ingest(state, src, params)
+def _ingest_into(op: _Open, i: int, state: _PushState, src: _Source,
+                 params: ChunkerParams) -> None:
+    entry, stamp = _ingest(state, src, params)
+    op.results[i] = (entry, stamp, True)
+    with state.lock:
+        op.left -= 1
 
 
 def _ingest(state: _PushState, src: _Source, params: ChunkerParams) -> tuple[FileEntry, FileStamp]:

@@ -353,7 +353,11 @@ class Repository:
 
     def save_snapshot(self, snapshot: Snapshot) -> tuple[str, bool]:
         """Store ``snapshot`` unless an identical one exists; returns (id, written)."""
-        snapshot_id, raw = snapshot.encode()
+        return self.save_snapshot_bytes(*snapshot.encode())
+
+    def save_snapshot_bytes(self, snapshot_id: str, raw: bytes) -> tuple[str, bool]:
+        """:meth:`save_snapshot` for a snapshot already encoded (a push that streams its tree
+        encodes the root from counts, with no list of files to build a :class:`Snapshot`)."""
         key = snapshot_key(snapshot_id)
         try:
             age = time.time() - self.store.stat(key).mtime

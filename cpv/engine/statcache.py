@@ -35,6 +35,19 @@ CREATE TABLE IF NOT EXISTS files (
     chunks BLOB NOT NULL
 )
 """
+_FOLDER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS folders (
+    path TEXT PRIMARY KEY,
+    chunker TEXT NOT NULL,
+    fingerprint BLOB NOT NULL,
+    nodes BLOB NOT NULL,
+    chunks BLOB NOT NULL,
+    files INTEGER NOT NULL,
+    size INTEGER NOT NULL
+)
+"""
+_SELECT_FILES = "SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, chunks FROM files"
+_LOOKUP_BATCH = 500  # keys per SELECT ... IN (...): well under SQLite's variable limit
 
 _LOAD_ROWS = ("SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, chunks"
               " FROM files WHERE path >= ? AND path < ?")
@@ -66,10 +79,32 @@ class FileStamp:
         return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
+def settled(stamp: FileStamp) -> bool:
+    """Whether a file's stamp is old enough to vouch for its content (not "racy").
+
+    A file modified within the same clock tick as it was hashed could change again without its
+    stamp changing; such a file is hashed again by the next push instead of being trusted.
+    """
+    return time.time_ns() - stamp.mtime_ns >= _RACY_NS
+
+
 @dataclass(frozen=True, slots=True)
 class CachedHash:
     blake3: str
     chunks: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CachedFolder:
+    """What a folder pushed before encoded to (see :meth:`StatCache.record_folder`)."""
+
+    fingerprint: bytes
+    nodes: tuple[bytes, ...]
+    """The folder's node id first, then the parts of a split folder."""
+    chunks: bytes
+    """The chunk ids of the folder's own files, concatenated (32 bytes each)."""
+    files: int
+    size: int
 
 
 class StatCache:
@@ -86,6 +121,7 @@ class StatCache:
         self._chunker_key = chunker_key
         self._lock = threading.Lock()
         self._pending: list[tuple[object, ...]] = []
+        self._pending_folders: list[tuple[object, ...]] = []
         self._db: sqlite3.Connection | None = None
         self._loaded_prefix: str | None = None
         self._loaded: dict[str, tuple[Any, ...]] = {}
@@ -94,6 +130,7 @@ class StatCache:
             db = sqlite3.connect(str(path), check_same_thread=False, timeout=10)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
+            db.execute(_FOLDER_SCHEMA)
             db.commit()
             self._db = db
         except (OSError, sqlite3.Error) as exc:
@@ -147,6 +184,79 @@ class StatCache:
         chunks = tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
         return CachedHash(row[5], chunks)
 
+    def lookup_many(self, items: list[tuple[str, FileStamp]]) -> list[CachedHash | None]:
+        """:meth:`lookup` for one folder's files at once (a few SELECTs, not one per file).
+
+        What a push asks of each folder it has to encode again; nothing is preloaded, so the
+        memory it takes is one folder's rows whatever the tree's size.
+        """
+        if self._db is None or self._chunker_key is None or not items:
+            return [None] * len(items)
+        keys = [k for k, _ in items]
+        rows: dict[str, tuple[Any, ...]] = {}
+        with self._lock:
+            try:
+                for start in range(0, len(keys), _LOOKUP_BATCH):
+                    batch = keys[start : start + _LOOKUP_BATCH]
+                    marks = ",".join("?" * len(batch))  # only "?" marks are formatted in
+                    query = f"{_SELECT_FILES} WHERE path IN ({marks})"
+                    for r in self._db.execute(query, batch):
+                        rows[r[0]] = r[1:]
+            except sqlite3.Error as exc:
+                log.debug("stat cache lookup failed: %s", exc)
+                return [None] * len(items)
+        out: list[CachedHash | None] = []
+        for key, stamp in items:
+            row = rows.get(key)
+            if row is None or row[4] != self._chunker_key or (row[0], row[1], row[2], row[3]) != (
+                stamp.size, stamp.mtime_ns, stamp.ctime_ns, stamp.ino
+            ):
+                out.append(None)
+                continue
+            blob = row[6]
+            out.append(CachedHash(row[5], tuple(blob[i : i + 32] for i in range(0, len(blob), 32))))
+        return out
+
+    def folder(self, path: str, *, with_ids: bool = True) -> CachedFolder | None:
+        """What the folder at ``path`` (a :func:`cache_key`) encoded to when last pushed.
+
+        ``with_ids=False`` reads the fingerprint alone (the scan's question, "is this folder
+        as it was?"); the node and chunk ids are read only for a folder the push reuses.
+        """
+        if self._db is None or self._chunker_key is None:
+            return None
+        cols = "fingerprint, nodes, chunks, files, size" if with_ids else "fingerprint"
+        with self._lock:
+            try:
+                row = self._db.execute(
+                    f"SELECT {cols} FROM folders WHERE path = ? AND chunker = ?",  # noqa: S608
+                    (path, self._chunker_key),
+                ).fetchone()
+            except sqlite3.Error as exc:
+                log.debug("stat cache folder lookup failed: %s", exc)
+                return None
+        if row is None:
+            return None
+        if not with_ids:
+            return CachedFolder(bytes(row[0]), (), b"", 0, 0)
+        blob = bytes(row[1])
+        nodes = tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
+        return CachedFolder(bytes(row[0]), nodes, bytes(row[2]), int(row[3]), int(row[4]))
+
+    def record_folder(self, path: str, folder: CachedFolder) -> None:
+        """Queue what a folder encoded to; written by :meth:`flush`.
+
+        The caller records only a folder whose every file was settled (:func:`settled`) and
+        whose sub-folders were recorded, so equal fingerprints mean equal content.
+        """
+        if self._chunker_key is None:
+            return
+        with self._lock:
+            self._pending_folders.append(
+                (path, self._chunker_key, folder.fingerprint, b"".join(folder.nodes),
+                 folder.chunks, folder.files, folder.size)
+            )
+
     def digest(self, path: Path | str, stamp: FileStamp) -> str | None:
         """The file's whole-content blake3 (hex) if it was hashed with exactly ``stamp``."""
         row = self._row(str(path), stamp)
@@ -182,7 +292,7 @@ class StatCache:
         self, path: Path | str, stamp: FileStamp, digest: str, chunks: tuple[bytes, ...]
     ) -> None:
         """Queue an entry; written by :meth:`flush`. Racy (just-modified) files are skipped."""
-        if time.time_ns() - stamp.mtime_ns < _RACY_NS or self._chunker_key is None:
+        if not settled(stamp) or self._chunker_key is None:
             return
         with self._lock:
             self._pending.append(
@@ -208,12 +318,16 @@ class StatCache:
             return
         with self._lock:
             rows, self._pending = self._pending, []
+            folders, self._pending_folders = self._pending_folders, []
             self._loaded, self._loaded_prefix = {}, None
-            if not rows:
+            if not rows and not folders:
                 return
             try:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?, ?)", folders
                 )
                 self._db.commit()
             except sqlite3.Error as exc:

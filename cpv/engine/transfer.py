@@ -271,6 +271,20 @@ class TaskPool:
                 root._cond.wait(0.25)
         self._raise_failure()
 
+    def wait_until(self, done: Callable[[], bool]) -> None:
+        """Wait until ``done()`` holds (asked again as tasks finish); raise the first failure.
+
+        For a caller that consumes results in batches while later tasks still run (a push
+        encodes a folder once its files are hashed, not after the whole tree).
+        """
+        root = self._root
+        with root._cond:
+            while not done() and not root._cancel_event.is_set():
+                root._cond.wait(0.25)
+        self._raise_failure()
+        if not done():
+            raise _CancelledError()
+
     def cancel(self) -> None:
         """Stop the operation: drop queued tasks of every lane; running ones see ``cancelled``."""
         root = self._root

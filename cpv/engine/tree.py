@@ -161,39 +161,57 @@ def build_tree(files: Iterable[FileEntry], emit: Callable[[bytes, bytes], None])
         folder[parts[-1]] = f
     seen: set[bytes] = set()
 
-    def put(doc: Mapping[str, Any]) -> bytes:
-        nid, raw = _encode(doc)
+    def put(nid: bytes, raw: bytes) -> None:
         if nid not in seen:
             seen.add(nid)
             emit(nid, raw)
-        return nid
 
     def folder_node(folder: Mapping[str, Any]) -> bytes:
-        items: list[tuple[str, str, dict[str, Any]]] = []
-        for name, value in folder.items():
-            if isinstance(value, dict):
-                items.append((name + "/", name, {"n": name, "d": folder_node(value).hex()}))
-            else:
-                doc = file_doc(value)
-                doc["n"] = name
-                items.append((name, name, doc))
-        items.sort(key=lambda t: t[0])
-        docs = [d for _, _, d in items]
-        if len(docs) <= SINGLE_NODE_MAX:
-            return put({"e": docs})
-        ranks = [_rank(name) for _, name, _ in items]
-        groups = _cut(list(range(len(docs))), ranks, LEAF_AVG, LEAF_MAX)
-        ids = [put({"e": [docs[i] for i in g]}) for g in groups]
-        last = [ranks[g[-1]] for g in groups]
-        modulus = LEAF_AVG
-        while len(ids) > PARTS_MAX:
-            modulus *= PARTS_AVG
-            groups = _cut(list(range(len(ids))), last, modulus, PARTS_MAX)
-            last = [last[g[-1]] for g in groups]
-            ids = [put({"p": [ids[i].hex() for i in g]}) for g in groups]
-        return put({"p": [i.hex() for i in ids]})
+        entries = [(name, folder_node(value) if isinstance(value, dict) else value)
+                   for name, value in folder.items()]
+        return encode_folder(entries, put)
 
     return folder_node(top)
+
+
+def encode_folder(
+    entries: Iterable[tuple[str, FileEntry | bytes]], emit: Callable[[bytes, bytes], None]
+) -> bytes:
+    """Encode one folder, given its entries (name, file or the sub-folder's node id).
+
+    ``emit`` gets the folder's nodes, the parts of a split folder before the parts node that
+    names them; returns the folder's id. A push encodes a folder at a time with it (its
+    sub-folders first), so it never holds a whole tree's entries.
+    """
+    items: list[tuple[str, str, dict[str, Any]]] = []
+    for name, value in entries:
+        if isinstance(value, bytes):
+            items.append((name + "/", name, {"n": name, "d": value.hex()}))
+        else:
+            doc = file_doc(value)
+            doc["n"] = name
+            items.append((name, name, doc))
+    items.sort(key=lambda t: t[0])
+
+    def put(doc: Mapping[str, Any]) -> bytes:
+        nid, raw = _encode(doc)
+        emit(nid, raw)
+        return nid
+
+    docs = [d for _, _, d in items]
+    if len(docs) <= SINGLE_NODE_MAX:
+        return put({"e": docs})
+    ranks = [_rank(name) for _, name, _ in items]
+    groups = _cut(list(range(len(docs))), ranks, LEAF_AVG, LEAF_MAX)
+    ids = [put({"e": [docs[i] for i in g]}) for g in groups]
+    last = [ranks[g[-1]] for g in groups]
+    modulus = LEAF_AVG
+    while len(ids) > PARTS_MAX:
+        modulus *= PARTS_AVG
+        groups = _cut(list(range(len(ids))), last, modulus, PARTS_MAX)
+        last = [last[g[-1]] for g in groups]
+        ids = [put({"p": [ids[i].hex() for i in g]}) for g in groups]
+    return put({"p": [i.hex() for i in ids]})
 
 
 def _cut(items: list[int], ranks: Sequence[int], modulus: int, limit: int) -> list[list[int]]:

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_scale_benchmark_reports_git_growth_per_format(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--files", "300", "--out",
-         str(out), "--scratch", str(tmp_path / "scratch")],
+        [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--files", "300",
+         "--figures", "git_growth", "--out", str(out), "--scratch", str(tmp_path / "scratch")],
         capture_output=True, text=True, timeout=240, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = {r["format"]: r for r in json.loads((out / "scale.json").read_text())}

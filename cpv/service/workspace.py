@@ -1106,22 +1106,16 @@ class WorkspaceService:
         planned = self.planned_line_tag(track, version, force=force)
         if dry_run:
             return [planned]
-        repo = self.ws.repository()
-        record_tags(repo, [TagTarget(planned, manifest.snapshot_id, track.kind, track.path)],
-                    message=message or "", move=force)
-        try:
-            record = history.create_tag(track.kind, version, message=message or "",
-                                        metrics=metrics, params=params,
-                                        overwrite=force, line=track.name,
-                                        remote=self.ws.remote if publish else None)
-        except BaseException:
-            record_untag(repo, [planned], reason="the Git tag was not made")
-            raise
-        self.notify(notify, {"event": "tag", "kind": track.kind, "path": track.path,
-                             "tag": record.tag})
-        if publish:
-            self.publish()
-        return [record.tag]
+        def make() -> list[str]:
+            return [history.create_tag(track.kind, version, message=message or "",
+                                       metrics=metrics, params=params,
+                                       overwrite=force, line=track.name,
+                                       remote=self.ws.remote if publish else None).tag]
+
+        return self._record_then_tag(
+            [TagTarget(planned, manifest.snapshot_id, track.kind, track.path)], make,
+            message=message, force=force, notify=notify, publish=publish,
+            event={"event": "tag", "kind": track.kind, "path": track.path})
 
     def tag(
         self,
@@ -1161,32 +1155,44 @@ class WorkspaceService:
         if dry_run:
             return planned
         remote = self.ws.remote if publish else None
-        # The store first (one record for a combined tag: all or nothing), then Git; if Git
-        # refuses, the store's record is retired again.
-        repo = self.ws.repository()
         targets = []
         for kind, name in zip(ordered, planned, strict=True):
             manifest = history.current_manifest(kind, TRACKED[kind])
             assert manifest is not None  # checked above
             targets.append(TagTarget(name, manifest.snapshot_id, kind, TRACKED[kind]))
-        record_tags(repo, targets, message=message or "", move=force)
-        try:
+
+        def make() -> list[str]:
             if len(ordered) == 2:
                 combined = history.create_combined_tag(
                     version, message=message or "", metrics=metrics, overwrite=force,
                     remote=remote, params=params, default_lines=True)
-                tags = [combined.model.tag, combined.data.tag]
-            else:
-                record = history.create_tag(ordered[0], version, message=message or "",
-                                            metrics=metrics, overwrite=force, remote=remote,
-                                            params=params, line=ordered[0])
-                tags = [record.tag]
+                return [combined.model.tag, combined.data.tag]
+            return [history.create_tag(ordered[0], version, message=message or "",
+                                       metrics=metrics, overwrite=force, remote=remote,
+                                       params=params, line=ordered[0]).tag]
+
+        return self._record_then_tag(targets, make, message=message, force=force,
+                                     notify=notify, publish=publish,
+                                     event={"event": "tag", "kind": "+".join(ordered)})
+
+    def _record_then_tag(
+        self, targets: list[TagTarget], make: Callable[[], list[str]], *,
+        message: str | None, force: bool, notify: bool, publish: bool, event: dict[str, str],
+    ) -> list[str]:
+        """The store's tag record first (one record for a combined tag: all or nothing), then
+        the Git tags ``make`` creates; if Git refuses, the store's record is retired again, so
+        the store never names a tag that Git does not have. Then notify and publish (what an
+        earlier command left unpublished goes along)."""
+        repo = self.ws.repository()
+        record_tags(repo, targets, message=message or "", move=force)
+        try:
+            tags = make()
         except BaseException:
-            record_untag(repo, planned, reason="the Git tag was not made")
+            record_untag(repo, [t.tag for t in targets], reason="the Git tag was not made")
             raise
-        self.notify(notify, {"event": "tag", "kind": "+".join(ordered), "tag": tags[0]})
+        self.notify(notify, {**event, "tag": tags[0]})
         if publish:
-            self.publish()  # what an earlier command left unpublished goes along
+            self.publish()
         return tags
 
     def _push_hint(self, hint: str, track: Track) -> str:

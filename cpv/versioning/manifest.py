@@ -620,7 +620,6 @@ def manifest_for_files(
     created_at: datetime | None = None,
     lineage: Lineage | None = None,
     params: Mapping[str, str] | None = None,
-    line: str | None = None,
 ) -> Manifest:
     """Build a schema-1 manifest (every file listed) from ``(path, size, blake3)`` tuples.
 

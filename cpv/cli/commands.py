@@ -12,7 +12,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -178,12 +178,7 @@ def parse_metric(
 ) -> dict[str, float]:
     """``--metric loss=0.25`` (repeatable) -> ``{"loss": 0.25}``; bad syntax is a usage error."""
     out: dict[str, float] = {}
-    for item in values:
-        name, sep, raw = item.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE (e.g. loss=0.25)",
-                                     param_hint="--metric")
+    for item, name, raw in _name_values(values, "--metric", "loss=0.25"):
         try:
             out[name] = float(raw)
         except ValueError:
@@ -192,20 +187,26 @@ def parse_metric(
     return out
 
 
+def _name_values(
+    values: Sequence[str], option: str, example: str
+) -> Iterator[tuple[str, str, str]]:
+    """``(item, name, value)`` of each ``NAME=VALUE`` given to ``option``; bad syntax is a
+    usage error naming the option."""
+    for item in values:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE (e.g. {example})",
+                                     param_hint=option)
+        yield item, name, raw
+
+
 def parse_param(
     _ctx: click.Context, _p: click.Parameter, values: Sequence[str]
 ) -> dict[str, str]:
     """``--param lr=3e-4`` (repeatable) -> ``{"lr": "3e-4"}``: values stay the strings typed
     (``3e-4`` and ``adamw`` alike); bad syntax is a usage error."""
-    out: dict[str, str] = {}
-    for item in values:
-        name, sep, raw = item.partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise click.BadParameter(f"{item!r} is not NAME=VALUE (e.g. lr=3e-4)",
-                                     param_hint="--param")
-        out[name] = raw
-    return out
+    return {name: raw for _, name, raw in _name_values(values, "--param", "lr=3e-4")}
 
 
 def _param_option(func: F) -> F:

@@ -57,6 +57,8 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 FRACTIONS = (1.0, 0.5, 0.1)  # pushed in this order; the last one (10 %) is then pulled back
 QUICK_PEERS = ("cpv", "boto3")
+# The realtrain workload is not in the default list: it trains a transformer on CPU (needs torch).
+WORKLOADS = ("big", "finetune", "smallfiles", "noop", "realtrain")
 IO_STALL_PCT = 50.0
 """A step that starts while tasks wait on I/O more than this share of the time (the kernel's
 ``/proc/pressure/io`` "some avg10") is flagged: this shared disk stalls for minutes, and a
@@ -676,9 +678,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [p for p in args.peers if p not in ALL_TOOLS]
     if unknown:
         parser.error(f"unknown tool {unknown[0]!r}; known: {', '.join(ALL_TOOLS)}")
-    bad = [w for w in args.workloads if w not in ("big", "finetune", "smallfiles", "noop")]
+    bad = [w for w in args.workloads if w not in WORKLOADS]
     if bad:
-        parser.error(f"unknown workload {bad[0]!r}; known: big, finetune, smallfiles, noop")
+        parser.error(f"unknown workload {bad[0]!r}; known: {', '.join(WORKLOADS)}")
     if args.budget_seconds is None:
         args.budget_seconds = 0.0 if q else 300.0
     if not 0 < args.size_gib <= 16:

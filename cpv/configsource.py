@@ -24,7 +24,6 @@ Precedence, lowest to highest (``docs/config.md`` has the full table)::
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -34,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from cpv._version import __version__
 from cpv.errors import ConfigError
+from cpv.localmemo import file_stamp, key_of, recall, record
 
 if TYPE_CHECKING:
     from cpv.config import CPVConfig
@@ -73,8 +72,8 @@ SECRET_SETTINGS: Final[frozenset[str]] = frozenset({"notify.webhook_url"})
 ENV_OTHER: Final[frozenset[str]] = frozenset({"CPV_CONFIG", "CPV_DEBUG"})
 
 #: The modules whose code decides whether a setting is valid; their file stamps are part of a
-#: remembered answer's key, so an edited rule (a development tree, not only a new release)
-#: validates again.
+#: remembered answer's key (with cpv's version), so an edited rule (a development tree, not
+#: only a new release) validates again.
 _RULE_MODULES: Final = ("config.py", "configsource.py", "secrets.py", "engine/limits.py")
 
 
@@ -319,56 +318,30 @@ class ConfigInputs:
         return cls(merged, origins, captured, tuple(dict.fromkeys(src for src, _ in layers)))
 
     def _key(self, workspace: Path) -> str:
-        doc = {
-            "cpv": __version__,
-            "rules": _rules_stamp(),
+        here = Path(__file__).parent
+        return key_of({
+            "rules": [file_stamp(here / name) for name in _RULE_MODULES],
             "settings": self.merged,
             "environment": dataclasses.astuple(self.environment),
             "workspace": os.fspath(workspace),
-        }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=repr).encode()).hexdigest()
+        })
 
     def remembered(self, workspace: Path) -> ConfigAnswers | None:
         """The answers recorded by :meth:`remember` for exactly these inputs, else None."""
-        try:
-            doc = json.loads((workspace / ANSWERS_FILE).read_bytes())
-            if not isinstance(doc, dict) or doc.get("key") != self._key(workspace):
-                return None
-            store_url, cache_dir = doc["store_url"], doc["cache_dir"]
-        except (OSError, ValueError, KeyError):
+        doc = recall(workspace / ANSWERS_FILE, self._key(workspace))
+        if doc is None:
             return None
+        store_url, cache_dir = doc.get("store_url"), doc.get("cache_dir")
         if not (isinstance(store_url, str) and isinstance(cache_dir, str)
                 and os.path.isabs(cache_dir)):
             return None
         return ConfigAnswers(store_url, Path(cache_dir))
 
     def remember(self, workspace: Path, answers: ConfigAnswers) -> None:
-        """Record the answers of these inputs, just validated. Best effort: a workspace that
-        cannot be written (read-only, full disk) validates on every command, as before."""
-        target = workspace / ANSWERS_FILE
-        doc = {"key": self._key(workspace), "store_url": answers.store_url,
-               "cache_dir": os.fspath(answers.cache_dir)}
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-            os.replace(tmp, target)
-        except OSError as exc:
-            logger.debug("not remembering the configuration's answers in %s: %s", target, exc)
-            tmp.unlink(missing_ok=True)
-
-
-def _rules_stamp() -> list[list[int]]:
-    here = Path(__file__).parent
-    stamps = []
-    for name in _RULE_MODULES:
-        try:
-            st = (here / name).stat()
-        except OSError:  # a zipped or frozen install: the version alone keys the rules
-            stamps.append([0, 0])
-        else:
-            stamps.append([st.st_mtime_ns, st.st_size])
-    return stamps
+        """Record the answers of these inputs, just validated (best effort: a workspace that
+        cannot be written validates on every command, as before)."""
+        record(workspace / ANSWERS_FILE, self._key(workspace),
+               {"store_url": answers.store_url, "cache_dir": os.fspath(answers.cache_dir)})
 
 
 __all__ = [

@@ -41,6 +41,19 @@ def file_stamp(path: str | os.PathLike[str] | None) -> list[int]:
     return [st.st_mtime_ns, st.st_size] if st is not None else [0, 0]
 
 
+def keep_out_of_git(local: Path) -> None:
+    """Give ``local`` (a workspace's ``.cpv/local``) a ``.gitignore`` of ``*``, so what cpv
+    keeps there for this machine is never committed, whatever the workspace's own
+    ``.gitignore`` says (a workspace made before it listed ``/.cpv/local/``).
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    ignore = local / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n")
+
+
 def recall(path: Path, key: str) -> dict[str, Any] | None:
     """The answer recorded at ``path`` under ``key``, or None (none, another key, unreadable)."""
     try:
@@ -61,6 +74,7 @@ def record(path: Path, key: str, answer: Mapping[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(exist_ok=True)
+        keep_out_of_git(path.parent)
         tmp.write_text(json.dumps({**answer, "key": key}, indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
@@ -68,4 +82,4 @@ def record(path: Path, key: str, answer: Mapping[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-__all__ = ["file_stamp", "key_of", "recall", "record"]
+__all__ = ["file_stamp", "keep_out_of_git", "key_of", "recall", "record"]

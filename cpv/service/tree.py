@@ -29,7 +29,7 @@ from cpv.engine.hashing import hash_file
 from cpv.engine.snapshot import FileEntry
 from cpv.engine.statcache import FileStamp, StatCache, cache_key
 from cpv.errors import LocalIOError
-from cpv.localmemo import file_stamp, key_of, recall, record
+from cpv.localmemo import file_stamp, keep_out_of_git, key_of, recall, record
 from cpv.workspace import exclude_internal
 
 if TYPE_CHECKING:
@@ -310,9 +310,7 @@ class BaselineStore:
         path = self._file(folder)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            ignore = self._dir.parent / ".gitignore"
-            if not ignore.exists():
-                ignore.write_text("*\n")
+            keep_out_of_git(self._dir.parent)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"snapshot_id": baseline.snapshot_id,
                                        "files": {p: list(v) for p, v in baseline.files.items()}},

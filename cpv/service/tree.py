@@ -13,6 +13,7 @@ wrote), then by hashing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -128,8 +129,12 @@ class IgnoreRules:
         code = file_stamp(found.origin if found is not None else None)
         key = key_of("ignore prefilter", self._lines, code)
         known = recall(memo, key)
-        if known is not None and isinstance(known.get("regex"), (str, type(None))):
-            return re.compile(known["regex"]) if known["regex"] is not None else None
+        if known is not None and "regex" in known:
+            text = known["regex"]
+            if text is None:
+                return None  # no rule ignores anything (every line a negation or comment)
+            with contextlib.suppress(TypeError, re.error):  # a damaged record: build it again
+                return re.compile(text)
         maybe = _any_positive(self._spec)
         record(memo, key, {"regex": maybe.pattern if maybe is not None else None})
         return maybe

@@ -3,8 +3,9 @@
 Every test drives the real ``cpv`` against the real S3 test server. The proof that a push did
 not touch the store is a dead endpoint: with ``CPV_ENDPOINT_URL`` pointing at a closed port a
 push that needed one request would fail, and ``PYTHONPROFILEIMPORTTIME`` shows whether boto3
-(or GitPython, tqdm, the transfer engine) was even imported. Every way a file can change must send the push down the full path, which
-records the change as a new version.
+(or GitPython, tqdm, the transfer engine, pydantic, pathspec) was even imported. Every way a
+file can change must send the push down the full path, which records the change as a new
+version.
 """
 
 from __future__ import annotations

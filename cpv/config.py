@@ -3,10 +3,13 @@
 Why one object: settings that trickle in from files, environment variables and function
 arguments at random depths make behaviour depend on where code happens to run. Here they are
 merged once, in a documented order, validated once (pydantic, ``extra="forbid"`` so a misspelt
-key fails loudly instead of being ignored), and handed to the api/workspace layer. Nothing in
-this module reads the environment at import time; :meth:`CPVConfig.load` (and
-:func:`default_config_path`) are the only readers of ``os.environ``, and only when not given
-an explicit ``env`` mapping.
+key fails loudly instead of being ignored), and handed to the api/workspace layer. This module
+is the one owner of the schema and its rules; reading the files and variables is
+:mod:`cpv.configsource`'s (no pydantic there, so a command that needs only the answers of a
+configuration validated before does not import it). Nothing reads the environment at import
+time; :meth:`CPVConfig.load` (through :meth:`~cpv.configsource.ConfigInputs.read`) and
+:func:`default_config_path` are the only readers of ``os.environ``, and only when not given an
+explicit ``env`` mapping.
 
 Precedence, lowest to highest (``docs/config.md`` has the full table)::
 
@@ -27,7 +30,6 @@ import logging
 import os
 import re
 import shlex
-import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,42 +48,31 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import Self
 
+from cpv.configsource import (
+    CONFIG_DIRNAME,
+    ENV_OVERRIDES,
+    SECRET_SETTINGS,
+    ConfigInputs,
+    Environment,
+    as_dict,
+    default_config_path,
+    holds,
+    merge_layers,
+    read_config_file,
+    workspace_config_path,
+)
 from cpv.engine.limits import PART_SIZE_RANGE, WORKERS_RANGE
 from cpv.errors import ConfigError
 from cpv.secrets import find_secret, find_token, redact, redact_url, url_credential
+
+if TYPE_CHECKING:
+    from cpv.credentials import CredentialCheck
 
 logger = logging.getLogger(__name__)
 
 KiB: Final = 1024
 MiB: Final = 1024 * KiB
 GiB: Final = 1024 * MiB
-
-CONFIG_DIRNAME: Final = ".cpv"
-CONFIG_FILENAME: Final = "config.json"
-
-#: ``CPV_*`` environment variables that override a setting, and the setting they override.
-ENV_OVERRIDES: Final[Mapping[str, str]] = {
-    "CPV_STORE_URL": "store.url",
-    "CPV_AWS_PROFILE": "aws.profile",
-    "CPV_AWS_REGION": "aws.region",
-    "CPV_AWS_BUCKET": "aws.bucket",
-    "CPV_AWS_PREFIX": "aws.prefix",
-    "CPV_ENDPOINT_URL": "aws.endpoint_url",
-    "CPV_CACHE_DIR": "cache.dir",
-    "CPV_GIT_REMOTE": "git.remote_url",
-    "CPV_GIT_BRANCH": "git.branch",
-    "CPV_GIT_SSH_KEY": "git.ssh_key_path",
-    "CPV_WORKERS": "transfer.workers",
-    "CPV_NOTIFY_WEBHOOK": "notify.webhook_url",
-    "CPV_TEAM": "team",
-    "CPV_MODEL": "model",
-}
-#: Settings whose value is itself a secret (a webhook URL is its own token). They live only in
-#: the user's private file (``~/.cpv/config.json``, 0600) or the environment, never in a
-#: workspace's ``.cpv/config.json``, which is committed to Git and pushed.
-SECRET_SETTINGS: Final[frozenset[str]] = frozenset({"notify.webhook_url"})
-#: ``CPV_*`` variables that are meaningful but are not settings (so they are not "unknown").
-ENV_OTHER: Final[frozenset[str]] = frozenset({"CPV_CONFIG", "CPV_DEBUG"})
 
 TEAM_RE: Final = re.compile(r"^AI-[A-Za-z0-9][A-Za-z0-9_-]*$")
 MODEL_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -378,34 +369,6 @@ class NotifySection(_Model):
 
 
 @dataclass(frozen=True, slots=True)
-class _Environment:
-    """The few environment values config resolution needs, captured once by ``load``."""
-
-    home: str | None = None
-    xdg_cache_home: str | None = None
-    aws_credentials_file: str | None = None
-    aws_config_file: str | None = None
-
-    @classmethod
-    def capture(cls, env: Mapping[str, str]) -> _Environment:
-        return cls(
-            home=env.get("HOME") or env.get("USERPROFILE") or None,
-            xdg_cache_home=env.get("XDG_CACHE_HOME") or None,
-            aws_credentials_file=env.get("AWS_SHARED_CREDENTIALS_FILE") or None,
-            aws_config_file=env.get("AWS_CONFIG_FILE") or None,
-        )
-
-    def home_dir(self) -> Path:
-        return Path(self.home) if self.home else Path.home()
-
-    def expand(self, value: str | os.PathLike[str]) -> Path:
-        text = os.fspath(value)
-        if text == "~" or text.startswith(("~/", "~" + os.sep)):
-            return self.home_dir() / text[2:]
-        return Path(text).expanduser() if text.startswith("~") else Path(text)
-
-
-@dataclass(frozen=True, slots=True)
 class StoreLocation:
     """A parsed store address: an S3 bucket + prefix, or an absolute local folder."""
 
@@ -450,15 +413,6 @@ def _parse_store_url(url: str) -> StoreLocation | str:
 # The configuration object
 
 
-@dataclass(frozen=True, slots=True)
-class CredentialCheck:
-    """One line of :meth:`CPVConfig.validate_credentials`."""
-
-    name: str
-    ok: bool
-    detail: str
-
-
 class CPVConfig(_Model):
     """The whole cpv configuration: frozen, validated, secret-free.
 
@@ -483,7 +437,7 @@ class CPVConfig(_Model):
     team: TeamName | None = None
     model: ModelName | None = None
 
-    _env: _Environment = PrivateAttr(default_factory=_Environment)
+    _env: Environment = PrivateAttr(default_factory=Environment)
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
     _sources: tuple[str, ...] = PrivateAttr(default=())
 
@@ -522,31 +476,25 @@ class CPVConfig(_Model):
             ConfigError: a file is not valid JSON (names file and line), holds an unknown or
                 invalid setting, or something that looks like a credential.
         """
-        environ: Mapping[str, str] = os.environ if env is None else env
-        captured = _Environment.capture(environ)
-        user_path = captured.expand(path) if path is not None else default_config_path(env=environ)
-        layers: list[tuple[str, dict[str, Any]]] = []
-        user_doc = _read_config_file(user_path)
-        if user_doc is not None:
-            layers.append((str(user_path), user_doc))
-        if workspace is not None:
-            ws_path = workspace_config_path(Path(workspace))
-            # Committed to Git (no secrets by construction), so its mode after a clone is 0644.
-            ws_doc = _read_config_file(ws_path, warn_if_shared=False)
-            if ws_doc is not None:
-                _refuse_committed_secrets(ws_doc, ws_path)
-                layers.append((str(ws_path), ws_doc))
-        layers.extend(_env_layers(environ))
-        merged, origins = _merge_layers(layers)
-        return cls._build(
-            merged, origins=origins, environment=captured, sources=[src for src, _ in layers]
-        )
+        return cls.from_inputs(ConfigInputs.read(path, workspace=workspace, env=env))
+
+    @classmethod
+    def from_inputs(cls, inputs: ConfigInputs) -> Self:
+        """Validate settings read by :meth:`ConfigInputs.read`; errors name their file or
+        variable.
+
+        Raises:
+            ConfigError: an unknown or invalid setting, or something that looks like a
+                credential.
+        """
+        return cls._build(dict(inputs.merged), origins=dict(inputs.origins),
+                          environment=inputs.environment, sources=inputs.sources)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "arguments") -> Self:
         """Validate a plain mapping (e.g. parsed JSON); errors name ``source``."""
-        merged, origins = _merge_layers([(source, _as_dict(data, source))])
-        return cls._build(merged, origins=origins, environment=_Environment(), sources=[source])
+        merged, origins = merge_layers([(source, as_dict(data, source))])
+        return cls._build(merged, origins=origins, environment=Environment(), sources=[source])
 
     @classmethod
     def _build(
@@ -554,7 +502,7 @@ class CPVConfig(_Model):
         data: dict[str, Any],
         *,
         origins: dict[str, str],
-        environment: _Environment,
+        environment: Environment,
         sources: Iterable[str],
     ) -> Self:
         try:
@@ -924,21 +872,6 @@ def _check_name(name: str, check: Any, what: str) -> str:
     return checked
 
 
-def default_config_path(*, env: Mapping[str, str] | None = None) -> Path:
-    """``$CPV_CONFIG`` if set, else ``~/.cpv/config.json`` (``env`` None: ``os.environ``)."""
-    environ: Mapping[str, str] = os.environ if env is None else env
-    captured = _Environment.capture(environ)
-    explicit = environ.get("CPV_CONFIG")
-    if explicit:
-        return captured.expand(explicit)
-    return captured.home_dir() / CONFIG_DIRNAME / CONFIG_FILENAME
-
-
-def workspace_config_path(workspace: str | os.PathLike[str]) -> Path:
-    """``<workspace>/.cpv/config.json``: settings for one workspace, over the user file."""
-    return Path(workspace) / CONFIG_DIRNAME / CONFIG_FILENAME
-
-
 def update_config_file(path: str | os.PathLike[str], changes: Mapping[str, Any]) -> CPVConfig:
     """Merge ``changes`` (section dicts or top-level values) into one config file, atomically.
 
@@ -951,15 +884,15 @@ def update_config_file(path: str | os.PathLike[str], changes: Mapping[str, Any])
     Raises:
         ConfigError: the existing file is malformed, or the result would be invalid.
     """
-    return _update_config_file(path, changes, _Environment())
+    return _update_config_file(path, changes, Environment())
 
 
 def _update_config_file(
-    path: str | os.PathLike[str], changes: Mapping[str, Any], environment: _Environment
+    path: str | os.PathLike[str], changes: Mapping[str, Any], environment: Environment
 ) -> CPVConfig:
     target = environment.expand(path)
-    current = _read_config_file(target, warn_if_shared=False) or {}
-    merged, origins = _merge_layers([(str(target), current), (str(target), dict(changes))])
+    current = read_config_file(target, warn_if_shared=False) or {}
+    merged, origins = merge_layers([(str(target), current), (str(target), dict(changes))])
     cfg = CPVConfig._build(merged, origins=origins, environment=environment, sources=[str(target)])
     cfg.save(target)
     return cfg
@@ -1002,7 +935,7 @@ def set_setting(
     Raises:
         ConfigError: an unknown key, an invalid value, a credential, or an unwritable file.
     """
-    environment = _Environment.capture(os.environ if env is None else env)
+    environment = Environment.capture(os.environ if env is None else env)
     path, scope, moved = _setting_file(key, workspace, env)
     section, _, sub = key.partition(".")
     change: dict[str, Any] = {section: {sub: value}} if sub else {section: value}
@@ -1025,15 +958,15 @@ def unset_setting(
     Raises:
         ConfigError: the file is not valid JSON, or cannot be written.
     """
-    environment = _Environment.capture(os.environ if env is None else env)
+    environment = Environment.capture(os.environ if env is None else env)
     path, scope, moved = _setting_file(key, workspace, env)
     if moved and workspace is not None:
         ws_path = workspace_config_path(workspace)
-        if _holds(_read_config_file(ws_path, warn_if_shared=False) or {}, key):
+        if holds(read_config_file(ws_path, warn_if_shared=False) or {}, key):
             path, scope, moved = ws_path, "workspace", False
     target = environment.expand(path)
-    doc = _read_config_file(target, warn_if_shared=False) or {}
-    changed = _holds(doc, key)
+    doc = read_config_file(target, warn_if_shared=False) or {}
+    changed = holds(doc, key)
     if changed:
         section, _, sub = key.partition(".")
         if sub:
@@ -1042,7 +975,7 @@ def unset_setting(
                 del doc[section]
         else:
             del doc[section]
-        merged, origins = _merge_layers([(str(target), doc)])
+        merged, origins = merge_layers([(str(target), doc)])
         CPVConfig._build(merged, origins=origins, environment=environment,
                          sources=[str(target)]).save(target)
     return SettingChange(key, None, target, scope, changed, moved)
@@ -1058,140 +991,12 @@ def _setting_file(
     return workspace_config_path(workspace), "workspace", False
 
 
-def _holds(doc: Mapping[str, Any], key: str) -> bool:
-    section, _, sub = key.partition(".")
-    if not sub:
-        return doc.get(section) is not None
-    holder = doc.get(section)
-    return isinstance(holder, Mapping) and holder.get(sub) is not None
-
-
 def _shown(key: str, value: str) -> str:
     return redact_url(value) if is_secret_setting(key) else redact(value)
 
 
-def _refuse_committed_secrets(doc: Mapping[str, Any], path: Path) -> None:
-    """A workspace file is committed and pushed: a secret in it is already on its way out."""
-    for key in sorted(SECRET_SETTINGS):
-        if _holds(doc, key):
-            variable = next((v for v, k in ENV_OVERRIDES.items() if k == key), None)
-            alt = f" (or set {variable})" if variable else ""
-            raise ConfigError(
-                f"{path} holds {key}, a secret, in a file committed to Git",
-                hint=f"run cpv config unset {key}, then cpv config set --global {key} URL{alt}; "
-                     "if that file was ever committed, replace the webhook too",
-            )
-
-
 # --------------------------------------------------------------------------------------------
 # Files, layers and error translation
-
-
-def _read_config_file(path: Path, *, warn_if_shared: bool = True) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or None if there is no such file."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except IsADirectoryError as exc:
-        raise ConfigError(f"config path {path} is a directory", hint="point to a file") from exc
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read config file {path}: {exc.strerror or exc}",
-            hint="check the file's permissions",
-        ) from exc
-    try:
-        if warn_if_shared and os.name == "posix" and stat.S_IMODE(path.stat().st_mode) & 0o077:
-            logger.warning("config file %s is readable by others; run: chmod 600 %s", path, path)
-    except OSError:
-        pass
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"config file {path} is not UTF-8 text", hint="re-save it as UTF-8 JSON"
-        ) from exc
-    if not text.strip():
-        return {}
-    try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"config file {path} is not valid JSON: {exc.msg} at line {exc.lineno} "
-            f"column {exc.colno}",
-            hint="fix the JSON syntax (a trailing comma or a missing quote is usual)",
-        ) from exc
-    except _DuplicateKeyError as exc:
-        raise ConfigError(
-            f"config file {path} sets {exc.key!r} twice", hint="keep only one"
-        ) from exc
-    return _as_dict(doc, str(path))
-
-
-class _DuplicateKeyError(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKeyError(key)
-        out[key] = value
-    return out
-
-
-def _as_dict(doc: object, source: str) -> dict[str, Any]:
-    if not isinstance(doc, Mapping):
-        raise ConfigError(
-            f"config in {source} must be a JSON object, not {type(doc).__name__}",
-            hint='e.g. {"aws": {"profile": "ml"}}',
-        )
-    return {str(k): (dict(v) if isinstance(v, Mapping) else v) for k, v in doc.items()}
-
-
-def _env_layers(env: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
-    layers: list[tuple[str, dict[str, Any]]] = []
-    for name in sorted(env):
-        if not name.startswith("CPV_"):
-            continue
-        if name not in ENV_OVERRIDES:
-            if name not in ENV_OTHER:
-                close = difflib.get_close_matches(name, [*ENV_OVERRIDES, *ENV_OTHER], n=1)
-                logger.warning(
-                    "ignoring unknown environment variable %s%s",
-                    name,
-                    f" (did you mean {close[0]}?)" if close else "",
-                )
-            continue
-        value = env[name]
-        if value == "":
-            continue  # VAR= means "unset", as with most tools
-        section, _, key = ENV_OVERRIDES[name].partition(".")
-        layer: dict[str, Any] = {section: {key: value}} if key else {section: value}
-        layers.append((f"environment variable {name}", layer))
-    return layers
-
-
-def _merge_layers(
-    layers: Iterable[tuple[str, dict[str, Any]]],
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """Deep-merge by section (later wins key by key) and remember which source set what."""
-    merged: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-    for source, doc in layers:
-        for key, value in doc.items():
-            if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-                merged[key] = {**merged[key], **value}
-            else:
-                merged[key] = dict(value) if isinstance(value, Mapping) else value
-            origins[key] = source
-            if isinstance(value, Mapping):
-                for sub in value:
-                    origins[f"{key}.{sub}"] = source
-    return merged, origins
 
 
 def _config_error(

@@ -7,22 +7,37 @@ method, can call it; ``cpv doctor`` prints the same checks.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cpv.config import CredentialCheck
-from cpv.engine.format import read_store_config
 from cpv.errors import CPVError
-from cpv.store import open_store
-from cpv.versioning import GitRepo
 
 if TYPE_CHECKING:
     from cpv.config import CPVConfig
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialCheck:
+    """One line of :meth:`cpv.config.CPVConfig.validate_credentials` (and of ``cpv doctor``).
+
+    Defined here, with the checks, and not with the config, so that the service's results can
+    name it without importing the config's schema (pydantic).
+    """
+
+    name: str
+    ok: bool
+    detail: str
 
 
 def validate_credentials(
     config: CPVConfig, *, workspace: str | os.PathLike[str] | None = None
 ) -> list[CredentialCheck]:
     """Really check that the store and the Git remote can be reached with ``config``."""
+    # Here, not at the top: the service's results import this module for CredentialCheck.
+    from cpv.engine.format import read_store_config
+    from cpv.store import open_store
+    from cpv.versioning import GitRepo
+
     checks = []
     url = config.store_url(workspace=workspace)
     try:

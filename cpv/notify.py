@@ -6,7 +6,7 @@ event under ``cpv``. Plain :mod:`urllib.request`, so no dependency is added for 
 feature.
 
 The webhook URL is itself a secret (its path is the token), so it never appears in messages:
-errors name it as ``scheme://host/…`` (:func:`cpv.config.redact_url`). Whether a failed
+errors name it as ``scheme://host/…`` (:func:`cpv.secrets.redact_url`). Whether a failed
 notification fails the operation is the caller's choice; the api layer logs it and carries on,
 since the version was already recorded.
 """
@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from cpv._version import __version__
-from cpv.config import redact_url
 from cpv.errors import CPVError
+from cpv.secrets import redact_url
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from cpv.config import CPVConfig
+from cpv.configsource import ConfigAnswers, ConfigInputs
 from cpv.engine.statcache import STAT_CACHE_FILE, StatCache
 from cpv.errors import NoStoreError, NotAWorkspaceError
 from cpv.progress import NULL_PROGRESS, Progress
@@ -35,6 +35,7 @@ from cpv.versioning.manifest import manifest_name
 from cpv.versioning.tags import Version, line_tag
 
 if TYPE_CHECKING:
+    from cpv.config import CPVConfig
     from cpv.engine import Repository, TransferLimits
     from cpv.store import ObjectStore
     from cpv.versioning import Manifest
@@ -122,13 +123,21 @@ def store_from_config(config: CPVConfig, url: str) -> ObjectStore:
 
 @dataclass
 class Workspace:
-    """An open workspace. Use as a context manager, or call :meth:`close`."""
+    """An open workspace. Use as a context manager, or call :meth:`close`.
+
+    Its configuration is validated when it is opened, or was validated with exactly the same
+    inputs by an earlier command (:meth:`~cpv.configsource.ConfigInputs.remembered`): then
+    the store URL and the cache folder are those answers, and the :attr:`config` object itself
+    (pydantic) is built only when a command needs more of it.
+    """
 
     root: Path
-    config: CPVConfig
     git: GitRepo
     history: History
+    answers: ConfigAnswers
     progress: Progress = NULL_PROGRESS
+    _config: CPVConfig | None = None
+    _inputs: ConfigInputs | None = None
     _repo: Repository | None = None
     _store: ObjectStore | None = None
     _digests: StatCache | None = None
@@ -141,23 +150,54 @@ class Workspace:
         config: CPVConfig | None = None,
         progress: Progress = NULL_PROGRESS,
     ) -> Workspace:
-        """Open an existing workspace.
+        """Open an existing workspace, with ``config`` or the one its files and environment give.
 
         Raises:
             NotAWorkspaceError: ``root`` is not a Git repository initialised by cpv.
+            ConfigError: the configuration is invalid (as :meth:`CPVConfig.load` says).
         """
         root = Path(root).absolute()
         git = GitRepo.open(root, ssh_command=config.git_ssh_command if config else None)
         if not (root / ".cpv").is_dir():
             git.close()
             raise NotAWorkspaceError(f"{root} is a Git repository but not a cpv workspace")
-        if config is None:
-            config = CPVConfig.load(workspace=root)
-        return cls(root=root, config=config, git=git, history=History(git), progress=progress)
+        inputs = None
+        try:
+            if config is not None:
+                answers = ConfigAnswers.of(config, root)
+            else:
+                inputs = ConfigInputs.read(workspace=root)
+                remembered = inputs.remembered(root)
+                if remembered is None:
+                    from cpv.config import CPVConfig  # pydantic: only when validating
+
+                    config = CPVConfig.from_inputs(inputs)
+                    remembered = ConfigAnswers.of(config, root)
+                    inputs.remember(root, remembered)
+                answers = remembered
+        except BaseException:
+            git.close()
+            raise
+        return cls(root=root, git=git, history=History(git), answers=answers, progress=progress,
+                   _config=config, _inputs=inputs)
+
+    @property
+    def config(self) -> CPVConfig:
+        """The validated configuration (built on first use when the answers were enough)."""
+        if self._config is None:
+            from cpv.config import CPVConfig
+
+            assert self._inputs is not None  # opened without a config: its inputs were read
+            self._config = CPVConfig.from_inputs(self._inputs)
+        return self._config
 
     @property
     def store_url(self) -> str:
-        return self.config.store_url(workspace=self.root)
+        return self.answers.store_url
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.answers.cache_dir
 
     @property
     def limits(self) -> TransferLimits:
@@ -183,7 +223,7 @@ class Workspace:
         if self._repo is None:
             from cpv.engine import Repository
 
-            cache = self.config.cache_dir
+            cache = self.cache_dir
             try:
                 self._repo = Repository.open(self.store(), cache_dir=cache)
             except NoStoreError:
@@ -201,7 +241,7 @@ class Workspace:
         so ``status`` and a no-op ``push`` decide without the network (or importing boto3).
         """
         if self._digests is None:
-            self._digests = StatCache(self.config.cache_dir / STAT_CACHE_FILE, chunker_key=None)
+            self._digests = StatCache(self.cache_dir / STAT_CACHE_FILE, chunker_key=None)
         return self._digests
 
     @property

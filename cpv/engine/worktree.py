@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,33 +180,36 @@ def _digest(path: str, st: os.stat_result, cache: StatCache | None, key: str) ->
 
 def unchanged_by_stat(
     root: Path,
-    files: Iterable[FileEntry],
+    table: Mapping[str, tuple[int, str]],
     cache: StatCache,
     *,
     exclude: Callable[[str], bool] | None = None,
 ) -> bool:
-    """True only if ``root`` holds exactly ``files``, judged from stat calls alone.
+    """True only if ``root`` holds exactly the files of ``table``, judged from stat calls alone.
+
+    ``table`` is a version as the service's baselines keep it: ``path -> (size, blake3 hex)``,
+    a symlink's "blake3" being ``"->" + target``. Taken as it is, because building a
+    :class:`FileEntry` per file cost more than the stat calls (20,000 files, docs/benchmarks.md).
 
     The no-op push asks this before it opens the store: it reads no file and stops at the
     first doubt. Every regular file needs a stat-cache entry with its exact size, mtime, ctime
-    and inode whose blake3 is the one ``files`` names (the cache skips files hashed within
+    and inode whose blake3 is the one ``table`` names (the cache skips files hashed within
     two seconds of their mtime, so a racy file is a doubt, never "unchanged"); every link
     needs the same target; nothing may be missing or added. An unreadable file or folder is a
     doubt too: the full push then says what is wrong with it.
     """
-    expected = {f.path: f for f in files}
     stamps = cache.stamps_under(os.path.abspath(root))
     try:
-        seen = _all_known(str(root), "", expected, stamps, exclude)
+        seen = _all_known(str(root), "", table, stamps, exclude)
     except OSError:
         return False
-    return seen == len(expected)
+    return seen == len(table)
 
 
 def _all_known(
     folder: str,
     prefix: str,
-    expected: dict[str, FileEntry],
+    expected: Mapping[str, tuple[int, str]],
     stamps: dict[str, tuple[int, int, int, int, str]],
     exclude: Callable[[str], bool] | None,
 ) -> int:
@@ -229,14 +232,15 @@ def _all_known(
         want = expected.get(rel)
         if want is None:
             return -1
+        digest = want[1]
         if stat.S_ISLNK(st.st_mode):
-            if want.link is None or os.readlink(entry.path) != want.link:
+            if not digest.startswith("->") or os.readlink(entry.path) != digest[2:]:
                 return -1
-        elif not stat.S_ISREG(st.st_mode) or want.link is not None:
+        elif not stat.S_ISREG(st.st_mode) or digest.startswith("->"):
             return -1
         else:
             known = stamps.get(rel)
-            if (known is None or known[4] != want.blake3 or known[0] != st.st_size
+            if (known is None or known[4] != digest or known[0] != st.st_size
                     or known[1] != st.st_mtime_ns or known[2] != st.st_ctime_ns
                     or known[3] != st.st_ino):
                 return -1

@@ -37,6 +37,7 @@ from cpv.engine.hashing import Hasher, chunk_id
 from cpv.engine.snapshot import FileEntry, Snapshot, check_snapshot_matches
 from cpv.engine.tree import merge_by_path
 from cpv.errors import IntegrityError, NoStoreError, StoreUnreachableError
+from cpv.localmemo import keep_out_of_git
 from cpv.versioning import ChangeCounts, Manifest
 
 if TYPE_CHECKING:
@@ -409,9 +410,7 @@ class _CacheWriter:
         try:
             if self._fh is None:
                 self._folder.mkdir(parents=True, exist_ok=True)
-                ignore = self._folder.parent / ".gitignore"
-                if not ignore.exists():
-                    ignore.write_text("*\n")
+                keep_out_of_git(self._folder.parent)
                 self._fh = self._tmp.open("wb")
                 self._fh.write(_MAGIC + bytes(_HASH_LEN))
             self._fh.write(data)

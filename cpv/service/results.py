@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from cpv.config import CredentialCheck
+from cpv.credentials import CredentialCheck
 from cpv.versioning import ManifestChange, MetricDelta
 from cpv.workspace import Kind
 

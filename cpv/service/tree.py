@@ -13,6 +13,7 @@ wrote), then by hashing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from cpv.engine.hashing import hash_file
 from cpv.engine.snapshot import FileEntry
 from cpv.engine.statcache import FileStamp, StatCache, cache_key
 from cpv.errors import LocalIOError
+from cpv.localmemo import file_stamp, keep_out_of_git, key_of, recall, record
 from cpv.workspace import exclude_internal
 
 if TYPE_CHECKING:
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 __all__ = ["exclude_internal"]  # the file rule tree scans and pushes share
 
 LOCAL_DIR = ".cpv/local"
+#: The ignore rules' prefilter, remembered for the same rules (:class:`IgnoreRules`).
+PREFILTER_FILE = f"{LOCAL_DIR}/ignore-prefilter.json"
 
 #: path -> (size, blake3 hex); a symlink's "blake3" is ``"->" + target``.
 FileTable = dict[str, tuple[int, str]]
@@ -59,12 +63,15 @@ class PathFilter:
     """
 
     def __init__(self, exclude: Sequence[str] = (), include: Sequence[str] = ()) -> None:
-        import pathspec
-
         self.exclude_patterns = tuple(exclude)
         self.include_patterns = tuple(include)
-        self._exclude = pathspec.GitIgnoreSpec.from_lines(exclude) if exclude else None
-        self._include = pathspec.GitIgnoreSpec.from_lines(include) if include else None
+        self._exclude: pathspec.GitIgnoreSpec | None = None
+        self._include: pathspec.GitIgnoreSpec | None = None
+        if exclude or include:  # else no pathspec import: most commands give no patterns
+            import pathspec
+
+            self._exclude = pathspec.GitIgnoreSpec.from_lines(exclude) if exclude else None
+            self._include = pathspec.GitIgnoreSpec.from_lines(include) if include else None
 
     def __bool__(self) -> bool:
         return self._exclude is not None or self._include is not None
@@ -89,8 +96,6 @@ class IgnoreRules:
     """
 
     def __init__(self, workspace_root: Path, options: PathFilter | None = None) -> None:
-        import pathspec
-
         lines = list(DEFAULT_IGNORES)
         path = workspace_root / IGNORE_FILE
         try:
@@ -99,10 +104,40 @@ class IgnoreRules:
             pass
         except (OSError, UnicodeDecodeError) as exc:
             raise LocalIOError(f"cannot read {path}: {exc}", path=str(path)) from exc
-        self._spec = pathspec.GitIgnoreSpec.from_lines(lines)
-        self._maybe = _any_positive(self._spec)
+        self._lines = lines
+        self._compiled: pathspec.GitIgnoreSpec | None = None
+        self._maybe = self._prefilter(workspace_root / PREFILTER_FILE)
         self._root = workspace_root
         self.options = options or PathFilter()
+
+    @property
+    def _spec(self) -> pathspec.GitIgnoreSpec:
+        """The rules compiled by pathspec, on first use: most commands never need them (the
+        prefilter clears every path of a tree that no rule touches)."""
+        if self._compiled is None:
+            import pathspec
+
+            self._compiled = pathspec.GitIgnoreSpec.from_lines(self._lines)
+        return self._compiled
+
+    def _prefilter(self, memo: Path) -> re.Pattern[str] | None:
+        """:func:`_any_positive` of the rules, remembered for the same lines and pathspec
+        (building it means importing pathspec, a sixth of a no-op push, docs/benchmarks.md)."""
+        import importlib.util
+
+        found = importlib.util.find_spec("pathspec")
+        code = file_stamp(found.origin if found is not None else None)
+        key = key_of("ignore prefilter", self._lines, code)
+        known = recall(memo, key)
+        if known is not None and "regex" in known:
+            text = known["regex"]
+            if text is None:
+                return None  # no rule ignores anything (every line a negation or comment)
+            with contextlib.suppress(TypeError, re.error):  # a damaged record: build it again
+                return re.compile(text)
+        maybe = _any_positive(self._spec)
+        record(memo, key, {"regex": maybe.pattern if maybe is not None else None})
+        return maybe
 
     def ignored(self, path: str) -> bool:
         """True if the defaults or ``.cpvignore`` hide the workspace path ``path``.
@@ -280,9 +315,7 @@ class BaselineStore:
         path = self._file(folder)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            ignore = self._dir.parent / ".gitignore"
-            if not ignore.exists():
-                ignore.write_text("*\n")
+            keep_out_of_git(self._dir.parent)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"snapshot_id": baseline.snapshot_id,
                                        "files": {p: list(v) for p, v in baseline.files.items()}},
@@ -336,7 +369,7 @@ def unchanged_since(
 ) -> bool:
     """True only if ``folder`` holds exactly ``baseline``'s files, by stat calls alone (no
     file is read; any doubt is False). What lets a no-op push skip the store."""
-    return worktree.unchanged_by_stat(folder, _entries(baseline), cache, exclude=exclude)
+    return worktree.unchanged_by_stat(folder, baseline, cache, exclude=exclude)
 
 
 def conflicts(

@@ -22,23 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cpv.config import CPVConfig
-from cpv.engine.roots import (
-    AdoptReport,
-    ForgetPolicy,
-    ForgetReport,
-    RootInfo,
-    TagTarget,
-    adopt_snapshots,
-    forget,
-    list_roots,
-    live_for_gc,
-    record_tags,
-    record_untag,
-)
-from cpv.engine.sessions import parts_of
 from cpv.engine.snapshot import SNAPSHOT_PREFIX, Snapshot
-from cpv.engine.worktree import remove_replaced
 from cpv.errors import (
     ConfigError,
     CPVError,
@@ -131,11 +115,14 @@ from cpv.workspace import (
 )
 
 if TYPE_CHECKING:
-    # The engine's transfer side (push, pull, verify, gc, repair) is imported by the methods
-    # that move bytes: a no-op push and status decide without it (docs/benchmarks.md).
+    # The config's schema (pydantic), the store's version records (roots) and the engine's
+    # transfer side (push, pull, verify, gc, repair) are imported where needed: a no-op push
+    # and status decide without them (docs/benchmarks.md).
+    from cpv.config import CPVConfig
     from cpv.engine.pull import PullResult
     from cpv.engine.push import PushResult, SymlinkPolicy
     from cpv.engine.repair import RepairReport
+    from cpv.engine.roots import AdoptReport, ForgetPolicy, ForgetReport, RootInfo, TagTarget
     from cpv.engine.statcache import StatCache
     from cpv.service.sessions import SessionCommit
 
@@ -790,6 +777,7 @@ class WorkspaceService:
         repo = ws.repository(create=not dry_run)
         # The store records the version itself (a root), so what is live never depends on one
         # clone's Git history (docs/gc.md).
+        from cpv.engine.roots import RootInfo
         root = RootInfo(kind=kind, name=track.path, message=message,
                         author=ws.history.default_author(), metrics=resolved,
                         workspace=ws.workspace_id or "",
@@ -1112,6 +1100,7 @@ class WorkspaceService:
                                        overwrite=force, line=track.name,
                                        remote=self.ws.remote if publish else None).tag]
 
+        from cpv.engine.roots import TagTarget
         return self._record_then_tag(
             [TagTarget(planned, manifest.snapshot_id, track.kind, track.path)], make,
             message=message, force=force, notify=notify, publish=publish,
@@ -1154,6 +1143,7 @@ class WorkspaceService:
         planned = self.planned_tags(ordered, version, force=force)
         if dry_run:
             return planned
+        from cpv.engine.roots import TagTarget
         remote = self.ws.remote if publish else None
         targets = []
         for kind, name in zip(ordered, planned, strict=True):
@@ -1183,6 +1173,7 @@ class WorkspaceService:
         the Git tags ``make`` creates; if Git refuses, the store's record is retired again, so
         the store never names a tag that Git does not have. Then notify and publish (what an
         earlier command left unpublished goes along)."""
+        from cpv.engine.roots import record_tags, record_untag
         repo = self.ws.repository()
         record_tags(repo, targets, message=message or "", move=force)
         try:
@@ -1332,6 +1323,7 @@ class WorkspaceService:
         replaced = [p for p in baseline.files if inside(p)
                     and (force or (p not in changes.edited and p not in changes.added))]
         from cpv.engine.pull import pull
+        from cpv.engine.worktree import remove_replaced
 
         try:
             result = pull(self.ws.repository(), manifest.snapshot_id, target, paths=subs,
@@ -1392,6 +1384,8 @@ class WorkspaceService:
                 self._named_ref(rev) is None):
             raise ConfigError("--to needs exactly one tracked path ('model', 'data', ...)",
                               hint="e.g. cpv pull v0.1 model --to /tmp/v0.1")
+        from cpv.engine.sessions import parts_of
+
         targets = self._targets(rev, selection, data_at_commit=True)
         # Check every tracked path before writing any: a refusal changes nothing.
         plans = []
@@ -1531,6 +1525,8 @@ class WorkspaceService:
                   selection: Selection) -> Iterator[ListedFile]:
         """The entries of a version that ``selection`` chooses in ``track``, streamed."""
         if selection.wants_parts:  # which writer pushed what: the whole snapshot says
+            from cpv.engine.sessions import parts_of
+
             snapshot = self._checked_snapshot(manifest, label)
             listing = snapshot_listing(snapshot)
             chosen = selection.files(track, [f.path for f in listing], parts_of(snapshot))
@@ -1709,6 +1705,7 @@ class WorkspaceService:
             StoreLockedError: another gc runs (exit 11). StoreError: re-run to finish.
         """
         from cpv.engine.gc import DEFAULT_GRACE_S, collect_garbage
+        from cpv.engine.roots import list_roots
 
         repo = self.ws.repository()
         with self._migration_hint():
@@ -1731,6 +1728,8 @@ class WorkspaceService:
         Raises:
             ForgetPolicyError: the policy keeps nothing. MigrationNeededError (see :meth:`gc`).
         """
+        from cpv.engine.roots import forget, live_for_gc
+
         repo = self.ws.repository()
         with self._migration_hint():
             live_for_gc(repo)  # refuses on a store that needs migrating, before anything
@@ -1753,6 +1752,8 @@ class WorkspaceService:
         Every snapshot in the store becomes a kept version; what this clone's Git knows of
         them (kind, message, metrics, tags) is recorded with them.
         """
+        from cpv.engine.roots import RootInfo, TagTarget, adopt_snapshots
+
         history = self.ws.history
         known: dict[str, RootInfo] = {}
         tags: list[TagTarget] = []
@@ -1812,6 +1813,8 @@ class WorkspaceService:
         Raises:
             VersioningError: several workspaces share the store and none was chosen.
         """
+        from cpv.engine.roots import list_roots
+
         history = self.ws.history
         repo = self.ws.repository()
         roots = list_roots(repo)

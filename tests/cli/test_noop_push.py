@@ -3,12 +3,14 @@
 Every test drives the real ``cpv`` against the real S3 test server. The proof that a push did
 not touch the store is a dead endpoint: with ``CPV_ENDPOINT_URL`` pointing at a closed port a
 push that needed one request would fail, and ``PYTHONPROFILEIMPORTTIME`` shows whether boto3
-(or GitPython, tqdm, the transfer engine) was even imported. Every way a file can change must send the push down the full path, which
-records the change as a new version.
+(or GitPython, tqdm, the transfer engine, pydantic, pathspec) was even imported. Every way a
+file can change must send the push down the full path, which records the change as a new
+version.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -71,18 +73,26 @@ def _imported(result: Result) -> set[str]:
 
 
 #: What the no-op path must not load (docs/benchmarks.md, "No-op push"): the S3 client,
-#: GitPython (git runs as a plain subprocess), progress bars, the webhook client, and the
-#: engine's transfer side (the decision needs the stat cache and the baseline only).
+#: GitPython (git runs as a plain subprocess), progress bars, the webhook client, the engine's
+#: transfer side and the store's version records (the decision needs the stat cache and the
+#: baseline only), the config's schema (pydantic: the answers of the configuration validated
+#: for the same inputs are remembered) and pathspec (the ignore rules' prefilter is too).
 _NOT_ON_THE_NOOP_PATH = frozenset({
     "boto3", "botocore", "git", "tqdm", "urllib.request", "cpv.engine.transfer",
     "cpv.engine.push", "cpv.engine.pull", "cpv.engine.repository", "cpv.engine.gc",
+    "cpv.engine.roots", "cpv.engine.sessions", "cpv.config", "pydantic", "pydantic_core",
+    "pathspec", "importlib.metadata",
 })
 
 
 def test_unchanged_tree_needs_no_store_and_no_boto3(
     cpv: Runner, pushed: Path, s3_env: dict[str, str]
 ) -> None:
-    result = _push(cpv, pushed, _offline(s3_env))
+    offline = _offline(s3_env)
+    first = _push(cpv, pushed, offline)  # a new endpoint: the config is validated once
+    assert "pydantic" in _imported(first)
+    assert not _imported(first) & {"boto3", "botocore"}
+    result = _push(cpv, pushed, offline)
     assert _changed(result) == {"model": False, "data": False}
     assert all(r["uploaded_bytes"] == 0 and r["commit"] is None
                for r in result.json()["results"])
@@ -90,11 +100,29 @@ def test_unchanged_tree_needs_no_store_and_no_boto3(
     assert "cpv.engine.statcache" in imported  # the parse works: the decision was made here
     assert not imported & _NOT_ON_THE_NOOP_PATH, sorted(imported & _NOT_ON_THE_NOOP_PATH)
     # status needs no store either, and sees a clean tree
-    status = cpv("status", "--json", cwd=pushed, env_extra=_offline(s3_env))
+    status = cpv("status", "--json", cwd=pushed, env_extra=offline)
     assert all(not k["changed"] for k in status.json()["kinds"].values())
     imported = _imported(status)
     assert "cpv.engine.statcache" in imported
     assert not imported & _NOT_ON_THE_NOOP_PATH, sorted(imported & _NOT_ON_THE_NOOP_PATH)
+
+    # The remembered answers hold for exactly the inputs they were validated with: a setting
+    # edited in a file or given by a variable is validated (and refused) as on any command,
+    # and a new cache folder is the one the stat cache is read from.
+    config = pushed / ".cpv" / "config.json"
+    saved = config.read_text()
+    config.write_text(json.dumps({**json.loads(saved), "aws": {"bukcet": "x"}}))
+    bad = _push(cpv, pushed, offline, expect=1)
+    assert "unknown setting aws.bukcet" in bad.json()["error"]["message"], str(bad)
+    config.write_text(saved)
+    bad = _push(cpv, pushed, {**offline, "CPV_TEAM": "no team"}, expect=1)
+    assert "invalid team" in bad.json()["error"]["message"], str(bad)
+    # Another cache folder holds no stat cache: nothing is vouched for, so the push needs the
+    # store (and fails offline) instead of answering "unchanged".
+    moved = _push(cpv, pushed, {**offline, "CPV_CACHE_DIR": str(pushed.parent / "cache2")},
+                  expect=None)
+    assert moved.code != 0 and "botocore" in moved.stderr, str(moved)
+    assert _changed(_push(cpv, pushed, offline)) == {"model": False, "data": False}
 
 
 @pytest.mark.parametrize("change", ["touched", "same_size_same_mtime", "replaced", "deleted",

@@ -54,13 +54,28 @@ def keep_out_of_git(local: Path) -> None:
         ignore.write_text("*\n")
 
 
+def _placed(folder: Path, key: str) -> str:
+    """``key`` bound to this very folder (device and inode), not just to its path.
+
+    A memo is trusted without validation, so it must be one this machine wrote: a repository
+    can commit ``.cpv/local/config-answers.json`` (``git add -f``) with a key computed for a
+    guessed path and HOME, and have a clone take its store URL or cache folder unchecked. The
+    folder a clone's checkout creates has an inode nobody could predict, so such a file never
+    matches and is simply worked out again (and overwritten).
+    """
+    st = folder.stat()
+    return hashlib.sha256(f"{key}:{st.st_dev}:{st.st_ino}".encode()).hexdigest()
+
+
 def recall(path: Path, key: str) -> dict[str, Any] | None:
-    """The answer recorded at ``path`` under ``key``, or None (none, another key, unreadable)."""
+    """The answer recorded at ``path`` under ``key``, or None (none, another key, unreadable,
+    or recorded in another folder than this one: see :func:`_placed`)."""
     try:
         doc = json.loads(path.read_bytes())
+        placed = _placed(path.parent, key)
     except (OSError, ValueError):
         return None
-    if not isinstance(doc, dict) or doc.get("key") != key:
+    if not isinstance(doc, dict) or doc.get("key") != placed:
         return None
     return doc
 
@@ -75,7 +90,8 @@ def record(path: Path, key: str, answer: Mapping[str, Any]) -> None:
     try:
         path.parent.mkdir(exist_ok=True)
         keep_out_of_git(path.parent)
-        tmp.write_text(json.dumps({**answer, "key": key}, indent=1) + "\n", encoding="utf-8")
+        placed = _placed(path.parent, key)
+        tmp.write_text(json.dumps({**answer, "key": placed}, indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
         log.debug("not remembering %s: %s", path, exc)

@@ -262,11 +262,14 @@ class ConfigAnswers:
     """The store's URL, as :meth:`cpv.config.CPVConfig.store_url` gives it for the workspace."""
     cache_dir: Path
     """:attr:`cpv.config.CPVConfig.cache_dir`: the stat cache, index and chunk cache."""
+    git_ssh_command: str | None = None
+    """:attr:`cpv.config.CPVConfig.git_ssh_command`: the configured key for Git's push/fetch."""
 
     @classmethod
     def of(cls, config: CPVConfig, workspace: Path) -> ConfigAnswers:
         """The answers of a validated ``config`` for ``workspace``."""
-        return cls(config.store_url(workspace=workspace), config.cache_dir)
+        return cls(config.store_url(workspace=workspace), config.cache_dir,
+                   config.git_ssh_command)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,16 +335,19 @@ class ConfigInputs:
         if doc is None:
             return None
         store_url, cache_dir = doc.get("store_url"), doc.get("cache_dir")
+        ssh_command = doc.get("git_ssh_command")
         if not (isinstance(store_url, str) and isinstance(cache_dir, str)
-                and os.path.isabs(cache_dir)):
+                and os.path.isabs(cache_dir)
+                and (ssh_command is None or isinstance(ssh_command, str))):
             return None
-        return ConfigAnswers(store_url, Path(cache_dir))
+        return ConfigAnswers(store_url, Path(cache_dir), ssh_command)
 
     def remember(self, workspace: Path, answers: ConfigAnswers) -> None:
         """Record the answers of these inputs, just validated (best effort: a workspace that
         cannot be written validates on every command, as before)."""
         record(workspace / ANSWERS_FILE, self._key(workspace),
-               {"store_url": answers.store_url, "cache_dir": os.fspath(answers.cache_dir)})
+               {"store_url": answers.store_url, "cache_dir": os.fspath(answers.cache_dir),
+                "git_ssh_command": answers.git_ssh_command})
 
 
 __all__ = [

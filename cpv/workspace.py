@@ -157,7 +157,7 @@ class Workspace:
             ConfigError: the configuration is invalid (as :meth:`CPVConfig.load` says).
         """
         root = Path(root).absolute()
-        git = GitRepo.open(root, ssh_command=config.git_ssh_command if config else None)
+        git = GitRepo.open(root)
         if not (root / ".cpv").is_dir():
             git.close()
             raise NotAWorkspaceError(f"{root} is a Git repository but not a cpv workspace")
@@ -178,6 +178,9 @@ class Workspace:
         except BaseException:
             git.close()
             raise
+        # The configured key (git.ssh_key_path) for push and fetch, whether the config was
+        # handed in or read from the files: it is known only once the config is.
+        git.use_ssh_command(answers.git_ssh_command)
         return cls(root=root, git=git, history=History(git), answers=answers, progress=progress,
                    _config=config, _inputs=inputs)
 

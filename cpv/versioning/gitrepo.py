@@ -258,6 +258,13 @@ class GitRepo:
                                      hint="use a clone with a working tree as the workspace")
         return cls(Path(work_tree), repo=repo, ssh_command=ssh_command)
 
+    def use_ssh_command(self, ssh_command: str | None) -> None:
+        """Push and fetch with ``ssh_command`` as ``GIT_SSH_COMMAND`` (the configured key).
+
+        A workspace knows it only once its configuration is read, after the repository was
+        opened and found to be one."""
+        self._ssh_command = ssh_command
+
     @property
     def _repo(self) -> git.Repo:
         """GitPython's view of the repository, opened on first use (reading objects)."""

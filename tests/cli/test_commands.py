@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -357,6 +358,32 @@ def test_wizard_creates_a_dedicated_ssh_key_for_the_git_remote(
     assert saved["git"]["ssh_key_path"] == str(key)
     assert "--remote git@bitbucket-cpv:ai-convo/whisper.git" in doc["init_command"]
     assert "PRIVATE KEY" not in (home / ".cpv" / "config.json").read_text()
+
+
+def test_git_push_uses_the_configured_ssh_key(
+    cpv: Runner, ws: Path, env: dict[str, str], tmp_path: Path, home: Path
+) -> None:
+    """``git.ssh_key_path`` (what the wizard sets up) reaches Git when the workspace reads its
+    configuration from the files, as every command does: once it only did when a config object
+    was handed in. No sshd: a fake ``ssh`` on PATH records what Git ran and refuses."""
+    key = home / ".ssh" / "id_cpv"
+    key.parent.mkdir(parents=True)
+    key.write_text("not a real key\n")
+    calls = tmp_path / "ssh-calls"
+    fake = tmp_path / "bin" / "ssh"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n'
+                    'echo "git@git.example.test: Permission denied (publickey)." >&2\nexit 255\n')
+    fake.chmod(0o755)
+    cpv("config", "set", "git.ssh_key_path", str(key), cwd=ws)
+    subprocess.run(["git", "remote", "add", "origin", "git@git.example.test:team/model.git"],
+                   cwd=ws, env=env, check=True)
+    path = {"PATH": f"{fake.parent}{os.pathsep}{env['PATH']}"}
+
+    pushed = cpv("push", "-m", "v1", cwd=ws, env_extra=path, expect=None)
+    assert "Permission denied" in pushed.stderr, str(pushed)
+    ran = calls.read_text().splitlines()
+    assert ran and all(f"-i {key}" in line and "IdentitiesOnly=yes" in line for line in ran), ran
 
 
 def test_gc_keeps_untagged_history_and_other_workspaces(

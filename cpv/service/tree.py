@@ -102,6 +102,11 @@ class IgnoreRules:
         self._maybe = _any_positive(self._spec)
         self._root = workspace_root
         self.options = options or PathFilter()
+        self.digest = hashlib.sha256(json.dumps(
+            [lines, self.options.exclude_patterns, self.options.include_patterns]
+        ).encode()).hexdigest()[:32]
+        """Names these rules (the lines and the command's patterns): a baseline recorded by
+        a push under the same rules holds no file they leave out."""
 
     def ignored(self, path: str) -> bool:
         """True if the defaults or ``.cpvignore`` hide the workspace path ``path``.
@@ -220,9 +225,10 @@ class LocalChanges:
 
 
 _BASELINE_MAGIC = b"CPVBASE2\n"
-"""Then one JSON line (snapshot id, and per folder: prefix, fingerprint, entries, bytes, block
-length), then each folder's block (a JSON line of ``[name, size, blake3 or ->target]`` rows)
-in the header's order: a command reads the header and only the blocks it needs."""
+"""Then one JSON line (snapshot id, the push's rules digest, and per folder: prefix,
+fingerprint, entries, bytes, block length), then each folder's block (a JSON line of
+``[name, size, blake3 or ->target]`` rows) in the header's order: a command reads the header
+and only the blocks it needs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +261,12 @@ class Baseline:
     """
 
     def __init__(self, snapshot_id: str | None, files: Mapping[str, tuple[int, str]] | None = None,
-                 *, fingerprints: Mapping[str, bytes] | None = None) -> None:
+                 *, fingerprints: Mapping[str, bytes] | None = None,
+                 rules: str | None = None) -> None:
         self.snapshot_id = snapshot_id
+        self.rules = rules
+        """The :attr:`IgnoreRules.digest` of the push that recorded it (every file passed
+        them), if a push did."""
         files = files or {}
         tables: dict[str, dict[str, tuple[int, str]]] = {}
         for path, value in files.items():
@@ -272,8 +282,8 @@ class Baseline:
 
     @classmethod
     def _from_file(cls, snapshot_id: str | None, folders: dict[str, _FolderRecord],
-                   read_block: Callable[[int, int], bytes]) -> Baseline:
-        baseline = cls(snapshot_id)
+                   read_block: Callable[[int, int], bytes], rules: str | None) -> Baseline:
+        baseline = cls(snapshot_id, rules=rules)
         baseline._folders = folders
         baseline._read_block = read_block
         return baseline
@@ -331,9 +341,10 @@ class Baseline:
 
     def updated(self, snapshot_id: str | None,
                 changes: Iterable[tuple[str, tuple[int, str] | None]],
-                fingerprints: Mapping[str, bytes]) -> Baseline:
-        """This baseline with ``changes`` applied (path -> new entry, None: removed) and
-        ``fingerprints`` as the new set: only the changed folders' entries are read."""
+                fingerprints: Mapping[str, bytes], rules: str | None) -> Baseline:
+        """This baseline with ``changes`` applied (path -> new entry, None: removed),
+        ``fingerprints`` as the new set, and pushed under ``rules`` (None: not a push's):
+        only the changed folders' entries are read."""
         touched: dict[str, dict[str, tuple[int, str]]] = {}
         for path, value in changes:
             prefix, name = _folder_of(path)
@@ -344,7 +355,7 @@ class Baseline:
                 table.pop(name, None)
             else:
                 table[name] = value
-        out = Baseline(snapshot_id)
+        out = Baseline(snapshot_id, rules=rules)
         out._read_block = self._read_block
         out._tables = {p: t for p, t in self._tables.items() if p not in touched}
         folders: dict[str, _FolderRecord] = {}
@@ -365,7 +376,7 @@ class Baseline:
         """The same entries, with more folders' fingerprints known."""
         return self.updated(self.snapshot_id, (), {
             **{p: r.fingerprint for p, r in self._folders.items() if r.fingerprint},
-            **fingerprints})
+            **fingerprints}, self.rules)
 
     def _blocks(self) -> Iterator[tuple[str, _FolderRecord, bytes]]:
         for prefix, record in self._folders.items():
@@ -437,7 +448,7 @@ class BaselineStore:
             if not ignore.exists():
                 ignore.write_text("*\n")
             blocks = list(baseline._blocks())
-            header = {"snapshot_id": baseline.snapshot_id,
+            header = {"snapshot_id": baseline.snapshot_id, "rules": baseline.rules,
                       "folders": [[p, r.fingerprint.hex() if r.fingerprint else None, r.count,
                                    r.size, len(raw)] for p, r, raw in blocks]}
             with open(tmp, "wb") as out:
@@ -481,7 +492,9 @@ def _parse_baseline(fh: BinaryIO) -> Baseline:
                                "truncated", hint=f"delete {LOCAL_DIR}/baseline")
         return raw
 
-    baseline = Baseline._from_file(str(sid) if sid else None, folders, read_block)
+    rules = header.get("rules")
+    baseline = Baseline._from_file(str(sid) if sid else None, folders, read_block,
+                                   str(rules) if rules else None)
     baseline._handle = fh
     return baseline
 

@@ -915,6 +915,7 @@ class WorkspaceService:
         """
         folder = self._place(track)
         fingerprints = dict(result.folder_fingerprints) if track.is_dir else {}
+        rules = self._rules().digest if track.is_dir else None
         base = self._baselines.load(self._at(track, folder)) if record else None
         streamed = None
         if (current is not None and current.files is None and result.tree_nodes
@@ -932,12 +933,12 @@ class WorkspaceService:
             if record:
                 assert base is not None
                 self._baselines.save(self._at(track, folder), base.updated(
-                    result.snapshot_id, changed, fingerprints))
+                    result.snapshot_id, changed, fingerprints, rules))
             return summary
         listing = self.remember_listing(result.snapshot_id, result.snapshot)
         if record:
             self._baselines.save(self._at(track, folder), Baseline(
-                result.snapshot_id, table_of(listing), fingerprints=fingerprints))
+                result.snapshot_id, table_of(listing), fingerprints=fingerprints, rules=rules))
         files = regular(listing)
         return _Summary(len(files), sum(f.size for f in files),
                         self.changes_since(current, listing),
@@ -950,9 +951,12 @@ class WorkspaceService:
         """
         if current is None:
             return []
+        baseline = self._baselines.load(self._at(track, folder))
+        if (baseline is not None and baseline.snapshot_id == current.snapshot_id
+                and baseline.rules is not None and baseline.rules == self._rules().digest):
+            return []  # pushed under these very rules: none of its files is left out
         by_file, by_option = self._rules().hidden_tracked(
-            folder, track.folder,
-            self._version_paths(current, self._baselines.load(self._at(track, folder))))
+            folder, track.folder, self._version_paths(current, baseline))
         if by_file and not track.is_dir:
             raise ConfigError(
                 f"{IGNORE_FILE} (or a default rule) hides the tracked file {track.path}; a push "

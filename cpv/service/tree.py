@@ -277,8 +277,7 @@ class Baseline:
         self._folders = {p: _record(tables.get(p, {}), fps.get(p))
                          for p in sorted(set(tables) | set(fps))}
         self._read_block: Callable[[int, int], bytes] | None = None
-        self._handle: BinaryIO | None = None  # the file the blocks are read from, kept open
-        self._all: dict[str, tuple[int, str]] | None = dict(files) if files else None
+        self._all: dict[str, tuple[int, str]] | None = None
 
     @classmethod
     def _from_file(cls, snapshot_id: str | None, folders: dict[str, _FolderRecord],
@@ -493,10 +492,9 @@ def _parse_baseline(fh: BinaryIO) -> Baseline:
         return raw
 
     rules = header.get("rules")
-    baseline = Baseline._from_file(str(sid) if sid else None, folders, read_block,
-                                   str(rules) if rules else None)
-    baseline._handle = fh
-    return baseline
+    # read_block keeps ``fh`` open for as long as the baseline (or one derived from it) lives.
+    return Baseline._from_file(str(sid) if sid else None, folders, read_block,
+                               str(rules) if rules else None)
 
 
 def file_digest(folder: Path, rel: str, cache: StatCache | None) -> str | None:

@@ -68,9 +68,9 @@ from cpv.service.filelist import (
     ListedFile,
     count_changes,
     expected_files,
-    listed,
     regular,
     snapshot_listing,
+    table_entry,
     table_of,
 )
 from cpv.service.results import (
@@ -228,8 +228,7 @@ class _Summary:
                 head = c.path.split("/", 1)[0] if "/" in c.path else ""
                 if head in DATA_SPLITS:
                     splits[head] = splits.get(head, 0) + (1 if new else -1)
-            entries.append((c.path, None if c.new is None else table_of([listed(c.new)])[
-                c.path]))
+            entries.append((c.path, None if c.new is None else table_entry(c.new)))
         count = current.file_count + added - removed
         if count < 0 or any(v < 0 for v in splits.values()):
             return None  # the current manifest's counts do not add up: read the list

@@ -101,6 +101,8 @@ DEFAULT_TRACKS: dict[Kind, Track] = {k: Track(k, TRACKED[k]) for k in ("model", 
 
 def exclude_internal(relpath: str) -> bool:
     """Never push Git's or cpv's own folders, nor temporary files of an interrupted pull."""
+    if relpath[:1] != "." and "/." not in relpath:
+        return False  # no segment starts with "." (most paths): two scans, no split
     head = relpath.split("/", 1)[0]
     name = relpath.rsplit("/", 1)[-1]
     return head in INTERNAL_DIRS or (name.startswith(".") and ".cpv-" in name)

@@ -28,6 +28,10 @@ from typing import TYPE_CHECKING, Literal
 
 from cpv import osio
 from cpv.engine.chunking import iter_file_chunks, new_read_buffer, read_small
+from cpv.engine.fingerprint import dir_part as _dir_part
+from cpv.engine.fingerprint import file_part as _file_part
+from cpv.engine.fingerprint import folder_fingerprint as _fingerprint
+from cpv.engine.fingerprint import link_part as _link_part
 from cpv.engine.hashing import DIGEST_SIZE, Hasher, chunk_id
 from cpv.engine.index import write_locations
 from cpv.engine.locks import PushLease, wait_while_gc_runs
@@ -86,6 +90,10 @@ class PushResult:
     """Format 2: tree nodes (and their bytes) this push wrote; the rest existed already."""
     folders_reused: int = 0
     """Format 2: folders whose node was taken from the last push, unread (docs/format.md)."""
+    folder_fingerprints: tuple[tuple[str, bytes], ...] = ()
+    """(folder prefix, fingerprint) of each folder whose files were all settled: the snapshot
+    holds exactly what that fingerprint stamps, so the workspace's baseline can record it and
+    ``status`` judge the folder by one comparison (``cpv/engine/fingerprint.py``)."""
     _memo: list[Snapshot] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -129,8 +137,6 @@ _HINT_LINKS = (
     "symlinks must stay inside the pushed tree; leave such links out (symlinks='skip') or push "
     "what they point to (symlinks='follow')"
 )
-_FINGERPRINT_SEED = b"cpv folder 1\0"
-"""Changes whenever the path rule or the node format does: a folder is then encoded again."""
 
 
 @dataclass(slots=True)
@@ -285,31 +291,6 @@ def _check_name(rel: str, name: str) -> None:
     problem = path_problem(rel)
     if problem is not None:
         raise UnsupportedPathError(rel, f"its name {problem}", hint=f"rename it, {_HINT_EXCLUDE}")
-
-
-def _utf8(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
-
-
-def _file_part(name: str, mode: int, size: int, mtime_ns: int, ctime_ns: int, ino: int) -> bytes:
-    """A file's share of its folder's fingerprint: what the stat cache trusts, and the mode."""
-    return b"f%s\0%d,%d,%d,%d,%d\0" % (
-        _utf8(name), stat.S_IMODE(mode), size, mtime_ns, ctime_ns, ino)
-
-
-def _link_part(name: str, target: str) -> bytes:
-    return b"l%s\0%s\0" % (_utf8(name), _utf8(target))
-
-
-def _dir_part(name: str, fingerprint: bytes) -> bytes:
-    return b"d%s\0%s" % (_utf8(name), fingerprint)
-
-
-def _fingerprint(parts: list[bytes]) -> bytes:
-    """A folder's fingerprint: a Merkle hash of its entries' names, stamps, modes, link targets
-    and sub-folders' fingerprints, so equal fingerprints mean the same tree as far as the stat
-    cache can tell (names, kinds, modes, and every file's size, mtime, ctime and inode)."""
-    return chunk_id(_FINGERPRINT_SEED + b"".join(parts))
 
 
 def _parent(prefix_or_rel: str) -> str:
@@ -688,6 +669,7 @@ def _push(
         tree_nodes_new=tree.new_nodes,
         tree_bytes_new=tree.new_node_bytes,
         folders_reused=tree.reused,
+        folder_fingerprints=tuple(tree.settled),
     )
 
 
@@ -770,6 +752,7 @@ class _TreePush:
         self.new_nodes = 0
         self.new_node_bytes = 0
         self.reused = 0
+        self.settled: list[tuple[str, bytes]] = []  # (prefix, fingerprint): PushResult's
         # Folders encoded whose parent is not yet: prefix -> (node id, fingerprint, settled).
         self._done: dict[str, tuple[bytes, bytes, bool]] = {}
         self._blocked: set[str] = set()  # folders with a sub-folder that was encoded again
@@ -830,6 +813,7 @@ class _TreePush:
         self.files += row.files
         self.size += row.size
         self.reused += 1
+        self.settled.append((folder.prefix, folder.fingerprint))
         self._done[folder.prefix] = (row.nodes[0], folder.fingerprint, True)
         return True
 
@@ -933,6 +917,8 @@ class _TreePush:
             self.cache.record_folder(cache_key(self.scan.tree_key, prefix), CachedFolder(
                 fingerprint, (top, *others), blob, len(entries) - sum(
                     isinstance(v, bytes) for _, v in entries), size))
+        if settled_all:
+            self.settled.append((prefix, fingerprint))
         self._done[prefix] = (top, fingerprint, settled_all)
 
 

@@ -176,6 +176,21 @@ class StatCache:
                 log.debug("stat cache load failed: %s", exc)
                 return {}
 
+    def stamps_in(self, folder: str) -> dict[str, tuple[int, int, int, int, str]]:
+        """:meth:`stamps_under` for the files directly in ``folder`` (not below): what a
+        ``status`` that judges one changed folder asks, so its cost stays that folder's."""
+        if self._db is None:
+            return {}
+        base = folder.rstrip("/")
+        with self._lock:
+            try:
+                rows = self._db.execute(_LOAD_STAMPS + " AND instr(substr(path, ?), '/') = 0",
+                                        (len(base) + 2, base + "/", base + "0", len(base) + 2))
+                return {r[0]: r[1:] for r in rows}
+            except sqlite3.Error as exc:
+                log.debug("stat cache load failed: %s", exc)
+                return {}
+
     def lookup(self, path: Path | str, stamp: FileStamp) -> CachedHash | None:
         row = self._row(str(path), stamp)
         if row is None or row[4] != self._chunker_key:

@@ -86,16 +86,35 @@ class Entry(NamedTuple):
         return self.name + "/" if self.child is not None else self.name
 
 
-@dataclass(frozen=True, slots=True)
 class Node:
-    """A decoded node: either folder entries or the ids of the parts of a split folder."""
+    """A decoded node: either folder entries or the ids of the parts of a split folder.
 
-    entries: tuple[Entry, ...] = ()
-    parts: tuple[bytes, ...] = ()
+    The entries are kept as their decoded JSON rows (``docs``, names already checked) and
+    turned into :class:`Entry` tuples only when asked for: a diff compares most rows as
+    they are and never builds them."""
+
+    __slots__ = ("_entries", "docs", "parts", "where")
+
+    def __init__(self, docs: Sequence[Mapping[str, Any]] = (), parts: tuple[bytes, ...] = (),
+                 *, where: str = "") -> None:
+        self.docs = docs
+        self.parts = parts
+        self.where = where
+        self._entries: tuple[Entry, ...] | None = None
 
     @property
     def is_parts(self) -> bool:
         return bool(self.parts)
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        if self._entries is None:
+            try:
+                self._entries = tuple(Entry(e["n"], None, _node_id(e["d"])) if "d" in e
+                                      else Entry(e["n"], e, None) for e in self.docs)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise FormatError(f"tree node {self.where} is malformed: {exc!r}") from exc
+        return self._entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,30 +281,26 @@ def decode_node(raw: bytes, *, where: str, check_names: bool = True) -> Node:
             if not parts:
                 raise ValueError("a split folder with no parts")
             return Node(parts=parts)
-        if set(doc) != {"e"} or not isinstance(doc["e"], list):
+        docs = doc["e"]
+        if set(doc) != {"e"} or not isinstance(docs, list):
             raise ValueError("neither entries nor parts")
-        entries = []
+        names = [e["n"] for e in docs]
         # Most nodes hold plain names only: one regex pass says so for the whole node.
-        one_by_one = check_names and not all_plain_names([e["n"] for e in doc["e"]])
-        for e in doc["e"]:
-            name = e["n"]
-            if not isinstance(name, str):
-                raise ValueError(f"name {name!r} is not a string")
-            if one_by_one:
-                problem = path_problem(name)
-                if problem is None and "/" in name:
-                    problem = "is not a single path segment"
-                if problem is not None:
-                    raise UnsafePathError(name, f"name in tree node {where} {problem}")
-            if "d" in e:
-                entries.append(Entry(name, None, _node_id(e["d"])))
-            else:
-                entries.append(Entry(name, e, None))
+        if not all_plain_names(names):
+            for name in names:
+                if not isinstance(name, str):
+                    raise ValueError(f"name {name!r} is not a string")
+                if check_names:
+                    problem = path_problem(name)
+                    if problem is None and "/" in name:
+                        problem = "is not a single path segment"
+                    if problem is not None:
+                        raise UnsafePathError(name, f"name in tree node {where} {problem}")
     except UnsafePathError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FormatError(f"tree node {where} is malformed: {exc!r}") from exc
-    return Node(entries=tuple(entries))
+    return Node(docs, where=where)
 
 
 def _inflate(raw: bytes, magic: bytes, where: str, limit: int) -> dict[str, Any]:
@@ -504,7 +519,11 @@ class TreeWalker:
 
     def diff(self, a: bytes, b: bytes, prefix: str = "", ancestors: tuple[bytes, ...] = (),
              known: Mapping[bytes, Node] | None = None) -> Iterator[Change]:
-        """What differs between the folders ``a`` and ``b``; equal sub-trees are never read."""
+        """What differs between the folders ``a`` and ``b``; equal sub-trees are never read.
+
+        Two folders that differ are compared row against row as decoded (one ``json.loads``
+        per node, names checked in one pass): an equal row costs one comparison, and only
+        the rows that differ become entries."""
         if a == b:
             return
         if len(ancestors) > MAX_DEPTH:
@@ -512,37 +531,50 @@ class TreeWalker:
         old, new = self._unshared(a, b, ancestors, known)
         # By sort key, so that changes come in path order ("a.b" before the folder "a/").
         # A name that is a file on one side and a folder on the other has two keys, one each.
-        keys = {e.sort_key: name for side in (old, new) for name, e in side.items()}
-        order = sorted(keys)
-        pairs: list[tuple[Entry | None, Entry | None]] = []
-        for key in order:
-            ea, eb = old.get(keys[key]), new.get(keys[key])
-            pairs.append((ea if ea is not None and ea.sort_key == key else None,
-                          eb if eb is not None and eb.sort_key == key else None))
+        pairs = _differing(old, self._keys(old), new, self._keys(new))
         # Sub-folders that differ on both sides are read PREFETCH pairs per request batch
         # (one round trip, coalesced ranges), not one pair per request.
-        subdirs = [i for i, (ea, eb) in enumerate(pairs) if ea is not None and eb is not None
-                   and ea.child is not None and eb.child is not None and ea.child != eb.child]
+        subdirs = [i for i, (da, db) in enumerate(pairs)
+                   if da is not None and db is not None and "d" in da]
         batches = {subdirs[i]: subdirs[i:i + PREFETCH] for i in range(0, len(subdirs), PREFETCH)}
         nodes: dict[bytes, Node] = {}
-        for i, (ea, eb) in enumerate(pairs):
-            path = prefix + keys[order[i]]
-            if ea is not None and eb is not None and ea.child is not None and eb.child is not None:
+        for i, (da, db) in enumerate(pairs):
+            ea = self._entry(da) if da is not None else None
+            eb = self._entry(db) if db is not None else None
+            path = prefix + (ea or eb).name  # type: ignore[union-attr]
+            if ea is not None and eb is not None and ea.child is not None:
+                assert eb.child is not None  # same sort key: both are folders
                 if i in batches:
-                    nodes = self.fetch([e.child for j in batches[i] for e in pairs[j]
-                                        if e is not None and e.child is not None])
+                    nodes = self.fetch([c for j in batches[i] for c in (
+                        self._entry(pairs[j][0]).child, self._entry(pairs[j][1]).child)
+                        if c is not None])
                 yield from self.diff(ea.child, eb.child, path + "/", (*ancestors, ea.child),
                                      nodes)
                 continue
-            if ea is not None and eb is not None and ea.child is None and eb.child is None:
-                if ea.doc == eb.doc:
-                    continue  # the same stored fields: equal, no entry to decode (most of them)
+            if ea is not None and eb is not None:
                 fa, fb = self.file(path, ea), self.file(path, eb)
                 if fa != fb:
                     yield Change(path, fa, fb)
                 continue
             yield from self._side(ea, path, ancestors, old=True)
             yield from self._side(eb, path, ancestors, old=False)
+
+    def _entry(self, doc: Mapping[str, Any] | None) -> Entry:
+        assert doc is not None
+        try:
+            return (Entry(doc["n"], None, _node_id(doc["d"])) if "d" in doc
+                    else Entry(doc["n"], doc, None))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError(f"snapshot {self.where} is malformed: {exc!r}") from exc
+
+    def _keys(self, docs: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The rows' sort keys, refused unless strictly increasing and every name once."""
+        keys = [d["n"] + "/" if "d" in d else d["n"] for d in docs]
+        # Sorted (timsort: one C pass over sorted keys) and no name twice: strictly increasing.
+        if keys != sorted(keys) or len({d["n"] for d in docs}) != len(docs):
+            raise FormatError(f"tree node in snapshot {self.where} lists a name out of order "
+                              "or twice (duplicate names are refused)")
+        return keys
 
     def _side(self, e: Entry | None, path: str, ancestors: tuple[bytes, ...],
               *, old: bool) -> Iterator[Change]:
@@ -558,8 +590,8 @@ class TreeWalker:
 
     def _unshared(self, a: bytes, b: bytes, ancestors: tuple[bytes, ...],
                   known: Mapping[bytes, Node] | None = None,
-                  ) -> tuple[dict[str, Entry], dict[str, Entry]]:
-        """Entries of the two folders that are not in a part both share, by name.
+                  ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+        """Rows of the two folders that are not in a part both share, in order.
 
         A part (or leaf) id present on both sides holds the same entries on both sides, and an
         entry is in exactly one part per side, so dropping shared parts drops only equal entries.
@@ -579,16 +611,31 @@ class TreeWalker:
                 raise FormatError(f"tree of snapshot {self.where} has a cycle")
         else:
             raise FormatError(f"tree of snapshot {self.where} nests split folders too deep")
-        return (self._by_name(front_a, nodes), self._by_name(front_b, nodes))
+        return ([d for n in front_a for d in nodes[n].docs],
+                [d for n in front_b for d in nodes[n].docs])
 
-    def _by_name(self, ids: list[bytes], nodes: Mapping[bytes, Node]) -> dict[str, Entry]:
-        out: dict[str, Entry] = {}
-        for n in ids:
-            for e in nodes[n].entries:
-                if e.name in out:
-                    raise FormatError(f"tree of snapshot {self.where} lists {e.name!r} twice")
-                out[e.name] = e
-        return out
+
+def _differing(old: Sequence[Mapping[str, Any]], ka: Sequence[str],
+               new: Sequence[Mapping[str, Any]], kb: Sequence[str],
+               ) -> list[tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]]:
+    """The rows of two sorted folders that differ, paired by sort key, in order."""
+    if ka == kb:  # the same names (the usual case): one comparison per row
+        return [(x, y) for x, y in zip(old, new, strict=True) if x != y]
+    out: list[tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]] = []
+    i = j = 0
+    while i < len(old) or j < len(new):
+        if j >= len(new) or (i < len(old) and ka[i] < kb[j]):
+            out.append((old[i], None))
+            i += 1
+        elif i >= len(old) or kb[j] < ka[i]:
+            out.append((None, new[j]))
+            j += 1
+        else:
+            if old[i] != new[j]:
+                out.append((old[i], new[j]))
+            i += 1
+            j += 1
+    return out
 
 
 class _HasPath(Protocol):

@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from cpv.engine.fingerprint import dir_part, file_part, folder_fingerprint, link_part
 from cpv.engine.hashing import Hasher
 from cpv.engine.snapshot import FileEntry
-from cpv.engine.statcache import FileStamp, StatCache, cache_key
+from cpv.engine.statcache import FileStamp, StatCache, cache_key, settled
 from cpv.errors import LocalIOError
 from cpv.pathrules import check_relpath
 
@@ -178,74 +180,218 @@ def _digest(path: str, st: os.stat_result, cache: StatCache | None, key: str) ->
     return hasher.hexdigest()
 
 
-def unchanged_by_stat(
-    root: Path,
-    table: Mapping[str, tuple[int, str]],
-    cache: StatCache,
-    *,
-    exclude: Callable[[str], bool] | None = None,
-) -> bool:
-    """True only if ``root`` holds exactly the files of ``table``, judged from stat calls alone.
+class Recorded(Protocol):
+    """What a folder last held, folder by folder (the workspace's baseline).
 
-    ``table`` is a version as the service's baselines keep it: ``path -> (size, blake3 hex)``,
-    a symlink's "blake3" being ``"->" + target``. Taken as it is, because building a
-    :class:`FileEntry` per file cost more than the stat calls (20,000 files, docs/benchmarks.md).
-
-    The no-op push asks this before it opens the store: it reads no file and stops at the
-    first doubt. Every regular file needs a stat-cache entry with its exact size, mtime, ctime
-    and inode whose blake3 is the one ``table`` names (the cache skips files hashed within
-    two seconds of their mtime, so a racy file is a doubt, never "unchanged"); every link
-    needs the same target; nothing may be missing or added. An unreadable file or folder is a
-    doubt too: the full push then says what is wrong with it.
+    A folder is named by its prefix (``""`` for the top, ``"a/b/"`` below, as a push names
+    it); its own entries by name, as ``(size, blake3)`` for a file or ``(0, "->" + target)``
+    for a symlink.
     """
-    stamps = cache.stamps_under(os.path.abspath(root))
+
+    def prefixes(self) -> Iterable[str]:
+        """Every folder that holds recorded entries or has a recorded fingerprint."""
+        ...
+
+    def fingerprint(self, prefix: str) -> bytes | None:
+        """The folder's fingerprint when it last held exactly what is recorded, if known."""
+        ...
+
+    def names(self, prefix: str) -> Mapping[str, tuple[int, str]]:
+        """The folder's own recorded entries (not its sub-folders'), by name."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FolderComparison:
+    """How a folder differs from what was recorded there, judged folder by folder."""
+
+    edited: list[str]
+    added: list[str]
+    deleted: list[str]
+    doubtful: list[str]
+    """Prefixes of the folders where a recorded file was not met by the walk (deleted, or
+    present but left out by a rule): the only ones a "hidden by a rule" check needs to read
+    (a folder whose fingerprint matched shows every recorded file of it)."""
+    learned: dict[str, bytes]
+    """Fingerprints of folders found to hold exactly what is recorded, file by file, with
+    every file settled: recording them lets the next comparison skip those folders."""
+
+
+class _DoubtError(Exception):
+    """A stamps-only comparison met something it cannot vouch for (or a first change)."""
+
+
+@dataclass(slots=True)
+class _Walk:
+    recorded: Recorded
+    cache: StatCache | None
+    exclude: Callable[[str], bool] | None
+    stamps_only: bool
+    first: bool
+    edited: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    doubtful: list[str] = field(default_factory=list)
+    learned: dict[str, bytes] = field(default_factory=dict)
+    visited: set[str] = field(default_factory=set)
+
+
+def compare_folders(
+    root: Path,
+    recorded: Recorded,
+    *,
+    cache: StatCache | None = None,
+    exclude: Callable[[str], bool] | None = None,
+    stamps_only: bool = False,
+    first: bool = False,
+) -> FolderComparison | None:
+    """How ``root`` differs from ``recorded``: per folder, not per file, where it can.
+
+    Every folder is listed (one ``lstat`` per entry) and fingerprinted with the push's own
+    fingerprint (:mod:`cpv.engine.fingerprint`); a folder whose fingerprint is the recorded
+    one holds exactly its recorded files and costs nothing more. Any other folder is judged
+    file by file against its own recorded entries (a file by size, then by the stat cache's
+    blake3 for its stamp, else by hashing it); memory follows the biggest folder, never the
+    tree. A recorded folder that is gone has its files deleted (an excluded file that is
+    still there is not deleted).
+
+    ``stamps_only`` (the no-op push's question) hashes nothing and returns None at the first
+    change or doubt; ``first`` stops at the first change found.
+
+    Raises:
+        LocalIOError: a file or folder cannot be read (never reported as unchanged).
+    """
+    walk = _Walk(recorded, cache, exclude, stamps_only, first)
     try:
-        seen = _all_known(str(root), "", table, stamps, exclude)
-    except OSError:
-        return False
-    return seen == len(table)
+        try:
+            st = os.stat(root)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise _unreadable(str(root), exc) from exc
+        if st is not None:
+            if not stat.S_ISDIR(st.st_mode):
+                raise LocalIOError(f"{root} is not a folder", path=str(root))
+            _visit(walk, str(root), "")
+        base = str(root)
+        for prefix in sorted(set(recorded.prefixes()) - walk.visited):
+            names = recorded.names(prefix)
+            if not names:
+                continue
+            walk.doubtful.append(prefix)
+            for name in sorted(names):
+                if not os.path.lexists(os.path.join(base, prefix + name)):
+                    _found(walk, walk.deleted, prefix + name)
+                elif stamps_only:
+                    raise _DoubtError  # left out by a rule now, or a folder became a file
+    except _DoubtError:
+        if stamps_only:
+            return None
+    return FolderComparison(sorted(walk.edited), sorted(walk.added), sorted(walk.deleted),
+                            walk.doubtful, walk.learned)
 
 
-def _all_known(
-    folder: str,
-    prefix: str,
-    expected: Mapping[str, tuple[int, str]],
-    stamps: dict[str, tuple[int, int, int, int, str]],
-    exclude: Callable[[str], bool] | None,
-) -> int:
-    """How many entries of ``expected`` were found unchanged under ``folder``; -1 (and no
-    further look) at the first file that is new, changed or not vouched for by the cache."""
-    seen = 0
-    with os.scandir(folder) as it:
-        entries = list(it)
+def _found(walk: _Walk, into: list[str], rel: str) -> None:
+    if walk.stamps_only:
+        raise _DoubtError
+    into.append(rel)
+    if walk.first:
+        raise _DoubtError
+
+
+def _name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _visit(walk: _Walk, folder: str, prefix: str) -> tuple[bytes, bool]:
+    """Fingerprint ``folder`` (its sub-folders first) and judge it; returns its fingerprint
+    and whether it and everything below hold exactly what is recorded, settled."""
+    try:
+        with os.scandir(folder) as it:
+            entries = list(it)
+    except OSError as exc:
+        raise _unreadable(folder, exc) from exc
+    entries.sort(key=_name)
+    exclude = walk.exclude
+    parts: list[bytes] = []
+    own: list[tuple[str, str, os.stat_result, str | None]] = []
+    clean_below = True
     for entry in entries:
-        rel = prefix + entry.name
-        if exclude is not None and exclude(rel):
+        name = entry.name
+        if exclude is not None and exclude(prefix + name):
             continue
-        st = entry.stat(follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            found = _all_known(entry.path, rel + "/", expected, stamps, exclude)
-            if found < 0:
-                return -1
-            seen += found
-            continue
-        want = expected.get(rel)
-        if want is None:
-            return -1
-        digest = want[1]
-        if stat.S_ISLNK(st.st_mode):
-            if not digest.startswith("->") or os.readlink(entry.path) != digest[2:]:
-                return -1
-        elif not stat.S_ISREG(st.st_mode) or digest.startswith("->"):
-            return -1
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            raise _unreadable(entry.path, exc) from exc
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            parts.append(file_part(name, mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                   st.st_ino))
+            own.append((name, entry.path, st, None))
+        elif stat.S_ISDIR(mode):
+            child, clean = _visit(walk, entry.path, f"{prefix}{name}/")
+            parts.append(dir_part(name, child))
+            clean_below = clean_below and clean
+        elif stat.S_ISLNK(mode):
+            try:
+                target = os.readlink(entry.path)
+            except OSError as exc:
+                raise _unreadable(entry.path, exc) from exc
+            parts.append(link_part(name, target))
+            own.append((name, entry.path, st, target))
+    fingerprint = folder_fingerprint(parts)
+    walk.visited.add(prefix)
+    if walk.recorded.fingerprint(prefix) == fingerprint:
+        return fingerprint, True
+    clean = _judge(walk, folder, prefix, own)
+    if clean and clean_below:
+        walk.learned[prefix] = fingerprint
+        return fingerprint, True
+    return fingerprint, False
+
+
+def _judge(walk: _Walk, folder: str, prefix: str,
+           own: list[tuple[str, str, os.stat_result, str | None]]) -> bool:
+    """Compare a folder's own entries with its recorded ones; True if all equal and settled."""
+    names = walk.recorded.names(prefix)
+    stamps = (walk.cache.stamps_in(os.path.abspath(folder))
+              if walk.cache is not None and any(t is None for *_, t in own) else {})
+    clean = True
+    met = 0
+    for name, path, st, target in own:
+        want = names.get(name)
+        if want is not None:
+            met += 1
+        if target is not None:
+            same = want is not None and want[1] == "->" + target
+        elif want is None or want[0] != st.st_size or want[1].startswith("->"):
+            same = False
         else:
-            known = stamps.get(rel)
-            if (known is None or known[4] != digest or known[0] != st.st_size
-                    or known[1] != st.st_mtime_ns or known[2] != st.st_ctime_ns
-                    or known[3] != st.st_ino):
-                return -1
-        seen += 1
-    return seen
+            known = stamps.get(name)
+            if (known is not None and known[0] == st.st_size and known[1] == st.st_mtime_ns
+                    and known[2] == st.st_ctime_ns and known[3] == st.st_ino):
+                same = known[4] == want[1]
+            elif walk.stamps_only:
+                raise _DoubtError
+            else:
+                same = _digest(path, st, None, "") == want[1]
+            if same and not settled(FileStamp.of(st)):
+                clean = False
+        if not same:
+            clean = False
+            _found(walk, walk.edited if want is not None else walk.added, prefix + name)
+    if met < len(names):
+        clean = False
+        walk.doubtful.append(prefix)
+        seen = {name for name, *_ in own}
+        for name in sorted(names):
+            if name not in seen:
+                if not os.path.lexists(os.path.join(folder, name)):
+                    _found(walk, walk.deleted, prefix + name)
+                elif walk.stamps_only:
+                    raise _DoubtError
+    return clean
 
 
 def remove_replaced(root: Path, old: Iterable[str], new: Iterable[str]) -> list[str]:

@@ -97,7 +97,12 @@ def within(files: Iterable[ListedFile], under: str) -> Iterator[ListedFile]:
 
 def table_of(files: Iterable[ListedFile]) -> dict[str, tuple[int, str]]:
     """``path -> (size, blake3 or ->target)``, as baselines keep a folder's files."""
-    return {f.path: (f.size, f"->{f.link}" if f.link is not None else f.blake3) for f in files}
+    return {f.path: table_entry(f) for f in files}
+
+
+def table_entry(f: ListedFile | FileEntry) -> tuple[int, str]:
+    """One entry as baselines keep it: ``(size, blake3)``, or ``(size, "->" + target)``."""
+    return (f.size, f"->{f.link}" if f.link is not None else f.blake3)
 
 
 def regular(files: Iterable[ListedFile]) -> list[ListedFile]:
@@ -443,4 +448,4 @@ class _CacheWriter:
 
 __all__ = ["CACHE_DIR", "FileLists", "ListedFile", "Pair", "check_snapshot", "check_summary",
            "checked", "count_changes", "expected_files", "listed", "regular", "snapshot_listing",
-           "table_of", "within"]
+           "table_entry", "table_of", "within"]

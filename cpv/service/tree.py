@@ -20,14 +20,13 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from cpv.engine import worktree
 from cpv.engine.hashing import hash_file
-from cpv.engine.snapshot import FileEntry
 from cpv.engine.statcache import FileStamp, StatCache, cache_key
 from cpv.errors import LocalIOError
 from cpv.localmemo import file_stamp, keep_out_of_git, key_of, recall, record
@@ -109,6 +108,11 @@ class IgnoreRules:
         self._maybe = self._prefilter(workspace_root / PREFILTER_FILE)
         self._root = workspace_root
         self.options = options or PathFilter()
+        self.digest = hashlib.sha256(json.dumps(
+            [lines, self.options.exclude_patterns, self.options.include_patterns]
+        ).encode()).hexdigest()[:32]
+        """Names these rules (the lines and the command's patterns): a baseline recorded by
+        a push under the same rules holds no file they leave out."""
 
     @property
     def _spec(self) -> pathspec.GitIgnoreSpec:
@@ -155,11 +159,15 @@ class IgnoreRules:
         workspace root, where a tracked single file may live)."""
         options = self.options if self.options else None
         root = self._root
-        ignored = self.ignored
+        maybe = self._maybe
+        head = f"{folder}/" if folder else ""
 
         def excluded(rel: str) -> bool:
-            path = f"{folder}/{rel}" if folder else rel
-            if exclude_internal(rel) or ignored(path):
+            # ignored(), inlined: a walk of 10^6 entries asks this once per entry. The rules
+            # are compiled (pathspec imported) only when the prefilter lets a path through.
+            path = head + rel
+            if exclude_internal(rel) or (maybe is not None and maybe.search(path + "/") and (
+                    self._spec.match_file(path) or self._spec.match_file(path + "/"))):
                 return True
             return options is not None and options.drops(path, is_dir=_is_dir(root / path))
 
@@ -171,7 +179,7 @@ class IgnoreRules:
         (hidden by the defaults or ``.cpvignore``, left out by this command's options)."""
         by_file: list[str] = []
         by_option: list[str] = []
-        for rel in sorted(tracked):
+        for rel in tracked:
             path = f"{name}/{rel}" if name else rel
             if exclude_internal(rel):
                 continue
@@ -183,7 +191,7 @@ class IgnoreRules:
                 continue
             if os.path.lexists(folder / rel):  # a deleted file is a deletion, not hidden
                 found.append(path)
-        return by_file, by_option
+        return sorted(by_file), sorted(by_option)
 
 
 _FLOATING = "^(?:.+/)?"  # how pathspec starts a pattern that may match at any depth
@@ -227,13 +235,6 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _entries(table: FileTable) -> list[FileEntry]:
-    """A baseline as the engine's file entries, so the engine's comparison serves both."""
-    return [FileEntry(p, size, 0, "" if digest.startswith("->") else digest, (),
-                      link=digest[2:] if digest.startswith("->") else None)
-            for p, (size, digest) in table.items()]
-
-
 def has_files(folder: Path, exclude: Callable[[str], bool] = exclude_internal) -> bool:
     """True if ``folder`` holds at least one file or symlink cpv would version.
 
@@ -253,28 +254,190 @@ class LocalChanges:
     edited: tuple[str, ...]
     added: tuple[str, ...]
     deleted: tuple[str, ...]
+    doubtful: tuple[str, ...] = ()
+    """Folders (prefixes) where a recorded file was not seen: where a rule may hide one."""
+    learned: Mapping[str, bytes] = field(default_factory=dict)
+    """Fingerprints of folders found equal file by file (see :meth:`Baseline.learned`)."""
 
     def all(self) -> list[str]:
         return sorted({*self.edited, *self.added, *self.deleted})
 
 
-@dataclass(frozen=True, slots=True)
-class Baseline:
-    """What this machine last wrote, pulled or pushed in one folder."""
+_BASELINE_MAGIC = b"CPVBASE2\n"
+"""Then one JSON line (snapshot id, the push's rules digest, and per folder: prefix,
+fingerprint, entries, bytes, block length), then each folder's block (a JSON line of
+``[name, size, blake3 or ->target]`` rows) in the header's order: a command reads the header
+and only the blocks it needs."""
 
-    snapshot_id: str | None
-    files: FileTable
+
+@dataclass(frozen=True, slots=True)
+class _FolderRecord:
+    fingerprint: bytes | None
+    count: int
+    size: int
+    span: tuple[int, int] | None = None
+    """(offset, length) of its block in the file it was read from; None: held in memory."""
+
+
+def _folder_of(path: str) -> tuple[str, str]:
+    """(folder prefix, name) of a path relative to the tracked folder."""
+    cut = path.rfind("/")
+    return (path[:cut + 1], path[cut + 1:]) if cut >= 0 else ("", path)
+
+
+def _record(table: Mapping[str, tuple[int, str]], fingerprint: bytes | None) -> _FolderRecord:
+    return _FolderRecord(fingerprint, len(table), sum(v[0] for v in table.values()))
+
+
+class Baseline:
+    """What this machine last wrote, pulled or pushed in one folder, kept folder by folder.
+
+    Each sub-folder (a prefix, ``""`` or ``"a/b/"``) has its own entries and, when a push
+    or a status saw it settled and equal, the fingerprint it had then
+    (:mod:`cpv.engine.fingerprint`): a folder with that fingerprint now needs no look at its
+    entries. Read from disk, only the header is loaded; a folder's entries are read when
+    asked for (:meth:`names`), so an unchanged 10^6-file tree costs no per-file memory.
+    """
+
+    def __init__(self, snapshot_id: str | None, files: Mapping[str, tuple[int, str]] | None = None,
+                 *, fingerprints: Mapping[str, bytes] | None = None,
+                 rules: str | None = None) -> None:
+        self.snapshot_id = snapshot_id
+        self.rules = rules
+        """The :attr:`IgnoreRules.digest` of the push that recorded it (every file passed
+        them), if a push did."""
+        files = files or {}
+        tables: dict[str, dict[str, tuple[int, str]]] = {}
+        for path, value in files.items():
+            prefix, name = _folder_of(path)
+            tables.setdefault(prefix, {})[name] = value
+        fps = dict(fingerprints or {})
+        self._tables = tables
+        self._folders = {p: _record(tables.get(p, {}), fps.get(p))
+                         for p in sorted(set(tables) | set(fps))}
+        self._read_block: Callable[[int, int], bytes] | None = None
+        self._all: dict[str, tuple[int, str]] | None = None
+
+    @classmethod
+    def _from_file(cls, snapshot_id: str | None, folders: dict[str, _FolderRecord],
+                   read_block: Callable[[int, int], bytes], rules: str | None) -> Baseline:
+        baseline = cls(snapshot_id, rules=rules)
+        baseline._folders = folders
+        baseline._read_block = read_block
+        return baseline
+
+    def prefixes(self) -> list[str]:
+        return list(self._folders)
+
+    def fingerprint(self, prefix: str) -> bytes | None:
+        record = self._folders.get(prefix)
+        return None if record is None else record.fingerprint
+
+    def names(self, prefix: str) -> dict[str, tuple[int, str]]:
+        """The folder's own entries by name (the caller must not change them)."""
+        table = self._tables.get(prefix)
+        if table is not None:
+            return table
+        record = self._folders.get(prefix)
+        if record is None or record.span is None or not record.count:
+            return {}
+        assert self._read_block is not None
+        raw = self._read_block(*record.span)
+        try:
+            return {str(r[0]): (int(r[1]), str(r[2])) for r in json.loads(raw)}
+        except (ValueError, TypeError, IndexError) as exc:
+            raise LocalIOError(f"the record of what was last written here is damaged: {exc}",
+                               hint=f"delete {LOCAL_DIR}/baseline (status then compares with "
+                                    "the current version)") from exc
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    @property
+    def count(self) -> int:
+        """Entries recorded (files and links)."""
+        return sum(r.count for r in self._folders.values())
+
+    @property
+    def total_size(self) -> int:
+        return sum(r.size for r in self._folders.values())
+
+    def paths(self, prefixes: Iterable[str] | None = None) -> Iterator[str]:
+        """The recorded paths, folder by folder (only ``prefixes``' when given)."""
+        for prefix in self._folders if prefixes is None else prefixes:
+            for name in self.names(prefix):
+                yield prefix + name
+
+    @property
+    def files(self) -> dict[str, tuple[int, str]]:
+        """Every recorded entry, ``path -> (size, blake3 or ->target)``, held whole: for
+        a pull's plan, which needs the whole version anyway; status and push stream."""
+        if self._all is None:
+            self._all = {prefix + name: value for prefix in self._folders
+                         for name, value in self.names(prefix).items()}
+        return self._all
+
+    def updated(self, snapshot_id: str | None,
+                changes: Iterable[tuple[str, tuple[int, str] | None]],
+                fingerprints: Mapping[str, bytes], rules: str | None) -> Baseline:
+        """This baseline with ``changes`` applied (path -> new entry, None: removed),
+        ``fingerprints`` as the new set, and pushed under ``rules`` (None: not a push's):
+        only the changed folders' entries are read."""
+        touched: dict[str, dict[str, tuple[int, str]]] = {}
+        for path, value in changes:
+            prefix, name = _folder_of(path)
+            table = touched.get(prefix)
+            if table is None:
+                table = touched[prefix] = dict(self.names(prefix))
+            if value is None:
+                table.pop(name, None)
+            else:
+                table[name] = value
+        out = Baseline(snapshot_id, rules=rules)
+        out._read_block = self._read_block
+        out._tables = {p: t for p, t in self._tables.items() if p not in touched}
+        folders: dict[str, _FolderRecord] = {}
+        for prefix in sorted(set(self._folders) | set(touched) | set(fingerprints)):
+            fp = fingerprints.get(prefix)
+            if prefix in touched:
+                out._tables[prefix] = touched[prefix]
+                folders[prefix] = _record(touched[prefix], fp)
+            elif prefix in self._folders:
+                old = self._folders[prefix]
+                folders[prefix] = _FolderRecord(fp, old.count, old.size, old.span)
+            else:
+                folders[prefix] = _FolderRecord(fp, 0, 0)
+        out._folders = {p: r for p, r in folders.items() if r.count or r.fingerprint}
+        return out
+
+    def learned(self, fingerprints: Mapping[str, bytes]) -> Baseline:
+        """The same entries, with more folders' fingerprints known."""
+        return self.updated(self.snapshot_id, (), {
+            **{p: r.fingerprint for p, r in self._folders.items() if r.fingerprint},
+            **fingerprints}, self.rules)
+
+    def _blocks(self) -> Iterator[tuple[str, _FolderRecord, bytes]]:
+        for prefix, folder in self._folders.items():
+            table = self._tables.get(prefix)
+            if table is not None:
+                rows = [[name, v[0], v[1]] for name, v in sorted(table.items())]
+                raw = json.dumps(rows, separators=(",", ":")).encode() + b"\n" if rows else b""
+            elif folder.span is not None and folder.count:
+                assert self._read_block is not None
+                raw = self._read_block(*folder.span)  # unchanged: copied, not decoded
+            else:
+                raw = b""
+            yield prefix, folder, raw
 
 
 class BaselineStore:
-    """Baselines of one workspace, one small JSON file per target folder."""
+    """Baselines of one workspace, one small file per target folder."""
 
     def __init__(self, workspace_root: Path) -> None:
         self._dir = workspace_root / LOCAL_DIR / "baseline"
         self._root = workspace_root
         # file -> (its stamp when read, what it held): a command asks for the same folder's
-        # baseline several times (push: left-out check, no-op check, lineage), and 20,000
-        # entries cost a JSON decode each time.
+        # baseline several times (push: left-out check, no-op check, lineage).
         self._read: dict[Path, tuple[tuple[int, int, int], Baseline]] = {}
 
     def _file(self, folder: Path) -> Path:
@@ -290,40 +453,85 @@ class BaselineStore:
         return self._dir / f"{name}.json"
 
     def load(self, folder: Path) -> Baseline | None:
-        """The baseline of ``folder``; the caller must not change the returned table."""
+        """The baseline of ``folder``: its header only, entries read folder by folder."""
         path = self._file(folder)
         try:
-            with open(path, "rb") as fh:
-                st = os.fstat(fh.fileno())
-                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-                known = self._read.get(path)
-                if known is not None and known[0] == stamp:
-                    return known[1]
-                doc = json.loads(fh.read())
-            files = {str(p): (int(v[0]), str(v[1])) for p, v in doc["files"].items()}
-            sid = doc.get("snapshot_id")
-            baseline = Baseline(str(sid) if sid else None, files)
-            self._read[path] = (stamp, baseline)
-            return baseline
+            fh = open(path, "rb")  # noqa: SIM115 - kept open: the blocks are read later
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        except OSError as exc:
             log.warning("ignoring unreadable baseline %s: %s", path, exc)
             return None
+        try:
+            st = os.fstat(fh.fileno())
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            known = self._read.get(path)
+            if known is not None and known[0] == stamp:
+                fh.close()
+                return known[1]
+            baseline = _parse_baseline(fh)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            fh.close()
+            log.warning("ignoring unreadable baseline %s: %s", path, exc)
+            return None
+        self._read[path] = (stamp, baseline)
+        return baseline
 
     def save(self, folder: Path, baseline: Baseline) -> None:
         path = self._file(folder)
+        tmp = path.with_suffix(".tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             keep_out_of_git(self._dir.parent)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"snapshot_id": baseline.snapshot_id,
-                                       "files": {p: list(v) for p, v in baseline.files.items()}},
-                                      separators=(",", ":")), encoding="utf-8")
+            blocks = list(baseline._blocks())
+            header = {"snapshot_id": baseline.snapshot_id, "rules": baseline.rules,
+                      "folders": [[p, r.fingerprint.hex() if r.fingerprint else None, r.count,
+                                   r.size, len(raw)] for p, r, raw in blocks]}
+            with open(tmp, "wb") as out:
+                out.write(_BASELINE_MAGIC)
+                out.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
+                for _, _, raw in blocks:
+                    out.write(raw)
             os.replace(tmp, path)
         except OSError as exc:
             raise LocalIOError(f"cannot record what was written to {folder}: {exc.strerror}",
                                path=str(path)) from exc
+
+
+def _parse_baseline(fh: BinaryIO) -> Baseline:
+    """A baseline file: the header now, the blocks through ``fh`` later (kept open, so a
+    baseline saved meanwhile, a new file renamed over it, does not change what it reads)."""
+    first = fh.readline()
+    if first != _BASELINE_MAGIC:
+        # A baseline of an earlier cpv: one JSON document, every file. Read once; the next
+        # save writes it folder by folder.
+        doc = json.loads(first + fh.read())
+        fh.close()
+        files = {str(p): (int(v[0]), str(v[1])) for p, v in doc["files"].items()}
+        sid = doc.get("snapshot_id")
+        return Baseline(str(sid) if sid else None, files)
+    header = json.loads(fh.readline())
+    start = fh.tell()
+    folders: dict[str, _FolderRecord] = {}
+    offset = start
+    for prefix, fp, count, size, length in header["folders"]:
+        folders[str(prefix)] = _FolderRecord(bytes.fromhex(fp) if fp else None, int(count),
+                                             int(size), (offset, int(length)))
+        offset += int(length)
+    sid = header.get("snapshot_id")
+
+    def read_block(at: int, length: int) -> bytes:
+        fh.seek(at)
+        raw = fh.read(length)
+        if len(raw) != length:
+            raise LocalIOError(f"the record of what was last written here ({fh.name}) is "
+                               "truncated", hint=f"delete {LOCAL_DIR}/baseline")
+        return raw
+
+    rules = header.get("rules")
+    # read_block keeps ``fh`` open for as long as the baseline (or one derived from it) lives.
+    return Baseline._from_file(str(sid) if sid else None, folders, read_block,
+                               str(rules) if rules else None)
 
 
 def file_digest(folder: Path, rel: str, cache: StatCache | None) -> str | None:
@@ -349,27 +557,32 @@ def file_digest(folder: Path, rel: str, cache: StatCache | None) -> str | None:
 
 
 def local_changes(
-    folder: Path, baseline: FileTable, cache: StatCache | None,
-    exclude: Callable[[str], bool] = exclude_internal,
+    folder: Path, baseline: Baseline, cache: StatCache | None,
+    exclude: Callable[[str], bool] = exclude_internal, *, first: bool = False,
 ) -> LocalChanges:
-    """How ``folder`` differs from its baseline (the engine compares; this sorts the result).
+    """How ``folder`` differs from its baseline, folder by folder (the engine compares:
+    :func:`~cpv.engine.worktree.compare_folders`); ``first`` stops at the first change.
 
     Raises:
         LocalIOError: a file or folder cannot be read: never reported as unchanged.
     """
-    found = worktree.compare(folder, _entries(baseline), cache=cache, exclude=exclude)
-    edited = tuple(p for p in found.changed if p in baseline)
-    added = tuple(p for p in found.changed if p not in baseline)
-    return LocalChanges(edited, added, tuple(found.missing))
+    found = worktree.compare_folders(folder, baseline, cache=cache, exclude=exclude,
+                                     first=first)
+    assert found is not None
+    return LocalChanges(tuple(found.edited), tuple(found.added), tuple(found.deleted),
+                        tuple(found.doubtful), found.learned)
 
 
 def unchanged_since(
-    folder: Path, baseline: FileTable, cache: StatCache,
+    folder: Path, baseline: Baseline, cache: StatCache,
     exclude: Callable[[str], bool] = exclude_internal,
-) -> bool:
-    """True only if ``folder`` holds exactly ``baseline``'s files, by stat calls alone (no
-    file is read; any doubt is False). What lets a no-op push skip the store."""
-    return worktree.unchanged_by_stat(folder, baseline, cache, exclude=exclude)
+) -> LocalChanges | None:
+    """No change (what was learned on the way), only if ``folder`` holds exactly
+    ``baseline``'s files, by stat calls alone: no file is read, any doubt is None. What lets
+    a no-op push skip the store."""
+    found = worktree.compare_folders(folder, baseline, cache=cache, exclude=exclude,
+                                     stamps_only=True)
+    return None if found is None else LocalChanges((), (), (), (), found.learned)
 
 
 def conflicts(

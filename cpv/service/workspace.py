@@ -16,7 +16,7 @@ import posixpath
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -54,6 +54,7 @@ from cpv.service.filelist import (
     expected_files,
     regular,
     snapshot_listing,
+    table_entry,
     table_of,
 )
 from cpv.service.results import (
@@ -124,6 +125,7 @@ if TYPE_CHECKING:
     from cpv.engine.repair import RepairReport
     from cpv.engine.roots import AdoptReport, ForgetPolicy, ForgetReport, RootInfo, TagTarget
     from cpv.engine.statcache import StatCache
+    from cpv.engine.tree import Change
     from cpv.service.sessions import SessionCommit
 
 log = logging.getLogger(__name__)
@@ -175,6 +177,53 @@ def _split_counts(paths: Sequence[str]) -> dict[str, int]:
         if head in DATA_SPLITS:
             counts[head] = counts.get(head, 0) + 1
     return counts
+
+
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    """What a pointer manifest says of its version's files (see ``pointer_manifest``)."""
+
+    file_count: int
+    total_size: int
+    changes: ChangeCounts | None
+    splits: dict[str, int]
+
+    @classmethod
+    def since(cls, current: Manifest, changes: Iterable[Change], total_size: int
+              ) -> tuple[_Summary, list[tuple[str, tuple[int, str] | None]]] | None:
+        """The new version's summary from ``current``'s and what changed since (regular
+        files, as :func:`count_changes` counts them), with the changes as baseline entries;
+        None when ``current`` does not say enough (then the whole list is read)."""
+        given = {k[len("samples."):]: v for k, v in current.extra.items()
+                 if k.startswith("samples.")}
+        if not all(isinstance(v, int) for v in given.values()):
+            return None
+        splits = {k: int(v) for k, v in given.items() if isinstance(v, int)}
+        added = changed = removed = 0
+        entries: list[tuple[str, tuple[int, str] | None]] = []
+        for c in changes:
+            old = c.old is not None and c.old.link is None
+            new = c.new is not None and c.new.link is None
+            if new and not old:
+                added += 1
+            elif old and not new:
+                removed += 1
+            elif old and new and (c.old.size, c.old.blake3) != (  # type: ignore[union-attr]
+                    c.new.size, c.new.blake3):  # type: ignore[union-attr]
+                changed += 1
+            if current.kind == "data" and old != new:
+                head = c.path.split("/", 1)[0] if "/" in c.path else ""
+                if head in DATA_SPLITS:
+                    splits[head] = splits.get(head, 0) + (1 if new else -1)
+            entries.append((c.path, None if c.new is None else table_entry(c.new)))
+        count = current.file_count + added - removed
+        if count < 0 or any(v < 0 for v in splits.values()):
+            return None  # the current manifest's counts do not add up: read the list
+        summary = cls(count, total_size, ChangeCounts(added=added, changed=changed,
+                                                      removed=removed),
+                      {k: v for k, v in splits.items() if v} if current.kind == "data"
+                      else {})
+        return summary, entries
 
 
 def _listed(paths: Sequence[str]) -> str:
@@ -678,12 +727,22 @@ class WorkspaceService:
     ) -> tuple[LocalChanges, Baseline, StatCache | None]:
         baseline = self._baseline(track, folder)
         cache = self.ws.stat_digests()
-        exclude = self.exclude(track)
-        if baseline.files and unchanged_since(folder, baseline.files, cache, exclude):
-            # The no-op push's test: every file vouched for by one stat and one lookup, so
-            # status of an unchanged tree builds no per-file comparison.
-            return LocalChanges((), (), ()), baseline, cache
-        return local_changes(folder, baseline.files, cache, exclude), baseline, cache
+        return local_changes(folder, baseline, cache, self.exclude(track)), baseline, cache
+
+    def _learn(self, track: Track, folder: Path, baseline: Baseline,
+               changes: LocalChanges) -> None:
+        """Record the fingerprints of folders a no-op push just found equal to the baseline
+        file by file (after a pull, or a push whose files were too fresh to vouch for), so
+        the next status or no-op push judges them by one comparison each. Best effort: only
+        a cache. (``status`` writes nothing: it may run where nothing may be written.)"""
+        if not changes.learned or not track.is_dir or baseline.snapshot_id is None:
+            return
+        if self._baselines.load(self._at(track, folder)) is not baseline:
+            return  # not this machine's record (a fallback), or replaced meanwhile
+        try:
+            self._baselines.save(self._at(track, folder), baseline.learned(changes.learned))
+        except LocalIOError as exc:
+            log.debug("not recording folder fingerprints: %s", exc)
 
     def local_changes(self, kind: Kind) -> list[str]:
         """Files of ``kind``'s folder edited, added or deleted here since the last push/pull."""
@@ -793,9 +852,6 @@ class WorkspaceService:
         except (UnsupportedPathError, LocalIOError) as exc:
             exc.hint = self._push_hint(exc.hint, track)
             raise
-        listing = snapshot_listing(result.snapshot)
-        files = regular(listing)
-        split_counts = _split_counts([f.path for f in files]) if kind == "data" else {}
         outcome = partial(
             UploadResult, kind=kind, path=track.path, is_dir=track.is_dir,
             snapshot_id=result.snapshot_id,
@@ -808,10 +864,7 @@ class WorkspaceService:
             return outcome(commit=None, uploaded_bytes=0, dry_run=True, changed=True,
                            next_tag=ws.history.next_tag(kind) if track.is_default
                            else self.planned_line_tag(track, None))
-        self.remember_listing(result.snapshot_id, result.snapshot)
-        if source == folder:
-            self._baselines.save(self._at(track, folder),
-                                 Baseline(result.snapshot_id, snapshot_table(result.snapshot)))
+        summary = self._summary(track, current, result, record=source == folder)
         if (current is not None and current.snapshot_id == result.snapshot_id
                 and (not resolved or dict(current.metrics) == resolved)
                 and (not message or current.message == message)
@@ -824,11 +877,11 @@ class WorkspaceService:
                            changed=False, pushed_to=pushed_to)
         manifest = pointer_manifest(
             kind=kind, path=track.path, snapshot_id=result.snapshot_id,
-            store_url=ws.store_url, file_count=len(files),
-            total_size=sum(f.size for f in files), changes=self.changes_since(current, listing),
+            store_url=ws.store_url, file_count=summary.file_count,
+            total_size=summary.total_size, changes=summary.changes,
             is_dir=track.is_dir if source == folder else source.is_dir(), message=message,
             author=ws.history.default_author(), metrics=resolved,
-            extra={**{f"samples.{k}": v for k, v in split_counts.items()}, **(extra or {})},
+            extra={**{f"samples.{k}": v for k, v in summary.splits.items()}, **(extra or {})},
             lineage=lineage, params=params, line=track.line,
         )
         # Invariant 1: the snapshot is durable in the store; only now does Git reference it.
@@ -838,6 +891,46 @@ class WorkspaceService:
         return outcome(commit=record.commit, uploaded_bytes=result.uploaded_bytes,
                        dry_run=False, changed=record.changed, pushed_to=pushed_to)
 
+    def _summary(self, track: Track, current: Manifest | None, result: PushResult, *,
+                 record: bool) -> _Summary:
+        """What the new version's pointer manifest says (file count, size, changes, data
+        splits), and the folder's new baseline recorded when ``record``.
+
+        Taken from what differs since the current version (a tree diff: equal sub-trees are
+        not read, so a 1 % push of 10^6 files reads the changed folders only) when this
+        machine's baseline is that version; else from the pushed version's whole list.
+        """
+        folder = self._place(track)
+        fingerprints = dict(result.folder_fingerprints) if track.is_dir else {}
+        rules = self._rules().digest if track.is_dir else None
+        base = self._baselines.load(self._at(track, folder)) if record else None
+        streamed = None
+        if (current is not None and current.files is None and result.tree_nodes
+                and current.store_url == self.ws.store_url
+                and (not record or (base is not None
+                                    and base.snapshot_id == current.snapshot_id))):
+            try:
+                streamed = _Summary.since(current, self.ws.repository().diff(
+                    current.snapshot_id, result.snapshot_id), result.total_bytes)
+            except CPVError as exc:  # (the current version gone from the store: a full read)
+                log.info("reading the pushed list: no diff since %s: %s",
+                         current.snapshot_id[:12], exc)
+        if streamed is not None:
+            summary, changed = streamed
+            if record:
+                assert base is not None
+                self._baselines.save(self._at(track, folder), base.updated(
+                    result.snapshot_id, changed, fingerprints, rules))
+            return summary
+        listing = self.remember_listing(result.snapshot_id, result.snapshot)
+        if record:
+            self._baselines.save(self._at(track, folder), Baseline(
+                result.snapshot_id, table_of(listing), fingerprints=fingerprints, rules=rules))
+        files = regular(listing)
+        return _Summary(len(files), sum(f.size for f in files),
+                        self.changes_since(current, listing),
+                        _split_counts([f.path for f in files]) if track.kind == "data" else {})
+
     def _left_out(self, track: Track, folder: Path, current: Manifest | None) -> list[str]:
         """Files of the current version that this push's rules leave out: refused when
         ``.cpvignore`` (or a default) hides them, which would drop them from the new version
@@ -845,9 +938,12 @@ class WorkspaceService:
         """
         if current is None:
             return []
+        baseline = self._baselines.load(self._at(track, folder))
+        if (baseline is not None and baseline.snapshot_id == current.snapshot_id
+                and baseline.rules is not None and baseline.rules == self._rules().digest):
+            return []  # pushed under these very rules: none of its files is left out
         by_file, by_option = self._rules().hidden_tracked(
-            folder, track.folder,
-            self._version_paths(current, self._baselines.load(self._at(track, folder))))
+            folder, track.folder, self._version_paths(current, baseline))
         if by_file and not track.is_dir:
             raise ConfigError(
                 f"{IGNORE_FILE} (or a default rule) hides the tracked file {track.path}; a push "
@@ -866,12 +962,15 @@ class WorkspaceService:
                     f"exclude=['{by_file[0]}'] to leave them out on purpose"))
         return by_option
 
-    def _version_paths(self, manifest: Manifest, baseline: Baseline | None) -> list[str]:
-        """The paths of ``manifest``'s version: from this machine's baseline when it holds that
-        version (no store, no cache), else from its file list."""
+    def _version_paths(self, manifest: Manifest, baseline: Baseline | None,
+                       folders: Iterable[str] | None = None) -> Iterable[str]:
+        """The paths of ``manifest``'s version, streamed: from this machine's baseline when it
+        holds that version (no store, no cache; only ``folders``' when given), else from its
+        file list."""
         if baseline is not None and baseline.snapshot_id == manifest.snapshot_id:
-            return list(baseline.files)
-        return [f.path for f in self.files_of(manifest, "HEAD")]
+            return baseline.paths(folders)
+        return (f.path for f in self._stream(self._lists.iter_files(manifest, "HEAD"),
+                                             manifest, "HEAD"))
 
     def lineage_now(self) -> Lineage | None:
         """The data in this workspace now, as a model version records it: what this machine
@@ -913,16 +1012,18 @@ class WorkspaceService:
                 or (params and dict(current.params) != dict(params))):
             return None
         baseline = self._baselines.load(self._at(track, folder))
-        if baseline is None or not baseline.files or baseline.snapshot_id != current.snapshot_id:
+        if baseline is None or not baseline or baseline.snapshot_id != current.snapshot_id:
             return None  # (no files: the full path says "nothing to upload")
-        if not unchanged_since(folder, baseline.files, ws.stat_digests(), self.exclude(track)):
+        same = unchanged_since(folder, baseline, ws.stat_digests(), self.exclude(track))
+        if same is None:
             return None
         if ws.history.status().changes:
             return None
+        self._learn(track, folder, baseline, same)
         return UploadResult(
             kind=track.kind, path=track.path, is_dir=track.is_dir,
             snapshot_id=current.snapshot_id, commit=None,
-            files=len(baseline.files), total_bytes=sum(v[0] for v in baseline.files.values()),
+            files=baseline.count, total_bytes=baseline.total_size,
             uploaded_bytes=0, new_bytes=0, chunks_new=0, chunks_reused=0,
             seconds=time.monotonic() - started, dry_run=False, changed=False,
             pushed_to=self.publish() if publish else None)
@@ -1559,8 +1660,10 @@ class WorkspaceService:
             behind = manifest is not None and baseline.snapshot_id != manifest.snapshot_id
             hidden: list[str] = []
             if manifest is not None:
+                # Only where a recorded file was not seen can a rule hide one.
                 hidden, _ = self._rules().hidden_tracked(
-                    folder, track.folder, self._version_paths(manifest, baseline))
+                    folder, track.folder,
+                    self._version_paths(manifest, baseline, changes.doubtful))
             kinds.append(KindStatus(
                 kind=kind, path=track.path, is_dir=track.is_dir, recorded=manifest is not None,
                 snapshot_id=manifest.snapshot_id if manifest else None,

@@ -117,11 +117,15 @@ def test_unchanged_tree_needs_no_store_and_no_boto3(
     config.write_text(saved)
     bad = _push(cpv, pushed, {**offline, "CPV_TEAM": "no team"}, expect=1)
     assert "invalid team" in bad.json()["error"]["message"], str(bad)
-    # Another cache folder holds no stat cache: nothing is vouched for, so the push needs the
-    # store (and fails offline) instead of answering "unchanged".
-    moved = _push(cpv, pushed, {**offline, "CPV_CACHE_DIR": str(pushed.parent / "cache2")},
-                  expect=None)
-    assert moved.code != 0 and "botocore" in moved.stderr, str(moved)
+    # A new cache folder is the one used: a push that has something to send (a new file) fills
+    # it with its stat cache and index, not the folder the remembered answers were made for.
+    cache2 = pushed.parent / "cache2"
+    _write(pushed / "data" / "train" / "new.txt", b"one more sample\n")
+    moved = _push(cpv, pushed, {**s3_env, "CPV_CACHE_DIR": str(cache2)})
+    assert _changed(moved) == {"model": False, "data": True}
+    assert cache2.is_dir() and any(p.is_file() for p in cache2.rglob("*")), str(moved)
+    time.sleep(2.1)  # the new file settles (a racy file is never vouched for)
+    assert _push(cpv, pushed, s3_env)  # records it as settled
     assert _changed(_push(cpv, pushed, offline)) == {"model": False, "data": False}
 
 

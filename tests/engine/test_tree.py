@@ -258,6 +258,25 @@ def test_duplicate_and_unsorted_names_are_refused() -> None:
             list(TreeWalker(_reader({top: raw})).files(top))
 
 
+def test_a_diff_refuses_hostile_nodes_on_either_side() -> None:
+    """The diff compares rows as decoded, without building entries; the same refusals hold."""
+    row = {"s": 0, "m": 420, "h": H, "c": None}
+    good, good_raw = _node({"e": [{"n": "a", **row}, {"n": "b", **row}]})
+    for entries in (
+        [{"n": "a", **row}] * 2,
+        [{"n": "b", **row}, {"n": "a", **row}],
+        [{"n": "a", **row}, {"n": "a", "d": H}],
+    ):
+        bad, bad_raw = _node({"e": entries})
+        for a, b in ((good, bad), (bad, good)):
+            with pytest.raises(FormatError, match="out of order or twice"):
+                list(TreeWalker(_reader({good: good_raw, bad: bad_raw})).diff(a, b))
+    bad, bad_raw = _node({"e": [{"n": "../x", **row}]})
+    for a, b in ((good, bad), (bad, good)):
+        with pytest.raises(UnsafePathError):
+            list(TreeWalker(_reader({good: good_raw, bad: bad_raw})).diff(a, b))
+
+
 def test_duplicates_across_parts_are_refused() -> None:
     leaf, raw = _node({"e": [{"n": "a", "s": 0, "m": 420, "h": H, "c": None}]})
     top, top_raw = _node({"p": [leaf.hex(), leaf.hex()]})

@@ -23,6 +23,7 @@ import struct
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -353,6 +354,23 @@ class ChunkIndex:
         self.partial = False
         """True for one snapshot's locations only (:func:`load_locations`): never for writers."""
 
+    def still_holds(self, index_ids: AbstractSet[str]) -> bool:
+        """Whether every chunk the index objects ``index_ids`` named is still here, intact.
+
+        Index objects never change, and a chunk leaves a store only through a gc or a repair
+        that first deletes the index objects naming it, or through damage, which is recorded
+        (damage records, a missing pack, a damaged index object). So while those objects are
+        all still listed and no damage is known, all their chunks are still in their packs: a
+        push trusts what it recorded then without looking up a chunk (docs/format.md).
+        """
+        return (not self._bad and not self.damaged_ids and not self.unpersisted
+                and not self.partial and index_ids <= self.index_ids)
+
+    def would_spill(self, added: int) -> bool:
+        """Whether ``added`` more entries would take the ones held in RAM past
+        :data:`SPILL_ENTRIES`: :func:`sync_index` would then keep them in the on-disk table."""
+        return len(self._chunks) + added > SPILL_ENTRIES
+
     def __len__(self) -> int:
         """Entries (a chunk the table and the dict both name counts twice: a size, not a set)."""
         return len(self._chunks) + (self.table.count if self.table is not None else 0)
@@ -637,22 +655,26 @@ def locations_key(snapshot_id: str) -> str:
     return LOCATIONS_PREFIX + snapshot_id
 
 
-def write_locations(
-    store: ObjectStore, snapshot_id: str, index: ChunkIndex, chunk_ids: Iterable[bytes]
-) -> bool:
-    """Store the packs of ``snapshot_id`` unless listed already; False when a chunk is unindexed."""
+def write_locations(store: ObjectStore, snapshot_id: str, packs: Iterable[str]) -> bool:
+    """Store ``packs`` as the pack list of ``snapshot_id`` unless one is listed already."""
     key = locations_key(snapshot_id)
     if store.exists(key):
         return False
+    doc = {"version": 1, "packs": sorted(set(packs))}
+    store.put(key, json.dumps(doc, separators=(",", ":")).encode())
+    return True
+
+
+def packs_of(index: ChunkIndex, chunk_ids: Iterable[bytes]) -> set[str] | None:
+    """The packs holding ``chunk_ids`` (as :meth:`ChunkIndex.get` locates them); None when
+    one is not indexed (then no pack list is written: a reader would miss that chunk)."""
     packs: set[str] = set()
     for cid in chunk_ids:
         loc = index.get(cid)
         if loc is None:
-            return False
+            return None
         packs.add(loc.pack_id)
-    doc = {"version": 1, "packs": sorted(packs)}
-    store.put(key, json.dumps(doc, separators=(",", ":")).encode())
-    return True
+    return packs
 
 
 def read_locations(store: ObjectStore, snapshot_id: str) -> list[str] | None:

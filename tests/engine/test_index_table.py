@@ -153,6 +153,10 @@ def test_push_pull_verify_gc_through_the_table(spill: None, memory_store: Any,
     repo = make_repo(memory_store, tmp_path / "c")
     src = make_tree(tmp_path / "src", small=120)
     sid = push(repo, src, limits=LIMITS).snapshot_id
+    # The push's own entries went to the table, not into RAM, and its pack list is whole.
+    assert repo.index.table is not None and not repo.index.would_spill(0)
+    assert set(index_mod.read_locations(memory_store, sid) or ()) == {
+        loc.pack_id for _, loc in repo.index.items()}
     fresh = Repository.open(memory_store, cache_dir=tmp_path / "c2")
     assert fresh.index.table is not None  # more entries than SPILL_ENTRIES: on disk
     assert push(fresh, src, limits=LIMITS).new_bytes == 0  # dedup through the table

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from cpv.engine.hashing import DIGEST_SIZE, chunk_id
 from cpv.engine.objcache import read_cached, write_cached
-from cpv.engine.packs import PackEntry
+from cpv.engine.packs import ENTRY_SIZE, PackEntry, iter_packed, pack_entry, unpack_entries
 from cpv.errors import FormatError, ObjectNotFoundError
 
 if TYPE_CHECKING:
@@ -55,13 +55,39 @@ class Location:
     length: int
 
 
-@dataclass(frozen=True, slots=True)
 class PackRecord:
-    """One pack a push wrote, with the chunks it holds."""
+    """One pack a push wrote (or a footer describes), with the chunks it holds.
 
-    pack_id: str
-    size: int
-    entries: tuple[PackEntry, ...]
+    The entries are kept packed (:data:`~cpv.engine.packs.pack_entry`, 44 B each) and made
+    into :class:`PackEntry` objects only when asked for: a push keeps every record it wrote
+    until its index object is written.
+    """
+
+    __slots__ = ("pack_id", "packed", "size")
+
+    def __init__(self, pack_id: str, size: int, entries: Iterable[PackEntry] = (), *,
+                 packed: bytes | None = None) -> None:
+        self.pack_id = pack_id
+        self.size = size
+        self.packed = packed if packed is not None else b"".join(
+            pack_entry(e.chunk_id, e.offset, e.length) for e in entries)
+
+    @property
+    def entries(self) -> tuple[PackEntry, ...]:
+        return unpack_entries(self.packed)
+
+    def __len__(self) -> int:
+        return len(self.packed) // ENTRY_SIZE
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PackRecord) and (self.pack_id, self.size, self.packed) == (
+            other.pack_id, other.size, other.packed)
+
+    def __hash__(self) -> int:
+        return hash((self.pack_id, self.size, self.packed))
+
+    def __repr__(self) -> str:
+        return f"PackRecord({self.pack_id!r}, {self.size}, {len(self)} entries)"
 
 
 def encode_index(packs: Iterable[PackRecord]) -> tuple[str, bytes]:
@@ -69,9 +95,10 @@ def encode_index(packs: Iterable[PackRecord]) -> tuple[str, bytes]:
     packs = list(packs)
     parts = [INDEX_MAGIC, _U32.pack(len(packs))]
     parts.extend(bytes.fromhex(p.pack_id) for p in packs)
-    entries = [(i, e) for i, p in enumerate(packs) for e in p.entries]
-    parts.append(_U32.pack(len(entries)))
-    parts.extend(_ENTRY.pack(e.chunk_id, i, e.offset, e.length) for i, e in entries)
+    parts.append(_U32.pack(sum(len(p) for p in packs)))
+    pack = _ENTRY.pack
+    parts.extend(pack(cid, i, offset, length) for i, p in enumerate(packs)
+                 for cid, offset, length in iter_packed(p.packed))
     body = b"".join(parts)
     raw = body + chunk_id(body)
     return chunk_id(raw).hex(), raw
@@ -410,14 +437,14 @@ class ChunkIndex:
         return (found[0], True) if found else (None, False)
 
     def add_pack(self, record: PackRecord) -> None:
-        for e in record.entries:
-            loc = Location(record.pack_id, e.offset, e.length)
-            if e.chunk_id in self._suspect and not self._is_bad(e.chunk_id, loc):
-                self._alts.setdefault(e.chunk_id, []).append(self._chunks[e.chunk_id])
-                self._chunks[e.chunk_id] = loc
-                self._suspect.discard(e.chunk_id)
+        for cid, offset, length in iter_packed(record.packed):
+            loc = Location(record.pack_id, offset, length)
+            if cid in self._suspect and not self._is_bad(cid, loc):
+                self._alts.setdefault(cid, []).append(self._chunks[cid])
+                self._chunks[cid] = loc
+                self._suspect.discard(cid)
             else:
-                self.add_entries(((e.chunk_id, loc),))
+                self.add_entries(((cid, loc),))
 
     def add_entries(self, entries: Iterable[tuple[bytes, Location]]) -> None:
         chunks = self._chunks

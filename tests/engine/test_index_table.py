@@ -224,3 +224,28 @@ def test_a_build_that_dies_half_way_leaves_the_old_table(spill: None, tmp_path: 
     assert (tmp_path / TABLE_FILE).read_bytes() == before
     assert not list(tmp_path.glob(".index-table-*"))
     assert records[0].entries[0].chunk_id in sync_index(store, tmp_path)
+
+
+def test_deferred_entries_are_all_found_by_threads_racing_to_the_first_lookup() -> None:
+    import threading
+
+    records = _records(random.Random(3), packs=4, per_pack=2000, shared=[])
+    index_id, raw = encode_index(records)
+    index = ChunkIndex()
+    index.defer(index_id, raw)
+    assert len(index) == 8000 and index.pack_ids() == {r.pack_id for r in records}
+    wanted = [e.chunk_id for r in records for e in r.entries]
+    missed: list[int] = []
+    start = threading.Barrier(4)
+
+    def look() -> None:
+        start.wait()
+        missed.append(sum(c not in index for c in wanted))
+
+    threads = [threading.Thread(target=look) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert missed == [0, 0, 0, 0]
+    assert index.get(wanted[0]) == index_mod.Location(records[0].pack_id, 0, 100)

@@ -195,3 +195,33 @@ def test_after_a_gc_reuse_is_checked_again_and_what_went_is_uploaded(
     # Vouched for anew: the next push trusts them again.
     assert push(Repository.open(local_store, cache_dir=cache), src,
                 limits=LIMITS).folders_reused == FOLDERS
+
+
+def _touch(sub: Path) -> None:
+    st = (sub / "a1.bin").stat()
+    os.utime(sub / "a1.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+def _same_bytes_new_inode(sub: Path) -> None:
+    import shutil
+
+    shutil.copy2(sub / "a1.bin", sub / "a1.tmp")  # same bytes, same mtime, another inode
+    (sub / "a1.tmp").replace(sub / "a1.bin")
+
+
+def _same_size_and_mtime_new_bytes(sub: Path) -> None:
+    st = (sub / "a1.bin").stat()
+    (sub / "a1.bin").write_bytes(rand_bytes(st.st_size, 4242))
+    os.utime(sub / "a1.bin", ns=(st.st_atime_ns, st.st_mtime_ns))  # only ctime tells
+
+
+@pytest.mark.parametrize("change", [_touch, _same_bytes_new_inode, _same_size_and_mtime_new_bytes])
+def test_a_stamp_change_alone_makes_the_folder_read_again(
+        local_store: LocalStore, tmp_path: Path, change: Callable[[Path], None]) -> None:
+    src = _tree(tmp_path / "src")
+    repo = make_repo(local_store, tmp_path / "c")
+    push(repo, src, limits=LIMITS)
+    assert push(repo, src, limits=LIMITS).folders_reused == FOLDERS
+    change(src / "other" / "a")
+    result = _push_and_check(repo, src, tmp_path / "out")  # the tree on disk, pulled back
+    assert result.folders_reused == FOLDERS - 3

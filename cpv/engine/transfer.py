@@ -541,7 +541,9 @@ class PackUploader:
         packed = bytes(pack.entries)
         pack.entries = bytearray()
         footer = close_pack(packed)
-        tail: bytes = bytes(pack.buf[: pack.fill]) + footer if pack.buf is not None else footer
+        # One copy of the last part (join), not two (bytes(), then +): 16 MiB less at a peak.
+        tail: bytes = (b"".join((pack.buf[: pack.fill], footer)) if pack.buf is not None
+                       else footer)
         if pack.buf is not None:
             assert self._buffers is not None
             self._buffers.release(pack.buf)

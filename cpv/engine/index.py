@@ -266,6 +266,23 @@ class IndexTable:
             at += size
         return found
 
+    def first_pack(self, cid: bytes) -> str | None:
+        """The pack of ``cid``'s first record (:meth:`find`'s first location's), building no
+        location: a version's pack list asks this of every chunk (10^6 for a first push)."""
+        if len(cid) != DIGEST_SIZE:
+            return None
+        prefix = cid[0] << 8 | cid[1]
+        lo, hi = self._fanout[prefix], self._fanout[prefix + 1]
+        if lo == hi:
+            return None
+        block, at = self._block(cid, lo, hi)
+        while at >= 0 and at < len(block) and block[at : at + DIGEST_SIZE] == cid:
+            (pnum,) = _U32.unpack_from(block, at + DIGEST_SIZE)
+            if pnum < self.npacks:
+                return self.pack_id(pnum)
+            at += _ENTRY.size
+        return None
+
     def records(self) -> Iterator[tuple[bytes, Location]]:
         """Every record in chunk-id order (a full scan: for tools, never a push's hot path)."""
         step = 20_000 * _ENTRY.size
@@ -450,6 +467,16 @@ class ChunkIndex:
         if self.table is None:
             return self._chunks.get(cid)
         return self._lookup(cid)[0]
+
+    def pack_of(self, cid: bytes) -> str | None:
+        """The pack :meth:`get` locates ``cid`` in (None: not indexed), cheaper with a table."""
+        if self.table is None or self._bad:
+            loc = self.get(cid)
+            return None if loc is None else loc.pack_id
+        if self._lazy:
+            self._load()
+        loc = self._chunks.get(cid)
+        return loc.pack_id if loc is not None else self.table.first_pack(cid)
 
     def is_suspect(self, cid: bytes) -> bool:
         if self._lazy:
@@ -752,11 +779,12 @@ def packs_of(index: ChunkIndex, chunk_ids: Iterable[bytes]) -> set[str] | None:
     """The packs holding ``chunk_ids`` (as :meth:`ChunkIndex.get` locates them); None when
     one is not indexed (then no pack list is written: a reader would miss that chunk)."""
     packs: set[str] = set()
+    pack_of = index.pack_of
     for cid in chunk_ids:
-        loc = index.get(cid)
-        if loc is None:
+        pack = pack_of(cid)
+        if pack is None:
             return None
-        packs.add(loc.pack_id)
+        packs.add(pack)
     return packs
 
 

@@ -69,6 +69,9 @@ def _same_answers(a: ChunkIndex, b: ChunkIndex, cids: list[bytes]) -> None:
     for cid in cids:
         assert (cid in a) == (cid in b), cid.hex()
         assert (a.get(cid) is None) == (b.get(cid) is None)
+        for index in (a, b):
+            loc = index.get(cid)
+            assert index.pack_of(cid) == (loc.pack_id if loc is not None else None)
         assert a.is_suspect(cid) == b.is_suspect(cid)
     assert a.pack_ids() == b.pack_ids()
     assert a.index_ids == b.index_ids

@@ -20,9 +20,12 @@ import logging
 import os
 import secrets
 import struct
+import sys
+import threading
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -30,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from cpv.engine.hashing import DIGEST_SIZE, chunk_id
 from cpv.engine.objcache import read_cached, write_cached
-from cpv.engine.packs import PackEntry
+from cpv.engine.packs import ENTRY_SIZE, PackEntry, iter_packed, pack_entry, unpack_entries
 from cpv.errors import FormatError, ObjectNotFoundError
 
 if TYPE_CHECKING:
@@ -54,13 +57,39 @@ class Location:
     length: int
 
 
-@dataclass(frozen=True, slots=True)
 class PackRecord:
-    """One pack a push wrote, with the chunks it holds."""
+    """One pack a push wrote (or a footer describes), with the chunks it holds.
 
-    pack_id: str
-    size: int
-    entries: tuple[PackEntry, ...]
+    The entries are kept packed (:data:`~cpv.engine.packs.pack_entry`, 44 B each) and made
+    into :class:`PackEntry` objects only when asked for: a push keeps every record it wrote
+    until its index object is written.
+    """
+
+    __slots__ = ("pack_id", "packed", "size")
+
+    def __init__(self, pack_id: str, size: int, entries: Iterable[PackEntry] = (), *,
+                 packed: bytes | None = None) -> None:
+        self.pack_id = pack_id
+        self.size = size
+        self.packed = packed if packed is not None else b"".join(
+            pack_entry(e.chunk_id, e.offset, e.length) for e in entries)
+
+    @property
+    def entries(self) -> tuple[PackEntry, ...]:
+        return unpack_entries(self.packed)
+
+    def __len__(self) -> int:
+        return len(self.packed) // ENTRY_SIZE
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PackRecord) and (self.pack_id, self.size, self.packed) == (
+            other.pack_id, other.size, other.packed)
+
+    def __hash__(self) -> int:
+        return hash((self.pack_id, self.size, self.packed))
+
+    def __repr__(self) -> str:
+        return f"PackRecord({self.pack_id!r}, {self.size}, {len(self)} entries)"
 
 
 def encode_index(packs: Iterable[PackRecord]) -> tuple[str, bytes]:
@@ -68,9 +97,10 @@ def encode_index(packs: Iterable[PackRecord]) -> tuple[str, bytes]:
     packs = list(packs)
     parts = [INDEX_MAGIC, _U32.pack(len(packs))]
     parts.extend(bytes.fromhex(p.pack_id) for p in packs)
-    entries = [(i, e) for i, p in enumerate(packs) for e in p.entries]
-    parts.append(_U32.pack(len(entries)))
-    parts.extend(_ENTRY.pack(e.chunk_id, i, e.offset, e.length) for i, e in entries)
+    parts.append(_U32.pack(sum(len(p) for p in packs)))
+    pack = _ENTRY.pack
+    parts.extend(pack(cid, i, offset, length) for i, p in enumerate(packs)
+                 for cid, offset, length in iter_packed(p.packed))
     body = b"".join(parts)
     raw = body + chunk_id(body)
     return chunk_id(raw).hex(), raw
@@ -236,6 +266,23 @@ class IndexTable:
             at += size
         return found
 
+    def first_pack(self, cid: bytes) -> str | None:
+        """The pack of ``cid``'s first record (:meth:`find`'s first location's), building no
+        location: a version's pack list asks this of every chunk (10^6 for a first push)."""
+        if len(cid) != DIGEST_SIZE:
+            return None
+        prefix = cid[0] << 8 | cid[1]
+        lo, hi = self._fanout[prefix], self._fanout[prefix + 1]
+        if lo == hi:
+            return None
+        block, at = self._block(cid, lo, hi)
+        while at >= 0 and at < len(block) and block[at : at + DIGEST_SIZE] == cid:
+            (pnum,) = _U32.unpack_from(block, at + DIGEST_SIZE)
+            if pnum < self.npacks:
+                return self.pack_id(pnum)
+            at += _ENTRY.size
+        return None
+
     def records(self) -> Iterator[tuple[bytes, Location]]:
         """Every record in chunk-id order (a full scan: for tools, never a push's hot path)."""
         step = 20_000 * _ENTRY.size
@@ -346,6 +393,12 @@ class ChunkIndex:
         self._chunks: dict[bytes, Location] = {}
         self._alts: dict[bytes, list[Location]] = {}
         self._suspect: set[bytes] = set()
+        # Index objects checked but not decoded yet (a no-op push never looks a chunk up):
+        # (id, bytes), their entry count and pack ids. Decoded whole, in order, on first need.
+        self._lazy: list[tuple[str, bytes]] = []
+        self._lazy_entries = 0
+        self._lazy_packs: set[str] = set()
+        self._load_lock = threading.Lock()
         self._bad: dict[str, frozenset[bytes] | None] = {}
         self.index_ids: set[str] = set()
         self.damaged_ids: set[str] = set()
@@ -353,11 +406,54 @@ class ChunkIndex:
         self.partial = False
         """True for one snapshot's locations only (:func:`load_locations`): never for writers."""
 
+    def still_holds(self, index_ids: AbstractSet[str]) -> bool:
+        """Whether every chunk the index objects ``index_ids`` named is still here, intact.
+
+        Index objects never change, and a chunk leaves a store only through a gc or a repair
+        that first deletes the index objects naming it, or through damage, which is recorded
+        (damage records, a missing pack, a damaged index object). So while those objects are
+        all still listed and no damage is known, all their chunks are still in their packs: a
+        push trusts what it recorded then without looking up a chunk (docs/format.md).
+        """
+        return (not self._bad and not self.damaged_ids and not self.unpersisted
+                and not self.partial and index_ids <= self.index_ids)
+
+    def would_spill(self, added: int) -> bool:
+        """Whether ``added`` more entries would take the ones held in RAM past
+        :data:`SPILL_ENTRIES`: :func:`sync_index` would then keep them in the on-disk table."""
+        return len(self._chunks) + self._lazy_entries + added > SPILL_ENTRIES
+
     def __len__(self) -> int:
         """Entries (a chunk the table and the dict both name counts twice: a size, not a set)."""
-        return len(self._chunks) + (self.table.count if self.table is not None else 0)
+        return (len(self._chunks) + self._lazy_entries
+                + (self.table.count if self.table is not None else 0))
+
+    def defer(self, index_id: str, raw: bytes) -> None:
+        """Add an index object whose entries are decoded on the first lookup, not now.
+
+        Its checksum, size and pack numbers are checked here (FormatError), so that a damaged
+        object is known at once, as when it was decoded whole; what is left for later is
+        building a location per entry (~2 µs each: 10^5 chunks cost a no-op push 0.25 s).
+        """
+        packs, entries = parse_index(raw, where=index_id)
+        if entries and _max_pack_number(entries) >= len(packs):
+            raise FormatError(f"index {index_id} names a pack number out of range")
+        with self._load_lock:
+            self._lazy.append((index_id, raw))
+            self._lazy_entries += len(entries) // _ENTRY.size
+            self._lazy_packs.update(p.hex() for p in packs)
+        self.index_ids.add(index_id)
+
+    def _load(self) -> None:
+        with self._load_lock:
+            for index_id, raw in self._lazy:
+                self._add_entries(decode_index(raw, where=index_id))
+            # Emptied last: a thread that finds it empty finds every entry in place.
+            self._lazy, self._lazy_entries, self._lazy_packs = [], 0, set()
 
     def __contains__(self, cid: object) -> bool:
+        if self._lazy:
+            self._load()
         if self.table is None or not isinstance(cid, bytes):
             return cid in self._chunks and not (self._suspect and cid in self._suspect)
         if not self._bad:  # no damage known (so nothing suspect): any entry will do
@@ -366,11 +462,25 @@ class ChunkIndex:
         return loc is not None and not suspect
 
     def get(self, cid: bytes) -> Location | None:
+        if self._lazy:
+            self._load()
         if self.table is None:
             return self._chunks.get(cid)
         return self._lookup(cid)[0]
 
+    def pack_of(self, cid: bytes) -> str | None:
+        """The pack :meth:`get` locates ``cid`` in (None: not indexed), cheaper with a table."""
+        if self.table is None or self._bad:
+            loc = self.get(cid)
+            return None if loc is None else loc.pack_id
+        if self._lazy:
+            self._load()
+        loc = self._chunks.get(cid)
+        return loc.pack_id if loc is not None else self.table.first_pack(cid)
+
     def is_suspect(self, cid: bytes) -> bool:
+        if self._lazy:
+            self._load()
         if self.table is None:
             return cid in self._suspect
         return self._lookup(cid)[1]
@@ -392,16 +502,23 @@ class ChunkIndex:
         return (found[0], True) if found else (None, False)
 
     def add_pack(self, record: PackRecord) -> None:
-        for e in record.entries:
-            loc = Location(record.pack_id, e.offset, e.length)
-            if e.chunk_id in self._suspect and not self._is_bad(e.chunk_id, loc):
-                self._alts.setdefault(e.chunk_id, []).append(self._chunks[e.chunk_id])
-                self._chunks[e.chunk_id] = loc
-                self._suspect.discard(e.chunk_id)
+        if self._lazy:
+            self._load()
+        for cid, offset, length in iter_packed(record.packed):
+            loc = Location(record.pack_id, offset, length)
+            if cid in self._suspect and not self._is_bad(cid, loc):
+                self._alts.setdefault(cid, []).append(self._chunks[cid])
+                self._chunks[cid] = loc
+                self._suspect.discard(cid)
             else:
-                self.add_entries(((e.chunk_id, loc),))
+                self.add_entries(((cid, loc),))
 
     def add_entries(self, entries: Iterable[tuple[bytes, Location]]) -> None:
+        if self._lazy:
+            self._load()
+        self._add_entries(entries)
+
+    def _add_entries(self, entries: Iterable[tuple[bytes, Location]]) -> None:
         chunks = self._chunks
         for cid, loc in entries:
             if cid not in chunks:
@@ -422,6 +539,8 @@ class ChunkIndex:
             self._bad[pid] = None if chunks is None or prev is None else prev | chunks
         if not bad:
             return
+        if self._lazy:
+            self._load()
         for cid, loc in self._chunks.items():
             if not self._is_bad(cid, loc):
                 continue
@@ -433,7 +552,7 @@ class ChunkIndex:
                 self._suspect.add(cid)
 
     def pack_ids(self) -> set[str]:
-        found = {loc.pack_id for loc in self._chunks.values()}
+        found = {loc.pack_id for loc in self._chunks.values()} | self._lazy_packs
         found.update(loc.pack_id for alts in self._alts.values() for loc in alts)
         if self.table is not None:
             found |= self.table.pack_ids()
@@ -441,6 +560,8 @@ class ChunkIndex:
 
     def items(self) -> Iterator[tuple[bytes, Location]]:
         """Every chunk once, with the location :meth:`get` gives (the table: a full scan)."""
+        if self._lazy:
+            self._load()
         yield from self._chunks.items()
         if self.table is not None:
             last = b""
@@ -513,13 +634,20 @@ def sync_index(store: ObjectStore, cache_dir: Path | None) -> ChunkIndex:
 
 def _add_index_object(index: ChunkIndex, index_id: str, raw: bytes) -> None:
     try:
-        # Whole, then added: a damaged object contributes nothing, not the entries before the
-        # damage (objects reaching here are small, or there is no cache to spill to).
-        index.add_entries(list(decode_index(raw, where=index_id)))
+        # Checked whole, decoded when first needed: a damaged object contributes nothing
+        # (objects reaching here are small, or there is no cache to spill to).
+        index.defer(index_id, raw)
     except FormatError as exc:
         _skip_damaged(index, index_id, exc)
-        return
-    index.index_ids.add(index_id)
+
+
+def _max_pack_number(entries: memoryview) -> int:
+    """The largest pack number among packed :data:`_ENTRY` records, at C speed."""
+    words = array("I")
+    words.frombytes(entries)
+    if sys.byteorder != "little":
+        words.byteswap()
+    return max(words[8 :: _ENTRY.size // 4])  # word 8 of each 12-word record
 
 
 def _fetch_index(store: ObjectStore, cache_dir: Path | None, index: ChunkIndex,
@@ -637,22 +765,27 @@ def locations_key(snapshot_id: str) -> str:
     return LOCATIONS_PREFIX + snapshot_id
 
 
-def write_locations(
-    store: ObjectStore, snapshot_id: str, index: ChunkIndex, chunk_ids: Iterable[bytes]
-) -> bool:
-    """Store the packs of ``snapshot_id`` unless listed already; False when a chunk is unindexed."""
+def write_locations(store: ObjectStore, snapshot_id: str, packs: Iterable[str]) -> bool:
+    """Store ``packs`` as the pack list of ``snapshot_id`` unless one is listed already."""
     key = locations_key(snapshot_id)
     if store.exists(key):
         return False
-    packs: set[str] = set()
-    for cid in chunk_ids:
-        loc = index.get(cid)
-        if loc is None:
-            return False
-        packs.add(loc.pack_id)
-    doc = {"version": 1, "packs": sorted(packs)}
+    doc = {"version": 1, "packs": sorted(set(packs))}
     store.put(key, json.dumps(doc, separators=(",", ":")).encode())
     return True
+
+
+def packs_of(index: ChunkIndex, chunk_ids: Iterable[bytes]) -> set[str] | None:
+    """The packs holding ``chunk_ids`` (as :meth:`ChunkIndex.get` locates them); None when
+    one is not indexed (then no pack list is written: a reader would miss that chunk)."""
+    packs: set[str] = set()
+    pack_of = index.pack_of
+    for cid in chunk_ids:
+        pack = pack_of(cid)
+        if pack is None:
+            return None
+        packs.add(pack)
+    return packs
 
 
 def read_locations(store: ObjectStore, snapshot_id: str) -> list[str] | None:

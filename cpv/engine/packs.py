@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import secrets
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cpv.engine.hashing import DIGEST_SIZE, chunk_id
@@ -60,11 +61,32 @@ def pack_id_from_key(key: str) -> str | None:
     return pid
 
 
+ENTRY_SIZE = _ENTRY.size
+pack_entry = _ENTRY.pack
+"""One footer entry, packed: (chunk id, offset, length) -> 44 bytes.
+
+A pack of 1 KiB chunks holds ~65,000; kept packed (``bytearray``, :class:`PackRecord`) they
+cost 44 B each instead of ~190 B as objects (10^6 files: 150 MB less for a first push)."""
+
+
+def unpack_entries(packed: bytes) -> tuple[PackEntry, ...]:
+    return tuple(PackEntry(cid, offset, length) for cid, offset, length in
+                 _ENTRY.iter_unpack(packed))
+
+
+def iter_packed(packed: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(chunk id, offset, length) of each packed entry, no object kept."""
+    return _ENTRY.iter_unpack(packed)
+
+
 def encode_footer(entries: list[PackEntry]) -> bytes:
     """The footer and trailer that close a pack holding ``entries``."""
-    parts = [FOOTER_MAGIC, _COUNT.pack(len(entries))]
-    parts.extend(_ENTRY.pack(e.chunk_id, e.offset, e.length) for e in entries)
-    body = b"".join(parts)
+    return close_pack(b"".join(pack_entry(e.chunk_id, e.offset, e.length) for e in entries))
+
+
+def close_pack(packed: bytes) -> bytes:
+    """The footer and trailer that close a pack holding the ``packed`` entries."""
+    body = FOOTER_MAGIC + _COUNT.pack(len(packed) // ENTRY_SIZE) + packed
     footer = body + chunk_id(body)
     return footer + TRAILER.pack(len(footer), TRAILER_MAGIC)
 

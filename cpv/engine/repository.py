@@ -207,6 +207,13 @@ class Repository:
         if self._index is not None and self._index.partial:
             self.refresh_index()  # a writer needs the whole index, never one version's part
         index_id = write_index(self.store, records, self.cache_dir)
+        if self.cache_dir is not None and self.index.would_spill(
+                sum(len(r.entries) for r in records)):
+            # A first push of 10^6 files would hold ~220 B per chunk more in RAM (the entry,
+            # its id, its location): read the index again instead, which puts it in the
+            # on-disk table, the table the next open would have built anyway.
+            self.refresh_index()
+            return index_id
         for record in records:
             self.index.add_pack(record)
         self.index.index_ids.add(index_id)

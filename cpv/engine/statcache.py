@@ -43,7 +43,16 @@ CREATE TABLE IF NOT EXISTS folders (
     nodes BLOB NOT NULL,
     chunks BLOB NOT NULL,
     files INTEGER NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    packs BLOB NOT NULL,
+    token BLOB NOT NULL
+)
+"""
+_STORE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS stores (
+    store_id TEXT PRIMARY KEY,
+    token BLOB NOT NULL,
+    index_ids TEXT NOT NULL
 )
 """
 _SELECT_FILES = "SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, chunks FROM files"
@@ -105,6 +114,11 @@ class CachedFolder:
     """The chunk ids of the folder's own files, concatenated (32 bytes each)."""
     files: int
     size: int
+    packs: bytes = b""
+    """The packs (ids, 32 bytes each) holding the folder's nodes and chunks when recorded."""
+    token: bytes = b""
+    """The push's trust token (:meth:`StatCache.store_state`): while the store's state still
+    has it, the folder's nodes and chunks are indexed there, in ``packs``, unchecked."""
 
 
 class StatCache:
@@ -122,6 +136,7 @@ class StatCache:
         self._lock = threading.Lock()
         self._pending: list[tuple[object, ...]] = []
         self._pending_folders: list[tuple[object, ...]] = []
+        self._pending_stores: list[tuple[object, ...]] = []
         self._db: sqlite3.Connection | None = None
         self._loaded_prefix: str | None = None
         self._loaded: dict[str, tuple[Any, ...]] = {}
@@ -130,7 +145,13 @@ class StatCache:
             db = sqlite3.connect(str(path), check_same_thread=False, timeout=10)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
+            columns = {r[1] for r in db.execute("PRAGMA table_info(folders)")}
+            if columns and "token" not in columns:
+                # Rows of an older cpv, without packs or token: encoding those folders once
+                # more costs less than trusting rows no push vouched for.
+                db.execute("DROP TABLE folders")
             db.execute(_FOLDER_SCHEMA)
+            db.execute(_STORE_SCHEMA)
             db.commit()
             self._db = db
         except (OSError, sqlite3.Error) as exc:
@@ -240,7 +261,8 @@ class StatCache:
         """
         if self._db is None or self._chunker_key is None:
             return None
-        cols = "fingerprint, nodes, chunks, files, size" if with_ids else "fingerprint"
+        cols = ("fingerprint, nodes, chunks, files, size, packs, token" if with_ids
+                else "fingerprint")
         with self._lock:
             try:
                 row = self._db.execute(
@@ -256,21 +278,53 @@ class StatCache:
             return CachedFolder(bytes(row[0]), (), b"", 0, 0)
         blob = bytes(row[1])
         nodes = tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
-        return CachedFolder(bytes(row[0]), nodes, bytes(row[2]), int(row[3]), int(row[4]))
+        return CachedFolder(bytes(row[0]), nodes, bytes(row[2]), int(row[3]), int(row[4]),
+                            bytes(row[5]), bytes(row[6]))
 
     def record_folder(self, path: str, folder: CachedFolder) -> None:
         """Queue what a folder encoded to; written by :meth:`flush`.
 
         The caller records only a folder whose every file was settled (:func:`settled`) and
-        whose sub-folders were recorded, so equal fingerprints mean equal content.
+        whose sub-folders were recorded, so equal fingerprints mean equal content, and only
+        once its push has succeeded (its token then vouches for what the store holds).
         """
         if self._chunker_key is None:
             return
         with self._lock:
             self._pending_folders.append(
                 (path, self._chunker_key, folder.fingerprint, b"".join(folder.nodes),
-                 folder.chunks, folder.files, folder.size)
+                 folder.chunks, folder.files, folder.size, folder.packs, folder.token)
             )
+
+    def store_state(self, store_id: str) -> tuple[bytes, frozenset[str]] | None:
+        """The trust token of the last push to ``store_id`` that recorded one, and the index
+        objects the store had then (ids), or None.
+
+        Folder rows carrying that token were pushed into that store by pushes that succeeded;
+        while every one of those index objects is still listed and no damage is known, no
+        gc or repair has removed anything from the store since, so the rows' nodes and chunks
+        are all still there, in the packs they name (``push`` decides; docs/format.md).
+        """
+        if self._db is None or self._chunker_key is None:
+            return None
+        with self._lock:
+            try:
+                row = self._db.execute("SELECT token, index_ids FROM stores WHERE store_id = ?",
+                                       (store_id,)).fetchone()
+            except sqlite3.Error as exc:
+                log.debug("stat cache store lookup failed: %s", exc)
+                return None
+        if row is None:
+            return None
+        return bytes(row[0]), frozenset(str(row[1]).split(",")) - {""}
+
+    def record_store_state(self, store_id: str, token: bytes, index_ids: frozenset[str]) -> None:
+        """Queue the state :meth:`store_state` answers; written by :meth:`flush`, in the same
+        transaction as the folder rows queued before it."""
+        if self._chunker_key is None:
+            return
+        with self._lock:
+            self._pending_stores.append((store_id, token, ",".join(sorted(index_ids))))
 
     def digest(self, path: Path | str, stamp: FileStamp) -> str | None:
         """The file's whole-content blake3 (hex) if it was hashed with exactly ``stamp``."""
@@ -334,16 +388,18 @@ class StatCache:
         with self._lock:
             rows, self._pending = self._pending, []
             folders, self._pending_folders = self._pending_folders, []
+            stores, self._pending_stores = self._pending_stores, []
             self._loaded, self._loaded_prefix = {}, None
-            if not rows and not folders:
+            if not rows and not folders and not stores:
                 return
             try:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
                 )
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?, ?)", folders
+                    "INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", folders
                 )
+                self._db.executemany("INSERT OR REPLACE INTO stores VALUES (?, ?, ?)", stores)
                 self._db.commit()
             except sqlite3.Error as exc:
                 log.warning("could not update stat cache %s: %s", self._path, exc)

@@ -36,7 +36,7 @@ from cpv.engine.index import Location, PackRecord
 from cpv.engine.limits import PART_SIZE_RANGE as PART_SIZE_RANGE  # re-exported
 from cpv.engine.limits import WORKERS_RANGE as WORKERS_RANGE
 from cpv.engine.limits import TransferLimits as TransferLimits
-from cpv.engine.packs import PackEntry, encode_footer, new_pack_id, pack_key
+from cpv.engine.packs import close_pack, new_pack_id, pack_entry, pack_key
 from cpv.errors import CPVError, StoreError, TransferError
 from cpv.progress import NULL_PROGRESS, Phase, Progress
 
@@ -358,7 +358,7 @@ class TaskPool:
 @dataclass
 class _OpenPack:
     pack_id: str
-    entries: list[PackEntry] = field(default_factory=list)
+    entries: bytearray = field(default_factory=bytearray)  # packed footer entries
     size: int = 0
     buf: memoryview | None = None
     fill: int = 0
@@ -443,13 +443,14 @@ class PackUploader:
             pack = self._current
             if pack is None:
                 pack = self._current = _OpenPack(new_pack_id())
-            pack.entries.append(PackEntry(chunk_id, pack.size, len(data)))
+            pack.entries += pack_entry(chunk_id, pack.size, len(data))
             pack.size += len(data)
             self.bytes_added += len(data)
             self.chunks_added += 1
             if self._dry_run:
                 if pack.size >= self._pack_size:
-                    self._records.append(PackRecord(pack.pack_id, pack.size, tuple(pack.entries)))
+                    self._records.append(
+                        PackRecord(pack.pack_id, pack.size, packed=bytes(pack.entries)))
                     self._current = None
                 return
             pos = 0
@@ -475,7 +476,7 @@ class PackUploader:
             if self._current is not None and self._current.entries:
                 if self._dry_run:
                     p = self._current
-                    self._records.append(PackRecord(p.pack_id, p.size, tuple(p.entries)))
+                    self._records.append(PackRecord(p.pack_id, p.size, packed=bytes(p.entries)))
                 else:
                     self._seal(self._current)
             self._current = None
@@ -537,13 +538,17 @@ class PackUploader:
 
     def _seal(self, pack: _OpenPack) -> None:
         """Close ``pack``: its last part carries the footer; complete once all parts are in."""
-        footer = encode_footer(pack.entries)
-        tail: bytes = bytes(pack.buf[: pack.fill]) + footer if pack.buf is not None else footer
+        packed = bytes(pack.entries)
+        pack.entries = bytearray()
+        footer = close_pack(packed)
+        # One copy of the last part (join), not two (bytes(), then +): 16 MiB less at a peak.
+        tail: bytes = (b"".join((pack.buf[: pack.fill], footer)) if pack.buf is not None
+                       else footer)
         if pack.buf is not None:
             assert self._buffers is not None
             self._buffers.release(pack.buf)
             pack.buf = None
-        record = PackRecord(pack.pack_id, pack.size + len(footer), tuple(pack.entries))
+        record = PackRecord(pack.pack_id, pack.size + len(footer), packed=packed)
         self._pack_futures.append(self._finisher.submit(self._finish_pack, pack, tail, record))
 
     def _finish_pack(self, pack: _OpenPack, tail: bytes, record: PackRecord) -> None:

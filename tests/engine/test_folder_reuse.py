@@ -152,3 +152,76 @@ def test_files_hashed_ahead_of_their_folder_give_the_same_version(
     again = _push_and_check(Repository.open(store, cache_dir=tmp_path / "c2"), src,
                             tmp_path / "out")
     assert again.hashed_bytes == 5000 and again.folders_reused == FOLDERS - 3
+
+
+def _fresh_pull_uses_only_its_pack_list(store: LocalStore, sid: str, src: Path,
+                                        out: Path) -> None:
+    """A new machine pulls ``sid`` through its pack list alone: the list names every pack."""
+    fresh = Repository.open(store)
+    pull(fresh, sid, out, limits=LIMITS)
+    assert fresh.partial_index  # never fell back to the whole index
+    assert tree_digest(out) == tree_digest(src)
+
+
+def test_trusted_folders_give_a_complete_pack_list(local_store: LocalStore,
+                                                   tmp_path: Path) -> None:
+    src = _tree(tmp_path / "src")
+    cache = tmp_path / "c"
+    push(make_repo(local_store, cache), src, limits=LIMITS)
+    (src / "other" / "a" / "a2.bin").write_bytes(rand_bytes(4000, 99))
+    age(src / "other" / "a" / "a2.bin")
+    # Three folders trusted from their rows (their packs unread), three encoded again.
+    changed = push(Repository.open(local_store, cache_dir=cache), src, limits=LIMITS)
+    assert changed.folders_reused == FOLDERS - 3
+    _fresh_pull_uses_only_its_pack_list(local_store, changed.snapshot_id, src, tmp_path / "o")
+
+
+def test_after_a_gc_reuse_is_checked_again_and_what_went_is_uploaded(
+        local_store: LocalStore, tmp_path: Path) -> None:
+    from cpv.engine.gc import collect_garbage
+
+    src = _tree(tmp_path / "src")
+    cache = tmp_path / "c"
+    repo = make_repo(local_store, cache)
+    push(repo, src, limits=LIMITS)  # no root: dead once the grace period is over
+    assert push(repo, src, limits=LIMITS).folders_reused == FOLDERS
+    for _ in range(2):  # mark, then sweep
+        collect_garbage(repo, grace_period_s=0, limits=LIMITS)
+    assert not list(local_store.list("packs/"))
+    # The rows still match the tree, but the store lost their chunks: nothing is reused.
+    again = push(Repository.open(local_store, cache_dir=cache), src, limits=LIMITS)
+    assert again.folders_reused == 0 and again.hashed_bytes == again.total_bytes
+    _fresh_pull_uses_only_its_pack_list(local_store, again.snapshot_id, src, tmp_path / "o")
+    # Vouched for anew: the next push trusts them again.
+    assert push(Repository.open(local_store, cache_dir=cache), src,
+                limits=LIMITS).folders_reused == FOLDERS
+
+
+def _touch(sub: Path) -> None:
+    st = (sub / "a1.bin").stat()
+    os.utime(sub / "a1.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+def _same_bytes_new_inode(sub: Path) -> None:
+    import shutil
+
+    shutil.copy2(sub / "a1.bin", sub / "a1.tmp")  # same bytes, same mtime, another inode
+    (sub / "a1.tmp").replace(sub / "a1.bin")
+
+
+def _same_size_and_mtime_new_bytes(sub: Path) -> None:
+    st = (sub / "a1.bin").stat()
+    (sub / "a1.bin").write_bytes(rand_bytes(st.st_size, 4242))
+    os.utime(sub / "a1.bin", ns=(st.st_atime_ns, st.st_mtime_ns))  # only ctime tells
+
+
+@pytest.mark.parametrize("change", [_touch, _same_bytes_new_inode, _same_size_and_mtime_new_bytes])
+def test_a_stamp_change_alone_makes_the_folder_read_again(
+        local_store: LocalStore, tmp_path: Path, change: Callable[[Path], None]) -> None:
+    src = _tree(tmp_path / "src")
+    repo = make_repo(local_store, tmp_path / "c")
+    push(repo, src, limits=LIMITS)
+    assert push(repo, src, limits=LIMITS).folders_reused == FOLDERS
+    change(src / "other" / "a")
+    result = _push_and_check(repo, src, tmp_path / "out")  # the tree on disk, pulled back
+    assert result.folders_reused == FOLDERS - 3

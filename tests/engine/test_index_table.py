@@ -69,6 +69,9 @@ def _same_answers(a: ChunkIndex, b: ChunkIndex, cids: list[bytes]) -> None:
     for cid in cids:
         assert (cid in a) == (cid in b), cid.hex()
         assert (a.get(cid) is None) == (b.get(cid) is None)
+        for index in (a, b):
+            loc = index.get(cid)
+            assert index.pack_of(cid) == (loc.pack_id if loc is not None else None)
         assert a.is_suspect(cid) == b.is_suspect(cid)
     assert a.pack_ids() == b.pack_ids()
     assert a.index_ids == b.index_ids
@@ -153,6 +156,10 @@ def test_push_pull_verify_gc_through_the_table(spill: None, memory_store: Any,
     repo = make_repo(memory_store, tmp_path / "c")
     src = make_tree(tmp_path / "src", small=120)
     sid = push(repo, src, limits=LIMITS).snapshot_id
+    # The push's own entries went to the table, not into RAM, and its pack list is whole.
+    assert repo.index.table is not None and not repo.index.would_spill(0)
+    assert set(index_mod.read_locations(memory_store, sid) or ()) == {
+        loc.pack_id for _, loc in repo.index.items()}
     fresh = Repository.open(memory_store, cache_dir=tmp_path / "c2")
     assert fresh.index.table is not None  # more entries than SPILL_ENTRIES: on disk
     assert push(fresh, src, limits=LIMITS).new_bytes == 0  # dedup through the table
@@ -220,3 +227,28 @@ def test_a_build_that_dies_half_way_leaves_the_old_table(spill: None, tmp_path: 
     assert (tmp_path / TABLE_FILE).read_bytes() == before
     assert not list(tmp_path.glob(".index-table-*"))
     assert records[0].entries[0].chunk_id in sync_index(store, tmp_path)
+
+
+def test_deferred_entries_are_all_found_by_threads_racing_to_the_first_lookup() -> None:
+    import threading
+
+    records = _records(random.Random(3), packs=4, per_pack=2000, shared=[])
+    index_id, raw = encode_index(records)
+    index = ChunkIndex()
+    index.defer(index_id, raw)
+    assert len(index) == 8000 and index.pack_ids() == {r.pack_id for r in records}
+    wanted = [e.chunk_id for r in records for e in r.entries]
+    missed: list[int] = []
+    start = threading.Barrier(4)
+
+    def look() -> None:
+        start.wait()
+        missed.append(sum(c not in index for c in wanted))
+
+    threads = [threading.Thread(target=look) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert missed == [0, 0, 0, 0]
+    assert index.get(wanted[0]) == index_mod.Location(records[0].pack_id, 0, 100)

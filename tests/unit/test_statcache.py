@@ -75,3 +75,29 @@ def test_queued_entries_are_written_in_batches(
     assert len(sc._pending) == 1
     reader = StatCache(tmp_path / "sc.sqlite", chunker_key="k")
     assert [reader.digest(f"/w/{n}", _stamp(n)) for n in (1, 6, 7)] == ["h1", "h6", None]
+
+
+def test_folder_rows_of_an_older_cpv_are_dropped_and_the_file_rows_kept(tmp_path: Path) -> None:
+    import sqlite3
+
+    from cpv.engine.statcache import CachedFolder
+
+    path = tmp_path / "sc.sqlite"
+    old = sqlite3.connect(path)  # the layout before trust tokens: no packs, no token
+    old.execute("CREATE TABLE folders (path TEXT PRIMARY KEY, chunker TEXT NOT NULL, "
+                "fingerprint BLOB NOT NULL, nodes BLOB NOT NULL, chunks BLOB NOT NULL, "
+                "files INTEGER NOT NULL, size INTEGER NOT NULL)")
+    old.execute("INSERT INTO folders VALUES ('/w/a/', 'k', x'01', x'02', x'', 1, 1)")
+    old.commit()
+    old.close()
+    sc = StatCache(path, chunker_key="k")
+    assert sc.folder("/w/a/") is None  # no row vouched for by a token: encoded again
+    row = CachedFolder(b"f" * 32, (b"n" * 32,), b"c" * 32, 1, 1024, b"p" * 32, b"t" * 16)
+    sc.record_folder("/w/a/", row)
+    sc.record_store_state("store-1", b"t" * 16, frozenset({"i1", "i2"}))
+    assert sc.store_state("store-1") is None  # queued: written by flush, with the rows
+    sc.close()
+    again = StatCache(path, chunker_key="k")
+    assert again.folder("/w/a/") == row
+    assert again.store_state("store-1") == (b"t" * 16, frozenset({"i1", "i2"}))
+    assert again.store_state("store-2") is None

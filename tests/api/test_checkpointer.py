@@ -194,6 +194,8 @@ def test_the_push_runs_at_a_lower_cpu_priority_than_the_loop(
         while cp._thread.native_id is None and time.monotonic() < deadline:
             time.sleep(0.01)
         loop = os.getpriority(os.PRIO_PROCESS, 0)
+        if loop + 7 > 19:  # the kernel stops at 19: a suite run under `nice` cannot show it
+            pytest.skip(f"the test process already runs at nice {loop}")
         time.sleep(0.2)  # the thread lowers itself first thing
         assert os.getpriority(os.PRIO_PROCESS, cp._thread.native_id or 0) == loop + 7
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop

@@ -48,40 +48,7 @@ def local_changes(
     Raises:
         LocalIOError: a file or folder under ``root`` cannot be read; naming it.
     """
-    return compare(root, files, cache=cache, exclude=exclude, first=first).changed
-
-
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    """How a folder differs from the version it holds: paths new or changed here, and the
-    version's paths that are gone from the disk."""
-
-    changed: list[str]
-    missing: list[str]
-
-
-def compare(
-    root: Path,
-    files: Iterable[FileEntry],
-    *,
-    cache: StatCache | None = None,
-    exclude: Callable[[str], bool] | None = None,
-    first: bool = False,
-) -> Comparison:
-    """:func:`local_changes`, plus the paths of ``files`` that are not on the disk any more.
-
-    The walk counts the version's paths it meets: when it met them all (the usual case), none
-    is missing and no path is looked up again; otherwise each path it did not meet is (an
-    excluded file that is still there is not missing).
-    """
-    expected = {f.path: f for f in files}
-    met = [0]
-    changed = _changed(root, expected, cache, exclude, first, met)
-    if met[0] == len(expected):
-        return Comparison(changed, [])
-    base = str(root)
-    return Comparison(changed, sorted(p for p in expected
-                                      if not os.path.lexists(os.path.join(base, p))))
+    return _changed(root, {f.path: f for f in files}, cache, exclude, first)
 
 
 def _changed(
@@ -90,7 +57,6 @@ def _changed(
     cache: StatCache | None,
     exclude: Callable[[str], bool] | None,
     first: bool,
-    met: list[int],
 ) -> list[str]:
     try:
         st = os.stat(root)
@@ -105,7 +71,7 @@ def _changed(
         cache.load_folder(tree_key)
     changed: list[str] = []
     try:
-        _compare(str(root), "", expected, cache, tree_key, exclude, changed, first, met)
+        _compare(str(root), "", expected, cache, tree_key, exclude, changed, first)
     except _FoundOneError:
         pass
     return sorted(changed)
@@ -124,7 +90,6 @@ def _compare(
     exclude: Callable[[str], bool] | None,
     changed: list[str],
     first: bool,
-    met: list[int],
 ) -> None:
     try:
         entries = list(os.scandir(folder))
@@ -139,11 +104,8 @@ def _compare(
         except OSError as exc:
             raise _unreadable(entry.path, exc) from exc
         want = expected.get(rel)
-        if want is not None:
-            met[0] += 1  # on the disk (as a file, a link or a folder)
         if stat.S_ISDIR(st.st_mode):
-            _compare(entry.path, rel + "/", expected, cache, tree_key, exclude, changed, first,
-                     met)
+            _compare(entry.path, rel + "/", expected, cache, tree_key, exclude, changed, first)
         elif stat.S_ISLNK(st.st_mode):
             try:
                 target = os.readlink(entry.path)

@@ -149,3 +149,18 @@ def any_store(request: pytest.FixtureRequest) -> ObjectStore:
     """Each of the three adapters in turn: the contract suite runs once per adapter."""
     store: ObjectStore = request.getfixturevalue(f"{request.param}_store")
     return store
+
+
+#: Longest parameter id allowed. Ids made from long data (a whole JSON document, say)
+#: can carry a clock reading or a temporary path, and xdist refuses to run when its
+#: workers collect different ids; such parameters must be given ``ids=``.
+_MAX_PARAM_ID = 160
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and len(callspec.id) > _MAX_PARAM_ID:
+            raise pytest.UsageError(
+                f"{item.nodeid[:120]}…: its parameter id is {len(callspec.id)} characters; "
+                f"give the parametrize ids= (at most {_MAX_PARAM_ID})")

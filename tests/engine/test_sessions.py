@@ -169,7 +169,8 @@ def test_gc_keeps_parts_until_committed_then_the_version_keeps_the_data(
     assert len(list((tmp_path / "restored" / "ckpt").iterdir())) == 4
 
 
-@pytest.mark.parametrize("bad", ["", "../x", "a/b", "-x", "x" * 200])
+@pytest.mark.parametrize("bad", ["", "../x", "a/b", "-x", "x" * 200],
+                         ids=["empty", "dotdot", "slash", "dash", "200-chars"])
 def test_session_ids_and_part_names_are_key_segments(
     memory_store: Any, tmp_path: Path, bad: str
 ) -> None:

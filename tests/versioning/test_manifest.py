@@ -25,7 +25,10 @@ from tests.versioning.conftest import digest, make_manifest
 
 def _doc(**overrides: Any) -> dict[str, Any]:
     """A valid manifest as JSON data, with some keys replaced."""
-    data: dict[str, Any] = json.loads(make_manifest().to_json())
+    # A fixed moment: these documents become test ids, which every xdist worker must
+    # collect alike, and a clock read would differ between workers a second apart.
+    moment = datetime(2026, 1, 10, 15, 30, 5, tzinfo=timezone.utc)
+    data: dict[str, Any] = json.loads(make_manifest().replace(created_at=moment).to_json())
     data.update(overrides)
     return data
 
@@ -134,30 +137,35 @@ def test_hostile_tracked_paths_are_refused(tracked: str) -> None:
         check_tracked_path(tracked)
 
 
+_MALFORMED: list[tuple[str, str]] = [
+    ("", "not valid JSON"), ("{", "not valid JSON"), ("[]", "JSON object"),
+    ('{"schema_version": 1, "schema_version": 1}', "duplicate key"),
+    (json.dumps(_doc(schema_version=3)), "schema_version 3 was written by a newer cpv"),
+    (json.dumps(_doc(schema_version=2)), "missing field"),
+    (json.dumps(_doc(schema_version="1")), "schema_version"),
+    (json.dumps({k: v for k, v in _doc().items() if k != "snapshot_id"}), "missing field"),
+    (json.dumps(_doc(surprise=1)), "unknown field"),
+    (json.dumps(_doc(snapshot_id="abc")), "snapshot_id"),
+    (json.dumps(_doc(kind="weights")), "kind"),
+    (json.dumps(_doc(total_size=1)), "total_size"),
+    (json.dumps(_doc(file_count=7)), "file_count"),
+    (json.dumps(_doc(files={"a": 1})), "files must be a list"),
+    (json.dumps(_doc(files=[{"path": "a", "size": 1}], file_count=1, total_size=1)),
+     "exactly"),
+    (json.dumps(_doc(files=[{"path": "a", "size": -1, "blake3": digest("a")}],
+                     file_count=1, total_size=-1)), "size"),
+    (json.dumps(_doc(metrics={"loss": "low"})), "not a number"),
+    (json.dumps(_doc(created_at="yesterday")), "created_at"),
+    (json.dumps(_doc(is_dir="yes")), "is_dir"),
+    (json.dumps(_doc()).replace("1010", "NaN"), "NaN"),
+    ("[" * 100_000, "not valid JSON"),
+]
+
+
 @pytest.mark.parametrize(
-    ("text", "match"),
-    [("", "not valid JSON"), ("{", "not valid JSON"), ("[]", "JSON object"),
-     ('{"schema_version": 1, "schema_version": 1}', "duplicate key"),
-     (json.dumps(_doc(schema_version=3)), "schema_version 3 was written by a newer cpv"),
-     (json.dumps(_doc(schema_version=2)), "missing field"),
-     (json.dumps(_doc(schema_version="1")), "schema_version"),
-     (json.dumps({k: v for k, v in _doc().items() if k != "snapshot_id"}), "missing field"),
-     (json.dumps(_doc(surprise=1)), "unknown field"),
-     (json.dumps(_doc(snapshot_id="abc")), "snapshot_id"),
-     (json.dumps(_doc(kind="weights")), "kind"),
-     (json.dumps(_doc(total_size=1)), "total_size"),
-     (json.dumps(_doc(file_count=7)), "file_count"),
-     (json.dumps(_doc(files={"a": 1})), "files must be a list"),
-     (json.dumps(_doc(files=[{"path": "a", "size": 1}], file_count=1, total_size=1)),
-      "exactly"),
-     (json.dumps(_doc(files=[{"path": "a", "size": -1, "blake3": digest("a")}],
-                      file_count=1, total_size=-1)), "size"),
-     (json.dumps(_doc(metrics={"loss": "low"})), "not a number"),
-     (json.dumps(_doc(created_at="yesterday")), "created_at"),
-     (json.dumps(_doc(is_dir="yes")), "is_dir"),
-     (json.dumps(_doc()).replace("1010", "NaN"), "NaN"),
-     ("[" * 100_000, "not valid JSON")],
-    ids=lambda value: value if len(value) < 40 else None,
+    ("text", "match"), _MALFORMED,
+    # Ids from the expected message, numbered: the documents themselves are long.
+    ids=[f"{number}-{match}" for number, (_, match) in enumerate(_MALFORMED)],
 )
 def test_malformed_manifests_are_format_errors(text: str, match: str) -> None:
     with pytest.raises(FormatError, match=match) as info:

@@ -11,7 +11,9 @@ included (empty folders are not versioned; cpv leaves the user's alone, docs/for
 from __future__ import annotations
 
 import os
+import signal
 import stat
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,11 @@ from cpv.errors import LocalIOError
 from cpv.pathrules import check_relpath
 
 _BLOCK = 8 * 1024 * 1024
+
+PARALLEL_WALK_FILES = 50_000
+"""From about this many files a tree's fingerprints are taken by several processes: below,
+forking them costs more than the walk (a 10^5-file status takes ~1.5 CPU-s, 70% of it
+``lstat`` calls and per-entry Python that a second core halves; docs/benchmarks.md)."""
 
 
 def local_changes(
@@ -195,7 +202,15 @@ class _Walk:
     deleted: list[str] = field(default_factory=list)
     doubtful: list[str] = field(default_factory=list)
     learned: dict[str, bytes] = field(default_factory=dict)
-    visited: set[str] = field(default_factory=set)
+    visited: dict[str, bytes] = field(default_factory=dict)
+    """Every folder walked (or fingerprinted by a walker process) -> its fingerprint."""
+    known: dict[str, bytes] = field(default_factory=dict)
+    """Fingerprints the walker processes took: a folder whose fingerprint is the recorded one
+    is not walked again here."""
+    only_fingerprints: bool = False
+    """A walker process's walk: fingerprints only, nothing judged; with ``stamps_only`` or
+    ``first``, it stops at the first folder that is not as recorded (the question is then
+    answered by one folder, and the rest of the tree need not be walked)."""
 
 
 def compare_folders(
@@ -206,6 +221,7 @@ def compare_folders(
     exclude: Callable[[str], bool] | None = None,
     stamps_only: bool = False,
     first: bool = False,
+    walkers: int = 1,
 ) -> FolderComparison | None:
     """How ``root`` differs from ``recorded``: per folder, not per file, where it can.
 
@@ -218,7 +234,9 @@ def compare_folders(
     still there is not deleted).
 
     ``stamps_only`` (the no-op push's question) hashes nothing and returns None at the first
-    change or doubt; ``first`` stops at the first change found.
+    change or doubt; ``first`` stops at the first change found. ``walkers`` above 1 lets
+    that many forked processes fingerprint the sub-trees first (see :func:`walkers_for`), so
+    this process walks again only the folders that changed.
 
     Raises:
         LocalIOError: a file or folder cannot be read (never reported as unchanged).
@@ -234,9 +252,12 @@ def compare_folders(
         if st is not None:
             if not stat.S_ISDIR(st.st_mode):
                 raise LocalIOError(f"{root} is not a folder", path=str(root))
+            if walkers > 1:
+                walk.known = _fingerprints_in_parallel(walk, str(root), walkers)
+                walk.visited.update(walk.known)
             _visit(walk, str(root), "")
         base = str(root)
-        for prefix in sorted(set(recorded.prefixes()) - walk.visited):
+        for prefix in sorted(set(recorded.prefixes()) - walk.visited.keys()):
             names = recorded.names(prefix)
             if not names:
                 continue
@@ -292,9 +313,12 @@ def _visit(walk: _Walk, folder: str, prefix: str) -> tuple[bytes, bool]:
                                    st.st_ino))
             own.append((name, entry.path, st, None))
         elif stat.S_ISDIR(mode):
-            child, clean = _visit(walk, entry.path, f"{prefix}{name}/")
+            sub = f"{prefix}{name}/"
+            child = walk.known.get(sub)
+            if child is None or walk.recorded.fingerprint(sub) != child:
+                child, clean = _visit(walk, entry.path, sub)
+                clean_below = clean_below and clean
             parts.append(dir_part(name, child))
-            clean_below = clean_below and clean
         elif stat.S_ISLNK(mode):
             try:
                 target = os.readlink(entry.path)
@@ -303,7 +327,11 @@ def _visit(walk: _Walk, folder: str, prefix: str) -> tuple[bytes, bool]:
             parts.append(link_part(name, target))
             own.append((name, entry.path, st, target))
     fingerprint = folder_fingerprint(parts)
-    walk.visited.add(prefix)
+    walk.visited[prefix] = fingerprint
+    if walk.only_fingerprints:
+        if (walk.stamps_only or walk.first) and walk.recorded.fingerprint(prefix) != fingerprint:
+            raise _DoubtError
+        return fingerprint, True
     if walk.recorded.fingerprint(prefix) == fingerprint:
         return fingerprint, True
     clean = _judge(walk, folder, prefix, own)
@@ -311,6 +339,93 @@ def _visit(walk: _Walk, folder: str, prefix: str) -> tuple[bytes, bool]:
         walk.learned[prefix] = fingerprint
         return fingerprint, True
     return fingerprint, False
+
+
+def walkers_for(files: int) -> int:
+    """How many processes should fingerprint a tree of about ``files`` files: the usable
+    cores (at most 4) for a big tree, when this process may fork; else 1.
+
+    Only a process with one OS thread forks (Linux, where ``/proc/self/task`` tells): a fork
+    copies the calling thread alone, so a lock another thread held (a training loop's, a
+    progress bar's) would stay held in the child for ever.
+    """
+    if files < PARALLEL_WALK_FILES or sys.platform != "linux":
+        return 1
+    try:
+        if len(os.listdir("/proc/self/task")) != 1:
+            return 1
+        return max(1, min(len(os.sched_getaffinity(0)), 4))
+    except OSError:
+        return 1
+
+
+def _units(root: str, exclude: Callable[[str], bool] | None,
+           want: int) -> list[tuple[str, str]]:
+    """Sub-trees to hand out: the folders of the shallowest level (up to 3 down) that has at
+    least ``want`` of them, as (path, prefix); none when the tree does not split."""
+    level = [(root, "")]
+    for _ in range(3):
+        below: list[tuple[str, str]] = []
+        for folder, prefix in level:
+            try:
+                with os.scandir(folder) as it:
+                    for entry in it:
+                        sub = prefix + entry.name
+                        if entry.is_dir(follow_symlinks=False) and not (
+                                exclude is not None and exclude(sub)):
+                            below.append((entry.path, sub + "/"))
+            except OSError:
+                continue  # walked here, where the error is reported
+        if len(below) >= want or not below:
+            break
+        level = below
+    return below if len(below) >= 2 else []
+
+
+_FORKED_WALK: _Walk | None = None
+"""The walk a forked walker process serves (inherited through ``fork``, never pickled: its
+exclude test is a closure)."""
+
+
+def _walker_started() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+def _fingerprint_unit(unit: tuple[str, str]) -> tuple[dict[str, bytes], bool]:
+    """In a walker process: the fingerprint of every folder of one sub-tree, and whether it
+    stopped at a folder that is not as recorded (see :attr:`_Walk.only_fingerprints`)."""
+    parent = _FORKED_WALK
+    assert parent is not None
+    walk = _Walk(parent.recorded, None, parent.exclude, parent.stamps_only, parent.first,
+                 only_fingerprints=True)
+    try:
+        _visit(walk, unit[0], unit[1])
+    except _DoubtError:
+        return walk.visited, True
+    except LocalIOError:
+        return {}, False  # walked again by the parent, which names what cannot be read
+    return walk.visited, False
+
+
+def _fingerprints_in_parallel(walk: _Walk, root: str, walkers: int) -> dict[str, bytes]:
+    """Fingerprints of the sub-trees of ``root``, taken by ``walkers`` forked processes."""
+    import multiprocessing
+
+    units = _units(root, walk.exclude, 4 * walkers)
+    if not units:
+        return {}
+    global _FORKED_WALK
+    _FORKED_WALK = walk
+    known: dict[str, bytes] = {}
+    try:
+        with multiprocessing.get_context("fork").Pool(walkers, _walker_started) as pool:
+            for found, stopped in pool.imap_unordered(_fingerprint_unit, units):
+                known.update(found)
+                if stopped:
+                    break  # the walk here judges that folder first; the rest may be moot
+    finally:
+        _FORKED_WALK = None
+    return known
 
 
 def _judge(walk: _Walk, folder: str, prefix: str,

@@ -567,7 +567,7 @@ def local_changes(
         LocalIOError: a file or folder cannot be read: never reported as unchanged.
     """
     found = worktree.compare_folders(folder, baseline, cache=cache, exclude=exclude,
-                                     first=first)
+                                     first=first, walkers=worktree.walkers_for(baseline.count))
     assert found is not None
     return LocalChanges(tuple(found.edited), tuple(found.added), tuple(found.deleted),
                         tuple(found.doubtful), found.learned)
@@ -581,7 +581,8 @@ def unchanged_since(
     ``baseline``'s files, by stat calls alone: no file is read, any doubt is None. What lets
     a no-op push skip the store."""
     found = worktree.compare_folders(folder, baseline, cache=cache, exclude=exclude,
-                                     stamps_only=True)
+                                     stamps_only=True,
+                                     walkers=worktree.walkers_for(baseline.count))
     return None if found is None else LocalChanges((), (), (), (), found.learned)
 
 

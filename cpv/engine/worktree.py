@@ -392,19 +392,20 @@ def _walker_started() -> None:
 
 
 def _fingerprint_unit(unit: tuple[str, str]) -> tuple[dict[str, bytes], bool]:
-    """In a walker process: the fingerprint of every folder of one sub-tree, and whether it
-    stopped at a folder that is not as recorded (see :attr:`_Walk.only_fingerprints`)."""
+    """In a walker process: the fingerprint of every folder of one sub-tree, and whether the
+    sub-tree is not as recorded (with ``stamps_only`` or ``first`` the walk stops there, see
+    :attr:`_Walk.only_fingerprints`)."""
     parent = _FORKED_WALK
     assert parent is not None
     walk = _Walk(parent.recorded, None, parent.exclude, parent.stamps_only, parent.first,
                  only_fingerprints=True)
     try:
-        _visit(walk, unit[0], unit[1])
+        found, _ = _visit(walk, unit[0], unit[1])
     except _DoubtError:
         return walk.visited, True
     except LocalIOError:
-        return {}, False  # walked again by the parent, which names what cannot be read
-    return walk.visited, False
+        return {}, True  # walked again by the parent, which names what cannot be read
+    return walk.visited, parent.recorded.fingerprint(unit[1]) != found
 
 
 def _fingerprints_in_parallel(walk: _Walk, root: str, walkers: int) -> dict[str, bytes]:
@@ -417,12 +418,18 @@ def _fingerprints_in_parallel(walk: _Walk, root: str, walkers: int) -> dict[str,
     global _FORKED_WALK
     _FORKED_WALK = walk
     known: dict[str, bytes] = {}
+    # A sub-tree that is not as recorded is walked again here, entry by entry, to judge it:
+    # past a few of them the walkers' work is doubled, not shared (a status after 1 % of the
+    # files changed in every folder took 28.6 s with walkers, 22.4 s without, at 10^6).
+    allowed = 0 if walk.stamps_only or walk.first else max(1, len(units) // 16)
+    differ = 0
     try:
         with multiprocessing.get_context("fork").Pool(walkers, _walker_started) as pool:
-            for found, stopped in pool.imap_unordered(_fingerprint_unit, units):
+            for found, different in pool.imap_unordered(_fingerprint_unit, units):
                 known.update(found)
-                if stopped:
-                    break  # the walk here judges that folder first; the rest may be moot
+                differ += different
+                if differ > allowed:
+                    break  # the walk here judges the rest itself
     finally:
         _FORKED_WALK = None
     return known

@@ -130,7 +130,7 @@ class StatCache:
     answered before the store (and boto3) is even opened.
     """
 
-    def __init__(self, path: Path, *, chunker_key: str | None) -> None:
+    def __init__(self, path: Path, *, chunker_key: str | None, read_only: bool = False) -> None:
         self._path = path
         self._chunker_key = chunker_key
         self._lock = threading.Lock()
@@ -140,6 +140,13 @@ class StatCache:
         self._db: sqlite3.Connection | None = None
         self._loaded_prefix: str | None = None
         self._loaded: dict[str, tuple[Any, ...]] = {}
+        if read_only:
+            try:
+                self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                           check_same_thread=False, timeout=10)
+            except sqlite3.Error as exc:
+                log.debug("stat cache %s unreadable (%s)", path, exc)
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(str(path), check_same_thread=False, timeout=10)
@@ -157,6 +164,12 @@ class StatCache:
         except (OSError, sqlite3.Error) as exc:
             # A missing cache only costs re-hashing; it must never fail a push.
             log.warning("stat cache %s unusable (%s); files will be re-hashed", path, exc)
+
+    def reader(self) -> StatCache:
+        """The same cache through a read-only connection of its own: what a forked process
+        uses (a connection inherited through ``fork`` must not be used, sqlite's rule); it
+        sees what this one has flushed."""
+        return StatCache(self._path, chunker_key=self._chunker_key, read_only=True)
 
     def load_folder(self, folder: str) -> None:
         """Read every entry under ``folder`` in one query, so lookups there need no SQL.

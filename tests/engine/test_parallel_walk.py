@@ -21,13 +21,23 @@ from cpv.engine import worktree
 from cpv.engine.hashing import hash_file
 
 SCRIPT = """
-import json, sys
+import json, os, sys
 from pathlib import Path
 from cpv.engine import worktree
+from cpv.engine.statcache import FileStamp, StatCache, cache_key
 from cpv.service.tree import Baseline
 
 root, state = Path(sys.argv[1]), json.loads(Path(sys.argv[2]).read_text())
 worktree.PARALLEL_WALK_FILES = 1
+# The stat cache vouches for every file by its stamp; for one unchanged file it holds another
+# digest, so a walker that judged without the cache (by hashing) would disagree.
+cache = StatCache(Path(sys.argv[3]), chunker_key="test")
+for rel, (size, digest) in state["files"].items():
+    if not str(digest).startswith("->") and os.path.exists(root / rel):
+        lie = "0" * 64 if rel == "a2/b3/f1.bin" else digest
+        cache.record(cache_key(os.path.abspath(root), rel), FileStamp.of(os.lstat(root / rel)),
+                     lie, ())
+cache.flush()
 baseline = Baseline(None, {p: tuple(v) for p, v in state["files"].items()},
                     fingerprints={p: bytes.fromhex(f) for p, f in state["fps"].items()})
 known = []
@@ -40,10 +50,10 @@ worktree._fingerprints_in_parallel = spy
 out = {}
 for name, walkers in (("serial", 1), ("parallel", worktree.walkers_for(baseline.count))):
     found = worktree.compare_folders(root, baseline, exclude=lambda rel: rel.endswith(".tmp"),
-                                     walkers=walkers)
+                                     cache=cache, walkers=walkers)
     out[name] = [found.edited, found.added, found.deleted, sorted(found.doubtful),
                  {p: f.hex() for p, f in found.learned.items()}]
-    noop = worktree.compare_folders(root, baseline, stamps_only=True,
+    noop = worktree.compare_folders(root, baseline, stamps_only=True, cache=cache,
                                     exclude=lambda rel: rel.endswith(".tmp"), walkers=walkers)
     out[name + " no-op"] = noop is not None
 out["known"] = known
@@ -82,7 +92,8 @@ def _compare(root: Path, tmp_path: Path, files: dict[str, list[object]],
              fps: dict[str, bytes]) -> dict[str, object]:
     state = tmp_path / "state.json"
     state.write_text(json.dumps({"files": files, "fps": {p: f.hex() for p, f in fps.items()}}))
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(root), str(state)],
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(root), str(state),
+                           str(tmp_path / "stat.db")],
                           capture_output=True, text=True, check=True,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
     result: dict[str, object] = json.loads(done.stdout)
@@ -113,12 +124,13 @@ def test_walkers_say_exactly_what_one_walk_says(tmp_path: Path) -> None:
     (root / "a2" / "b9" / "fresh.bin").write_bytes(b"fresh")
     (root / "a0" / "link").unlink()
     os.symlink("a0", root / "a0" / "link")
+    (root / "a2" / "b3" / "more.bin").write_bytes(b"more")  # a2/b3 is judged, f1 by the cache
     changed = _compare(root, tmp_path, files, fps)
     assert changed["serial"] == changed["parallel"]
     parallel: list[list[str]] = changed["parallel"]  # type: ignore[assignment]
     edited, added, deleted = parallel[:3]
-    assert edited == ["a0/link", "a1/b2/f3.bin"]
-    assert added == ["a2/b0/new.bin", "a2/b9/fresh.bin"]
+    assert edited == ["a0/link", "a1/b2/f3.bin", "a2/b3/f1.bin"]  # f1: the cache's digest
+    assert added == ["a2/b0/new.bin", "a2/b3/more.bin", "a2/b9/fresh.bin"]
     assert "a0/b3/f0.bin" in deleted and "a0/b1/f4.bin" in deleted and len(deleted) == 6
     assert changed["serial no-op"] is False and changed["parallel no-op"] is False
 

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -899,8 +900,12 @@ class _TreePush:
         files = [(i, src) for i, (_, src) in enumerate(items)
                  if isinstance(src, _Source) and src.link is None]
         cache, index, tree_key = self.cache, self.state.index, self.scan.tree_key
-        hits = (cache.lookup_many([(cache_key(tree_key, s.relpath), s.stamp) for _, s in files])
+        leaf = (cache_key(tree_key, folder.prefix)
+                if folder.prefix and not any(isinstance(src, str) for _, src in items) else None)
+        hits = (cache.lookup_many([(cache_key(tree_key, s.relpath), s.stamp) for _, s in files],
+                                  leaf=leaf)
                 if cache is not None else [None] * len(files))
+        vouched = self._vouched(folder)
         reads: list[tuple[int, _Source]] = []
         total = self.hash_total
         for (i, src), hit in zip(files, hits, strict=True):
@@ -909,7 +914,7 @@ class _TreePush:
                 op.early.append((i, slot))
                 if folder.known:
                     total += src.size
-            elif hit is not None and all(c in index for c in hit.chunks):
+            elif hit is not None and all(c in vouched or c in index for c in hit.chunks):
                 op.results[i] = (FileEntry(src.relpath, src.size, stat.S_IMODE(src.mode),
                                            hit.blake3, hit.chunks), src.stamp, False)
                 if not folder.known:
@@ -927,6 +932,18 @@ class _TreePush:
         for i, src in reads:
             self.state.pool.submit(_ingest_into, op, i, self.state, src, self.params)
         self._open.append(op)
+
+    def _vouched(self, folder: _Folder) -> AbstractSet[bytes]:
+        """The chunk ids that the folder's row names when a trusted push recorded it: in the
+        store unchecked (:meth:`ChunkIndex.still_holds`), so the files of a changed folder
+        that the stat cache vouches for need no index lookup (at 10^6 files changed 1 % in
+        every folder, those lookups were 6 of the push's 68 s)."""
+        if not self.trusted or self.cache is None or not self.tree_mode:
+            return frozenset()
+        row = self.cache.folder(cache_key(self.scan.tree_key, folder.prefix))
+        if row is None or row.token != self.trusted:
+            return frozenset()
+        return set(_split_ids(row.chunks))
 
     def _finish(self, op: _Open) -> None:
         """Build the folder's node once its files are hashed; record it for the next push."""

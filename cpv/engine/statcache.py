@@ -66,6 +66,14 @@ _LOAD_STAMPS = ("SELECT substr(path, ?), size, mtime_ns, ctime_ns, ino, blake3"
                 " FROM files WHERE path >= ? AND path < ?")
 
 
+def _ids(blob: bytes) -> tuple[bytes, ...]:
+    """The 32-byte ids concatenated in ``blob``; most files are one chunk, a case made cheap
+    (a push that encodes 10^6 files' folders again splits 10^6 of these)."""
+    if len(blob) == 32:
+        return (bytes(blob),)
+    return tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
+
+
 def cache_key(folder: str, relpath: str) -> str:
     """The key of a file in a tree: ``folder`` is the tree's absolute path (``os.path.abspath``).
 
@@ -230,14 +238,18 @@ class StatCache:
         if row is None or row[4] != self._chunker_key:
             return None
         blob = row[6]
-        chunks = tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
+        chunks = _ids(blob)
         return CachedHash(row[5], chunks)
 
-    def lookup_many(self, items: list[tuple[str, FileStamp]]) -> list[CachedHash | None]:
+    def lookup_many(self, items: list[tuple[str, FileStamp]], *,
+                    leaf: str | None = None) -> list[CachedHash | None]:
         """:meth:`lookup` for one folder's files at once (a few SELECTs, not one per file).
 
         What a push asks of each folder it has to encode again; nothing is preloaded, so the
-        memory it takes is one folder's rows whatever the tree's size.
+        memory it takes is one folder's rows whatever the tree's size. ``leaf``, the key of a
+        folder with no sub-folder (:func:`cache_key` of its prefix), lets one range scan of
+        the key order answer (a third of the time of 1,000 probes by key): with sub-folders,
+        that range would hold every file below.
         """
         if self._db is None or self._chunker_key is None or not items:
             return [None] * len(items)
@@ -245,12 +257,19 @@ class StatCache:
         rows: dict[str, tuple[Any, ...]] = {}
         with self._lock:
             try:
-                for start in range(0, len(keys), _LOOKUP_BATCH):
-                    batch = keys[start : start + _LOOKUP_BATCH]
-                    marks = ",".join("?" * len(batch))  # only "?" marks are formatted in
-                    query = f"{_SELECT_FILES} WHERE path IN ({marks})"
-                    for r in self._db.execute(query, batch):
+                if leaf is not None:
+                    base = leaf.rstrip("/")
+                    # Below it, only what a rule left out: filtered here, not made into rows.
+                    for r in self._db.execute(_LOAD_ROWS + " AND instr(substr(path, ?), '/') = 0",
+                                              (base + "/", base + "0", len(base) + 2)):
                         rows[r[0]] = r[1:]
+                else:
+                    for start in range(0, len(keys), _LOOKUP_BATCH):
+                        batch = keys[start : start + _LOOKUP_BATCH]
+                        marks = ",".join("?" * len(batch))  # only "?" marks are formatted in
+                        query = f"{_SELECT_FILES} WHERE path IN ({marks})"
+                        for r in self._db.execute(query, batch):
+                            rows[r[0]] = r[1:]
             except sqlite3.Error as exc:
                 log.debug("stat cache lookup failed: %s", exc)
                 return [None] * len(items)
@@ -262,8 +281,7 @@ class StatCache:
             ):
                 out.append(None)
                 continue
-            blob = row[6]
-            out.append(CachedHash(row[5], tuple(blob[i : i + 32] for i in range(0, len(blob), 32))))
+            out.append(CachedHash(row[5], _ids(row[6])))
         return out
 
     def folder(self, path: str, *, with_ids: bool = True) -> CachedFolder | None:
@@ -290,7 +308,7 @@ class StatCache:
         if not with_ids:
             return CachedFolder(bytes(row[0]), (), b"", 0, 0)
         blob = bytes(row[1])
-        nodes = tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
+        nodes = _ids(blob)
         return CachedFolder(bytes(row[0]), nodes, bytes(row[2]), int(row[3]), int(row[4]),
                             bytes(row[5]), bytes(row[6]))
 

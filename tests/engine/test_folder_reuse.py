@@ -225,3 +225,35 @@ def test_a_stamp_change_alone_makes_the_folder_read_again(
     change(src / "other" / "a")
     result = _push_and_check(repo, src, tmp_path / "out")  # the tree on disk, pulled back
     assert result.folders_reused == FOLDERS - 3
+
+
+def test_a_changed_folder_takes_its_other_files_from_the_trusted_row_unlooked_up(
+        local_store: LocalStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cpv.engine.index import ChunkIndex
+
+    src = _tree(tmp_path / "src")
+    cache = tmp_path / "c"
+    first = push(make_repo(local_store, cache), src, limits=LIMITS)
+    others = {c for f in first.load_snapshot().files
+              if f.path.startswith("other/a/a") and f.path != "other/a/a2.bin" for c in f.chunks}
+    assert others
+    (src / "other" / "a" / "a2.bin").write_bytes(rand_bytes(4000, 99))
+    age(src / "other" / "a" / "a2.bin")
+    asked: set[object] = set()
+    real = ChunkIndex.__contains__
+
+    def spy(self: ChunkIndex, cid: object) -> bool:
+        asked.add(cid)
+        return real(self, cid)
+
+    repo = Repository.open(local_store, cache_dir=cache)
+    with monkeypatch.context() as patched:
+        patched.setattr(ChunkIndex, "__contains__", spy)
+        changed = push(repo, src, limits=LIMITS)
+    assert changed.folders_reused == FOLDERS - 3 and changed.hashed_bytes == 4000
+    # The trusted push's row of other/a names their chunks: in the store, not looked up.
+    assert not others & asked
+    again = push(repo, src, limits=LIMITS, rehash=True)
+    assert again.snapshot_id == changed.snapshot_id
+    pull(repo, changed.snapshot_id, tmp_path / "o", limits=LIMITS)
+    assert tree_digest(tmp_path / "o") == tree_digest(src)

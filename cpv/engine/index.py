@@ -775,19 +775,6 @@ def write_locations(store: ObjectStore, snapshot_id: str, packs: Iterable[str]) 
     return True
 
 
-def packs_of(index: ChunkIndex, chunk_ids: Iterable[bytes]) -> set[str] | None:
-    """The packs holding ``chunk_ids`` (as :meth:`ChunkIndex.get` locates them); None when
-    one is not indexed (then no pack list is written: a reader would miss that chunk)."""
-    packs: set[str] = set()
-    pack_of = index.pack_of
-    for cid in chunk_ids:
-        pack = pack_of(cid)
-        if pack is None:
-            return None
-        packs.add(pack)
-    return packs
-
-
 def read_locations(store: ObjectStore, snapshot_id: str) -> list[str] | None:
     """The pack ids :func:`write_locations` recorded for ``snapshot_id``, or None."""
     try:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +47,8 @@ CREATE TABLE IF NOT EXISTS folders (
     files INTEGER NOT NULL,
     size INTEGER NOT NULL,
     packs BLOB NOT NULL,
-    token BLOB NOT NULL
+    token BLOB NOT NULL,
+    chunk_packs BLOB NOT NULL DEFAULT X''
 )
 """
 _STORE_SCHEMA = """
@@ -127,6 +130,25 @@ class CachedFolder:
     token: bytes = b""
     """The push's trust token (:meth:`StatCache.store_state`): while the store's state still
     has it, the folder's nodes and chunks are indexed there, in ``packs``, unchecked."""
+    chunk_packs: bytes = b""
+    """For each chunk id of ``chunks``, in order, the number of its pack in ``packs`` (u32,
+    little-endian); empty when not known (a row of an older cpv)."""
+
+    def pack_map(self) -> dict[bytes, bytes]:
+        """Chunk id -> id of the pack it was recorded in (empty without ``chunk_packs``): a
+        changed folder's unchanged files need no index lookup for the version's pack list."""
+        if len(self.chunk_packs) != len(self.chunks) // 8:
+            return {}
+        packs = self.packs
+        numbers = array("I")
+        numbers.frombytes(self.chunk_packs)
+        if sys.byteorder != "little":
+            numbers.byteswap()
+        if numbers and max(numbers) * 32 + 32 > len(packs):
+            return {}
+        chunks = self.chunks
+        return {chunks[32 * i : 32 * i + 32]: packs[32 * n : 32 * n + 32]
+                for i, n in enumerate(numbers)}
 
 
 class StatCache:
@@ -166,6 +188,8 @@ class StatCache:
                 # more costs less than trusting rows no push vouched for.
                 db.execute("DROP TABLE folders")
             db.execute(_FOLDER_SCHEMA)
+            if "token" in columns and "chunk_packs" not in columns:  # an older cpv's rows stay
+                db.execute("ALTER TABLE folders ADD COLUMN chunk_packs BLOB NOT NULL DEFAULT X''")
             db.execute(_STORE_SCHEMA)
             db.commit()
             self._db = db
@@ -292,7 +316,7 @@ class StatCache:
         """
         if self._db is None or self._chunker_key is None:
             return None
-        cols = ("fingerprint, nodes, chunks, files, size, packs, token" if with_ids
+        cols = ("fingerprint, nodes, chunks, files, size, packs, token, chunk_packs" if with_ids
                 else "fingerprint")
         with self._lock:
             try:
@@ -310,7 +334,7 @@ class StatCache:
         blob = bytes(row[1])
         nodes = _ids(blob)
         return CachedFolder(bytes(row[0]), nodes, bytes(row[2]), int(row[3]), int(row[4]),
-                            bytes(row[5]), bytes(row[6]))
+                            bytes(row[5]), bytes(row[6]), bytes(row[7]))
 
     def record_folder(self, path: str, folder: CachedFolder) -> None:
         """Queue what a folder encoded to; written by :meth:`flush`.
@@ -324,7 +348,8 @@ class StatCache:
         with self._lock:
             self._pending_folders.append(
                 (path, self._chunker_key, folder.fingerprint, b"".join(folder.nodes),
-                 folder.chunks, folder.files, folder.size, folder.packs, folder.token)
+                 folder.chunks, folder.files, folder.size, folder.packs, folder.token,
+                 folder.chunk_packs)
             )
 
     def store_state(self, store_id: str) -> tuple[bytes, frozenset[str]] | None:
@@ -428,7 +453,7 @@ class StatCache:
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
                 )
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", folders
+                    "INSERT OR REPLACE INTO folders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", folders
                 )
                 self._db.executemany("INSERT OR REPLACE INTO stores VALUES (?, ?, ?)", stores)
                 self._db.commit()

@@ -242,18 +242,50 @@ def test_a_changed_folder_takes_its_other_files_from_the_trusted_row_unlooked_up
     asked: set[object] = set()
     real = ChunkIndex.__contains__
 
+    real_pack_of = ChunkIndex.pack_of
+
     def spy(self: ChunkIndex, cid: object) -> bool:
         asked.add(cid)
         return real(self, cid)
 
+    def spy_pack_of(self: ChunkIndex, cid: bytes) -> str | None:
+        asked.add(cid)
+        return real_pack_of(self, cid)
+
     repo = Repository.open(local_store, cache_dir=cache)
     with monkeypatch.context() as patched:
         patched.setattr(ChunkIndex, "__contains__", spy)
+        patched.setattr(ChunkIndex, "pack_of", spy_pack_of)
         changed = push(repo, src, limits=LIMITS)
     assert changed.folders_reused == FOLDERS - 3 and changed.hashed_bytes == 4000
-    # The trusted push's row of other/a names their chunks: in the store, not looked up.
+    # The trusted push's row of other/a names their chunks and their packs: in the store,
+    # neither checked nor located again, and the version's pack list still names them.
     assert not others & asked
+    _fresh_pull_uses_only_its_pack_list(local_store, changed.snapshot_id, src, tmp_path / "f")
     again = push(repo, src, limits=LIMITS, rehash=True)
     assert again.snapshot_id == changed.snapshot_id
     pull(repo, changed.snapshot_id, tmp_path / "o", limits=LIMITS)
     assert tree_digest(tmp_path / "o") == tree_digest(src)
+
+
+def test_rows_of_a_cpv_without_chunk_packs_are_still_used(local_store: LocalStore,
+                                                           tmp_path: Path) -> None:
+    import sqlite3
+
+    from cpv.engine.statcache import STAT_CACHE_FILE
+
+    src = _tree(tmp_path / "src")
+    cache = tmp_path / "c"
+    push(make_repo(local_store, cache), src, limits=LIMITS)
+    (db_path,) = cache.rglob(STAT_CACHE_FILE)
+    with sqlite3.connect(db_path) as db:  # the table as the previous cpv wrote it
+        db.execute("ALTER TABLE folders DROP COLUMN chunk_packs")
+    assert "chunk_packs" not in {r[1] for r in sqlite3.connect(db_path).execute(
+        "PRAGMA table_info(folders)")}
+    (src / "other" / "a" / "a2.bin").write_bytes(rand_bytes(4000, 99))
+    age(src / "other" / "a" / "a2.bin")
+    changed = push(Repository.open(local_store, cache_dir=cache), src, limits=LIMITS)
+    assert changed.folders_reused == FOLDERS - 3 and changed.hashed_bytes == 4000
+    _fresh_pull_uses_only_its_pack_list(local_store, changed.snapshot_id, src, tmp_path / "o")
+    assert push(Repository.open(local_store, cache_dir=cache), src,
+                limits=LIMITS).folders_reused == FOLDERS

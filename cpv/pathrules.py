@@ -19,7 +19,7 @@ lexically, never on the disk, so the answer depends only on the tree being check
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from cpv.errors import UnsafePathError
@@ -196,3 +196,26 @@ def _walk(
         if here in links:
             current = list(_resolve_link(here, links, resolved, hops=hops + 1))
     return current
+
+
+def in_scope(scope: Iterable[str] | None) -> Callable[[str], bool]:
+    """A test for "this path is one of, or under one of, ``scope``" (None: everything).
+
+    A set lookup of the path and each of its parent folders, so a scope of 100,000 chosen
+    files (a filtered pull) costs per path its depth, not the scope's length. The one test
+    of scope: the service's (what a pull may remove) and the engine's (what it writes).
+    """
+    if scope is None:
+        return lambda _rel: True
+    prefixes = frozenset(s.strip("/") for s in scope)
+
+    def inside(rel: str) -> bool:
+        if rel in prefixes:
+            return True
+        while "/" in rel:
+            rel = rel.rsplit("/", 1)[0]
+            if rel in prefixes:
+                return True
+        return False
+
+    return inside

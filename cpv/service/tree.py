@@ -30,6 +30,7 @@ from cpv.engine.hashing import hash_file
 from cpv.engine.statcache import FileStamp, StatCache, cache_key
 from cpv.errors import LocalIOError
 from cpv.localmemo import file_stamp, keep_out_of_git, key_of, recall, record
+from cpv.pathrules import in_scope
 from cpv.workspace import exclude_internal
 
 if TYPE_CHECKING:
@@ -613,25 +614,3 @@ def conflicts(
         if inside(rel) and want is not None and want[1] != file_digest(folder, rel, cache):
             out.append(rel)
     return sorted(out)
-
-
-def in_scope(scope: Iterable[str] | None) -> Callable[[str], bool]:
-    """A test for "this path is one of, or under one of, ``scope``" (None: everything).
-
-    A set lookup of the path and each of its parent folders, so a scope of 100,000 chosen
-    files (a filtered pull) costs per path its depth, not the scope's length.
-    """
-    if scope is None:
-        return lambda _rel: True
-    prefixes = frozenset(s.strip("/") for s in scope)
-
-    def inside(rel: str) -> bool:
-        if rel in prefixes:
-            return True
-        while "/" in rel:
-            rel = rel.rsplit("/", 1)[0]
-            if rel in prefixes:
-                return True
-        return False
-
-    return inside

@@ -285,3 +285,27 @@ def test_disk_full_during_pull_keeps_old_file(
         pull(repo, sid, out, limits=LIMITS)
     assert (out / "w.bin").read_bytes() == b"old version"
     assert [p.name for p in out.iterdir()] == ["w.bin"]
+
+
+def test_a_pull_in_batches_refuses_a_chunk_the_index_lacks_before_writing(
+        memory_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pull_module = importlib.import_module("cpv.engine.pull")
+    monkeypatch.setattr(pull_module, "PULL_BATCH_FILES", 2)
+    src = make_tree(tmp_path / "src")
+    repo = make_repo(memory_store, tmp_path / "c", version=1)
+    push(repo, src, limits=LIMITS)
+    before = {o.key for o in memory_store.list("index/")}
+    (src / "zz-last.bin").write_bytes(rand_bytes(5000, 77))  # in the last batch, its own pack
+    sid = push(repo, src, limits=LIMITS).snapshot_id
+    for key in {o.key for o in memory_store.list("index/")} - before:
+        memory_store.delete(key)  # the store no longer indexes that chunk
+    out = tmp_path / "out"
+    with pytest.raises(IntegrityError, match="zz-last.bin"):
+        pull(Repository.open(memory_store), sid, out, limits=LIMITS)
+    assert not [p for p in out.rglob("*") if p.is_file()]  # the first batches wrote nothing
+
+    (src / "zz-last.bin").unlink()
+    fine = push(Repository.open(memory_store, cache_dir=tmp_path / "c2"), src, limits=LIMITS)
+    result = pull(Repository.open(memory_store), fine.snapshot_id, out, limits=LIMITS)
+    assert tree_digest(out) == tree_digest(src)  # batches of two give the whole tree
+    assert result.files_written == result.files > 4

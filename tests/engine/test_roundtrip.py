@@ -193,3 +193,22 @@ def test_single_file_root_is_not_rehashed_whatever_its_spelling(
     again = push(repo, tmp_path / "w" / "." / "one.bin", limits=LIMITS)
     assert first.hashed_bytes == 3 * MiB
     assert again.hashed_bytes == 0 and again.snapshot_id == first.snapshot_id
+
+
+def test_selecting_one_path_per_file_costs_each_file_its_depth() -> None:
+    """A filtered pull hands the engine one path per chosen file; checking every file against
+    every path was quadratic (hours for 100,000 of 10^6 files; here 30,000 of 60,000)."""
+    from cpv.engine.pull import select_files
+    from cpv.engine.snapshot import FileEntry, Snapshot
+    from cpv.errors import LocalIOError
+
+    files = tuple(FileEntry(f"d{i // 1000:03d}/f{i:06d}", 1, 0o644, "0" * 64, ())
+                  for i in range(60_000))
+    snapshot = Snapshot(files=files)
+    chosen = [f.path for f in files[::2]]
+    assert [f.path for f in select_files(snapshot, chosen)] == chosen
+    assert [f.path for f in select_files(snapshot, ["d001/", "d002/f002000"])] == [
+        f.path for f in files[1000:2001]]
+    assert len(select_files(snapshot, None)) == len(select_files(snapshot, ["."])) == 60_000
+    with pytest.raises(LocalIOError, match="not in this version: d0"):
+        select_files(snapshot, ["d001", "d0"])  # a prefix of a name is not its folder

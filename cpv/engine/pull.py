@@ -22,7 +22,7 @@ import secrets
 import stat
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +33,7 @@ from cpv.engine.chunking import iter_file_chunks, new_read_buffer
 from cpv.engine.hashing import Hasher, chunk_id
 from cpv.engine.paths import Placement
 from cpv.engine.snapshot import check_snapshot_matches
-from cpv.engine.statcache import FileStamp, cache_key
+from cpv.engine.statcache import FileStamp, cache_key, settled
 from cpv.engine.transfer import (
     ChunkWant,
     PackRange,
@@ -275,11 +275,10 @@ def pull(
     # One random tag per pull: file names already make the temp names unique within it.
     dirs = _Dirs(f"cpv-{os.getpid()}-{secrets.token_hex(4)}")
     dest_key = os.path.abspath(dest)
-    if cache is not None:
-        cache.load_folder(dest_key)
     _check_available(repo, files, dest, dest_key, mode_mask, cache, limits,
                      reuse_local=reuse_local)
     unchanged = written = fetched = local_bytes = total = 0
+    unsettled: deque[tuple[str, FileStamp, str, tuple[bytes, ...]]] = deque()
     scan_buf: memoryview | None = None
     progress.begin("download", total=None, unit="B")
     try:
@@ -287,9 +286,13 @@ def pull(
         # at: what a pull holds per file (targets, wanted chunks, ranges) is one batch's,
         # whatever the version's size. A chunk that two batches need is fetched twice.
         for at in range(0, len(files), PULL_BATCH_FILES):
+            batch = files[at : at + PULL_BATCH_FILES]
+            if cache is not None:  # the batch's rows in one query: its paths are close
+                low, high = min(f.path for f in batch), max(f.path for f in batch)
+                cache.load_range(cache_key(dest_key, low), cache_key(dest_key, high) + "\0")
             targets: list[_Target] = []
             local_sources: dict[bytes, tuple[Path, int, int]] = {}
-            for entry in files[at : at + PULL_BATCH_FILES]:
+            for entry in batch:
                 if entry.is_symlink:
                     continue
                 path = dest.joinpath(*entry.path.split("/"))
@@ -322,8 +325,12 @@ def pull(
                 for t in targets:
                     stamp = _stamp_of_written(t)
                     if stamp is not None:
-                        cache.record(cache_key(dest_key, t.entry.path), stamp, t.entry.blake3,
-                                     t.entry.chunks)
+                        unsettled.append((cache_key(dest_key, t.entry.path), stamp,
+                                          t.entry.blake3, t.entry.chunks))
+                # A file written within the stat cache's racy window is not recorded
+                # (``settled``): a batch's files wait for later batches to go by first.
+                while unsettled and settled(unsettled[0][1]):
+                    cache.record(*unsettled.popleft())
             written += len(targets)
             fetched += sum(len(r.wants) for r in ranges)
         for entry in files:
@@ -333,6 +340,8 @@ def pull(
     finally:
         progress.end("download")
         if cache is not None:
+            for row in unsettled:  # those still in the racy window are left out here
+                cache.record(*row)
             cache.flush()
     return PullResult(
         snapshot_id=snapshot_id,

@@ -24,6 +24,7 @@ from cpv.engine.index import (
     INDEX_PREFIX,
     ChunkIndex,
     PackRecord,
+    index_of_packs,
     read_damage,
     read_locations,
     record_damage,
@@ -151,7 +152,6 @@ class Repository:
         packs = read_locations(self.store, snapshot_id)
         if packs is None:
             return False
-        index = ChunkIndex()
         records: dict[str, PackRecord] = {}
         lock = threading.Lock()
 
@@ -169,9 +169,9 @@ class Repository:
             for pid in packs:
                 pool.submit(footer, pid)
             pool.join()
-        for pid in packs:  # in the list's order: the same first-copy rule as the index
-            if pid in records:
-                index.add_pack(records[pid])
+        # In the list's order: the same first-copy rule as the index.
+        index = index_of_packs([records[pid] for pid in packs if pid in records],
+                               self.cache_dir)
         index.exclude(read_damage(self.store))
         index.partial = True
         self._index = index

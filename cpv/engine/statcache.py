@@ -168,7 +168,7 @@ class StatCache:
         self._pending_folders: list[tuple[object, ...]] = []
         self._pending_stores: list[tuple[object, ...]] = []
         self._db: sqlite3.Connection | None = None
-        self._loaded_prefix: str | None = None
+        self._loaded_range: tuple[str, str] | None = None  # [low, high) of the keys read
         self._loaded: dict[str, tuple[Any, ...]] = {}
         if read_only:
             try:
@@ -210,21 +210,30 @@ class StatCache:
         one range scan over the primary key (paths under ``folder/`` sort together) replaces
         them. ``folder`` must be absolute.
         """
+        base = folder.rstrip("/")
+        self.load_range(base + "/", base + "0")  # "0" is the character after "/"
+
+    def load_range(self, low: str, high: str) -> None:
+        """Read every entry whose key is from ``low`` up to, not including, ``high``, in one
+        query, replacing what was read before: lookups in that range then need no SQL.
+
+        A pull reads one batch of files' keys at a time (they are consecutive, in path
+        order): a whole 10^6-file folder's rows held 0.8 GB while the pull went on.
+        """
         if self._db is None:
             return
-        base = folder.rstrip("/")
-        low, high = base + "/", base + "0"  # "0" is the character after "/"
         # Without a chunker only digest() answers: the chunk lists (32 bytes per chunk, most
         # of a big file's row) are not read.
         query = _LOAD_DIGESTS if self._chunker_key is None else _LOAD_ROWS
         with self._lock:
+            self._loaded, self._loaded_range = {}, None
             try:
                 rows = self._db.execute(query, (low, high)).fetchall()
             except sqlite3.Error as exc:
                 log.debug("stat cache load failed: %s", exc)
                 return
             self._loaded = {r[0]: r[1:] for r in rows}
-            self._loaded_prefix = low
+            self._loaded_range = (low, high)
 
     def stamps_under(self, folder: str) -> dict[str, tuple[int, int, int, int, str]]:
         """Every entry written under the absolute ``folder``, by path relative to it:
@@ -392,7 +401,8 @@ class StatCache:
         if self._db is None:
             return None
         with self._lock:
-            if self._loaded_prefix is not None and key.startswith(self._loaded_prefix):
+            loaded = self._loaded_range
+            if loaded is not None and loaded[0] <= key < loaded[1]:
                 row = self._loaded.get(key)
             else:
                 try:
@@ -445,7 +455,7 @@ class StatCache:
             rows, self._pending = self._pending, []
             folders, self._pending_folders = self._pending_folders, []
             stores, self._pending_stores = self._pending_stores, []
-            self._loaded, self._loaded_prefix = {}, None
+            self._loaded, self._loaded_range = {}, None
             if not rows and not folders and not stores:
                 return
             try:

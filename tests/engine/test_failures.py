@@ -300,7 +300,7 @@ def test_a_pull_in_batches_refuses_a_chunk_the_index_lacks_before_writing(
     for key in {o.key for o in memory_store.list("index/")} - before:
         memory_store.delete(key)  # the store no longer indexes that chunk
     out = tmp_path / "out"
-    with pytest.raises(IntegrityError, match="zz-last.bin"):
+    with pytest.raises(IntegrityError, match=r"zz-last\.bin"):
         pull(Repository.open(memory_store), sid, out, limits=LIMITS)
     assert not [p for p in out.rglob("*") if p.is_file()]  # the first batches wrote nothing
 
@@ -309,3 +309,35 @@ def test_a_pull_in_batches_refuses_a_chunk_the_index_lacks_before_writing(
     result = pull(Repository.open(memory_store), fine.snapshot_id, out, limits=LIMITS)
     assert tree_digest(out) == tree_digest(src)  # batches of two give the whole tree
     assert result.files_written == result.files > 4
+
+
+def test_a_pull_in_batches_records_each_batch_once_it_has_settled(
+        memory_store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stat cache takes a written file only once it is out of the racy window; a batch
+    recorded as soon as it was written would never be (each batch is written in < 2 s)."""
+    import time
+
+    from cpv.engine import statcache
+
+    pull_module = importlib.import_module("cpv.engine.pull")
+    monkeypatch.setattr(pull_module, "PULL_BATCH_FILES", 8)
+    monkeypatch.setattr(statcache, "_RACY_NS", 300_000_000)
+    real_fetch = pull_module._fetch_all
+
+    def slow_fetch(*args: Any) -> None:
+        time.sleep(0.35)  # the batch before has settled by the time this one is written
+        real_fetch(*args)
+
+    src = make_tree(tmp_path / "src")
+    sid = push(make_repo(memory_store, tmp_path / "c"), src, limits=LIMITS).snapshot_id
+    monkeypatch.setattr(pull_module, "_fetch_all", slow_fetch)
+    repo = Repository.open(memory_store, cache_dir=tmp_path / "c2")
+    out = tmp_path / "out"
+    result = pull(repo, sid, out, limits=LIMITS)
+    files = [p for p in out.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert result.files_written >= len(files) > 6
+    cache = repo.stat_cache
+    assert cache is not None
+    known = cache.stamps_under(os.path.abspath(out))
+    # Every batch but the last settled while a later one was written.
+    assert len(known) >= len(files) - 8

@@ -252,3 +252,29 @@ def test_deferred_entries_are_all_found_by_threads_racing_to_the_first_lookup() 
         t.join()
     assert missed == [0, 0, 0, 0]
     assert index.get(wanted[0]) == index_mod.Location(records[0].pack_id, 0, 100)
+
+
+def test_one_versions_index_spills_to_a_table_of_its_own(spill: None, tmp_path: Path) -> None:
+    """A fresh machine's index of one version's packs (``index_of_packs``): the same answers
+    as the dict, first copy first, in a table whose file is gone once it is open."""
+    _, records = _store_with_index()
+    memory, spilled = (index_mod.index_of_packs(records, None),
+                       index_mod.index_of_packs(records, tmp_path))
+    assert memory.table is None and spilled.table is not None
+    cids = [e.chunk_id for r in records for e in r.entries] + [b"\x00" * 32]
+    _same_answers(memory, spilled, cids)
+    shared = records[0].entries[-1].chunk_id  # in every pack: the first record's copy
+    assert spilled.get(shared) == memory.get(shared) == index_mod.Location(
+        records[0].pack_id, records[0].entries[-1].offset, 7)
+    assert not list(tmp_path.iterdir())  # unlinked once open: nothing left behind
+
+
+def test_a_fresh_pull_of_a_big_version_indexes_its_packs_on_disk(
+        spill: None, memory_store: Any, tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src")
+    sid = push(make_repo(memory_store, tmp_path / "c"), src, limits=LIMITS).snapshot_id
+    fresh = Repository.open(memory_store, cache_dir=tmp_path / "fresh")
+    out = tmp_path / "out"
+    pull(fresh, sid, out, limits=LIMITS)
+    assert fresh.partial_index and fresh.index.table is not None
+    assert tree_digest(out) == tree_digest(src)

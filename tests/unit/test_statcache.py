@@ -101,3 +101,32 @@ def test_folder_rows_of_an_older_cpv_are_dropped_and_the_file_rows_kept(tmp_path
     assert again.folder("/w/a/") == row
     assert again.store_state("store-1") == (b"t" * 16, frozenset({"i1", "i2"}))
     assert again.store_state("store-2") is None
+
+
+def test_load_range_replaces_what_was_read_and_serves_only_its_keys(sc: StatCache) -> None:
+    for n, key in enumerate(["/d/a.txt", "/d/a/x", "/d/b/y", "/d/c"], start=1):
+        sc.record(key, _stamp(n), f"h{n}", ())
+    sc.flush()
+    sc.load_range("/d/a.txt", "/d/a/x\0")  # a batch's lowest and highest key, both kept
+    assert set(sc._loaded) == {"/d/a.txt", "/d/a/x"}
+    sc.load_range("/d/b/y", "/d/c\0")  # the next batch: the previous one's rows are gone
+    assert set(sc._loaded) == {"/d/b/y", "/d/c"}
+    hit = sc.lookup("/d/c", _stamp(4))
+    assert hit is not None and hit.blake3 == "h4"
+    outside = sc.lookup("/d/a.txt", _stamp(1))  # outside the range: read from SQLite
+    assert outside is not None and outside.blake3 == "h1"
+
+
+def test_rows_read_through_a_reader_are_those_flushed(sc: StatCache, tmp_path: Path) -> None:
+    sc.record("/r/x", _stamp(1), "h1", ())
+    sc.flush()
+    sc.record("/r/y", _stamp(2), "h2", ())  # queued, not flushed: a reader cannot see it
+    reader = sc.reader()
+    try:
+        assert set(reader.stamps_in("/r")) == {"x"}
+        reader.record("/r/z", _stamp(3), "h3", ())
+        reader.flush()  # read-only: the write fails quietly, nothing is lost but that row
+    finally:
+        reader.close()
+    sc.flush()
+    assert set(sc.stamps_in("/r")) == {"x", "y"}

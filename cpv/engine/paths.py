@@ -33,7 +33,7 @@ class Placement:
 
     def __init__(self, root: Path, replace: Collection[str] = ()) -> None:
         self.root = root
-        self.replace = frozenset(replace)
+        self.replace = frozenset(replace)  # no copy of a frozenset (the service's)
         self.removals: list[str] = []
         self._verified: set[str] = set()
         self._cleared: set[str] = set()

@@ -31,7 +31,7 @@ import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple, NoReturn, Protocol, TypeVar
 
 from cpv.engine.hashing import Hasher, chunk_id
 from cpv.engine.snapshot import FileEntry, Snapshot, check_snapshot_matches
@@ -66,6 +66,20 @@ class ListedFile(NamedTuple):
     size: int
     blake3: str
     link: str | None = None
+
+
+class _Entry(Protocol):
+    """What a version's summary is checked on: a listed file or a snapshot's own entry."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def link(self) -> str | None: ...
+
+
+_E = TypeVar("_E", bound=_Entry)
 
 
 def snapshot_listing(snapshot: Snapshot) -> tuple[ListedFile, ...]:
@@ -121,7 +135,7 @@ def count_changes(
     return ChangeCounts(added=added, changed=changed, removed=len(old) - (len(new) - added))
 
 
-def check_summary(manifest: Manifest, files: Sequence[ListedFile], label: str) -> None:
+def check_summary(manifest: Manifest, files: Iterable[_Entry], label: str) -> None:
     """Refuse a snapshot that is not the version its pointer manifest summarises.
 
     The snapshot id already pins the content; this catches a manifest whose summary lies about
@@ -135,8 +149,7 @@ def check_summary(manifest: Manifest, files: Sequence[ListedFile], label: str) -
         pass
 
 
-def checked(manifest: Manifest, files: Iterable[ListedFile], label: str
-            ) -> Iterator[ListedFile]:
+def checked(manifest: Manifest, files: Iterable[_E], label: str) -> Iterator[_E]:
     """``files`` as they stream, then :func:`check_summary`'s verdict on the whole list.
 
     A single-file version is refused at its second entry, before it is passed on; the counts
@@ -171,7 +184,7 @@ def _refuse(manifest: Manifest, label: str, problem: str) -> NoReturn:
 def check_snapshot(manifest: Manifest, snapshot: Snapshot, label: str) -> None:
     """Refuse a snapshot that is not the one ``manifest`` describes (either schema)."""
     if manifest.files is None:
-        check_summary(manifest, snapshot_listing(snapshot), label)
+        check_summary(manifest, snapshot.files, label)
         return
     expected = {f.path: (f.size, f.blake3) for f in manifest.files}
     try:
@@ -218,7 +231,8 @@ class FileLists:
         listing = self._memo.get(manifest.snapshot_id)
         if listing is None:
             listing = tuple(self._rows(manifest.snapshot_id, ""))
-            self._memo[manifest.snapshot_id] = listing
+            if manifest.snapshot_id not in self._snapshots:
+                self._memo[manifest.snapshot_id] = listing
         check_summary(manifest, listing, label)
         return listing
 
@@ -294,7 +308,12 @@ class FileLists:
                 self._snapshots.clear()
             self._snapshots[manifest.snapshot_id] = snapshot
         check_snapshot(manifest, snapshot, label)
-        self.remember(manifest.snapshot_id, snapshot)
+        if not (self._dir / manifest.snapshot_id).exists():
+            # Cached on disk, not listed in memory too: :meth:`_rows` lists the snapshot
+            # held here (a 10^6-file list beside the snapshot was 80 MB more of a pull).
+            writer = _CacheWriter(self._dir, manifest.snapshot_id)
+            writer.add(snapshot.files)
+            writer.commit()
         return snapshot
 
     def remember(self, snapshot_id: str, snapshot: Snapshot) -> tuple[ListedFile, ...]:
@@ -313,6 +332,10 @@ class FileLists:
         memo = self._memo.get(snapshot_id)
         if memo is not None:
             yield from within(memo, under)
+            return
+        snapshot = self._snapshots.get(snapshot_id)
+        if snapshot is not None:
+            yield from within(map(listed, snapshot.files), under)
             return
         cached = self._read(snapshot_id)
         if cached is not None:
@@ -403,7 +426,7 @@ class _CacheWriter:
         self._zip = zlib.compressobj(1)  # the rows are mostly hex digests: 6 only cost CPU
         self._hash = Hasher()
 
-    def add(self, files: Sequence[ListedFile]) -> None:
+    def add(self, files: Sequence[ListedFile | FileEntry]) -> None:
         for start in range(0, len(files), _ROWS):
             rows = [[f.path, f.size, f.blake3, f.link] for f in files[start:start + _ROWS]]
             text = json.dumps(rows, separators=(",", ":"), ensure_ascii=False) + "\n"

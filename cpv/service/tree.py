@@ -19,7 +19,9 @@ import json
 import logging
 import os
 import re
+import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -484,15 +486,21 @@ class BaselineStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             keep_out_of_git(self._dir.parent)
-            blocks = list(baseline._blocks())
-            header = {"snapshot_id": baseline.snapshot_id, "rules": baseline.rules,
-                      "folders": [[p, r.fingerprint.hex() if r.fingerprint else None, r.count,
-                                   r.size, len(raw)] for p, r, raw in blocks]}
-            with open(tmp, "wb") as out:
-                out.write(_BASELINE_MAGIC)
-                out.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
-                for _, _, raw in blocks:
-                    out.write(raw)
+            # The blocks go to a file of their own first, the header (their lengths) then
+            # before a copy of them: a 10^6-file baseline's blocks held whole were 100 MB.
+            folders = []
+            with tempfile.TemporaryFile(dir=path.parent) as body:
+                for p, r, raw in baseline._blocks():
+                    body.write(raw)
+                    folders.append([p, r.fingerprint.hex() if r.fingerprint else None,
+                                    r.count, r.size, len(raw)])
+                header = {"snapshot_id": baseline.snapshot_id, "rules": baseline.rules,
+                          "folders": folders}
+                body.seek(0)
+                with open(tmp, "wb") as out:
+                    out.write(_BASELINE_MAGIC)
+                    out.write(json.dumps(header, separators=(",", ":")).encode() + b"\n")
+                    shutil.copyfileobj(body, out, 1024 * 1024)
             os.replace(tmp, path)
         except OSError as exc:
             raise LocalIOError(f"cannot record what was written to {folder}: {exc.strerror}",

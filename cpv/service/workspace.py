@@ -167,7 +167,7 @@ def load_metric_inputs(
 
 def snapshot_table(snapshot: Snapshot) -> FileTable:
     """A snapshot's files as ``path -> (size, blake3 or ->target)``, as baselines keep them."""
-    return table_of(snapshot_listing(snapshot))
+    return {f.path: table_entry(f) for f in snapshot.files}  # no listing in between
 
 
 def _split_counts(paths: Sequence[str]) -> dict[str, int]:
@@ -1423,12 +1423,14 @@ class WorkspaceService:
         """
         snapshot, changes, baseline = prepared or self._prepare_write(
             track, manifest, label, target, subs, action, force=force)
-        table = snapshot_table(snapshot)
         inside = in_scope(subs)
         # Files of the replaced version (what this machine put there) may be deleted, or
         # turned into a folder, by this pull; the user's own files never.
-        replaced = [p for p in baseline.files if inside(p)
-                    and (force or (p not in changes.edited and p not in changes.added))]
+        # Paths only, folder by folder: the baseline's whole table (10^6 tuples) is not
+        # needed, and a frozenset is what the pull's placement and the removal look into.
+        replaced = frozenset(
+            p for p in baseline.paths() if inside(p)
+            and (force or (p not in changes.edited and p not in changes.added)))
         from cpv.engine.pull import pull
         from cpv.engine.worktree import remove_replaced
 
@@ -1439,14 +1441,17 @@ class WorkspaceService:
                           expected=expected_files(manifest), snapshot=snapshot)
         except (NoStoreError, ObjectNotFoundError) as exc:
             raise self._store_mismatch(exc, manifest, label) from exc
-        removed = len([p for p in remove_replaced(target, replaced, table)
-                       if p in baseline.files])
+        # Made now, not held while the pull runs; only what the pull was to write.
+        table = (snapshot_table(snapshot) if subs is None else
+                 {f.path: table_entry(f) for f in snapshot.files if inside(f.path)})
+        removed = len([p for p in remove_replaced(target, replaced, table) if p in replaced])
+        del replaced  # not held while the new baseline is made
         if subs is None:
             new = Baseline(manifest.snapshot_id, table)
-        else:
-            kept = {p: v for p, v in baseline.files.items() if not inside(p)}
-            kept.update({p: v for p, v in table.items() if inside(p)})
-            new = Baseline(None, kept)
+        else:  # the rest as it was: only the folders the selection touched are read
+            new = baseline.updated(None, [
+                *((p, None) for p in baseline.paths() if inside(p) and p not in table),
+                *table.items()], {}, None)
         self._baselines.save(self._at(track, target), new)
         return result, removed
 

@@ -184,3 +184,33 @@ def test_a_no_op_push_learns_the_folders_of_an_older_baseline(
     assert all(fp for _, fp, *_ in header["folders"])
     _spoil_block(root, "d07/")
     assert _changed(root, config) == []
+
+
+def test_a_partial_pull_records_its_own_folders_and_keeps_the_rest(
+        root: Path, config: CPVConfig) -> None:
+    """After ``pull v1 model/d01`` into a workspace at v2, the baseline holds v1's entries
+    inside the selection and v2's outside (only the touched folders are read again): a
+    full pull of v2 then goes through without --force, removes the file v1 put back, and
+    leaves the user's own file alone."""
+    model = root / "model"
+    (model / "d01" / "f000.bin").write_bytes(b"v2 content")
+    (model / "d03" / "f001.bin").write_bytes(b"v2 outside")
+    (model / "d01" / "f019.bin").unlink()
+    (model / "d01" / "new.bin").write_bytes(b"v2 only")
+    with _open(root, config) as service:
+        service.push(["model"], message="two")
+    with _open(root, config) as service:
+        service.pull("HEAD~1", paths=["model/d01"])
+    assert (model / "d01" / "f019.bin").exists()  # v1's file, put back
+    # Not v1's: the selection is v1's files under d01, so it is neither written nor removed.
+    assert (model / "d01" / "new.bin").read_bytes() == b"v2 only"
+    assert (model / "d01" / "f000.bin").read_bytes() != b"v2 content"
+    assert (model / "d03" / "f001.bin").read_bytes() == b"v2 outside"  # outside: untouched
+    assert _changed(root, config) == []  # every file is as the baseline says
+    (model / "d05" / "mine.txt").write_text("the user's")
+    with _open(root, config) as service:
+        service.pull()
+    assert not (model / "d01" / "f019.bin").exists()
+    assert (model / "d01" / "f000.bin").read_bytes() == b"v2 content"
+    assert (model / "d01" / "new.bin").read_bytes() == b"v2 only"
+    assert (model / "d05" / "mine.txt").read_text() == "the user's"

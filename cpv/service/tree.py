@@ -530,8 +530,10 @@ def _parse_baseline(fh: BinaryIO) -> Baseline:
     sid = header.get("snapshot_id")
 
     def read_block(at: int, length: int) -> bytes:
-        fh.seek(at)
-        raw = fh.read(length)
+        # A positional read: walker processes forked from this one share the file's offset,
+        # and a seek then a read of one could land between another's (a folder judged
+        # against another folder's entries: every file added and deleted).
+        raw = os.pread(fh.fileno(), length, at)
         if len(raw) != length:
             raise LocalIOError(f"the record of what was last written here ({fh.name}) is "
                                "truncated", hint=f"delete {LOCAL_DIR}/baseline")

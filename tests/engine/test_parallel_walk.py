@@ -165,3 +165,41 @@ class _Recorded:
 
     def names(self, prefix: str) -> dict[str, tuple[int, str]]:
         return self._tables.get(prefix, {})
+
+
+FORKED_READS = """
+import multiprocessing, sys
+from pathlib import Path
+from cpv.service.tree import Baseline, BaselineStore
+
+root = Path(sys.argv[1])
+files = {f"d{d:03d}/f{i:03d}.bin": (i, f"{d:03d}{i:03d}" + "0" * 58)
+         for d in range(64) for i in range(40)}
+store = BaselineStore(root)
+store.save(root / "model", Baseline(None, files))
+baseline = store.load(root / "model")
+prefixes = [f"d{d:03d}/" for d in range(64)]
+
+def reads(seed):
+    for round in range(60):
+        for prefix in prefixes[seed::3] + prefixes[:seed:-1]:
+            names = baseline.names(prefix)
+            if sorted(names) != [f"f{i:03d}.bin" for i in range(40)] or any(
+                    v[1][:3] != prefix[1:4] for v in names.values()):
+                return f"{prefix} read another folder's entries"
+    return "ok"
+
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    print(sorted(set(pool.map(reads, range(6)))))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="walkers fork on Linux only")
+def test_a_baseline_read_from_its_file_serves_forked_walkers_at_once(tmp_path: Path) -> None:
+    """Walker processes forked from one that opened the baseline share its file's offset:
+    each folder's entries must still be its own (a seek, then a read, from two processes at
+    once judged a folder against another's entries: every file added and deleted)."""
+    done = subprocess.run([sys.executable, "-c", FORKED_READS, str(tmp_path)],
+                          capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert done.stdout.split() == ["['ok']"]

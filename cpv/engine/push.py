@@ -19,10 +19,8 @@ import logging
 import os
 import secrets
 import stat
-import sys
 import threading
 import time
-from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
@@ -36,12 +34,19 @@ from cpv.engine.fingerprint import dir_part as _dir_part
 from cpv.engine.fingerprint import file_part as _file_part
 from cpv.engine.fingerprint import folder_fingerprint as _fingerprint
 from cpv.engine.fingerprint import link_part as _link_part
-from cpv.engine.hashing import DIGEST_SIZE, Hasher, chunk_id
+from cpv.engine.hashing import Hasher, chunk_id, split_ids
 from cpv.engine.index import write_locations
 from cpv.engine.locks import PushLease, wait_while_gc_runs
 from cpv.engine.roots import RootInfo, record_push
 from cpv.engine.snapshot import FileEntry, Snapshot
-from cpv.engine.statcache import CachedFolder, FileStamp, StatCache, cache_key, settled
+from cpv.engine.statcache import (
+    CachedFolder,
+    FileStamp,
+    StatCache,
+    cache_key,
+    encode_chunk_packs,
+    settled,
+)
 from cpv.engine.transfer import PackUploader, TaskPool, TransferLimits
 from cpv.engine.tree import encode_folder, encode_root
 from cpv.errors import (
@@ -831,13 +836,13 @@ class _TreePush:
         """Every tree node id and file chunk id the snapshot names."""
         yield from self.node_ids
         for blob in self.chunk_ids:
-            yield from _split_ids(blob)
+            yield from split_ids(blob)
 
     def locate(self, index: ChunkIndex) -> set[str] | None:
         """The packs holding every node and chunk the snapshot names (None if one is not
         indexed): a trusted folder's from its row, the others' looked up chunk by chunk and
         kept in their rows (:attr:`rows`) for the next push."""
-        found = {p.hex() for blob in self._trusted_packs for p in _split_ids(blob)}
+        found = {p.hex() for blob in self._trusted_packs for p in split_ids(blob)}
         rows = []
         for key, row, record in self._pending:
             prev = self._prev.pop(key, None)
@@ -884,7 +889,7 @@ class _TreePush:
             # and its files' chunks uploaded again).
             index = self.state.index
             if (any(n not in index for n in row.nodes)
-                    or any(c not in index for c in _split_ids(chunks))):
+                    or any(c not in index for c in split_ids(chunks))):
                 return False
             self._pending.append((key, row, self.record))
         self.node_ids.update(row.nodes)
@@ -913,7 +918,7 @@ class _TreePush:
         prev = self._trusted_row(folder)
         vouched: AbstractSet[bytes] = frozenset()
         if prev is not None:
-            vouched = set(_split_ids(prev.chunks))
+            vouched = set(split_ids(prev.chunks))
             if prev.chunk_packs:
                 self._prev[cache_key(tree_key, folder.prefix)] = prev
         reads: list[tuple[int, _Source]] = []
@@ -1030,7 +1035,7 @@ def _pack_list(index: ChunkIndex, row: CachedFolder,
     it). ``known`` gives the pack of a chunk a trusted row recorded, unlooked up."""
     pack_of = index.pack_of
     by_chunk: list[bytes] = []
-    for cid in _split_ids(row.chunks):
+    for cid in split_ids(row.chunks):
         pack = known.get(cid)
         if pack is None:
             found = pack_of(cid)
@@ -1046,15 +1051,7 @@ def _pack_list(index: ChunkIndex, row: CachedFolder,
         packs.add(bytes.fromhex(found))
     ordered = sorted(packs)
     number = {p: i for i, p in enumerate(ordered)}
-    numbers = array("I", (number[p] for p in by_chunk))
-    if sys.byteorder != "little":
-        numbers.byteswap()
-    return ordered, numbers.tobytes()
-
-
-def _split_ids(blob: bytes) -> Iterator[bytes]:
-    """The ids in ``blob``, 32 bytes each, concatenated (as rows and chunk lists keep them)."""
-    return (blob[i:i + DIGEST_SIZE] for i in range(0, len(blob), DIGEST_SIZE))
+    return ordered, encode_chunk_packs(number[p] for p in by_chunk)
 
 
 def _entries_now(scan: _Scan, folder: _Folder) -> list[tuple[str, _Source | str]]:

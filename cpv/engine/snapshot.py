@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cpv.engine.hashing import DIGEST_SIZE, chunk_id
+from cpv.engine.hashing import DIGEST_SIZE, chunk_id, split_ids
 from cpv.errors import FormatError, IntegrityError, UnsafePathError
 from cpv.pathrules import check_link_graph, check_relpath, check_symlink_target
 
@@ -208,8 +208,7 @@ def decode_file_doc(doc: Mapping[str, Any], path: object, check_paths: bool, *,
     else:
         if not isinstance(packed, str) or len(packed) % (2 * DIGEST_SIZE):
             raise ValueError(f"bad chunk list for {path!r}")
-        blob = bytes.fromhex(packed)
-        chunks = tuple(blob[i : i + DIGEST_SIZE] for i in range(0, len(blob), DIGEST_SIZE))
+        chunks = split_ids(bytes.fromhex(packed))
     return FileEntry(
         path=path,
         size=size,

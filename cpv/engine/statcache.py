@@ -15,9 +15,12 @@ import sys
 import threading
 import time
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cpv.engine.hashing import split_ids
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +70,6 @@ _LOAD_DIGESTS = ("SELECT path, size, mtime_ns, ctime_ns, ino, chunker, blake3, X
                  " FROM files WHERE path >= ? AND path < ?")
 _LOAD_STAMPS = ("SELECT substr(path, ?), size, mtime_ns, ctime_ns, ino, blake3"
                 " FROM files WHERE path >= ? AND path < ?")
-
-
-def _ids(blob: bytes) -> tuple[bytes, ...]:
-    """The 32-byte ids concatenated in ``blob``; most files are one chunk, a case made cheap
-    (a push that encodes 10^6 files' folders again splits 10^6 of these)."""
-    if len(blob) == 32:
-        return (bytes(blob),)
-    return tuple(blob[i : i + 32] for i in range(0, len(blob), 32))
 
 
 def cache_key(folder: str, relpath: str) -> str:
@@ -149,6 +144,15 @@ class CachedFolder:
         chunks = self.chunks
         return {chunks[32 * i : 32 * i + 32]: packs[32 * n : 32 * n + 32]
                 for i, n in enumerate(numbers)}
+
+
+def encode_chunk_packs(numbers: Iterable[int]) -> bytes:
+    """:attr:`CachedFolder.chunk_packs` for each chunk's pack number, in order (what
+    :meth:`CachedFolder.pack_map` reads back)."""
+    encoded = array("I", numbers)
+    if sys.byteorder != "little":
+        encoded.byteswap()
+    return encoded.tobytes()
 
 
 class StatCache:
@@ -271,7 +275,7 @@ class StatCache:
         if row is None or row[4] != self._chunker_key:
             return None
         blob = row[6]
-        chunks = _ids(blob)
+        chunks = split_ids(blob)
         return CachedHash(row[5], chunks)
 
     def lookup_many(self, items: list[tuple[str, FileStamp]], *,
@@ -314,7 +318,7 @@ class StatCache:
             ):
                 out.append(None)
                 continue
-            out.append(CachedHash(row[5], _ids(row[6])))
+            out.append(CachedHash(row[5], split_ids(row[6])))
         return out
 
     def folder(self, path: str, *, with_ids: bool = True) -> CachedFolder | None:
@@ -341,7 +345,7 @@ class StatCache:
         if not with_ids:
             return CachedFolder(bytes(row[0]), (), b"", 0, 0)
         blob = bytes(row[1])
-        nodes = _ids(blob)
+        nodes = split_ids(blob)
         return CachedFolder(bytes(row[0]), nodes, bytes(row[2]), int(row[3]), int(row[4]),
                             bytes(row[5]), bytes(row[6]), bytes(row[7]))
 

@@ -279,7 +279,7 @@ def pull(
                      reuse_local=reuse_local)
     unchanged = written = fetched = local_bytes = total = 0
     unsettled: deque[tuple[str, FileStamp, str, tuple[bytes, ...]]] = deque()
-    scan_buf: memoryview | None = None
+    in_place = _InPlace() if reuse_local else None
     progress.begin("download", total=None, unit="B")
     try:
         # Batches of files, each planned, fetched and written before the next is looked
@@ -291,21 +291,19 @@ def pull(
                 low, high = min(f.path for f in batch), max(f.path for f in batch)
                 cache.load_range(cache_key(dest_key, low), cache_key(dest_key, high) + "\0")
             targets: list[_Target] = []
-            local_sources: dict[bytes, tuple[Path, int, int]] = {}
+            if in_place is not None:
+                in_place.sources = {}
             for entry in batch:
                 if entry.is_symlink:
                     continue
-                path = dest.joinpath(*entry.path.split("/"))
-                mode = entry.mode & mode_mask
-                if _already_there(path, entry, mode, cache, cache_key(dest_key, entry.path)):
+                target = _target_of(repo, entry, dest, dest_key, mode_mask, cache, dirs,
+                                    in_place, fsync=fsync)
+                if target is None:
                     unchanged += 1
-                    continue
-                if reuse_local and entry.size > repo.config.chunker.min_size and path.exists():
-                    scan_buf = scan_buf or new_read_buffer(repo.config.chunker)
-                    _index_local_chunks(path, repo, local_sources, scan_buf)
-                targets.append(_Target(entry, path, remaining=len(entry.chunks), dirs=dirs,
-                                       mode=mode, fsync=fsync))
-            ranges, local_wants = _plan(repo, targets, local_sources, limits)
+                else:
+                    targets.append(target)
+            ranges, local_wants = _plan(repo, targets,
+                                        in_place.sources if in_place is not None else {}, limits)
             total += sum(r.length for r in ranges)
             progress.set_total("download", total)
             try:
@@ -369,19 +367,43 @@ def _check_available(
     """
     index = repo.index
     doubtful = [f for f in files if not f.is_symlink and any(c not in index for c in f.chunks)]
-    targets: list[_Target] = []
-    local_sources: dict[bytes, tuple[Path, int, int]] = {}
+    in_place = _InPlace() if reuse_local else None
     dirs = _Dirs("unused")
-    for entry in doubtful:
-        path = dest.joinpath(*entry.path.split("/"))
-        mode = entry.mode & mode_mask
-        if _already_there(path, entry, mode, cache, cache_key(dest_key, entry.path)):
-            continue
-        if reuse_local and path.exists():
-            _index_local_chunks(path, repo, local_sources, new_read_buffer(repo.config.chunker))
-        targets.append(_Target(entry, path, remaining=len(entry.chunks), dirs=dirs, mode=mode))
-    if targets:
-        _plan(repo, targets, local_sources, limits)  # raises for what is missing
+    targets = [t for entry in doubtful
+               if (t := _target_of(repo, entry, dest, dest_key, mode_mask, cache, dirs,
+                                   in_place)) is not None]
+    if targets:  # raises for what is missing
+        _plan(repo, targets, in_place.sources if in_place is not None else {}, limits)
+
+
+@dataclass(slots=True)
+class _InPlace:
+    """What the files already at the targets can give a pull (``reuse_local``): the chunks
+    found in them, and the one buffer they are read with."""
+
+    sources: dict[bytes, tuple[Path, int, int]] = field(default_factory=dict)
+    buf: memoryview | None = None
+
+    def index(self, path: Path, repo: Repository) -> None:
+        if self.buf is None:
+            self.buf = new_read_buffer(repo.config.chunker)
+        _index_local_chunks(path, repo, self.sources, self.buf)
+
+
+def _target_of(
+    repo: Repository, entry: FileEntry, dest: Path, dest_key: str, mode_mask: int,
+    cache: StatCache | None, dirs: _Dirs, in_place: _InPlace | None, *, fsync: bool = False,
+) -> _Target | None:
+    """What writing ``entry`` takes, or None when the file in place already holds it (its
+    mode set); with ``in_place``, the chunks of the file in place are indexed first. The one
+    judgement of a file, for the availability check and for each batch."""
+    path = dest.joinpath(*entry.path.split("/"))
+    mode = entry.mode & mode_mask
+    if _already_there(path, entry, mode, cache, cache_key(dest_key, entry.path)):
+        return None
+    if in_place is not None and entry.size > repo.config.chunker.min_size and path.exists():
+        in_place.index(path, repo)
+    return _Target(entry, path, remaining=len(entry.chunks), dirs=dirs, mode=mode, fsync=fsync)
 
 
 def _stamp_of_written(t: _Target) -> FileStamp | None:

@@ -308,23 +308,24 @@ class FileLists:
                 self._snapshots.clear()
             self._snapshots[manifest.snapshot_id] = snapshot
         check_snapshot(manifest, snapshot, label)
-        if not (self._dir / manifest.snapshot_id).exists():
-            # Cached on disk, not listed in memory too: :meth:`_rows` lists the snapshot
-            # held here (a 10^6-file list beside the snapshot was 80 MB more of a pull).
-            writer = _CacheWriter(self._dir, manifest.snapshot_id)
-            writer.add(snapshot.files)
-            writer.commit()
+        # Cached on disk, not listed in memory too: :meth:`_rows` lists the snapshot held
+        # here (a 10^6-file list beside the snapshot was 80 MB more of a pull).
+        self._cache(manifest.snapshot_id, snapshot.files)
         return snapshot
 
     def remember(self, snapshot_id: str, snapshot: Snapshot) -> tuple[ListedFile, ...]:
         """Keep the list of a snapshot just pushed or read (best effort on disk)."""
         listing = snapshot_listing(snapshot)
         self._memo[snapshot_id] = listing
+        self._cache(snapshot_id, listing)
+        return listing
+
+    def _cache(self, snapshot_id: str, files: Sequence[ListedFile | FileEntry]) -> None:
+        """Write a snapshot's list to the local cache, unless it is there (best effort)."""
         if not (self._dir / snapshot_id).exists():
             writer = _CacheWriter(self._dir, snapshot_id)
-            writer.add(listing)
+            writer.add(files)
             writer.commit()
-        return listing
 
     def _rows(self, snapshot_id: str, under: str) -> Iterator[ListedFile]:
         """A snapshot's entries at or below ``under``, in path order: from this command's

@@ -165,9 +165,13 @@ def load_metric_inputs(
     return merge_metrics(from_file, given)
 
 
-def snapshot_table(snapshot: Snapshot) -> FileTable:
-    """A snapshot's files as ``path -> (size, blake3 or ->target)``, as baselines keep them."""
-    return {f.path: table_entry(f) for f in snapshot.files}  # no listing in between
+def snapshot_table(snapshot: Snapshot, scope: Sequence[str] | None = None) -> FileTable:
+    """A snapshot's files (those in ``scope``, :func:`in_scope`) as ``path -> (size, blake3
+    or ->target)``, as baselines keep them."""
+    if scope is None:  # no test per file
+        return {f.path: table_entry(f) for f in snapshot.files}
+    inside = in_scope(scope)
+    return {f.path: table_entry(f) for f in snapshot.files if inside(f.path)}
 
 
 def _split_counts(paths: Sequence[str]) -> dict[str, int]:
@@ -1442,8 +1446,7 @@ class WorkspaceService:
         except (NoStoreError, ObjectNotFoundError) as exc:
             raise self._store_mismatch(exc, manifest, label) from exc
         # Made now, not held while the pull runs; only what the pull was to write.
-        table = (snapshot_table(snapshot) if subs is None else
-                 {f.path: table_entry(f) for f in snapshot.files if inside(f.path)})
+        table = snapshot_table(snapshot, subs)
         removed = len([p for p in remove_replaced(target, replaced, table) if p in replaced])
         del replaced  # not held while the new baseline is made
         if subs is None:

@@ -143,6 +143,14 @@ _BODY_ERRORS: tuple[type[Exception], ...] = (
     bexc.HTTPClientError,  # ResponseStreamingError, ReadTimeoutError, ConnectionClosedError
     bexc.IncompleteReadError,
 )
+_ANSWER_CUT: tuple[type[Exception], ...] = (
+    urllib3.exceptions.HTTPError,  # ProtocolError: reset or short read of an answer
+    http.client.HTTPException,
+)
+"""What botocore lets through unwrapped and unretried when an answer it reads whole (an
+error's body) is cut: a reset in a 404's body reached the user as a traceback."""
+_TRANSLATED: tuple[type[Exception], ...] = (bexc.ClientError, bexc.BotoCoreError, *_ANSWER_CUT)
+"""What :meth:`S3Store._boundary` hands to :func:`translate_error`."""
 _AWS_HOST = re.compile(r"(^|\.)(amazonaws\.com|amazonaws\.com\.cn|api\.aws)$")
 _CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
 
@@ -658,7 +666,7 @@ class S3Store:
         """Translate botocore errors raised inside the block; swallow the ``ignore`` codes."""
         try:
             yield
-        except (bexc.ClientError, bexc.BotoCoreError) as exc:
+        except _TRANSLATED as exc:
             if isinstance(exc, bexc.ClientError) and _error_code(exc) in ignore:
                 return
             err = translate_error(
@@ -1034,4 +1042,8 @@ def translate_error(
         return StoreUnreachableError(f"cannot reach {target} to {action} {where}: {exc}")
     if isinstance(exc, (bexc.HTTPClientError, bexc.CapacityNotAvailableError)):
         return TransientStoreError(f"{action} {where}{at} failed after retries: {exc}")
+    if isinstance(exc, _ANSWER_CUT):
+        return TransientStoreError(
+            f"{action} {where}{at} failed: the connection broke in the middle of the server's "
+            f"answer ({exc})")
     return None

@@ -151,3 +151,15 @@ def test_persistent_read_failure_is_clear_and_keeps_the_old_file(
     proxy.clear()
     pull(Repository.open(via_proxy), sid, out, limits=LIMITS)
     assert (out / "w.bin").read_bytes() == (src / "w.bin").read_bytes()
+
+
+def test_an_error_answer_cut_in_its_body_is_a_store_error(
+    via_proxy: Any, proxy: FaultProxy
+) -> None:
+    """botocore reads an error's body whole and lets a reset there through unwrapped and
+    unretried (seen with rclone under gc-lock contention): it must reach the caller as a
+    store error, never as a urllib3 traceback."""
+    proxy.add(Fault("reset_mid_body", method="GET", path="/locks/", times=None))
+    with pytest.raises(TransientStoreError, match="connection broke"):
+        via_proxy.get("locks/nothing-here")
+    assert proxy.faults_applied("reset_mid_body")

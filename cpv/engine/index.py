@@ -447,6 +447,12 @@ class ChunkIndex:
             self._lazy_packs.update(p.hex() for p in packs)
         self.index_ids.add(index_id)
 
+    def preload(self) -> None:
+        """Decode the index objects held back until the first lookup: what processes forked
+        from this one would each decode again."""
+        if self._lazy:
+            self._load()
+
     def _load(self) -> None:
         with self._load_lock:
             for index_id, raw in self._lazy:

@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cpv.engine.hashing import split_ids
 
@@ -80,9 +80,11 @@ def cache_key(folder: str, relpath: str) -> str:
     return folder.rstrip("/") + "/" + relpath
 
 
-@dataclass(frozen=True, slots=True)
-class FileStamp:
-    """What must not change for a cached hash to stay valid."""
+class FileStamp(NamedTuple):
+    """What must not change for a cached hash to stay valid.
+
+    A tuple, not a dataclass: a push of 10^6 files makes one per file, and compares it
+    with a cache row's first four columns as it is (a frozen dataclass cost ~3 µs each)."""
 
     size: int
     mtime_ns: int
@@ -91,7 +93,7 @@ class FileStamp:
 
     @classmethod
     def of(cls, st: os.stat_result) -> FileStamp:
-        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        return tuple.__new__(cls, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
 
 
 def settled(stamp: FileStamp) -> bool:
@@ -311,11 +313,10 @@ class StatCache:
                 log.debug("stat cache lookup failed: %s", exc)
                 return [None] * len(items)
         out: list[CachedHash | None] = []
+        chunker = self._chunker_key
         for key, stamp in items:
             row = rows.get(key)
-            if row is None or row[4] != self._chunker_key or (row[0], row[1], row[2], row[3]) != (
-                stamp.size, stamp.mtime_ns, stamp.ctime_ns, stamp.ino
-            ):
+            if row is None or row[4] != chunker or row[:4] != stamp:
                 out.append(None)
                 continue
             out.append(CachedHash(row[5], split_ids(row[6])))

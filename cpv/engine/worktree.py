@@ -356,17 +356,26 @@ def walkers_for(files: int) -> int:
     copies the calling thread alone, so a lock another thread held (a training loop's, a
     progress bar's) would stay held in the child for ever.
     """
-    if files < PARALLEL_WALK_FILES or sys.platform != "linux":
+    if files < PARALLEL_WALK_FILES or not forkable():
         return 1
     try:
-        if len(os.listdir("/proc/self/task")) != 1:
-            return 1
         return max(1, min(len(os.sched_getaffinity(0)), 4))
     except OSError:
         return 1
 
 
-def _units(root: str, exclude: Callable[[str], bool] | None,
+def forkable() -> bool:
+    """Whether this process may fork walker processes now: Linux, one OS thread (asked again
+    right before forking: a thread started since :func:`walkers_for` answered forbids it)."""
+    if sys.platform != "linux":
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def units_of(root: str, exclude: Callable[[str], bool] | None,
            want: int) -> list[tuple[str, str]]:
     """Sub-trees to hand out: the folders of the shallowest level (up to 3 down) that has at
     least ``want`` of them, as (path, prefix); none when the tree does not split."""
@@ -394,7 +403,7 @@ _FORKED_WALK: _Walk | None = None
 exclude test is a closure)."""
 
 
-def _walker_started() -> None:
+def walker_started() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
@@ -448,7 +457,7 @@ def _fingerprints_in_parallel(walk: _Walk, root: str, walkers: int) -> dict[str,
     whole comparison, the sub-trees are judged there too (:attr:`_Walk.judged`)."""
     import multiprocessing
 
-    units = _units(root, walk.exclude, 4 * walkers)
+    units = units_of(root, walk.exclude, 4 * walkers)
     if not units:
         return {}
     global _FORKED_WALK
@@ -456,7 +465,7 @@ def _fingerprints_in_parallel(walk: _Walk, root: str, walkers: int) -> dict[str,
     known: dict[str, bytes] = {}
     quick = walk.stamps_only or walk.first
     try:
-        with multiprocessing.get_context("fork").Pool(walkers, _walker_started) as pool:
+        with multiprocessing.get_context("fork").Pool(walkers, walker_started) as pool:
             for got in pool.imap_unordered(_walk_unit, units):
                 known.update(got.visited)
                 if got.judged is not None:

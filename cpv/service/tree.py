@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from cpv.engine import worktree
 from cpv.engine.hashing import hash_file
+from cpv.engine.snapshot import FileEntry
 from cpv.engine.statcache import FileStamp, StatCache, cache_key
 from cpv.errors import LocalIOError
 from cpv.localmemo import file_stamp, keep_out_of_git, key_of, recall, record
 from cpv.pathrules import in_scope
+from cpv.service.filelist import table_entry
 from cpv.workspace import exclude_internal
 
 if TYPE_CHECKING:
@@ -292,6 +294,48 @@ def _record(table: Mapping[str, tuple[int, str]], fingerprint: bytes | None) -> 
     return _FolderRecord(fingerprint, len(table), sum(v[0] for v in table.values()))
 
 
+def _block(table: Mapping[str, tuple[int, str]]) -> bytes:
+    """A folder's entries as a baseline file keeps them: one JSON line, by name."""
+    rows = [[name, v[0], v[1]] for name, v in sorted(table.items())]
+    return json.dumps(rows, separators=(",", ":")).encode() + b"\n" if rows else b""
+
+
+def _regular(value: tuple[int, str]) -> bool:
+    return not value[1].startswith("->")
+
+
+@dataclass(frozen=True, slots=True)
+class FolderNote:
+    """One folder a push encoded, against the baseline it replaces: its entries as the new
+    baseline keeps them, and how its regular files changed (what a manifest counts).
+
+    Made where the folder is encoded (:data:`cpv.engine.push.NoteFolder`), in a walker
+    process for a big tree, so that a push of 1 % of 10^6 files changed in every folder
+    neither reads both versions' trees back nor decodes and encodes the whole baseline in
+    one process (7-9 s of a 20 s push).
+    """
+
+    block: bytes
+    count: int
+    size: int
+    added: int
+    changed: int
+    removed: int
+    regular: int
+    """Regular files now minus before."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushedChanges:
+    """What a push changed against the baseline (regular files), from its folder notes."""
+
+    added: int
+    changed: int
+    removed: int
+    regular: dict[str, int]
+    """Regular files gained (lost: negative) under each top-level folder name."""
+
+
 class Baseline:
     """What this machine last wrote, pulled or pushed in one folder, kept folder by folder.
 
@@ -319,6 +363,7 @@ class Baseline:
         self._folders = {p: _record(tables.get(p, {}), fps.get(p))
                          for p in sorted(set(tables) | set(fps))}
         self._read_block: Callable[[int, int], bytes] | None = None
+        self._raw: dict[str, bytes] = {}  # blocks already encoded (a push's notes)
         self._all: dict[str, tuple[int, str]] | None = None
 
     @classmethod
@@ -342,10 +387,12 @@ class Baseline:
         if table is not None:
             return table
         record = self._folders.get(prefix)
-        if record is None or record.span is None or not record.count:
-            return {}
-        assert self._read_block is not None
-        raw = self._read_block(*record.span)
+        raw = self._raw.get(prefix)
+        if raw is None:
+            if record is None or record.span is None or not record.count:
+                return {}
+            assert self._read_block is not None
+            raw = self._read_block(*record.span)
         try:
             return {str(r[0]): (int(r[1]), str(r[2])) for r in json.loads(raw)}
         except (ValueError, TypeError, IndexError) as exc:
@@ -399,6 +446,7 @@ class Baseline:
         out = Baseline(snapshot_id, rules=rules)
         out._read_block = self._read_block
         out._tables = {p: t for p, t in self._tables.items() if p not in touched}
+        out._raw = {p: r for p, r in self._raw.items() if p not in touched}
         folders: dict[str, _FolderRecord] = {}
         for prefix in sorted(set(self._folders) | set(touched) | set(fingerprints)):
             fp = fingerprints.get(prefix)
@@ -413,6 +461,62 @@ class Baseline:
         out._folders = {p: r for p, r in folders.items() if r.count or r.fingerprint}
         return out
 
+    def note_folder(self, prefix: str,
+                    entries: Iterable[tuple[str, FileEntry | bytes]]) -> FolderNote:
+        """What a push encoding the folder at ``prefix`` changed in it (sub-folders, given
+        as node ids, are noted on their own)."""
+        table = {name: table_entry(e) for name, e in entries if isinstance(e, FileEntry)}
+        now = {n: v for n, v in table.items() if not v[1].startswith("->")}
+        old = self.names(prefix)
+        before = {n: v for n, v in old.items() if not v[1].startswith("->")}
+        # A file that became a link (or a link a file) is removed (added) as a regular file.
+        changed = sum(1 for n, v in now.items() if (was := before.get(n)) is not None
+                      and was != v)
+        record = _record(table, None)
+        return FolderNote(_block(table), record.count, record.size,
+                          len(now.keys() - before.keys()), changed,
+                          len(before.keys() - now.keys()), len(now) - len(before))
+
+    def after_push(self, snapshot_id: str, notes: Mapping[str, object],
+                   reused: Iterable[tuple[str, bytes]], fingerprints: Mapping[str, bytes],
+                   rules: str | None) -> tuple[Baseline, PushedChanges] | None:
+        """The baseline a push leaves (its ``notes`` made by :meth:`note_folder` of this
+        one, for the folders it encoded; the others ``reused``), and what it changed; None
+        when a reused folder is not known to hold this baseline's entries (the caller then
+        compares the versions themselves)."""
+        folders: dict[str, _FolderRecord] = {}
+        out = Baseline(snapshot_id, rules=rules)
+        out._read_block = self._read_block
+        for prefix, fingerprint in reused:
+            old = self._folders.get(prefix)
+            if old is None or old.fingerprint != fingerprint:
+                return None  # reused from an older push than the baseline's version
+            folders[prefix] = _FolderRecord(fingerprints.get(prefix), old.count, old.size,
+                                            old.span)
+            if prefix in self._tables:
+                out._tables[prefix] = self._tables[prefix]
+            if prefix in self._raw:
+                out._raw[prefix] = self._raw[prefix]
+        added = changed = removed = 0
+        regular: dict[str, int] = {}
+        for prefix, note in notes.items():
+            if not isinstance(note, FolderNote):
+                return None
+            folders[prefix] = _FolderRecord(fingerprints.get(prefix), note.count, note.size)
+            out._raw[prefix] = note.block
+            added, changed, removed = (added + note.added, changed + note.changed,
+                                       removed + note.removed)
+            head = prefix.split("/", 1)[0]
+            regular[head] = regular.get(head, 0) + note.regular
+        for prefix in self._folders.keys() - folders.keys():  # gone with all it held
+            gone = sum(1 for v in self.names(prefix).values() if _regular(v))
+            removed += gone
+            head = prefix.split("/", 1)[0]
+            regular[head] = regular.get(head, 0) - gone
+        out._folders = {p: folders[p] for p in sorted(folders)
+                        if folders[p].count or folders[p].fingerprint}
+        return out, PushedChanges(added, changed, removed, regular)
+
     def learned(self, fingerprints: Mapping[str, bytes]) -> Baseline:
         """The same entries, with more folders' fingerprints known."""
         return self.updated(self.snapshot_id, (), {
@@ -423,8 +527,9 @@ class Baseline:
         for prefix, folder in self._folders.items():
             table = self._tables.get(prefix)
             if table is not None:
-                rows = [[name, v[0], v[1]] for name, v in sorted(table.items())]
-                raw = json.dumps(rows, separators=(",", ":")).encode() + b"\n" if rows else b""
+                raw = _block(table)
+            elif prefix in self._raw:
+                raw = self._raw[prefix]
             elif folder.span is not None and folder.count:
                 assert self._read_block is not None
                 raw = self._read_block(*folder.span)  # unchanged: copied, not decoded

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cpv.engine import worktree
 from cpv.engine.snapshot import SNAPSHOT_PREFIX, Snapshot
 from cpv.errors import (
     ConfigError,
@@ -79,6 +80,7 @@ from cpv.service.tree import (
     IgnoreRules,
     LocalChanges,
     PathFilter,
+    PushedChanges,
     conflicts,
     has_files,
     local_changes,
@@ -198,12 +200,8 @@ class _Summary:
         """The new version's summary from ``current``'s and what changed since (regular
         files, as :func:`count_changes` counts them), with the changes as baseline entries;
         None when ``current`` does not say enough (then the whole list is read)."""
-        given = {k[len("samples."):]: v for k, v in current.extra.items()
-                 if k.startswith("samples.")}
-        if not all(isinstance(v, int) for v in given.values()):
-            return None
-        splits = {k: int(v) for k, v in given.items() if isinstance(v, int)}
         added = changed = removed = 0
+        regular: dict[str, int] = {}
         entries: list[tuple[str, tuple[int, str] | None]] = []
         for c in changes:
             old = c.old is not None and c.old.link is None
@@ -215,19 +213,34 @@ class _Summary:
             elif old and new and (c.old.size, c.old.blake3) != (  # type: ignore[union-attr]
                     c.new.size, c.new.blake3):  # type: ignore[union-attr]
                 changed += 1
-            if current.kind == "data" and old != new:
+            if old != new:
                 head = c.path.split("/", 1)[0] if "/" in c.path else ""
-                if head in DATA_SPLITS:
-                    splits[head] = splits.get(head, 0) + (1 if new else -1)
+                regular[head] = regular.get(head, 0) + (1 if new else -1)
             entries.append((c.path, None if c.new is None else table_entry(c.new)))
-        count = current.file_count + added - removed
+        summary = cls.of_changes(current, PushedChanges(added, changed, removed, regular),
+                                 total_size)
+        return None if summary is None else (summary, entries)
+
+    @classmethod
+    def of_changes(cls, current: Manifest, changes: PushedChanges,
+                   total_size: int) -> _Summary | None:
+        """The new version's summary from ``current``'s and its regular files' changes;
+        None when ``current``'s counts do not add up (then the whole list is read)."""
+        given = {k[len("samples."):]: v for k, v in current.extra.items()
+                 if k.startswith("samples.")}
+        if not all(isinstance(v, int) for v in given.values()):
+            return None
+        splits = {k: int(v) for k, v in given.items() if isinstance(v, int)}
+        if current.kind == "data":
+            for head, gained in changes.regular.items():
+                if head in DATA_SPLITS:
+                    splits[head] = splits.get(head, 0) + gained
+        count = current.file_count + changes.added - changes.removed
         if count < 0 or any(v < 0 for v in splits.values()):
-            return None  # the current manifest's counts do not add up: read the list
-        summary = cls(count, total_size, ChangeCounts(added=added, changed=changed,
-                                                      removed=removed),
-                      {k: v for k, v in splits.items() if v} if current.kind == "data"
-                      else {})
-        return summary, entries
+            return None
+        return cls(count, total_size, ChangeCounts(added=changes.added, changed=changes.changed,
+                                                   removed=changes.removed),
+                   {k: v for k, v in splits.items() if v} if current.kind == "data" else {})
 
 
 def _listed(paths: Sequence[str]) -> str:
@@ -847,12 +860,23 @@ class WorkspaceService:
                         parents=(current.snapshot_id,) if current is not None else ())
         from cpv.engine.push import push
 
+        # What this machine last wrote there says how big the tree is: a big one is scanned
+        # and encoded by several processes (the stat cache must know it for that to pay).
+        # When it is the current version, the push notes how each folder it encodes differs
+        # from it, so the new baseline and the manifest's counts need no look at the version.
+        known = self._baselines.load(self._at(track, folder)) if source == folder else None
+        noted = (known if known is not None and current is not None and track.is_dir
+                 and not dry_run and current.files is None
+                 and known.snapshot_id == current.snapshot_id
+                 and current.store_url == ws.store_url else None)
         try:
             result: PushResult = push(
                 repo, source, exclude=self.exclude(track), progress=ws.progress,
                 limits=ws.limits, dry_run=dry_run, rehash=force,
                 meta={"workspace": ws.workspace_id} if ws.workspace_id else None,
-                record_root=root, symlinks=symlinks)
+                record_root=root, symlinks=symlinks,
+                walkers=worktree.walkers_for(known.count) if known is not None else 1,
+                note_folder=noted.note_folder if noted is not None else None)
         except (UnsupportedPathError, LocalIOError) as exc:
             exc.hint = self._push_hint(exc.hint, track)
             raise
@@ -868,7 +892,7 @@ class WorkspaceService:
             return outcome(commit=None, uploaded_bytes=0, dry_run=True, changed=True,
                            next_tag=ws.history.next_tag(kind) if track.is_default
                            else self.planned_line_tag(track, None))
-        summary = self._summary(track, current, result, record=source == folder)
+        summary = self._summary(track, current, result, record=source == folder, noted=noted)
         if (current is not None and current.snapshot_id == result.snapshot_id
                 and (not resolved or dict(current.metrics) == resolved)
                 and (not message or current.message == message)
@@ -896,17 +920,27 @@ class WorkspaceService:
                        dry_run=False, changed=record.changed, pushed_to=pushed_to)
 
     def _summary(self, track: Track, current: Manifest | None, result: PushResult, *,
-                 record: bool) -> _Summary:
+                 record: bool, noted: Baseline | None = None) -> _Summary:
         """What the new version's pointer manifest says (file count, size, changes, data
         splits), and the folder's new baseline recorded when ``record``.
 
-        Taken from what differs since the current version (a tree diff: equal sub-trees are
-        not read, so a 1 % push of 10^6 files reads the changed folders only) when this
-        machine's baseline is that version; else from the pushed version's whole list.
+        Taken from the push's notes of the folders it encoded when ``noted``, this machine's
+        baseline of the current version, made them (:meth:`Baseline.note_folder`); else from
+        what differs since the current version (a tree diff: equal sub-trees are not read)
+        when the baseline is that version; else from the pushed version's whole list.
         """
         folder = self._place(track)
         fingerprints = dict(result.folder_fingerprints) if track.is_dir else {}
         rules = self._rules().digest if track.is_dir else None
+        if noted is not None and current is not None and result.folder_notes is not None:
+            after = noted.after_push(result.snapshot_id, result.folder_notes,
+                                     result.reused_folders, fingerprints, rules)
+            summary = (_Summary.of_changes(current, after[1], result.total_bytes)
+                       if after is not None else None)
+            if after is not None and summary is not None:
+                if record:
+                    self._baselines.save(self._at(track, folder), after[0])
+                return summary
         base = self._baselines.load(self._at(track, folder)) if record else None
         streamed = None
         if (current is not None and current.files is None and result.tree_nodes

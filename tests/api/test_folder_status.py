@@ -142,6 +142,63 @@ def test_push_counts_changes_from_the_tree_diff_and_records_the_new_baseline(
     assert _changed(root, config) == ["model/d01/f001.bin"]
 
 
+def test_push_counts_every_kind_of_change_from_its_folder_notes(
+        root: Path, config: CPVConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counts and the baseline a push leaves come from its notes of the folders it
+    encoded, made against the baseline (not from a diff of the two versions): a file that
+    became a link and back, a folder gone, new folders, sub-folders; each as the full lists
+    say, data splits included."""
+    model = root / "model"
+    os.symlink("f000.bin", model / "d01" / "link")
+    for split, count in (("train", 3), ("validation", 2)):
+        (root / "data" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            (root / "data" / split / f"s{i}.bin").write_bytes(f"{split}{i}".encode())
+    _settle(root)
+    with _open(root, config) as service:
+        service.push(message="a link, and data")
+    (model / "d01" / "link").unlink()
+    (model / "d01" / "link").write_bytes(b"a file now")  # link -> file: added
+    (model / "d00" / "f001.bin").unlink()
+    os.symlink("f002.bin", model / "d00" / "f001.bin")  # file -> link: removed
+    (model / "d00" / "f000.bin").write_bytes(b"changed")
+    (model / "d05").rename(root / "gone")  # 20 removed
+    (model / "d09").mkdir()
+    for i in range(2):
+        (model / "d09" / f"n{i}.bin").write_bytes(f"new {i}".encode())
+    (model / "d02" / "sub").mkdir()
+    (model / "d02" / "sub" / "x.bin").write_bytes(b"deeper")
+    (root / "data" / "train" / "s3.bin").write_bytes(b"one more")
+    (root / "data" / "validation" / "s0.bin").unlink()
+    _settle(root)
+    import cpv.service.workspace as workspace
+
+    def no_diff(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the push's notes were not used")
+
+    monkeypatch.setattr(workspace._Summary, "since", no_diff)
+    with _open(root, config) as service:
+        before = {k: service.manifest_at(k, None)[0] for k in ("model", "data")}
+        service.push(message="every kind of change")
+        after = {k: service.manifest_at(k, None)[0] for k in ("model", "data")}
+        lists = {(k, i): service.files_of(m[k]) for i, m in enumerate((before, after))
+                 for k in ("model", "data")}
+    from cpv.service.filelist import count_changes, regular, table_of
+    for kind in ("model", "data"):
+        want = count_changes(lists[kind, 0], lists[kind, 1])
+        assert after[kind].changes == want, kind
+        assert after[kind].file_count == len(regular(lists[kind, 1]))
+    assert after["model"].changes is not None
+    assert (after["model"].changes.added, after["model"].changes.changed,
+            after["model"].changes.removed) == (4, 1, 21)
+    assert after["data"].extra["samples.train"] == 4
+    assert after["data"].extra["samples.validation"] == 1
+    with _open(root, config) as service:
+        baseline = service._baselines.load(root / "model")
+    assert baseline is not None and baseline.files == table_of(lists["model", 1])
+    assert _changed(root, config) == []
+
+
 def _as_legacy(root: Path) -> None:
     """Rewrite the baseline as an earlier cpv wrote it: one JSON document, every file, no
     folder fingerprints (what a workspace made before this change holds)."""

@@ -301,25 +301,26 @@ class StatCache:
                     # Below it, only what a rule left out: filtered here, not made into rows.
                     for r in self._db.execute(_LOAD_ROWS + " AND instr(substr(path, ?), '/') = 0",
                                               (base + "/", base + "0", len(base) + 2)):
-                        rows[r[0]] = r[1:]
+                        rows[r[0]] = r
                 else:
                     for start in range(0, len(keys), _LOOKUP_BATCH):
                         batch = keys[start : start + _LOOKUP_BATCH]
                         marks = ",".join("?" * len(batch))  # only "?" marks are formatted in
                         query = f"{_SELECT_FILES} WHERE path IN ({marks})"
                         for r in self._db.execute(query, batch):
-                            rows[r[0]] = r[1:]
+                            rows[r[0]] = r
             except sqlite3.Error as exc:
                 log.debug("stat cache lookup failed: %s", exc)
                 return [None] * len(items)
         out: list[CachedHash | None] = []
         chunker = self._chunker_key
         for key, stamp in items:
+            # (path, size, mtime_ns, ctime_ns, ino, chunker, blake3, chunks)
             row = rows.get(key)
-            if row is None or row[4] != chunker or row[:4] != stamp:
+            if row is None or row[5] != chunker or row[1:5] != stamp:
                 out.append(None)
                 continue
-            out.append(CachedHash(row[5], split_ids(row[6])))
+            out.append(CachedHash(row[6], split_ids(row[7])))
         return out
 
     def folder(self, path: str, *, with_ids: bool = True) -> CachedFolder | None:

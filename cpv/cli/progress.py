@@ -44,6 +44,10 @@ def _bar_class() -> type[tqdm]:
         tqdm's own scaling shows sizes divided by 1024 but rates by 1000, both labelled ``MB``.
         """
 
+        # No monitor thread: it outlives the bars, and a process with a second thread never
+        # forks walkers (`cpv push` of data, then model, would push the model in one process).
+        monitor_interval = 0
+
         @property
         def format_dict(self) -> dict[str, Any]:
             d: dict[str, Any] = super().format_dict

@@ -169,3 +169,19 @@ def test_a_loss_between_the_walkers_and_the_lease_has_the_tree_encoded_again(
     assert raced["units"], raced
     scans = raced["scans"]
     assert len(scans) == 2 and scans[0] and scans[1] == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="walkers fork on Linux only")
+def test_a_progress_bar_leaves_no_thread_that_forbids_the_walkers() -> None:
+    """`cpv push` pushes data, then the model: the first push's bars must not leave a thread
+    behind (tqdm's monitor), or the model's push would run in one process."""
+    script = ("import io, sys\n"
+              "from cpv.cli.progress import _bar_class\n"
+              "from cpv.engine.worktree import forkable\n"
+              "bar = _bar_class()(total=10, file=io.StringIO())\n"
+              "bar.update(10)\n"
+              "bar.close()\n"
+              "print(forkable())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert done.stdout.strip() == "True"

@@ -163,14 +163,19 @@ def check_tree_paths(files: Iterable[FileEntry]) -> None:
 
 def file_doc(f: FileEntry) -> dict[str, Any]:
     """A file's stored fields, without its path (format 1 adds ``p``, a tree node ``n``)."""
-    doc: dict[str, Any] = {"s": f.size, "m": f.mode, "h": f.blake3}
-    single = (f.size == 0 and not f.chunks) or (
-        len(f.chunks) == 1 and f.chunks[0].hex() == f.blake3
-    )
-    doc["c"] = None if single else b"".join(f.chunks).hex()
+    doc: dict[str, Any] = {"s": f.size, "m": f.mode, "h": f.blake3, "c": chunks_field(f)}
     if f.link is not None:
         doc["l"] = f.link
     return doc
+
+
+def chunks_field(f: FileEntry) -> str | None:
+    """A file's stored ``c``: its chunk ids in hex, or None when its one chunk (or none, for
+    an empty file) is what its blake3 already names."""
+    chunks = f.chunks
+    if (not chunks and f.size == 0) or (len(chunks) == 1 and chunks[0].hex() == f.blake3):
+        return None
+    return b"".join(chunks).hex()
 
 
 def _decode_file(doc: Mapping[str, Any], check_paths: bool) -> FileEntry:

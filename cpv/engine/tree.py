@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from cpv.engine.hashing import DIGEST_SIZE, chunk_id
-from cpv.engine.snapshot import FileEntry, decode_file_doc, file_doc
+from cpv.engine.snapshot import FileEntry, chunks_field, decode_file_doc
 from cpv.errors import FormatError, UnsafePathError
 from cpv.pathrules import all_plain_names, path_problem
 
@@ -144,7 +144,10 @@ def _rank(name: str) -> int:
 
 
 def _encode(doc: Mapping[str, Any]) -> tuple[bytes, bytes]:
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """A node's bytes and id. Canonical JSON has sorted keys: :func:`encode_folder` builds
+    every dict with its keys in order, so they are not sorted again here (per entry, a
+    tenth of a folder's encoding at 10^6 files)."""
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
     raw = TREE_MAGIC + zlib.compress(text.encode("utf-8", "surrogateescape"), 6)
     return chunk_id(raw), raw
 
@@ -204,12 +207,16 @@ def encode_folder(
     """
     items: list[tuple[str, str, dict[str, Any]]] = []
     for name, value in entries:
+        # Keys in sorted order, as canonical JSON has them (_encode does not sort them).
         if isinstance(value, bytes):
-            items.append((name + "/", name, {"n": name, "d": value.hex()}))
+            items.append((name + "/", name, {"d": value.hex(), "n": name}))
+        elif value.link is None:
+            items.append((name, name, {"c": chunks_field(value), "h": value.blake3,
+                                       "m": value.mode, "n": name, "s": value.size}))
         else:
-            doc = file_doc(value)
-            doc["n"] = name
-            items.append((name, name, doc))
+            items.append((name, name, {"c": chunks_field(value), "h": value.blake3,
+                                       "l": value.link, "m": value.mode, "n": name,
+                                       "s": value.size}))
     items.sort(key=lambda t: t[0])
 
     def put(doc: Mapping[str, Any]) -> bytes:

@@ -30,6 +30,7 @@ from cpv.engine.tree import (
     TreeWalker,
     build_tree,
     decode_node,
+    encode_folder,
     encode_root,
 )
 from cpv.errors import FormatError, UnsafePathError
@@ -72,6 +73,33 @@ def _node(doc: object) -> tuple[bytes, bytes]:
 
 
 # -- layout ---------------------------------------------------------------------------------
+
+
+def test_nodes_are_canonical_json_whatever_the_entries() -> None:
+    """Node ids are content addresses: two machines (and two cpv versions) must encode the same
+    folder to the same bytes. Every node is the canonical JSON of what it holds (sorted keys,
+    no spaces), whatever its entries: single- and multi-chunk files, an empty file, a link, an
+    executable, a sub-folder, a name beyond ASCII, and a folder split into parts."""
+    c1, c2 = chunk_id(b"one"), chunk_id(b"two")
+    entries: list[tuple[str, FileEntry | bytes]] = [
+        ("a.bin", FileEntry("a.bin", 3, 0o644, c1.hex(), (c1,))),
+        ("big", FileEntry("big", 6, 0o755, H, (c1, c2))),
+        ("empty", FileEntry("empty", 0, 0o644, H, ())),
+        ("link", FileEntry("link", 0, 0o777, H, (), link="a.bin")),
+        ("sub", chunk_id(b"node")),
+        ("\u00e9t\u00e9.txt", FileEntry("\u00e9t\u00e9.txt", 3, 0o600, c2.hex(), (c2,))),
+    ]
+    many: list[tuple[str, FileEntry | bytes]] = [
+        (f"f{i:05d}", FileEntry(f"f{i:05d}", 3, 0o644, c1.hex(), (c1,)))
+        for i in range(LEAF_AVG * 6)]
+    for folder in (entries, many):
+        nodes: dict[bytes, bytes] = {}
+        encode_folder(folder, nodes.__setitem__)
+        assert len(nodes) > (1 if folder is many else 0)
+        for raw in nodes.values():
+            text = zlib.decompress(raw[len(TREE_MAGIC):]).decode("utf-8")
+            assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"),
+                                      ensure_ascii=False)
 
 
 def test_walk_yields_every_file_in_path_order() -> None:

@@ -105,8 +105,9 @@ def settled(stamp: FileStamp) -> bool:
     return time.time_ns() - stamp.mtime_ns >= _RACY_NS
 
 
-@dataclass(frozen=True, slots=True)
-class CachedHash:
+class CachedHash(NamedTuple):
+    """A file's digest and chunk ids as the stat cache knows them (one per file looked up)."""
+
     blake3: str
     chunks: tuple[bytes, ...]
 

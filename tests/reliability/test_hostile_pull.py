@@ -8,7 +8,6 @@ stands between the attacker and the puller's disk.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 from pathlib import Path
@@ -33,7 +32,7 @@ def _forge(repo: Repository, store: S3Store, snapshot: Snapshot, renames: dict[s
     files = []
     for f in snapshot.files:
         new = renames.get(f.path, f.path)
-        files.append(dataclasses.replace(f, path=new))
+        files.append(f._replace(path=new))
     forged = Snapshot(files=tuple(sorted(files, key=lambda f: f.path)))
     sid, raw = forged.encode()
     store.put(snapshot_key(sid), raw)
@@ -121,7 +120,7 @@ def test_link_escaping_through_another_link_is_refused_on_pull_and_push(
     (src / "l").write_text("placeholder")
     snapshot = _pushed(repo, src)
     files = tuple(
-        dataclasses.replace(f, size=0, chunks=(), link="x/s/../hostname") if f.path == "l" else f
+        f._replace(size=0, chunks=(), link="x/s/../hostname") if f.path == "l" else f
         for f in snapshot.files
     )
     sid, raw = Snapshot(files=files).encode()

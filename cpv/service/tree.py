@@ -35,6 +35,7 @@ from cpv.errors import LocalIOError
 from cpv.localmemo import file_stamp, keep_out_of_git, key_of, recall, record
 from cpv.pathrules import in_scope
 from cpv.service.filelist import table_entry
+from cpv.versioning import ChangeCounts
 from cpv.workspace import exclude_internal
 
 if TYPE_CHECKING:
@@ -329,9 +330,7 @@ class FolderNote:
 class PushedChanges:
     """What a push changed against the baseline (regular files), from its folder notes."""
 
-    added: int
-    changed: int
-    removed: int
+    counts: ChangeCounts
     regular: dict[str, int]
     """Regular files gained (lost: negative) under each top-level folder name."""
 
@@ -515,7 +514,8 @@ class Baseline:
             regular[head] = regular.get(head, 0) - gone
         out._folders = {p: folders[p] for p in sorted(folders)
                         if folders[p].count or folders[p].fingerprint}
-        return out, PushedChanges(added, changed, removed, regular)
+        return out, PushedChanges(ChangeCounts(added=added, changed=changed, removed=removed),
+                                  regular)
 
     def learned(self, fingerprints: Mapping[str, bytes]) -> Baseline:
         """The same entries, with more folders' fingerprints known."""

@@ -217,8 +217,8 @@ class _Summary:
                 head = c.path.split("/", 1)[0] if "/" in c.path else ""
                 regular[head] = regular.get(head, 0) + (1 if new else -1)
             entries.append((c.path, None if c.new is None else table_entry(c.new)))
-        summary = cls.of_changes(current, PushedChanges(added, changed, removed, regular),
-                                 total_size)
+        summary = cls.of_changes(current, PushedChanges(
+            ChangeCounts(added=added, changed=changed, removed=removed), regular), total_size)
         return None if summary is None else (summary, entries)
 
     @classmethod
@@ -235,11 +235,10 @@ class _Summary:
             for head, gained in changes.regular.items():
                 if head in DATA_SPLITS:
                     splits[head] = splits.get(head, 0) + gained
-        count = current.file_count + changes.added - changes.removed
+        count = current.file_count + changes.counts.added - changes.counts.removed
         if count < 0 or any(v < 0 for v in splits.values()):
             return None
-        return cls(count, total_size, ChangeCounts(added=changes.added, changed=changes.changed,
-                                                   removed=changes.removed),
+        return cls(count, total_size, changes.counts,
                    {k: v for k, v in splits.items() if v} if current.kind == "data" else {})
 
 

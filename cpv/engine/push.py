@@ -266,9 +266,14 @@ def _scan(
     _judge_links(scan)
     if scan.found is not None:
         scan.found.sort(key=lambda s: s.relpath)
-    # Deepest first: a folder's node names its sub-folders' nodes, so they are encoded before it.
-    scan.folders.sort(key=lambda f: -f.prefix.count("/"))
+    _deepest_first(scan)
     return scan
+
+
+def _deepest_first(scan: _Scan) -> None:
+    """Order the scan's folders for encoding: a folder's node names its sub-folders' nodes,
+    so they are encoded before it."""
+    scan.folders.sort(key=lambda f: -f.prefix.count("/"))
 
 
 def _list_folder(
@@ -646,8 +651,7 @@ def push(
             # A gc rewrote the index since the walkers judged what the store holds: what they
             # found held may be gone, so the tree is encoded again here (invariant 9).
             scan = _scan(root, exclude, symlinks, known=known)
-        return run(scan, dry_run=False, lease=lease,
-                   units=[units[p] for p in scan.used if p in units])
+        return run(scan, dry_run=False, lease=lease, units=[units[p] for p in scan.used])
 
 
 def _trusted_token(repo: Repository, cache: StatCache) -> bytes:
@@ -1274,7 +1278,7 @@ def _push_unit(unit: tuple[str, str]) -> _UnitPush | None:
         _walk(scan, path, prefix)
         if scan.links or scan.big:
             return None
-        scan.folders.sort(key=lambda f: -f.prefix.count("/"))
+        _deepest_first(scan)
         with TaskPool(1, name="unit", serial=True) as pool:
             state = _PushState(job.index, _Collector(), pool, NULL_PROGRESS)
             tree = _TreePush(state, scan, cache, job.params, tree_mode=True, collect=False,

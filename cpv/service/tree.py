@@ -302,6 +302,8 @@ def _block(table: Mapping[str, tuple[int, str]]) -> bytes:
 
 
 def _regular(value: tuple[int, str]) -> bool:
+    """Whether a baseline entry is a regular file (a link's digest is ``"->" + target``,
+    :func:`~cpv.service.filelist.table_entry`)."""
     return not value[1].startswith("->")
 
 
@@ -465,9 +467,9 @@ class Baseline:
         """What a push encoding the folder at ``prefix`` changed in it (sub-folders, given
         as node ids, are noted on their own)."""
         table = {name: table_entry(e) for name, e in entries if isinstance(e, FileEntry)}
-        now = {n: v for n, v in table.items() if not v[1].startswith("->")}
+        now = {n: v for n, v in table.items() if _regular(v)}
         old = self.names(prefix)
-        before = {n: v for n, v in old.items() if not v[1].startswith("->")}
+        before = {n: v for n, v in old.items() if _regular(v)}
         # A file that became a link (or a link a file) is removed (added) as a regular file.
         changed = sum(1 for n, v in now.items() if (was := before.get(n)) is not None
                       and was != v)

@@ -13,9 +13,10 @@ Why the client is configured as it is (``docs/store-contract.md`` has the measur
   client CPU per uploaded GiB. ``response_checksum_validation="when_required"`` skips the CRC32 on
   download. cpv checks every chunk it reads against its blake3 id, so nothing is lost.
 - ``retries={"mode": "standard", "total_max_attempts": 5}``: botocore owns request-level retries
-  (throttling, 5xx, connection errors). This module adds exactly one retry loop, for what
-  botocore cannot retry: a body stream that breaks after the response started
-  (:data:`BODY_ATTEMPTS`); the retry resumes at the first missing byte.
+  (throttling, 5xx, connection errors). This module retries only what botocore cannot, both on
+  GetObject and both :data:`BODY_ATTEMPTS` times: a body stream that breaks after the response
+  started (resumed at the first missing byte), and an error answer cut inside its body, which
+  botocore reads after its retry loop (asked again).
 - ``max_pool_connections = max_connections + 4``, so a full transfer pool plus a few metadata
   requests never wait for a pooled connection.
 - path-style addressing whenever the endpoint is not AWS: S3-compatible servers on an IP or
@@ -65,6 +66,7 @@ from cpv.store.memory import check_part_number, check_part_sequence, check_range
 if TYPE_CHECKING:
     from botocore.response import StreamingBody
     from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef
 
 __all__ = [
     "BODY_ATTEMPTS",
@@ -379,9 +381,7 @@ class S3Store:
         self._bucket_seen = True
 
     def get(self, key: str) -> bytes:
-        full = self._full(key)
-        with self._boundary("read", key):
-            resp = self._client.get_object(Bucket=self.bucket, Key=full)
+        resp = self._get_object(key)
         self._bucket_seen = True
         buf = bytearray(resp["ContentLength"])
         self._stream_into(key, 0, memoryview(buf), first_body=resp["Body"])
@@ -581,9 +581,8 @@ class S3Store:
             if len(body) < 20:
                 seen["ranged_get"] = "nothing long enough to read"
                 return
+        resp = self._get_object(key, "bytes=10-19")
         with self._boundary("read", key):
-            resp = self._client.get_object(Bucket=self.bucket, Key=self._full(key),
-                                           Range="bytes=10-19")
             got = resp["Body"].read()
         status = int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         if got == body[10:20]:
@@ -689,11 +688,34 @@ class S3Store:
             self._client.head_bucket(Bucket=self.bucket)
         self._bucket_seen = True
 
+    def _get_object(self, key: str, range_: str = "") -> GetObjectOutputTypeDef:
+        """GetObject, asked again when the server's answer is cut inside an error's body.
+
+        botocore reads a streamed operation's error body (a 404's XML) after its retry loop,
+        so a connection that breaks there escapes it: rclone does this to a lock object that a
+        contender deletes while it is read. A body that breaks after a 200 is
+        :meth:`_stream_into`'s to resume.
+        """
+        for attempt in range(1, BODY_ATTEMPTS + 1):
+            try:
+                with self._boundary("read", key):
+                    if range_:
+                        return self._client.get_object(
+                            Bucket=self.bucket, Key=self._full(key), Range=range_
+                        )
+                    return self._client.get_object(Bucket=self.bucket, Key=self._full(key))
+            except TransientStoreError as exc:
+                if attempt == BODY_ATTEMPTS or not isinstance(exc.__cause__, _ANSWER_CUT):
+                    raise
+                logger.debug(
+                    "attempt %d/%d reading s3://%s/%s from %s: the answer broke (%s); asking again",
+                    attempt, BODY_ATTEMPTS, self.bucket, self._full(key), self.endpoint,
+                    exc.__cause__,
+                )
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     def _open_range(self, key: str, start: int, length: int) -> StreamingBody:
-        with self._boundary("read", key):
-            resp = self._client.get_object(
-                Bucket=self.bucket, Key=self._full(key), Range=f"bytes={start}-{start + length - 1}"
-            )
+        resp = self._get_object(key, f"bytes={start}-{start + length - 1}")
         self._bucket_seen = True
         body = resp["Body"]
         got = resp["ContentLength"]

@@ -15,7 +15,7 @@ import pytest
 
 from cpv.engine import Repository, pull, push, verify
 from cpv.engine.gc import collect_garbage
-from cpv.errors import StoreError, TransferError, TransientStoreError
+from cpv.errors import ObjectNotFoundError, StoreError, TransferError, TransientStoreError
 from cpv.store import MiB
 from tests.engine.conftest import LIMITS, make_repo, make_tree, rand_bytes, tree_digest
 from tests.s3server import S3Server
@@ -153,13 +153,19 @@ def test_persistent_read_failure_is_clear_and_keeps_the_old_file(
     assert (out / "w.bin").read_bytes() == (src / "w.bin").read_bytes()
 
 
-def test_an_error_answer_cut_in_its_body_is_a_store_error(
-    via_proxy: Any, proxy: FaultProxy
+def test_an_error_answer_cut_in_its_body_is_asked_again_then_a_store_error(
+    via_proxy: Any, proxy: FaultProxy, s3_store: Any
 ) -> None:
-    """botocore reads an error's body whole and lets a reset there through unwrapped and
-    unretried (seen with rclone under gc-lock contention): it must reach the caller as a
-    store error, never as a urllib3 traceback."""
+    """botocore reads an error's body whole, after its retry loop, and lets a reset there through
+    unwrapped and unretried (rclone does it to a gc lock deleted while a contender reads it): the
+    store asks again, and only a cut that persists reaches the caller, as a store error."""
+    s3_store.put("locks/there", b"{}")
+    proxy.add(Fault("reset_mid_body", method="GET", path="/locks/", times=2))
+    with pytest.raises(ObjectNotFoundError):
+        via_proxy.get("locks/nothing-here")
+    assert len(proxy.faults_applied("reset_mid_body")) == 2
+    proxy.add(Fault("reset_mid_body", method="GET", path="/locks/", times=1))
+    assert via_proxy.get("locks/there") == b"{}"
     proxy.add(Fault("reset_mid_body", method="GET", path="/locks/", times=None))
     with pytest.raises(TransientStoreError, match="connection broke"):
         via_proxy.get("locks/nothing-here")
-    assert proxy.faults_applied("reset_mid_body")

@@ -864,10 +864,8 @@ class WorkspaceService:
         # When it is the current version, the push notes how each folder it encodes differs
         # from it, so the new baseline and the manifest's counts need no look at the version.
         known = self._baselines.load(self._at(track, folder)) if source == folder else None
-        noted = (known if known is not None and current is not None and track.is_dir
-                 and not dry_run and current.files is None
-                 and known.snapshot_id == current.snapshot_id
-                 and current.store_url == ws.store_url else None)
+        noted = (known if track.is_dir and not dry_run and self._of_current(known, current)
+                 else None)
         try:
             result: PushResult = push(
                 repo, source, exclude=self.exclude(track), progress=ws.progress,
@@ -918,6 +916,14 @@ class WorkspaceService:
         return outcome(commit=record.commit, uploaded_bytes=result.uploaded_bytes,
                        dry_run=False, changed=record.changed, pushed_to=pushed_to)
 
+    def _of_current(self, base: Baseline | None, current: Manifest | None) -> bool:
+        """Whether ``base`` is this machine's baseline of the ``current`` version, a tree in this
+        store: then what a push changes can be told against it (its notes, or a tree diff)
+        instead of from the pushed version's whole list."""
+        return (base is not None and current is not None and current.files is None
+                and base.snapshot_id == current.snapshot_id
+                and current.store_url == self.ws.store_url)
+
     def _summary(self, track: Track, current: Manifest | None, result: PushResult, *,
                  record: bool, noted: Baseline | None = None) -> _Summary:
         """What the new version's pointer manifest says (file count, size, changes, data
@@ -944,8 +950,7 @@ class WorkspaceService:
         streamed = None
         if (current is not None and current.files is None and result.tree_nodes
                 and current.store_url == self.ws.store_url
-                and (not record or (base is not None
-                                    and base.snapshot_id == current.snapshot_id))):
+                and (not record or self._of_current(base, current))):
             try:
                 streamed = _Summary.since(current, self.ws.repository().diff(
                     current.snapshot_id, result.snapshot_id), result.total_bytes)

@@ -643,7 +643,8 @@ def push(
     # (invariant 6); the index is re-read *after* the lease exists so that a gc which did not
     # see the lease has already finished rewriting the index (docs/gc.md).
     with PushLease(repo.store) as lease:
-        repo.refresh_index()
+        # (The walkers' index, when nothing changed since: reading it again gives the same.)
+        repo.refresh_index(keep_current=bool(units))
         # A push that died before: index its finished packs, abort its abandoned uploads.
         repo.recover_orphan_packs()
         repo.abort_stale_uploads()

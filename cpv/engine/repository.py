@@ -28,6 +28,7 @@ from cpv.engine.index import (
     read_damage,
     read_locations,
     record_damage,
+    still_current,
     sync_index,
     write_index,
 )
@@ -182,7 +183,11 @@ class Repository:
         """Whether the loaded index is one snapshot's locations only (see above)."""
         return self._index is not None and self._index.partial
 
-    def refresh_index(self) -> ChunkIndex:
+    def refresh_index(self, *, keep_current: bool = False) -> ChunkIndex:
+        """The store's index read again; with ``keep_current``, the loaded one when it is
+        still what a new read would give (:func:`~cpv.engine.index.still_current`)."""
+        if keep_current and self._index is not None and still_current(self.store, self._index):
+            return self._index
         self._index = None
         return self.index
 

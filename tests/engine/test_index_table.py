@@ -29,6 +29,7 @@ from cpv.engine.index import (
     PackRecord,
     encode_index,
     record_damage,
+    still_current,
     sync_index,
     write_index,
 )
@@ -131,6 +132,30 @@ def test_a_table_is_not_trusted_once_its_index_objects_are_gone(spill: None,
     assert not index.pack_ids() & dropped
     gone = records[-1].entries[0].chunk_id
     assert gone not in index and index.get(gone) is None
+
+
+@pytest.mark.parametrize("cache", ["dict", "table"])
+def test_an_index_is_kept_only_while_a_new_read_would_give_the_same(
+        spill: None, tmp_path: Path, cache: str) -> None:
+    """A push that loaded the index before its lease keeps it under the lease only while the
+    store lists exactly its objects and records no damage (invariant 9: after a gc, a repair
+    or a loss, the index is read again)."""
+    store, records = _store_with_index()
+    cache_dir = tmp_path if cache == "table" else None
+    index = sync_index(store, cache_dir)
+    assert still_current(store, index)
+    extra = _records(random.Random(9), 1, 5, [])
+    write_index(store, extra, None)  # another push's
+    assert not still_current(store, index)
+    index = sync_index(store, cache_dir)
+    assert still_current(store, index)
+    for obj in list(store.list(INDEX_PREFIX))[:1]:  # a gc's rewrite starts by one
+        store.delete(obj.key)
+    assert not still_current(store, index)
+    index = sync_index(store, cache_dir)
+    record_damage(store, records[-1].pack_id, None)
+    assert not still_current(store, index)
+    assert not still_current(store, sync_index(store, cache_dir))  # damage known: never kept
 
 
 def test_damaged_table_file_and_damaged_index_object(spill: None, tmp_path: Path) -> None:

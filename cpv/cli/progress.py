@@ -6,7 +6,7 @@ and are off when stderr is not a terminal or with ``--quiet``/``--json``.
 
 from __future__ import annotations
 
-import shutil
+import os
 import sys
 import threading
 from functools import cache
@@ -30,6 +30,21 @@ _LABELS: dict[str, str] = {
     "verify": "verifying",
     "gc": "collecting",
 }
+
+
+def _terminal_size(file: Any) -> tuple[int, int]:
+    """The columns and lines of the terminal ``file`` writes to; 0 for what it reports none of.
+
+    A fresh pty or some CI consoles report 0 columns or 0 lines, and tqdm, sizing its bars to
+    them, draws nothing at all (0 lines hide every bar). Such bars get a fixed size instead.
+    ``shutil.get_terminal_size`` cannot tell: it answers its fallback for a width of 0 and
+    passes a height of 0 through.
+    """
+    try:
+        size = os.get_terminal_size(file.fileno())
+    except (AttributeError, OSError, ValueError):
+        return 0, 0
+    return size.columns, size.lines
 
 
 @cache
@@ -81,8 +96,8 @@ class TqdmProgress:
         with self._lock:
             if phase in self._bars:
                 self._bars[phase].close()
-            # A fresh pty or some CI consoles report 0 columns; tqdm then draws nothing.
-            narrow = shutil.get_terminal_size((80, 24)).columns <= 0
+            columns, lines = _terminal_size(self._file)
+            fixed = columns <= 0 or lines <= 0  # tqdm would size the bars to nothing
             self._bars[phase] = _bar_class()(
                 total=total or None,
                 desc=_LABELS.get(phase, phase),
@@ -90,8 +105,9 @@ class TqdmProgress:
                 bar_format=_KNOWN if total else _UNKNOWN,
                 file=self._file,
                 leave=False,
-                dynamic_ncols=not narrow,
-                ncols=80 if narrow else None,
+                dynamic_ncols=not fixed,
+                ncols=(columns if columns > 0 else 80) if fixed else None,
+                nrows=(lines if lines > 0 else 24) if fixed else None,
                 mininterval=0.2,
                 position=len(self._bars),
             )

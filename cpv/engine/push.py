@@ -199,6 +199,8 @@ class _Scan:
     listings: dict[str, list[tuple[str, os.DirEntry[str], os.stat_result]]] | None = None
     """In a walker process: the listing of each folder not known, checked, kept for the
     encoding pass (a sub-tree's, not the tree's: the push's process lists again)."""
+    progress: Progress = NULL_PROGRESS
+    """Told of each folder's entries as they are listed (the "scan" phase)."""
 
 
 def scan_tree(
@@ -229,7 +231,7 @@ def scan_tree(
 def _scan(
     root: Path, exclude: Exclude | None, symlinks: SymlinkPolicy, *,
     known: Callable[[str], bytes | None] | None = None, collect: bool = False,
-    done: Mapping[str, bytes] | None = None,
+    done: Mapping[str, bytes] | None = None, progress: Progress = NULL_PROGRESS,
 ) -> _Scan:
     """Pass one of a push: every folder's fingerprint, every check, no list of files kept.
 
@@ -242,7 +244,7 @@ def _scan(
     if symlinks not in ("keep", "skip", "follow"):
         raise ValueError(f"symlinks must be 'keep', 'skip' or 'follow', not {symlinks!r}")
     scan = _Scan(exclude, symlinks, _read_permission(), known, os.path.abspath(root),
-                 found=[] if collect else None, done=done or {})
+                 found=[] if collect else None, done=done or {}, progress=progress)
     try:
         st = os.stat(root)
     except FileNotFoundError as exc:
@@ -354,6 +356,7 @@ def _walk(scan: _Scan, folder: str, prefix: str) -> bytes:
     parts: list[bytes] = []
     add = parts.append
     listing = _list_folder(scan, folder, prefix)
+    scan.progress.advance("scan", len(listing))
     for name, entry, st in listing:
         mode = st.st_mode
         if _ISREG(mode):
@@ -572,7 +575,8 @@ def push(
         root: folder or file to push; paths in the snapshot are relative to it (a single file
             is stored under its own name).
         exclude: called with each relative path; True leaves it (and a folder's contents) out.
-        progress: receives "hash" and "upload" byte counts.
+        progress: receives "scan" counts (entries listed, before anything is hashed), then
+            "hash" and "upload" byte counts.
         limits: concurrency and memory knobs.
         dry_run: hash and plan everything, upload nothing; the result says what would be sent.
         rehash: ignore the stat cache and read every file again.
@@ -619,17 +623,23 @@ def push(
 
     units: dict[str, _UnitPush] = {}
     seen: frozenset[str] = frozenset()
-    if (known is not None and cache is not None and walkers > 1 and forkable()
-            and os.path.isdir(root)):
-        if repo.partial_index:
-            repo.refresh_index()
-        index = repo.index
-        if index.still_holds(index.index_ids):  # nothing judged by a chunk only in memory
-            seen = frozenset(index.index_ids)
-            units = _push_units(repo, root, exclude, symlinks, walkers, cache,
-                                _trusted_token(repo, cache), note_folder)
-    scan = _scan(root, exclude, symlinks, known=known,
-                 done={p: u.fingerprint for p, u in units.items()})
+    # Before the first byte is hashed, a big tree is listed (and, with walkers, encoded):
+    # 15-20 s at 10^6 files, shown as the entries scanned so far.
+    progress.begin("scan", total=None, unit="files")
+    try:
+        if (known is not None and cache is not None and walkers > 1 and forkable()
+                and os.path.isdir(root)):
+            if repo.partial_index:
+                repo.refresh_index()
+            index = repo.index
+            if index.still_holds(index.index_ids):  # nothing judged by a chunk only in memory
+                seen = frozenset(index.index_ids)
+                units = _push_units(repo, root, exclude, symlinks, walkers, cache,
+                                    _trusted_token(repo, cache), note_folder, progress)
+        scan = _scan(root, exclude, symlinks, known=known,
+                     done={p: u.fingerprint for p, u in units.items()}, progress=progress)
+    finally:
+        progress.end("scan")
     run = functools.partial(
         _push, repo, root, note_folder=note_folder, progress=progress, limits=limits,
         cache=cache, meta=meta,
@@ -1296,7 +1306,8 @@ def _push_unit(unit: tuple[str, str]) -> _UnitPush | None:
 
 def _push_units(repo: Repository, root: Path, exclude: Exclude | None,
                 symlinks: SymlinkPolicy, walkers: int, cache: StatCache,
-                trusted: bytes, note: NoteFolder | None) -> dict[str, _UnitPush]:
+                trusted: bytes, note: NoteFolder | None,
+                progress: Progress = NULL_PROGRESS) -> dict[str, _UnitPush]:
     """Sub-trees of ``root`` scanned and encoded by ``walkers`` forked processes, by prefix.
 
     A push with 1 % of 10^6 files changed in every folder lists, looks up and encodes every
@@ -1322,6 +1333,7 @@ def _push_units(repo: Repository, root: Path, exclude: Exclude | None,
                     continue  # scanned and encoded by the push's process
                 held += got.held
                 out[got.prefix] = got
+                progress.advance("scan", got.files)
     finally:
         _UNIT_JOB = None
     return out

@@ -231,10 +231,11 @@ def test_gc_keeps_every_version_and_collects_an_unreferenced_push(
 
 
 def _run_with_terminal_stderr(
-    args: list[str], *, cwd: Path, env: dict[str, str], stdout_too: bool = False
+    args: list[str], *, cwd: Path, env: dict[str, str], stdout_too: bool = False,
+    size: tuple[int, int] = (24, 100),
 ) -> str:
-    """Run cpv with stderr (and, with ``stdout_too``, stdout) on a pseudo-terminal; return
-    what the terminal showed."""
+    """Run cpv with stderr (and, with ``stdout_too``, stdout) on a pseudo-terminal of ``size``
+    (lines, columns); return what the terminal showed."""
     import fcntl
     import os
     import pty
@@ -245,8 +246,8 @@ def _run_with_terminal_stderr(
     from tests.cli.conftest import cpv_command
 
     master, slave = pty.openpty()
-    # A real terminal has a size; a fresh pty is 0x0, where tqdm draws nothing.
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    # A real terminal has a size; a fresh pty is 0x0 (some CI consoles too).
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
     proc = subprocess.Popen([*cpv_command(), *args], cwd=cwd, env=env,
                             stdout=slave if stdout_too else subprocess.PIPE,
                             stderr=slave, stdin=subprocess.DEVNULL)
@@ -279,6 +280,17 @@ def test_progress_bars_only_on_a_terminal_and_not_with_quiet(
     write_checkpoint(ws / "model", 200_000, seed=10)
     plain = cpv("push", "-m", "c", cwd=ws)
     assert plain.stderr == "" and "uploaded" in plain.stdout
+
+
+@pytest.mark.parametrize("size", [(0, 0), (0, 100), (24, 0)])
+def test_a_terminal_that_reports_no_size_still_shows_the_bars(
+    ws: Path, env: dict[str, str], size: tuple[int, int]
+) -> None:
+    """tqdm sizes its bars to the terminal: with 0 columns or 0 lines it drew nothing at all,
+    so a push in a fresh pty or a CI console showed no progress."""
+    write_checkpoint(ws / "model", 3_000_000, seed=12)
+    screen = _run_with_terminal_stderr(["push", "-m", "a"], cwd=ws, env=env, size=size)
+    assert "scanning:" in screen and "uploading:" in screen, screen
 
 
 def test_a_terminal_shows_a_start_line_bars_with_totals_and_a_summary_at_column_0(

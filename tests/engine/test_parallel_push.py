@@ -50,10 +50,18 @@ def spy_scan(*args, **kwargs):
     scans.append(sorted(kwargs.get("done") or ()))
     return real_scan(*args, **kwargs)
 
+class Scanned:  # the push's "scan" phase, as a progress bar would show it
+    count, phases = 0, []
+    def begin(self, phase, *, total, unit="B"): self.phases.append(phase)
+    def advance(self, phase, amount): self.count += amount if phase == "scan" else 0
+    def set_total(self, phase, total): pass
+    def end(self, phase): pass
+
 engine._push_units, engine._scan = spy_units, spy_scan
 repo = make_repo(LocalStore(work / "store"), work / "cache")
 skip = lambda rel: rel.endswith(".tmp")
-got = push(repo, src, limits=LIMITS, walkers=2, exclude=skip)
+scanned = Scanned()
+got = push(repo, src, limits=LIMITS, walkers=2, exclude=skip, progress=scanned)
 pushed_scans = list(scans)  # (not the check's below)
 out = work / ("pulled-" + step)
 shutil.rmtree(out, ignore_errors=True)
@@ -64,7 +72,8 @@ print(json.dumps({"units": units[0] if units else None, "scans": pushed_scans,
                   "same": again.snapshot_id == got.snapshot_id, "pulled": pulled,
                   "hashed": got.hashed_bytes, "reused": got.folders_reused,
                   "files": got.files, "new_chunks": got.chunks_new,
-                  "uploaded_again": again.uploaded_bytes}))
+                  "uploaded_again": again.uploaded_bytes, "scanned": scanned.count,
+                  "phases": scanned.phases}))
 """
 
 
@@ -118,6 +127,8 @@ def test_walkers_encode_exactly_what_one_process_encodes(tmp_path: Path) -> None
     assert set(first["units"]) == subtrees - left
     assert first["scans"] == [sorted(subtrees - left)]
     assert first["uploaded_again"] == 0  # every new chunk was uploaded by the parallel push
+    # Shown before any byte is hashed: every file, from the walkers and the push's own scan.
+    assert first["phases"][0] == "scan" and first["scanned"] >= first["files"], first
 
     since = time.time() - 5  # (a file's mtime comes from a coarser clock)
     # Changed in every sub-tree (what 1 % of every folder is), a file added and one

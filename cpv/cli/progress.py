@@ -23,6 +23,8 @@ _UNKNOWN = "{desc}: {done} [{elapsed}, {speed}]"
 
 _LABELS: dict[str, str] = {
     "scan": "scanning",
+    "list": "listing",
+    "check": "checking",
     "hash": "hashing",
     "upload": "uploading",
     "download": "downloading",

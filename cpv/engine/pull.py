@@ -51,7 +51,7 @@ from cpv.errors import (
     TransferError,
 )
 from cpv.pathrules import in_scope
-from cpv.progress import NULL_PROGRESS, Progress
+from cpv.progress import NULL_PROGRESS, Progress, counted
 
 if TYPE_CHECKING:
     from cpv.engine.repository import Repository
@@ -264,9 +264,13 @@ def pull(
     # cost half a gigabyte).
     placement = Placement(dest, replace)
     folders: set[str] = set()
-    for f in files:
-        placement.target(f.path)
-        folders.add(f.path.rpartition("/")[0])
+    progress.begin("check", total=len(files), unit="files")
+    try:
+        for f in counted(files, progress, "check"):
+            placement.check(f.path)
+            folders.add(f.path.rpartition("/")[0])
+    finally:
+        progress.end("check")
     placement.clear()
     _remove_stale_temps({dest.joinpath(*d.split("/")) if d else dest for d in folders})
     del folders

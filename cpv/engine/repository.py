@@ -52,6 +52,7 @@ from cpv.engine.transfer import (
 from cpv.engine.tree import Change, Root, TreeWalker, decode_root, merge_by_path
 from cpv.engine.tree import is_root as is_tree_root
 from cpv.errors import CPVError, FormatError, ObjectNotFoundError, TreeDamagedError
+from cpv.progress import NULL_PROGRESS, Progress, counted
 
 if TYPE_CHECKING:
     from cpv.store import ObjectStore
@@ -224,13 +225,15 @@ class Repository:
         self.index.index_ids.add(index_id)
         return index_id
 
-    def load_snapshot(self, snapshot_id: str, *, check_paths: bool = True) -> Snapshot:
+    def load_snapshot(self, snapshot_id: str, *, check_paths: bool = True,
+                      progress: Progress = NULL_PROGRESS) -> Snapshot:
         """The snapshot, id and schema checked; ``check_paths=False`` only for chunk readers.
 
         See :meth:`Snapshot.decode`: gc and verify must read a snapshot whose paths break the
         path rule (its chunks are live all the same); pull must not. A format-2 snapshot is
-        read whole here (its ``node_ids`` say which tree nodes it needs); callers that can
-        stream use :meth:`iter_files` or :meth:`diff` instead.
+        read whole here (its ``node_ids`` say which tree nodes it needs), its files counted to
+        ``progress`` ("list": 10 s at 10^6 files); callers that can stream use
+        :meth:`iter_files` or :meth:`diff` instead.
         """
         raw = self._snapshot_bytes(snapshot_id)
         if not is_tree_root(raw):
@@ -238,7 +241,11 @@ class Repository:
         root = self._tree_root(raw, snapshot_id)
         self.use_snapshot_locations(snapshot_id)
         walker = self._walker(snapshot_id, check_paths)
-        files = tuple(walker.files(root.tree))
+        progress.begin("list", total=root.files, unit="files")
+        try:
+            files = tuple(counted(walker.files(root.tree), progress, "list"))
+        finally:
+            progress.end("list")
         if check_paths:
             check_tree_paths(files)
         return Snapshot(files=files, meta=root.meta, tree_id=root.tree,

@@ -38,6 +38,7 @@ from cpv.engine.snapshot import FileEntry, Snapshot, check_snapshot_matches
 from cpv.engine.tree import merge_by_path
 from cpv.errors import IntegrityError, NoStoreError, StoreUnreachableError
 from cpv.localmemo import keep_out_of_git
+from cpv.progress import NULL_PROGRESS, Progress
 from cpv.versioning import ChangeCounts, Manifest
 
 if TYPE_CHECKING:
@@ -296,14 +297,17 @@ class FileLists:
             raise
         return repo if repo.config.version >= 2 else None
 
-    def snapshot(self, manifest: Manifest, label: str) -> Snapshot:
+    def snapshot(self, manifest: Manifest, label: str, *,
+                 progress: Progress = NULL_PROGRESS) -> Snapshot:
         """The version's snapshot from the store (a pull needs its chunks), checked against
-        the manifest; its list is cached on the way."""
+        the manifest; its list is cached on the way. ``progress`` is told of the files read
+        (the "list" phase)."""
         # Read once per command: planning, the refusal check and the write of a pull all need
         # it, and a 100,000-file snapshot is megabytes (content-addressed: immutable).
         snapshot = self._snapshots.get(manifest.snapshot_id)
         if snapshot is None:
-            snapshot = self._repository().load_snapshot(manifest.snapshot_id)
+            snapshot = self._repository().load_snapshot(manifest.snapshot_id,
+                                                        progress=progress)
             if len(self._snapshots) >= 8:
                 self._snapshots.clear()
             self._snapshots[manifest.snapshot_id] = snapshot

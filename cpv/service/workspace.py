@@ -1397,7 +1397,7 @@ class WorkspaceService:
         ``.git/config`` or anything else in through its snapshot.
         """
         try:
-            return self._lists.snapshot(manifest, label)
+            return self._lists.snapshot(manifest, label, progress=self.ws.progress)
         except (NoStoreError, ObjectNotFoundError) as exc:
             raise self._store_mismatch(exc, manifest, label) from exc
 

@@ -293,6 +293,19 @@ def test_a_terminal_that_reports_no_size_still_shows_the_bars(
     assert "scanning:" in screen and "uploading:" in screen, screen
 
 
+def test_a_pull_shows_each_phase_before_the_first_byte_moves(
+    cpv: Runner, ws: Path, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Before downloading, a pull reads the version's list and checks where every file goes
+    (at 10^6 files, half a minute that showed only 'starting...')."""
+    write_checkpoint(ws / "model", 3_000_000, seed=13)
+    cpv("push", "-q", "-m", "a", cwd=ws)
+    screen = _run_with_terminal_stderr(["pull", "HEAD", "model", "--to", str(tmp_path / "out")],
+                                       cwd=ws, env=env)
+    shown = [screen.find(label) for label in ("listing:", "checking:", "downloading:")]
+    assert -1 not in shown and shown == sorted(shown), screen
+
+
 def test_a_terminal_shows_a_start_line_bars_with_totals_and_a_summary_at_column_0(
     ws: Path, env: dict[str, str]
 ) -> None:

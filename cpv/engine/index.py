@@ -813,9 +813,10 @@ def locations_key(snapshot_id: str) -> str:
 
 
 def write_locations(store: ObjectStore, snapshot_id: str, packs: Iterable[str]) -> bool:
-    """Store ``packs`` as the pack list of ``snapshot_id`` unless one is listed already."""
+    """Store ``packs`` as the pack list of ``snapshot_id`` unless a readable one is there
+    (an upload killed before its body can leave an empty object under the key)."""
     key = locations_key(snapshot_id)
-    if store.exists(key):
+    if read_locations(store, snapshot_id) is not None:
         return False
     doc = {"version": 1, "packs": sorted(set(packs))}
     store.put(key, json.dumps(doc, separators=(",", ":")).encode())

@@ -55,13 +55,15 @@ from cpv.errors import CPVError, FormatError, ObjectNotFoundError, TreeDamagedEr
 from cpv.progress import NULL_PROGRESS, Progress, counted
 
 if TYPE_CHECKING:
-    from cpv.store import ObjectStore
+    from cpv.store import ObjectInfo, ObjectStore
 
 log = logging.getLogger(__name__)
 
 STALE_UPLOAD_SECONDS = 24 * 3600
 SNAPSHOT_TOUCH_AGE_S = 600.0
 """An existing snapshot older than this is rewritten when a push reuses it (see engine/gc.py)."""
+_COMPARED_BYTES = 4 * 1024 * 1024
+"""An existing snapshot up to this size is read back and compared before a push reuses it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,7 +381,7 @@ class Repository:
         encodes the root from counts, with no list of files to build a :class:`Snapshot`)."""
         key = snapshot_key(snapshot_id)
         try:
-            age = time.time() - self.store.stat(key).mtime
+            age = time.time() - self._stat_if_holds(key, raw).mtime
         except ObjectNotFoundError:
             self.store.put(key, raw)
             return snapshot_id, True
@@ -393,10 +395,29 @@ class Repository:
         # no gc that saw the old object can delete it any more (docs/gc.md).
         while True:
             wait_while_gc_runs(self.store)
-            if self.store.exists(key):
+            try:
+                self._stat_if_holds(key, raw)
                 return snapshot_id, written
-            self.store.put(key, raw)
-            written = True
+            except ObjectNotFoundError:
+                self.store.put(key, raw)
+                written = True
+
+    def _stat_if_holds(self, key: str, raw: bytes) -> ObjectInfo:
+        """The object at ``key`` if it holds ``raw``; ObjectNotFoundError if it is missing or
+        holds anything else.
+
+        An upload killed before its body arrived can leave an empty object under its key
+        (SeaweedFS does: docs/store-contract.md), and a push that reused it as "the snapshot is
+        already there" would record a version nothing can restore. The size tells that; a
+        snapshot small enough to read back cheaply (a format-2 root, a small format-1 list) is
+        also compared byte for byte.
+        """
+        info = self.store.stat(key)
+        if info.size == len(raw) and (len(raw) > _COMPARED_BYTES or self.store.get(key) == raw):
+            return info
+        log.warning("%s in %s does not hold what its id names (%d bytes, %d expected): "
+                    "writing it again", key, self.url, info.size, len(raw))
+        raise ObjectNotFoundError(key)
 
     def list_snapshots(self) -> list[SnapshotInfo]:
         infos = []

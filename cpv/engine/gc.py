@@ -56,7 +56,7 @@ from cpv.engine.locks import (
     server_now,
     write_record,
 )
-from cpv.engine.packs import PackEntry, pack_id_from_key, pack_key
+from cpv.engine.packs import TRAILER_SIZE, PackEntry, pack_id_from_key, pack_key
 from cpv.engine.repository import SNAPSHOT_TOUCH_AGE_S
 from cpv.engine.roots import live_for_gc
 from cpv.engine.snapshot import SNAPSHOT_PREFIX, check_snapshot_id, snapshot_key
@@ -352,6 +352,10 @@ def _mark(
         young = pack.mtime > cutoff
         if pack.indexed or pack.pack_id in already or (young and not damaged_index):
             continue
+        if pack.size < TRAILER_SIZE:
+            # Too short to hold a chunk: an upload killed before its body (SeaweedFS keeps
+            # such an empty object). Nothing to adopt; dead once past the grace period.
+            continue
         # An old orphan (a push that died long ago, or a gc run that died mid-way): read its
         # footer, so a live chunk only it holds is adopted rather than lost.
         try:
@@ -413,7 +417,10 @@ def _mark(
                 keep.append(pack)
             continue  # young: maybe a running push's; never touched
         if not pack.entries:
-            continue  # unreadable orphan, left alone above
+            if not pack.indexed and pack.size < TRAILER_SIZE:
+                condemn.append(pack.pack_id)  # an old empty orphan: nothing is lost
+                report.would_free_bytes += pack.size
+            continue  # else an unreadable orphan, left alone above
         share = live_bytes[pack.pack_id] / max(1, pack.data_bytes)
         if live_bytes[pack.pack_id] == 0:
             condemn.append(pack.pack_id)

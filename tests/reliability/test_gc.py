@@ -11,7 +11,7 @@ import pytest
 from cpv.engine import Repository, pull, push, verify
 from cpv.engine.gc import collect_garbage
 from cpv.engine.locks import GC_LOCK_KEY, GCLock, PushLease, list_leases, server_now
-from cpv.engine.packs import pack_id_from_key
+from cpv.engine.packs import pack_id_from_key, pack_key
 from cpv.errors import StoreLockedError
 from cpv.store import KiB, MiB
 from tests.engine.conftest import LIMITS, make_repo, rand_bytes, tree_digest
@@ -95,6 +95,21 @@ def test_young_data_survives_the_grace_period(two_versions: Any) -> None:
         k for k, _ in before if not k.startswith("index/")
     ]
     assert verify(Repository.open(store), snapshot_ids=[sid_a], deep=True).ok
+
+
+def test_an_old_empty_pack_object_is_collected_and_a_young_one_left(two_versions: Any) -> None:
+    """An upload killed before its body can leave an empty object under a pack's key
+    (SeaweedFS does, docs/store-contract.md): it holds nothing, so gc collects it once past the
+    grace period (it was "unreadable, left alone" for ever); a young one may be an upload in
+    flight and is never touched."""
+    store, repo, _sid_a, sid_b, _ = two_versions
+    store.put(pack_key("ab" * 32), b"")
+    young = collect_garbage(repo, live_snapshots=[sid_b], grace_period_s=3600, limits=LIMITS)
+    assert "ab" * 32 not in young.packs_condemned and "ab" * 32 in _packs(store)
+    report = collect_garbage(repo, live_snapshots=[sid_b], grace_period_s=0, limits=LIMITS)
+    assert "ab" * 32 in report.packs_deleted and "ab" * 32 not in _packs(store)
+    assert not any("ab" * 32 in w for w in report.warnings), report.warnings
+    assert verify(Repository.open(store), deep=True).ok
 
 
 def test_mostly_dead_pack_is_repacked(memory_store: Any, tmp_path: Path) -> None:

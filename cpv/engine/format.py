@@ -184,6 +184,11 @@ def read_store_config(store: ObjectStore) -> StoreConfig:
         raw = store.get(CONFIG_KEY)
     except ObjectNotFoundError as exc:
         raise NoStoreError(f"no cpv store at {store.url}") from exc
+    if not raw:
+        # An init killed before the config's body arrived (SeaweedFS keeps an empty object
+        # under the key): no store was made, and :func:`init_store` makes it now.
+        raise NoStoreError(f"no cpv store at {store.url} (its config object is empty: an "
+                           "init was interrupted)")
     return StoreConfig.from_json(raw, where=store.url)
 
 
@@ -224,7 +229,22 @@ def init_store(
     try:
         store.put(CONFIG_KEY, config.to_json(), if_absent=True)
     except PreconditionFailedError:
-        return read_store_config(store)
+        try:
+            return read_store_config(store)
+        except NoStoreError:
+            # The empty config of an interrupted init stands there: replaced, and what is
+            # stored then is the store's (a client racing on the same empty object may win).
+            # Not over a store that holds versions: its chunking and format are not ours to
+            # guess (an interrupted upgrade_store_format leaves the same empty object).
+            for prefix in ("snapshots/", "index/", "packs/"):
+                if next(iter(store.list(prefix)), None) is not None:
+                    raise FormatError(
+                        f"the config object of the store at {store.url} is empty, but the "
+                        "store holds data: a write of its config was interrupted",
+                        hint="restore the store's config object (from a backup or the "
+                             "server's object versions; docs/store-contract.md)") from None
+            store.put(CONFIG_KEY, config.to_json())
+            return read_store_config(store)
     return config
 
 

@@ -24,7 +24,7 @@ from cpv.engine import Repository, pull, push, verify
 from cpv.engine.index import locations_key, read_locations
 from cpv.engine.packs import pack_id_from_key
 from cpv.engine.snapshot import snapshot_key
-from cpv.errors import FormatError
+from cpv.errors import FormatError, NoStoreError
 from cpv.store import MiB
 from cpv.store.memory import MemoryStore
 from tests.engine.conftest import LIMITS, make_repo, make_tree, rand_bytes, tree_digest
@@ -278,3 +278,24 @@ def test_empty_objects_a_killed_upload_left_are_written_again(
     out = tmp_path / "out"
     pull(Repository.open(s3_store), sid, out, limits=LIMITS)  # a fresh machine
     assert tree_digest(out) == tree_digest(src)
+
+
+def test_an_empty_config_is_an_interrupted_init_unless_the_store_holds_data(
+    s3_store: Any, tmp_path: Path
+) -> None:
+    """The config object can be left empty by a killed init (or upgrade). Init makes the store
+    then; a store that holds data is refused in one line, never given a config guessed anew."""
+    s3_store.put("config", b"")
+    with pytest.raises(NoStoreError, match="init was interrupted"):
+        Repository.open(s3_store)
+    src = make_tree(tmp_path / "src", seed=10, big=MiB, small=3)
+    repo = make_repo(s3_store, tmp_path / "c")
+    sid = push(repo, src, limits=LIMITS).snapshot_id
+    before = s3_store.get("config")
+    s3_store.put("config", b"")
+    with pytest.raises(FormatError, match="holds data") as info:
+        make_repo(s3_store, tmp_path / "c2")
+    assert "restore" in info.value.hint
+    assert s3_store.get("config") == b""  # nothing guessed
+    s3_store.put("config", before)
+    assert verify(Repository.open(s3_store), snapshot_ids=[sid], deep=True).ok

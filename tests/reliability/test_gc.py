@@ -12,7 +12,7 @@ from cpv.engine import Repository, pull, push, verify
 from cpv.engine.gc import collect_garbage
 from cpv.engine.locks import GC_LOCK_KEY, GCLock, PushLease, list_leases, server_now
 from cpv.engine.packs import pack_id_from_key, pack_key
-from cpv.errors import StoreLockedError
+from cpv.errors import FormatError, StoreLockedError
 from cpv.store import KiB, MiB
 from tests.engine.conftest import LIMITS, make_repo, rand_bytes, tree_digest
 
@@ -110,6 +110,19 @@ def test_an_old_empty_pack_object_is_collected_and_a_young_one_left(two_versions
     assert "ab" * 32 in report.packs_deleted and "ab" * 32 not in _packs(store)
     assert not any("ab" * 32 in w for w in report.warnings), report.warnings
     assert verify(Repository.open(store), deep=True).ok
+
+
+def test_an_empty_gc_record_does_not_stop_gc(two_versions: Any) -> None:
+    """A gc killed while writing its record can leave it empty (as above): it condemned nothing
+    (the index it rewrote first leaves those packs orphans, judged again), so the next gc runs
+    instead of stopping on 'not valid JSON' for ever. Any other unreadable record stops it."""
+    store, repo, sid_a, sid_b, _ = two_versions
+    store.put("gc/condemned/" + "0" * 32, b"")
+    report = collect_garbage(repo, live_snapshots=[sid_b], grace_period_s=0, limits=LIMITS)
+    assert report.snapshots_deleted == [sid_a] and report.packs_deleted
+    store.put("gc/condemned/" + "1" * 32, b"{not json")
+    with pytest.raises(FormatError, match="not valid JSON"):
+        collect_garbage(repo, live_snapshots=[sid_b], grace_period_s=0, limits=LIMITS)
 
 
 def test_mostly_dead_pack_is_repacked(memory_store: Any, tmp_path: Path) -> None:

@@ -241,8 +241,8 @@ def init_store(
                     raise FormatError(
                         f"the config object of the store at {store.url} is empty, but the "
                         "store holds data: a write of its config was interrupted",
-                        hint="restore the store's config object (from a backup or the "
-                             "server's object versions; docs/store-contract.md)") from None
+                        hint="restore the store's config object from a backup, or from the "
+                             "server's earlier versions of the object") from None
             store.put(CONFIG_KEY, config.to_json())
             return read_store_config(store)
     return config

@@ -65,12 +65,14 @@ def test_connection_reset_mid_body_resumes_the_read(
     src = make_tree(tmp_path / "src", big=6 * MiB)
     repo = make_repo(via_proxy, tmp_path / "c")
     sid = push(repo, src, limits=LIMITS).snapshot_id
-    proxy.add(Fault("reset_mid_body", method="GET", path="/packs/", times=4))
+    # Two: a read is tried BODY_ATTEMPTS (3) times, and the footer reads of a fresh machine run
+    # in parallel, so with more, one read could take three in a row (a timing-dependent test).
+    proxy.add(Fault("reset_mid_body", method="GET", path="/packs/", times=2))
     proxy.add(Fault("reset_mid_body", method="GET", path="/snapshots/", times=1))
     proxy.add(Fault("reset_before", method="GET", path="/index/", times=1))
     out = tmp_path / "out"
     pull(Repository.open(via_proxy, cache_dir=tmp_path / "fresh"), sid, out, limits=LIMITS)
-    assert len(proxy.faults_applied("reset_mid_body")) == 5
+    assert len(proxy.faults_applied("reset_mid_body")) == 3
     assert tree_digest(out) == tree_digest(src)
 
 

@@ -314,6 +314,15 @@ def read_records(repo: Repository, unreadable: list[str] | None = None) -> list[
         record_id = obj.key[len(ROOTS_PREFIX) :]
         if len(record_id) != 64 or not set(record_id) <= _HEX:
             continue
+        if obj.size == 0:
+            # A record is never empty: this one's upload was killed before its body arrived
+            # (SeaweedFS keeps such an empty object), so the command writing it (a push, tag or
+            # forget) died before it told anyone the record existed, and a retry writes a
+            # record of its own (a new nonce). Nothing is lost by ignoring it, and gc need not
+            # refuse over it as it does over a damaged record.
+            log.warning("ignoring empty root record %s (an upload of it was interrupted)",
+                        record_id)
+            continue
         raw = read_cached(repo.cache_dir, "roots", record_id)
         try:
             if raw is None:

@@ -26,7 +26,7 @@ from cpv.engine.roots import (
     record_untag,
 )
 from cpv.engine.snapshot import SNAPSHOT_PREFIX
-from cpv.errors import ForgetPolicyError, MigrationNeededError
+from cpv.errors import ForgetPolicyError, FormatError, MigrationNeededError
 from cpv.store import KiB
 from tests.engine.conftest import LIMITS, make_repo, rand_bytes, tree_digest
 
@@ -70,6 +70,21 @@ def test_gc_from_roots_alone_keeps_every_tagged_version(s3_store: Any, tmp_path:
     for n, (sid, tree) in enumerate(versions):
         pull(other, sid, tmp_path / f"restore{n}", limits=LIMITS)
         assert tree_digest(tmp_path / f"restore{n}") == tree_digest(tree)
+
+
+def test_an_empty_root_record_is_ignored_and_a_damaged_one_stops_gc(
+        s3_store: Any, tmp_path: Path) -> None:
+    """A push killed while uploading its root record can leave the record empty (SeaweedFS
+    keeps the empty object of such a PUT): gc ignores it instead of refusing for ever. A record
+    with bytes that do not match its id is still damage, and gc still refuses."""
+    repo = make_repo(s3_store, tmp_path / "cache")
+    versions = _push_versions(repo, tmp_path, 2)
+    s3_store.put(ROOTS_PREFIX + "e" * 64, b"")
+    report = collect_garbage(repo, grace_period_s=0, limits=LIMITS)
+    assert report.snapshots_deleted == [] and {s for s, _ in versions} <= _snapshots(s3_store)
+    s3_store.put(ROOTS_PREFIX + "d" * 64, b'{"format": 1}')
+    with pytest.raises(FormatError, match="is damaged"):
+        collect_garbage(repo, grace_period_s=0, limits=LIMITS)
 
 
 def test_forget_policy_then_gc_deletes_only_what_was_forgotten(

@@ -163,11 +163,20 @@ def check_tree_paths(files: Iterable[FileEntry]) -> None:
     check_link_graph({f.path: f.link for f in files if f.link is not None})
 
 
-def file_doc(f: FileEntry) -> dict[str, Any]:
-    """A file's stored fields, without its path (format 1 adds ``p``, a tree node ``n``)."""
-    doc: dict[str, Any] = {"s": f.size, "m": f.mode, "h": f.blake3, "c": chunks_field(f)}
-    if f.link is not None:
-        doc["l"] = f.link
+def file_doc(f: FileEntry, name: str | None = None) -> dict[str, Any]:
+    """A file's stored fields, with its ``name`` as a tree node keeps it (``n``; format 1 adds
+    its path, ``p``).
+
+    The keys are made in sorted order, as canonical JSON has them: tree nodes are encoded
+    without sorting them again (:func:`cpv.engine.tree.encode_folder`, once per file).
+    """
+    if f.link is None:
+        doc: dict[str, Any] = {"c": chunks_field(f), "h": f.blake3, "m": f.mode}
+    else:
+        doc = {"c": chunks_field(f), "h": f.blake3, "l": f.link, "m": f.mode}
+    if name is not None:
+        doc["n"] = name
+    doc["s"] = f.size
     return doc
 
 

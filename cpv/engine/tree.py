@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from cpv.engine.hashing import DIGEST_SIZE, chunk_id
-from cpv.engine.snapshot import FileEntry, chunks_field, decode_file_doc
+from cpv.engine.snapshot import FileEntry, decode_file_doc, file_doc
 from cpv.errors import FormatError, UnsafePathError
 from cpv.pathrules import all_plain_names, path_problem
 
@@ -210,13 +210,8 @@ def encode_folder(
         # Keys in sorted order, as canonical JSON has them (_encode does not sort them).
         if isinstance(value, bytes):
             items.append((name + "/", name, {"d": value.hex(), "n": name}))
-        elif value.link is None:
-            items.append((name, name, {"c": chunks_field(value), "h": value.blake3,
-                                       "m": value.mode, "n": name, "s": value.size}))
         else:
-            items.append((name, name, {"c": chunks_field(value), "h": value.blake3,
-                                       "l": value.link, "m": value.mode, "n": name,
-                                       "s": value.size}))
+            items.append((name, name, file_doc(value, name)))
     items.sort(key=lambda t: t[0])
 
     def put(doc: Mapping[str, Any]) -> bytes:

@@ -39,6 +39,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from cpv.engine.chunking import DEFAULT_CHUNKER, ChunkerParams
+from cpv.engine.index import INDEX_PREFIX
+from cpv.engine.snapshot import SNAPSHOT_PREFIX
 from cpv.engine.tensorcuts import FEATURE as TENSOR_BOUNDARIES
 from cpv.errors import FormatError, NoStoreError, ObjectNotFoundError, PreconditionFailedError
 from cpv.store import MiB
@@ -236,7 +238,7 @@ def init_store(
             # stored then is the store's (a client racing on the same empty object may win).
             # Not over a store that holds versions: its chunking and format are not ours to
             # guess (an interrupted upgrade_store_format leaves the same empty object).
-            for prefix in ("snapshots/", "index/", "packs/"):
+            for prefix in (SNAPSHOT_PREFIX, INDEX_PREFIX, "packs/"):
                 if next(iter(store.list(prefix)), None) is not None:
                     raise FormatError(
                         f"the config object of the store at {store.url} is empty, but the "

@@ -838,7 +838,7 @@ def read_locations(store: ObjectStore, snapshot_id: str) -> list[str] | None:
                for p in packs):
             raise ValueError("bad pack id")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        log.warning("ignoring unreadable %s (%s); reading the whole index instead",
-                    locations_key(snapshot_id), exc)
+        # (A pull then reads the whole index; a push writes the list again.)
+        log.warning("ignoring unreadable %s (%s)", locations_key(snapshot_id), exc)
         return None
     return packs
